@@ -1,0 +1,58 @@
+//! The Erlang distribution wire: the handshake, the frames that follow it,
+//! the messages of a ping, and EPMD.
+//!
+//! pulse presents itself as a hidden node that offers only the capabilities
+//! OTP 25 requires, so every message travels as a plain `'p'` frame: no atom
+//! cache, no fragments.
+
+// pub mod epmd;
+pub mod frame;
+pub mod handshake;
+pub mod message;
+pub mod term;
+
+use std::io::Read;
+
+/// The capabilities pulse offers: exactly the set OTP 25 makes mandatory
+/// (extended references and pids, fun tags, export pointers, bit binaries,
+/// new floats, UTF-8 atoms, maps, big creation, the version-6 handshake).
+/// `PUBLISHED` is left out so real nodes treat pulse as hidden; atom-cache
+/// headers and fragments are left out so every frame is a plain `'p'` frame.
+pub const FLAGS: u64 = 0x0107_0F94;
+
+/// A random `u32` from the kernel, for challenges, creations and cookies.
+/// `/dev/urandom` exists in a scratch container too; if it cannot be read,
+/// the clock and process id still give a value no peer can predict well.
+pub fn random_u32() -> u32 {
+    let mut buf = [0u8; 4];
+    if std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut buf))
+        .is_ok()
+    {
+        return u32::from_ne_bytes(buf);
+    }
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos() ^ d.as_secs() as u32)
+        .unwrap_or(0);
+    nanos ^ std::process::id().rotate_left(16)
+}
+
+/// MD5 of the cookie followed by the challenge in unsigned decimal, as both
+/// ends of a handshake compute it.
+pub fn digest(cookie: &str, challenge: u32) -> [u8; 16] {
+    let mut ctx = md5::Context::new();
+    ctx.consume(cookie.as_bytes());
+    ctx.consume(challenge.to_string().as_bytes());
+    ctx.finalize().0
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn digest_uses_unsigned_decimal() {
+        // A challenge above 2^31 must be written unsigned.
+        let d = super::digest("c", 4_229_592_237);
+        assert_eq!(d, md5::compute(b"c4229592237").0);
+    }
+}

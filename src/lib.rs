@@ -1,0 +1,5 @@
+//! pulse: a small cluster node.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod dist;
