@@ -1,0 +1,432 @@
+//! Configuration in two stages: [`parse`] turns exactly what the user typed
+//! and set in the environment into [`Args`] (no system calls, so it is tested
+//! from lists of strings), and [`Args::resolve`] does the side effects (the
+//! host's address, its name, the cookie file) to make a [`Config`].
+
+use std::ffi::OsString;
+use std::fs;
+use std::io::Write;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::name::{self, NodeName};
+
+/// The usage text for `--help`.
+pub const USAGE: &str = "\
+Usage: pulse [run] [OPTIONS]      run a node (the default)
+       pulse status [OPTIONS]     ping every registered node once, print a table
+       pulse health [OPTIONS]     ping this node's own registered name (for HEALTHCHECK)
+
+Options (flags win over the environment):
+  --name NAME@HOST        node name                                      PULSE_NAME
+  --sname NAME            node name NAME@<this host's name>
+  --ip ADDR               address to listen on and publish               PULSE_IP
+  --port PORT             distribution port, 0 = any free one [0]        PULSE_PORT
+  --cookie COOKIE         shared secret                                  PULSE_COOKIE
+  --cookie-file PATH      read the cookie from this file                 PULSE_COOKIE_FILE
+  --sync-dir DIR          registry directory [/tmp/sync_dir/]            PULSE_SYNC_DIR
+  --log-file PATH         shared log file [/tmp/log/cluster.log]         PULSE_LOG_FILE
+  --interval MS           heartbeat and ping interval [1000]             PULSE_INTERVAL_MS
+  --timeout MS            ping timeout [half the interval]               PULSE_TIMEOUT_MS
+  --ttl MS                expire entries silent this long [5 intervals]  PULSE_TTL_MS
+  -h, --help              print this help
+  -V, --version           print the version
+
+With no name, the node is called md5(`date -Ins`)[..10]@ADDR, ADDR being
+--ip or the first non-loopback IPv4 address. With no cookie, the cookie is
+read from $HOME/.erlang.cookie, which is created when missing.
+
+Exit codes: 0 ok; 1 runtime failure (status: some node is down);
+2 bad usage; 130 stopped by a second signal.
+";
+
+/// Default registry directory, as in the recipe.
+pub const DEFAULT_SYNC_DIR: &str = "/tmp/sync_dir/";
+/// Default shared log file, as in the recipe.
+pub const DEFAULT_LOG_FILE: &str = "/tmp/log/cluster.log";
+/// Longest interval: a link silent for longer would miss Erlang's 15 s tick.
+pub const MAX_INTERVAL_MS: u64 = 15_000;
+/// Shortest interval.
+pub const MIN_INTERVAL_MS: u64 = 10;
+
+/// What to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// Run a node.
+    Run,
+    /// Ping every registered node once and print a table.
+    Status,
+    /// Ping our own registered name once.
+    Health,
+    /// Print the usage.
+    Help,
+    /// Print the version.
+    Version,
+}
+
+/// Exactly what was given on the command line and in the environment.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Args {
+    /// The subcommand.
+    pub command: Option<Command>,
+    /// `--name`.
+    pub name: Option<String>,
+    /// `--sname`.
+    pub sname: Option<String>,
+    /// `--ip`.
+    pub ip: Option<IpAddr>,
+    /// `--port`.
+    pub port: Option<u16>,
+    /// `--cookie`.
+    pub cookie: Option<String>,
+    /// `--cookie-file`.
+    pub cookie_file: Option<PathBuf>,
+    /// `--sync-dir`.
+    pub sync_dir: Option<PathBuf>,
+    /// `--log-file`.
+    pub log_file: Option<PathBuf>,
+    /// `--interval`, in ms.
+    pub interval_ms: Option<u64>,
+    /// `--timeout`, in ms.
+    pub timeout_ms: Option<u64>,
+    /// `--ttl`, in ms.
+    pub ttl_ms: Option<u64>,
+    /// `$HOME`, for the default cookie file.
+    pub home: Option<PathBuf>,
+}
+
+/// The resolved configuration of a node.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Our node name.
+    pub name: NodeName,
+    /// The address we listen on and publish.
+    pub ip: IpAddr,
+    /// The port to listen on (0: any).
+    pub port: u16,
+    /// The shared secret.
+    pub cookie: String,
+    /// The registry directory.
+    pub sync_dir: PathBuf,
+    /// The shared log file.
+    pub log_file: PathBuf,
+    /// Heartbeat and ping interval.
+    pub interval: Duration,
+    /// How long a ping may take.
+    pub timeout: Duration,
+    /// How long an entry's heartbeat may stand still before it expires.
+    pub ttl: Duration,
+}
+
+/// Parses the command line (without the program name) and the environment,
+/// given as a lookup function. Flags win over the environment.
+pub fn parse<I, E>(args: I, env: E) -> Result<Args, String>
+where
+    I: IntoIterator<Item = OsString>,
+    E: Fn(&str) -> Option<String>,
+{
+    let mut out = Args::default();
+    let mut args = args.into_iter().peekable();
+    while let Some(raw) = args.next() {
+        let arg = raw
+            .into_string()
+            .map_err(|a| format!("argument {a:?} is not valid UTF-8"))?;
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
+            _ => (arg.clone(), None),
+        };
+        let mut value = || -> Result<String, String> {
+            if let Some(v) = inline.clone() {
+                return Ok(v);
+            }
+            match args.next().map(OsString::into_string) {
+                Some(Ok(v)) => Ok(v),
+                Some(Err(v)) => Err(format!("{flag}: value {v:?} is not valid UTF-8")),
+                None => Err(format!("{flag}: missing value")),
+            }
+        };
+        match flag.as_str() {
+            "-h" | "--help" => out.command = Some(Command::Help),
+            "-V" | "--version" => out.command = Some(Command::Version),
+            "--name" => out.name = Some(value()?),
+            "--sname" => out.sname = Some(value()?),
+            "--ip" => out.ip = Some(ip_value(&flag, &value()?)?),
+            "--port" => out.port = Some(number(&flag, &value()?)?),
+            "--cookie" => out.cookie = Some(value()?),
+            "--cookie-file" => out.cookie_file = Some(value()?.into()),
+            "--sync-dir" => out.sync_dir = Some(value()?.into()),
+            "--log-file" => out.log_file = Some(value()?.into()),
+            "--interval" => out.interval_ms = Some(number(&flag, &value()?)?),
+            "--timeout" => out.timeout_ms = Some(number(&flag, &value()?)?),
+            "--ttl" => out.ttl_ms = Some(number(&flag, &value()?)?),
+            "run" | "status" | "health" if out.command.is_none() && out == Args::default() => {
+                out.command = Some(match flag.as_str() {
+                    "run" => Command::Run,
+                    "status" => Command::Status,
+                    _ => Command::Health,
+                });
+            }
+            other if other.starts_with('-') => return Err(format!("unknown option '{other}'")),
+            other => return Err(format!("unexpected argument '{other}'")),
+        }
+    }
+    // Each variable is read here and nowhere else.
+    let from_env = |var: &str| env(var).filter(|v| !v.is_empty());
+    if out.name.is_none() && out.sname.is_none() {
+        out.name = from_env("PULSE_NAME");
+    }
+    if out.ip.is_none() {
+        out.ip = from_env("PULSE_IP").map(|v| ip_value("PULSE_IP", &v)).transpose()?;
+    }
+    if out.port.is_none() {
+        out.port = from_env("PULSE_PORT").map(|v| number("PULSE_PORT", &v)).transpose()?;
+    }
+    if out.cookie.is_none() && out.cookie_file.is_none() {
+        out.cookie = from_env("PULSE_COOKIE");
+        if out.cookie.is_none() {
+            out.cookie_file = from_env("PULSE_COOKIE_FILE").map(PathBuf::from);
+        }
+    }
+    if out.sync_dir.is_none() {
+        out.sync_dir = from_env("PULSE_SYNC_DIR").map(PathBuf::from);
+    }
+    if out.log_file.is_none() {
+        out.log_file = from_env("PULSE_LOG_FILE").map(PathBuf::from);
+    }
+    if out.interval_ms.is_none() {
+        out.interval_ms = from_env("PULSE_INTERVAL_MS").map(|v| number("PULSE_INTERVAL_MS", &v)).transpose()?;
+    }
+    if out.timeout_ms.is_none() {
+        out.timeout_ms = from_env("PULSE_TIMEOUT_MS").map(|v| number("PULSE_TIMEOUT_MS", &v)).transpose()?;
+    }
+    if out.ttl_ms.is_none() {
+        out.ttl_ms = from_env("PULSE_TTL_MS").map(|v| number("PULSE_TTL_MS", &v)).transpose()?;
+    }
+    out.home = from_env("HOME").map(PathBuf::from);
+    if out.name.is_some() && out.sname.is_some() {
+        return Err("--name and --sname exclude each other".into());
+    }
+    out.check_numbers()?;
+    Ok(out)
+}
+
+fn number<T: std::str::FromStr>(flag: &str, v: &str) -> Result<T, String> {
+    v.trim()
+        .parse()
+        .map_err(|_| format!("{flag}: expected a non-negative whole number, got '{v}'"))
+}
+
+fn ip_value(flag: &str, v: &str) -> Result<IpAddr, String> {
+    v.trim()
+        .parse()
+        .map_err(|_| format!("{flag}: expected an IP address, got '{v}'"))
+}
+
+impl Args {
+    /// The command to run (`run` when none was given).
+    pub fn command(&self) -> Command {
+        self.command.unwrap_or(Command::Run)
+    }
+
+    fn interval_ms(&self) -> u64 {
+        self.interval_ms.unwrap_or(1000)
+    }
+
+    fn check_numbers(&self) -> Result<(), String> {
+        let interval = self.interval_ms();
+        if !(MIN_INTERVAL_MS..=MAX_INTERVAL_MS).contains(&interval) {
+            return Err(format!(
+                "interval: must be {MIN_INTERVAL_MS} to {MAX_INTERVAL_MS} ms, got {interval}"
+            ));
+        }
+        if let Some(t) = self.timeout_ms {
+            if t == 0 || t > interval {
+                return Err(format!("timeout: must be 1 ms up to the interval ({interval} ms), got {t}"));
+            }
+        }
+        if let Some(ttl) = self.ttl_ms {
+            if ttl < 2 * interval {
+                return Err(format!("ttl: must be at least two intervals ({} ms), got {ttl}", 2 * interval));
+            }
+        }
+        Ok(())
+    }
+
+    /// Does the side effects: finds the address, the name and the cookie.
+    pub fn resolve(&self) -> Result<Config, String> {
+        let name_ip = self
+            .name
+            .as_deref()
+            .and_then(|n| n.split_once('@'))
+            .and_then(|(_, host)| host.parse::<IpAddr>().ok());
+        let ip = self.ip.or(name_ip).unwrap_or_else(name::detect_ipv4);
+        let name_text = match (&self.name, &self.sname) {
+            (Some(n), _) => n.clone(),
+            (None, Some(s)) => format!("{s}@{}", name::host_name()?),
+            (None, None) => format!("{}@{ip}", name::recipe_alive()),
+        };
+        let name: NodeName = name_text.parse()?;
+        let interval = Duration::from_millis(self.interval_ms());
+        Ok(Config {
+            name,
+            ip,
+            port: self.port.unwrap_or(0),
+            cookie: self.cookie()?,
+            sync_dir: self.sync_dir.clone().unwrap_or_else(|| DEFAULT_SYNC_DIR.into()),
+            log_file: self.log_file.clone().unwrap_or_else(|| DEFAULT_LOG_FILE.into()),
+            interval,
+            timeout: self.timeout_ms.map_or(interval / 2, Duration::from_millis),
+            ttl: self.ttl_ms.map_or(interval * 5, Duration::from_millis),
+        })
+    }
+
+    /// The cookie: given, read from the given file, or Erlang's own file in
+    /// the home directory (created with a random cookie when missing).
+    fn cookie(&self) -> Result<String, String> {
+        let cookie = if let Some(c) = &self.cookie {
+            c.clone()
+        } else if let Some(path) = &self.cookie_file {
+            read_cookie(path)?
+        } else if let Some(home) = &self.home {
+            erlang_cookie(&home.join(".erlang.cookie"))?
+        } else {
+            return Err("no cookie: give --cookie or --cookie-file, or set HOME so $HOME/.erlang.cookie can be used".into());
+        };
+        if cookie.is_empty() || cookie.len() > 255 || cookie.chars().any(char::is_control) {
+            return Err("cookie: must be 1 to 255 printable characters".into());
+        }
+        Ok(cookie)
+    }
+}
+
+fn read_cookie(path: &Path) -> Result<String, String> {
+    let text = fs::read_to_string(path).map_err(|e| format!("cookie file {}: {e}", path.display()))?;
+    Ok(text.trim().to_string())
+}
+
+/// Reads `$HOME/.erlang.cookie`, creating it as Erlang does (20 random
+/// capital letters, mode 0400) when it does not exist.
+fn erlang_cookie(path: &Path) -> Result<String, String> {
+    if path.exists() {
+        return read_cookie(path);
+    }
+    let cookie: String = (0..20)
+        .map(|_| char::from(b'A' + (crate::dist::random_u32() % 26) as u8))
+        .collect();
+    let create = || -> std::io::Result<()> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = fs::OpenOptions::new().write(true).create_new(true).mode(0o400).open(path)?;
+        f.write_all(cookie.as_bytes())
+    };
+    match create() {
+        Ok(()) => Ok(cookie),
+        // Another node created it at the same moment: use theirs.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => read_cookie(path),
+        Err(e) => Err(format!("cannot create cookie file {}: {e}", path.display())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn parse_with(args: &[&str], env: &[(&str, &str)]) -> Result<Args, String> {
+        let env: HashMap<String, String> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        parse(args.iter().map(OsString::from), |k| env.get(k).cloned())
+    }
+
+    #[test]
+    fn flags_win_over_environment() {
+        let a = parse_with(
+            &["--name", "a1@127.0.0.1", "--interval=200"],
+            &[("PULSE_NAME", "b@h"), ("PULSE_INTERVAL_MS", "300"), ("PULSE_TIMEOUT_MS", "50")],
+        )
+        .expect("valid");
+        assert_eq!(a.name.as_deref(), Some("a1@127.0.0.1"));
+        assert_eq!(a.interval_ms, Some(200));
+        assert_eq!(a.timeout_ms, Some(50));
+        assert_eq!(a.command(), Command::Run);
+    }
+
+    #[test]
+    fn cookie_flag_beats_cookie_file_env() {
+        let a = parse_with(&["--cookie", "c"], &[("PULSE_COOKIE_FILE", "/x")]).expect("valid");
+        assert_eq!((a.cookie.as_deref(), a.cookie_file), (Some("c"), None));
+        let a = parse_with(&[], &[("PULSE_COOKIE_FILE", "/x"), ("PULSE_COOKIE", "e")]).expect("valid");
+        assert_eq!((a.cookie.as_deref(), a.cookie_file), (Some("e"), None));
+    }
+
+    #[test]
+    fn errors_name_the_flag() {
+        let cases = [
+            (&["--interval", "abc"][..], "--interval: expected"),
+            (&["--port", "70000"], "--port: expected"),
+            (&["--ip", "nope"], "--ip: expected an IP address"),
+            (&["--bogus"], "unknown option '--bogus'"),
+            (&["--name"], "--name: missing value"),
+            (&["--interval", "5"], "interval: must be"),
+            (&["--timeout", "2000"], "timeout: must be"),
+            (&["--ttl", "100"], "ttl: must be"),
+            (&["--name", "a@h", "--sname", "b"], "exclude"),
+            (&["stray"], "unexpected argument"),
+        ];
+        for (args, want) in cases {
+            let err = parse_with(args, &[]).expect_err(want);
+            assert!(err.contains(want), "{args:?}: {err}");
+        }
+        let err = parse_with(&[], &[("PULSE_INTERVAL_MS", "x")]).expect_err("bad env");
+        assert!(err.contains("PULSE_INTERVAL_MS"), "{err}");
+    }
+
+    #[test]
+    fn subcommands() {
+        assert_eq!(parse_with(&["status"], &[]).expect("ok").command(), Command::Status);
+        assert_eq!(parse_with(&["health", "--cookie", "c"], &[]).expect("ok").command(), Command::Health);
+        assert_eq!(parse_with(&["--help"], &[]).expect("ok").command(), Command::Help);
+    }
+
+    #[test]
+    fn resolve_takes_the_address_from_the_name() {
+        let a = parse_with(&["--name", "a1@127.0.0.3", "--cookie", "c"], &[]).expect("ok");
+        let c = a.resolve().expect("resolves");
+        assert_eq!(c.ip.to_string(), "127.0.0.3");
+        assert_eq!(c.timeout, Duration::from_millis(500));
+        assert_eq!(c.ttl, Duration::from_millis(5000));
+    }
+
+    #[test]
+    fn default_name_is_md5_at_address() {
+        let a = parse_with(&["--ip", "127.0.0.9", "--cookie", "c"], &[]).expect("ok");
+        let c = a.resolve().expect("resolves");
+        let (alive, host) = c.name.as_str().split_once('@').expect("has @");
+        assert_eq!((alive.len(), host), (10, "127.0.0.9"));
+    }
+
+    #[test]
+    fn cookie_file_is_created_once_and_reused() {
+        let dir = std::env::temp_dir().join(format!("pulse-cookie-{}", std::process::id()));
+        fs::create_dir_all(&dir).expect("dir");
+        let home = dir.to_string_lossy().to_string();
+        let resolve = || {
+            parse_with(&["--name", "a@127.0.0.1"], &[("HOME", &home)])
+                .and_then(|a| a.resolve())
+                .expect("resolves")
+                .cookie
+        };
+        let first = resolve();
+        assert_eq!(first.len(), 20);
+        assert_eq!(resolve(), first);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata(dir.join(".erlang.cookie")).expect("exists").permissions().mode();
+        assert_eq!(mode & 0o777, 0o400);
+        fs::remove_dir_all(&dir).expect("cleanup");
+    }
+
+    #[test]
+    fn no_cookie_anywhere_is_a_clear_error() {
+        let a = parse_with(&["--name", "a@127.0.0.1"], &[]).expect("ok");
+        assert!(a.resolve().expect_err("no cookie").contains("no cookie"));
+    }
+}

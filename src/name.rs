@@ -1,0 +1,171 @@
+//! Node names (`alive@host`): validation, the recipe's default name, and the
+//! host's address.
+//!
+//! A name becomes a file name in the shared registry, so it is validated
+//! before it touches the file system: ASCII letters, digits, `_` and `-`
+//! before the `@`; letters, digits, `.`, `-` and `_` after it, never `..`.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr};
+use std::process::Command;
+use std::str::FromStr;
+
+/// Longest name accepted (Erlang's atom limit).
+pub const MAX_LEN: usize = 255;
+
+/// A validated node name.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct NodeName(String);
+
+impl NodeName {
+    /// The part before the `@`, which EPMD knows the node by.
+    pub fn alive(&self) -> &str {
+        self.0.split_once('@').map_or(&self.0, |(a, _)| a)
+    }
+
+    /// The part after the `@`.
+    pub fn host(&self) -> &str {
+        self.0.split_once('@').map_or("", |(_, h)| h)
+    }
+
+    /// The whole name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for NodeName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl FromStr for NodeName {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.len() > MAX_LEN {
+            return Err(format!("node name longer than {MAX_LEN} bytes"));
+        }
+        let (alive, host) = s
+            .split_once('@')
+            .ok_or_else(|| format!("'{s}' is not a node name (expected name@host)"))?;
+        let alive_ok = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+        let host_ok = |c: char| c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-';
+        if alive.is_empty() || !alive.chars().all(alive_ok) {
+            return Err(format!("'{s}': the part before '@' must be letters, digits, '_' or '-'"));
+        }
+        if host.is_empty() || !host.chars().all(host_ok) || host.starts_with('.') || host.contains("..") {
+            return Err(format!("'{s}': the host after '@' must be letters, digits, '.', '_' or '-'"));
+        }
+        Ok(NodeName(s.to_string()))
+    }
+}
+
+/// The recipe's name: the first 10 hex digits of the md5 of the current time
+/// exactly as `date -Ins` prints it, newline included.
+pub fn recipe_alive() -> String {
+    let text = date_ins_now();
+    let hex = format!("{:x}", md5::compute(text.as_bytes()));
+    hex[..10].to_string()
+}
+
+/// The current time as `date -Ins` prints it, e.g.
+/// `2026-11-23T22:53:19,123456789+00:00\n`. `date` knows the local zone, so
+/// it is asked first; without it (a scratch container has none) the time is
+/// written in UTC, which is what `date` prints there too.
+fn date_ins_now() -> String {
+    if let Ok(out) = Command::new("date").arg("-Ins").output() {
+        if out.status.success() {
+            if let Ok(text) = String::from_utf8(out.stdout) {
+                return text;
+            }
+        }
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    format_date_ins_utc(now.as_secs(), now.subsec_nanos())
+}
+
+/// `date -Ins` for a UTC instant.
+fn format_date_ins_utc(secs: u64, nanos: u32) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02},{nanos:09}+00:00\n",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+/// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's
+/// well-known algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+/// The host's first non-loopback IPv4 address, as the recipe's run.sh takes
+/// it; `127.0.0.1` when there is none.
+pub fn detect_ipv4() -> IpAddr {
+    if_addrs::get_if_addrs()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|i| !i.is_loopback())
+        .find_map(|i| match i.ip() {
+            IpAddr::V4(v4) => Some(IpAddr::V4(v4)),
+            IpAddr::V6(_) => None,
+        })
+        .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
+}
+
+/// This machine's host name, for `--sname`.
+pub fn host_name() -> Result<String, String> {
+    let name = hostname::get().map_err(|e| format!("cannot read the host name: {e}"))?;
+    name.into_string().map_err(|_| "the host name is not valid UTF-8".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn valid_and_invalid_names() {
+        for ok in ["a1@127.0.0.1", "7c57022cc5@172.19.0.6", "x_y-z@host-1.example"] {
+            let n: NodeName = ok.parse().expect(ok);
+            assert_eq!(n.as_str(), ok);
+        }
+        let n: NodeName = "a1@127.0.0.1".parse().expect("valid");
+        assert_eq!((n.alive(), n.host()), ("a1", "127.0.0.1"));
+        let long = format!("a@{}", "h".repeat(300));
+        for bad in ["", "a1", "@h", "a@", "a/b@h", "a@h/x", "a@..", "a@.h", "a@h..x", "a b@h", "a@h@h", &long, "é@h"] {
+            assert!(bad.parse::<NodeName>().is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn date_ins_format_matches_date() {
+        // 2026-11-23T22:53:19,123456789+00:00
+        assert_eq!(format_date_ins_utc(1_795_474_399, 123_456_789), "2026-11-23T22:53:19,123456789+00:00\n");
+        assert_eq!(format_date_ins_utc(0, 0), "1970-01-01T00:00:00,000000000+00:00\n");
+        assert_eq!(format_date_ins_utc(951_782_400, 5), "2000-02-29T00:00:00,000000005+00:00\n");
+    }
+
+    #[test]
+    fn recipe_alive_is_ten_hex_digits() {
+        let a = recipe_alive();
+        assert_eq!(a.len(), 10);
+        assert!(a.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+    }
+}
