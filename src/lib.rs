@@ -5,3 +5,4 @@
 pub mod config;
 pub mod dist;
 pub mod name;
+pub mod registry;

@@ -1,0 +1,401 @@
+//! The shared registry directory: one file per node, named after it.
+//!
+//! Our own record is rewritten every interval through a temporary file and a
+//! rename, so readers see the old record or the new one, never half of one.
+//! Everything else in the directory is untrusted: a file that is not a
+//! regular file, has no valid node name, or holds an unreadable, oversized or
+//! garbled record is skipped with one warning (repeated only if the reason
+//! changes), and no file type can block a scan.
+//!
+//! A record, version 1 (keys in any order, unknown keys ignored):
+//!
+//! ```text
+//! pulse 1
+//! name a1@127.0.0.1
+//! addr 127.0.0.1:40123
+//! heartbeat 1795474399123
+//! ```
+//!
+//! A file holding a single word instead (the recipe's Elixir nodes write just
+//! a timestamp) is a *bare* entry: it has a heartbeat but no address, so its
+//! port is asked of EPMD.
+
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use log::warn;
+
+use crate::name::NodeName;
+
+/// Largest record read; real ones are under 100 bytes.
+pub const MAX_RECORD: u64 = 4096;
+/// Most directory entries looked at in one scan.
+pub const MAX_ENTRIES: usize = 10_000;
+/// The first line of a record of the current version.
+const MAGIC: &str = "pulse 1";
+
+/// One node's registry record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    /// The node's name (equal to the file's name).
+    pub name: NodeName,
+    /// Where its distribution listener is; `None` for a bare entry.
+    pub addr: Option<SocketAddr>,
+    /// The heartbeat as written. Liveness is judged by whether it changes.
+    pub heartbeat: String,
+}
+
+impl Record {
+    /// The heartbeat as Unix milliseconds, when it is one.
+    pub fn heartbeat_ms(&self) -> Option<u64> {
+        self.heartbeat.parse().ok()
+    }
+
+    /// The record's text.
+    pub fn to_text(&self) -> String {
+        let mut text = format!("{MAGIC}\nname {}\n", self.name);
+        if let Some(addr) = self.addr {
+            text.push_str(&format!("addr {addr}\n"));
+        }
+        text.push_str(&format!("heartbeat {}\n", self.heartbeat));
+        text
+    }
+
+    /// Parses a record found in the file called `name`.
+    pub fn parse(name: &NodeName, text: &str) -> Result<Record, String> {
+        let mut lines = text.lines();
+        let first = lines.next().unwrap_or("").trim();
+        if first != MAGIC {
+            if first.starts_with("pulse ") {
+                return Err(format!("unsupported record version '{first}'"));
+            }
+            // A bare entry: one short word, nothing else.
+            let bare = !first.is_empty()
+                && first.len() <= 64
+                && !first.contains(char::is_whitespace)
+                && lines.all(|l| l.trim().is_empty());
+            if bare && first.chars().all(|c| c.is_ascii_graphic()) {
+                return Ok(Record { name: name.clone(), addr: None, heartbeat: first.to_string() });
+            }
+            return Err("not a pulse record".into());
+        }
+        let (mut rec_name, mut addr, mut heartbeat) = (None, None, None);
+        for line in lines {
+            let Some((key, value)) = line.trim().split_once(' ') else {
+                continue;
+            };
+            match key {
+                "name" => rec_name = Some(value.to_string()),
+                "addr" => addr = Some(value.parse::<SocketAddr>().map_err(|_| format!("bad addr '{value}'"))?),
+                "heartbeat" => heartbeat = Some(value.to_string()),
+                _ => {}
+            }
+        }
+        if rec_name.as_deref() != Some(name.as_str()) {
+            return Err("the name inside differs from the file name".into());
+        }
+        let addr = addr.ok_or("no addr")?;
+        if addr.port() == 0 {
+            return Err("addr has port 0".into());
+        }
+        let heartbeat = heartbeat.filter(|h| !h.is_empty()).ok_or("no heartbeat")?;
+        Ok(Record { name: name.clone(), addr: Some(addr), heartbeat })
+    }
+}
+
+/// What a scan remembers of a file, to skip re-reading an unchanged one.
+#[derive(Clone, PartialEq, Eq)]
+struct Stamp {
+    ino: u64,
+    mtime_ns: i128,
+    size: u64,
+}
+
+/// A registry directory, and what this node has seen in it.
+pub struct Registry {
+    dir: PathBuf,
+    /// Records by file name, with the stamp they were read at.
+    cache: HashMap<String, (Stamp, Record)>,
+    /// Files skipped, with the reason last warned about.
+    warned: HashMap<String, String>,
+    dir_missing_warned: bool,
+}
+
+impl Registry {
+    /// A registry in `dir` (created on the first write).
+    pub fn new(dir: impl Into<PathBuf>) -> Registry {
+        Registry { dir: dir.into(), cache: HashMap::new(), warned: HashMap::new(), dir_missing_warned: false }
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn path(&self, name: &NodeName) -> PathBuf {
+        self.dir.join(name.as_str())
+    }
+
+    /// Writes our record atomically, creating the directory when it is
+    /// missing (also when it was deleted under a running node).
+    pub fn write(&self, record: &Record) -> io::Result<()> {
+        match self.write_once(record) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                fs::create_dir_all(&self.dir)?;
+                self.write_once(record)
+            }
+            other => other,
+        }
+    }
+
+    fn write_once(&self, record: &Record) -> io::Result<()> {
+        // A dot-file: scanners skip it silently while it is being written.
+        let tmp = self.dir.join(format!(".{}.{}.tmp", record.name, std::process::id()));
+        let result = File::create(&tmp)
+            .and_then(|mut f| f.write_all(record.to_text().as_bytes()))
+            .and_then(|()| fs::rename(&tmp, self.path(&record.name)));
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        result
+    }
+
+    /// Removes a node's file; a file already gone is not an error.
+    pub fn remove(&self, name: &NodeName) -> io::Result<()> {
+        match fs::remove_file(self.path(name)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Reads one node's record, if it has a valid one.
+    pub fn read(&self, name: &NodeName) -> Option<Record> {
+        let text = read_untrusted(&self.path(name)).ok()?;
+        Record::parse(name, &text).ok()
+    }
+
+    /// Lists every valid record, sorted by name. Bad entries are skipped with
+    /// one warning each.
+    pub fn scan(&mut self) -> Vec<Record> {
+        let entries = match fs::read_dir(&self.dir) {
+            Ok(entries) => {
+                self.dir_missing_warned = false;
+                entries
+            }
+            Err(e) => {
+                if !self.dir_missing_warned {
+                    warn!("registry: cannot list {}: {e}", self.dir.display());
+                    self.dir_missing_warned = true;
+                }
+                self.cache.clear();
+                return Vec::new();
+            }
+        };
+        let mut seen_bad = HashMap::new();
+        let mut cache = HashMap::new();
+        let mut records = Vec::new();
+        for entry in entries.flatten().take(MAX_ENTRIES) {
+            let file_name = entry.file_name().to_string_lossy().into_owned();
+            if file_name.starts_with('.') {
+                continue;
+            }
+            match self.look_at(&entry, &file_name) {
+                Ok((stamp, record)) => {
+                    records.push(record.clone());
+                    cache.insert(file_name, (stamp, record));
+                }
+                // Gone between the listing and the look: not worth a word.
+                Err(why) if why.is_empty() => {}
+                Err(why) => {
+                    if self.warned.get(&file_name) != Some(&why) {
+                        warn!("registry: skipping '{}': {why}", file_name.escape_debug());
+                    }
+                    seen_bad.insert(file_name, why);
+                }
+            }
+        }
+        self.cache = cache;
+        self.warned = seen_bad;
+        records.sort_by(|a, b| a.name.cmp(&b.name));
+        records
+    }
+
+    /// One directory entry: its record, or why it is skipped (empty when it
+    /// vanished meanwhile).
+    fn look_at(&self, entry: &fs::DirEntry, file_name: &str) -> Result<(Stamp, Record), String> {
+        let name: NodeName = file_name.parse().map_err(|_| "not a node name".to_string())?;
+        let meta = match entry.path().symlink_metadata() {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(String::new()),
+            Err(e) => return Err(format!("cannot stat: {e}")),
+        };
+        let kind = meta.file_type();
+        if !kind.is_file() {
+            return Err(format!("not a regular file ({})", describe(&kind)));
+        }
+        let stamp = Stamp {
+            ino: meta.ino(),
+            mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+            size: meta.size(),
+        };
+        if let Some((old, record)) = self.cache.get(file_name) {
+            if *old == stamp {
+                return Ok((stamp, record.clone()));
+            }
+        }
+        let text = match read_untrusted(&entry.path()) {
+            Ok(t) => t,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(String::new()),
+            Err(e) => return Err(e.to_string()),
+        };
+        let record = Record::parse(&name, &text)?;
+        Ok((stamp, record))
+    }
+}
+
+fn describe(kind: &fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if kind.is_dir() {
+        "a directory"
+    } else if kind.is_symlink() {
+        "a symlink"
+    } else if kind.is_fifo() {
+        "a FIFO"
+    } else if kind.is_socket() {
+        "a socket"
+    } else if kind.is_block_device() || kind.is_char_device() {
+        "a device"
+    } else {
+        "unknown type"
+    }
+}
+
+/// Reads a small regular file without following a symlink and without
+/// blocking, whatever was swapped in since it was listed.
+fn read_untrusted(path: &Path) -> io::Result<String> {
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"));
+    }
+    if meta.len() > MAX_RECORD {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("record of {} bytes is over the {MAX_RECORD}-byte limit", meta.len()),
+        ));
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_RECORD + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_RECORD {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "record grew over the size limit"));
+    }
+    String::from_utf8(bytes).map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "record is not UTF-8"))
+}
+
+/// Unix milliseconds now, the heartbeat pulse writes.
+pub fn unix_ms(now: SystemTime) -> u64 {
+    now.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name(s: &str) -> NodeName {
+        s.parse().expect("valid name")
+    }
+
+    fn record(n: &str, port: u16, hb: u64) -> Record {
+        Record { name: name(n), addr: Some(SocketAddr::from(([127, 0, 0, 1], port))), heartbeat: hb.to_string() }
+    }
+
+    struct TempDir(PathBuf);
+    impl TempDir {
+        fn new(tag: &str) -> TempDir {
+            let p = std::env::temp_dir().join(format!("pulse-reg-{tag}-{}", std::process::id()));
+            let _ = fs::remove_dir_all(&p);
+            TempDir(p)
+        }
+    }
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn record_text_roundtrips() {
+        let r = record("a@127.0.0.1", 4000, 17);
+        assert_eq!(Record::parse(&r.name, &r.to_text()), Ok(r));
+    }
+
+    #[test]
+    fn bad_records_are_rejected() {
+        let n = name("a@127.0.0.1");
+        for (text, why) in [
+            ("pulse 1\nname b@127.0.0.1\naddr 127.0.0.1:1\nheartbeat 1\n", "differs"),
+            ("pulse 1\nname a@127.0.0.1\nheartbeat 1\n", "no addr"),
+            ("pulse 1\nname a@127.0.0.1\naddr x\nheartbeat 1\n", "bad addr"),
+            ("pulse 1\nname a@127.0.0.1\naddr 127.0.0.1:0\nheartbeat 1\n", "port 0"),
+            ("pulse 1\nname a@127.0.0.1\naddr 127.0.0.1:1\n", "no heartbeat"),
+            ("pulse 9\n", "version"),
+            ("two words\n", "not a pulse record"),
+            ("", "not a pulse record"),
+        ] {
+            let err = Record::parse(&n, text).expect_err(text);
+            assert!(err.contains(why), "{text:?}: {err}");
+        }
+        let bare = Record::parse(&n, "1795474399123\n").expect("bare entry");
+        assert_eq!((bare.addr, bare.heartbeat_ms()), (None, Some(1_795_474_399_123)));
+    }
+
+    #[test]
+    fn write_recreates_a_deleted_dir_and_scan_sees_it() {
+        let tmp = TempDir::new("write");
+        let mut reg = Registry::new(tmp.0.join("sub"));
+        assert!(reg.scan().is_empty());
+        reg.write(&record("b@127.0.0.1", 2, 1)).expect("write");
+        reg.write(&record("a@127.0.0.1", 1, 1)).expect("write");
+        let names: Vec<_> = reg.scan().into_iter().map(|r| r.name.to_string()).collect();
+        assert_eq!(names, ["a@127.0.0.1", "b@127.0.0.1"]);
+        fs::remove_dir_all(tmp.0.join("sub")).expect("delete");
+        reg.write(&record("a@127.0.0.1", 1, 2)).expect("write again");
+        assert_eq!(reg.scan(), vec![record("a@127.0.0.1", 1, 2)]);
+        reg.remove(&name("a@127.0.0.1")).expect("remove");
+        reg.remove(&name("a@127.0.0.1")).expect("remove twice");
+        assert!(reg.scan().is_empty());
+    }
+
+    #[test]
+    fn hostile_entries_are_skipped() {
+        let tmp = TempDir::new("hostile");
+        let dir = &tmp.0;
+        let mut reg = Registry::new(dir);
+        reg.write(&record("good@127.0.0.1", 1, 1)).expect("write");
+        fs::write(dir.join("not-a-name"), "x").expect("write");
+        fs::write(dir.join("big@127.0.0.1"), vec![b'1'; 10_000]).expect("write");
+        fs::write(dir.join("bin@127.0.0.1"), [0xff, 0xfe, 0]).expect("write");
+        fs::write(dir.join("garbled@127.0.0.1"), "pulse 1\nname nope\n").expect("write");
+        fs::create_dir(dir.join("dir@127.0.0.1")).expect("dir");
+        std::os::unix::fs::symlink("/dev/zero", dir.join("link@127.0.0.1")).expect("symlink");
+        let fifo = dir.join("fifo@127.0.0.1");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status().map(|s| s.success());
+        assert_eq!(made.ok(), Some(true), "mkfifo");
+        // Twice: the second scan uses the cache for the good one.
+        for _ in 0..2 {
+            let names: Vec<_> = reg.scan().into_iter().map(|r| r.name.to_string()).collect();
+            assert_eq!(names, ["good@127.0.0.1"]);
+        }
+        assert_eq!(reg.warned.len(), 7, "{:?}", reg.warned);
+        // A FIFO swapped in under a valid name is not opened for reading.
+        assert!(read_untrusted(&fifo).is_err());
+    }
+}
