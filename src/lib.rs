@@ -6,3 +6,4 @@ pub mod config;
 pub mod dist;
 pub mod name;
 pub mod registry;
+pub mod membership;
