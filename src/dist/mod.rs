@@ -5,9 +5,10 @@
 //! OTP 25 requires, so every message travels as a plain `'p'` frame: no atom
 //! cache, no fragments.
 
-// pub mod epmd;
+pub mod epmd;
 pub mod frame;
 pub mod handshake;
+pub mod link;
 pub mod message;
 pub mod term;
 
@@ -54,5 +55,31 @@ mod tests {
         // A challenge above 2^31 must be written unsigned.
         let d = super::digest("c", 4_229_592_237);
         assert_eq!(d, md5::compute(b"c4229592237").0);
+    }
+}
+
+/// Who this node is on the wire.
+#[derive(Clone, Debug)]
+pub struct Identity {
+    /// Our full node name.
+    pub name: String,
+    /// Our creation: a random number that changes with every start, so a
+    /// restarted node's pids differ from the old one's.
+    pub creation: u32,
+    /// The shared secret.
+    pub cookie: String,
+}
+
+impl Identity {
+    /// A fresh identity for `name`.
+    pub fn new(name: &str, cookie: &str) -> Identity {
+        // Zero is avoided: Erlang reads creation 0 as "unknown".
+        let creation = random_u32().max(1);
+        Identity { name: name.to_string(), creation, cookie: cookie.to_string() }
+    }
+
+    /// The borrowed form the handshake takes.
+    pub fn local(&self) -> handshake::Local<'_> {
+        handshake::Local { name: &self.name, creation: self.creation, cookie: &self.cookie }
     }
 }
