@@ -177,10 +177,14 @@ where
         out.name = from_env("PULSE_NAME");
     }
     if out.ip.is_none() {
-        out.ip = from_env("PULSE_IP").map(|v| ip_value("PULSE_IP", &v)).transpose()?;
+        out.ip = from_env("PULSE_IP")
+            .map(|v| ip_value("PULSE_IP", &v))
+            .transpose()?;
     }
     if out.port.is_none() {
-        out.port = from_env("PULSE_PORT").map(|v| number("PULSE_PORT", &v)).transpose()?;
+        out.port = from_env("PULSE_PORT")
+            .map(|v| number("PULSE_PORT", &v))
+            .transpose()?;
     }
     if out.cookie.is_none() && out.cookie_file.is_none() {
         out.cookie = from_env("PULSE_COOKIE");
@@ -195,13 +199,19 @@ where
         out.log_file = from_env("PULSE_LOG_FILE").map(PathBuf::from);
     }
     if out.interval_ms.is_none() {
-        out.interval_ms = from_env("PULSE_INTERVAL_MS").map(|v| number("PULSE_INTERVAL_MS", &v)).transpose()?;
+        out.interval_ms = from_env("PULSE_INTERVAL_MS")
+            .map(|v| number("PULSE_INTERVAL_MS", &v))
+            .transpose()?;
     }
     if out.timeout_ms.is_none() {
-        out.timeout_ms = from_env("PULSE_TIMEOUT_MS").map(|v| number("PULSE_TIMEOUT_MS", &v)).transpose()?;
+        out.timeout_ms = from_env("PULSE_TIMEOUT_MS")
+            .map(|v| number("PULSE_TIMEOUT_MS", &v))
+            .transpose()?;
     }
     if out.ttl_ms.is_none() {
-        out.ttl_ms = from_env("PULSE_TTL_MS").map(|v| number("PULSE_TTL_MS", &v)).transpose()?;
+        out.ttl_ms = from_env("PULSE_TTL_MS")
+            .map(|v| number("PULSE_TTL_MS", &v))
+            .transpose()?;
     }
     out.home = from_env("HOME").map(PathBuf::from);
     if out.name.is_some() && out.sname.is_some() {
@@ -242,12 +252,17 @@ impl Args {
         }
         if let Some(t) = self.timeout_ms {
             if t == 0 || t > interval {
-                return Err(format!("timeout: must be 1 ms up to the interval ({interval} ms), got {t}"));
+                return Err(format!(
+                    "timeout: must be 1 ms up to the interval ({interval} ms), got {t}"
+                ));
             }
         }
         if let Some(ttl) = self.ttl_ms {
             if ttl < 2 * interval {
-                return Err(format!("ttl: must be at least two intervals ({} ms), got {ttl}", 2 * interval));
+                return Err(format!(
+                    "ttl: must be at least two intervals ({} ms), got {ttl}",
+                    2 * interval
+                ));
             }
         }
         Ok(())
@@ -273,8 +288,14 @@ impl Args {
             ip,
             port: self.port.unwrap_or(0),
             cookie: self.cookie()?,
-            sync_dir: self.sync_dir.clone().unwrap_or_else(|| DEFAULT_SYNC_DIR.into()),
-            log_file: self.log_file.clone().unwrap_or_else(|| DEFAULT_LOG_FILE.into()),
+            sync_dir: self
+                .sync_dir
+                .clone()
+                .unwrap_or_else(|| DEFAULT_SYNC_DIR.into()),
+            log_file: self
+                .log_file
+                .clone()
+                .unwrap_or_else(|| DEFAULT_LOG_FILE.into()),
             interval,
             timeout: self.timeout_ms.map_or(interval / 2, Duration::from_millis),
             ttl: self.ttl_ms.map_or(interval * 5, Duration::from_millis),
@@ -301,7 +322,8 @@ impl Args {
 }
 
 fn read_cookie(path: &Path) -> Result<String, String> {
-    let text = fs::read_to_string(path).map_err(|e| format!("cookie file {}: {e}", path.display()))?;
+    let text =
+        fs::read_to_string(path).map_err(|e| format!("cookie file {}: {e}", path.display()))?;
     Ok(text.trim().to_string())
 }
 
@@ -316,7 +338,11 @@ fn erlang_cookie(path: &Path) -> Result<String, String> {
         .collect();
     let create = || -> std::io::Result<()> {
         use std::os::unix::fs::OpenOptionsExt;
-        let mut f = fs::OpenOptions::new().write(true).create_new(true).mode(0o400).open(path)?;
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o400)
+            .open(path)?;
         f.write_all(cookie.as_bytes())
     };
     match create() {
@@ -333,7 +359,10 @@ mod tests {
     use std::collections::HashMap;
 
     fn parse_with(args: &[&str], env: &[(&str, &str)]) -> Result<Args, String> {
-        let env: HashMap<String, String> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let env: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         parse(args.iter().map(OsString::from), |k| env.get(k).cloned())
     }
 
@@ -341,7 +370,11 @@ mod tests {
     fn flags_win_over_environment() {
         let a = parse_with(
             &["--name", "a1@127.0.0.1", "--interval=200"],
-            &[("PULSE_NAME", "b@h"), ("PULSE_INTERVAL_MS", "300"), ("PULSE_TIMEOUT_MS", "50")],
+            &[
+                ("PULSE_NAME", "b@h"),
+                ("PULSE_INTERVAL_MS", "300"),
+                ("PULSE_TIMEOUT_MS", "50"),
+            ],
         )
         .expect("valid");
         assert_eq!(a.name.as_deref(), Some("a1@127.0.0.1"));
@@ -354,7 +387,8 @@ mod tests {
     fn cookie_flag_beats_cookie_file_env() {
         let a = parse_with(&["--cookie", "c"], &[("PULSE_COOKIE_FILE", "/x")]).expect("valid");
         assert_eq!((a.cookie.as_deref(), a.cookie_file), (Some("c"), None));
-        let a = parse_with(&[], &[("PULSE_COOKIE_FILE", "/x"), ("PULSE_COOKIE", "e")]).expect("valid");
+        let a =
+            parse_with(&[], &[("PULSE_COOKIE_FILE", "/x"), ("PULSE_COOKIE", "e")]).expect("valid");
         assert_eq!((a.cookie.as_deref(), a.cookie_file), (Some("e"), None));
     }
 
@@ -382,9 +416,20 @@ mod tests {
 
     #[test]
     fn subcommands() {
-        assert_eq!(parse_with(&["status"], &[]).expect("ok").command(), Command::Status);
-        assert_eq!(parse_with(&["health", "--cookie", "c"], &[]).expect("ok").command(), Command::Health);
-        assert_eq!(parse_with(&["--help"], &[]).expect("ok").command(), Command::Help);
+        assert_eq!(
+            parse_with(&["status"], &[]).expect("ok").command(),
+            Command::Status
+        );
+        assert_eq!(
+            parse_with(&["health", "--cookie", "c"], &[])
+                .expect("ok")
+                .command(),
+            Command::Health
+        );
+        assert_eq!(
+            parse_with(&["--help"], &[]).expect("ok").command(),
+            Command::Help
+        );
     }
 
     #[test]
@@ -419,7 +464,10 @@ mod tests {
         assert_eq!(first.len(), 20);
         assert_eq!(resolve(), first);
         use std::os::unix::fs::PermissionsExt;
-        let mode = fs::metadata(dir.join(".erlang.cookie")).expect("exists").permissions().mode();
+        let mode = fs::metadata(dir.join(".erlang.cookie"))
+            .expect("exists")
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o400);
         fs::remove_dir_all(&dir).expect("cleanup");
     }

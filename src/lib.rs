@@ -1,9 +1,20 @@
 //! pulse: a small cluster node.
+//!
+//! Every interval a node writes its heartbeat record into a shared registry
+//! directory, pings every registered node (itself included) over the Erlang
+//! distribution protocol, and logs one status line. See `node` for the
+//! threads and how they talk.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod config;
 pub mod dist;
-pub mod name;
-pub mod registry;
+pub mod listener;
+pub mod logging;
 pub mod membership;
+pub mod name;
+pub mod node;
+pub mod probe;
+pub mod registry;
+pub mod report;
+pub mod status;

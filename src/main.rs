@@ -1,1 +1,94 @@
-fn main() {}
+//! The `pulse` command: parse, call the library, turn the result into an
+//! exit code.
+
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use log::error;
+use pulse::config::{self, Command, USAGE};
+use pulse::node::Node;
+use pulse::{logging, status};
+
+/// Exit codes, as documented in `--help`.
+const OK: u8 = 0;
+const FAILURE: u8 = 1;
+const USAGE_ERROR: u8 = 2;
+const INTERRUPTED: i32 = 130;
+
+fn main() -> ExitCode {
+    let args = match config::parse(std::env::args_os().skip(1), |var| std::env::var(var).ok()) {
+        Ok(args) => args,
+        Err(why) => {
+            eprintln!("pulse: {why}\n\n{USAGE}");
+            return ExitCode::from(USAGE_ERROR);
+        }
+    };
+    if let Command::Help = args.command() {
+        print!("{USAGE}");
+        return ExitCode::from(OK);
+    }
+    if let Command::Version = args.command() {
+        println!("pulse {}", env!("CARGO_PKG_VERSION"));
+        return ExitCode::from(OK);
+    }
+    let config = match args.resolve() {
+        Ok(config) => config,
+        Err(why) => {
+            eprintln!("pulse: {why}");
+            return ExitCode::from(USAGE_ERROR);
+        }
+    };
+    let code = match args.command() {
+        Command::Status => match status::status(&config, &mut std::io::stdout()) {
+            Ok(true) => OK,
+            Ok(false) => FAILURE,
+            Err(e) => {
+                eprintln!("pulse: {e}");
+                FAILURE
+            }
+        },
+        Command::Health => match status::health(&config, args.name.is_some()) {
+            Ok(true) => OK,
+            Ok(false) => FAILURE,
+            Err(why) => {
+                eprintln!("pulse: {why}");
+                FAILURE
+            }
+        },
+        _ => run(&config),
+    };
+    ExitCode::from(code)
+}
+
+/// Runs a node until SIGINT or SIGTERM, then leaves gracefully. A second
+/// signal exits at once.
+fn run(config: &config::Config) -> u8 {
+    if let Err(why) = logging::init(&config.log_file) {
+        eprintln!("pulse: {why}");
+        return FAILURE;
+    }
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    static SIGNALLED: AtomicBool = AtomicBool::new(false);
+    let handler = ctrlc::set_handler(move || {
+        if SIGNALLED.swap(true, Ordering::SeqCst) {
+            std::process::exit(INTERRUPTED);
+        }
+        let _ = tx.try_send(());
+    });
+    if let Err(e) = handler {
+        error!("cannot install the signal handler: {e}");
+        return FAILURE;
+    }
+    let node = match Node::start(config) {
+        Ok(node) => node,
+        Err(e) => {
+            error!("{e}");
+            return FAILURE;
+        }
+    };
+    // The handler's sender lives for the whole process, so this returns
+    // only on a signal.
+    let _ = rx.recv();
+    node.shutdown();
+    OK
+}

@@ -138,7 +138,12 @@ impl Membership {
     /// Empty membership for node `me`. `interval` sets how long a heartbeat
     /// may stand still and still count as fresh (two intervals).
     pub fn new(me: NodeName, interval: Duration, ttl: Duration) -> Membership {
-        Membership { me, ttl, fresh: interval * 2, members: BTreeMap::new() }
+        Membership {
+            me,
+            ttl,
+            fresh: interval * 2,
+            members: BTreeMap::new(),
+        }
     }
 
     /// Takes one registry scan at time `now`.
@@ -150,7 +155,12 @@ impl Membership {
         }
         // Vanished: a leave if the heartbeat was still moving, else an expiry
         // done by someone else.
-        let gone: Vec<NodeName> = self.members.keys().filter(|n| !seen.contains_key(*n)).cloned().collect();
+        let gone: Vec<NodeName> = self
+            .members
+            .keys()
+            .filter(|n| !seen.contains_key(*n))
+            .cloned()
+            .collect();
         for name in gone {
             if let Some(m) = self.members.remove(&name) {
                 if now.duration_since(m.changed_at) <= self.fresh {
@@ -168,7 +178,12 @@ impl Membership {
                     events.push(Event::Joined(name.clone()));
                     self.members.insert(
                         name,
-                        Member { record: record.clone(), changed_at: now, health: Health::Unknown, reason: None },
+                        Member {
+                            record: record.clone(),
+                            changed_at: now,
+                            health: Health::Unknown,
+                            reason: None,
+                        },
                     );
                     live.push(record);
                 }
@@ -188,7 +203,11 @@ impl Membership {
                 }
             }
         }
-        Observation { live, expired, events }
+        Observation {
+            live,
+            expired,
+            events,
+        }
     }
 
     /// Takes one round's ping results and returns the changes of health.
@@ -247,18 +266,27 @@ mod tests {
         let t0 = Instant::now();
         let mut m = membership();
         let obs = m.observe(vec![rec("me@h", 1), rec("b@h", 1)], t0);
-        assert_eq!(obs.events, vec![Event::Joined(name("b@h")), Event::Joined(name("me@h"))]);
+        assert_eq!(
+            obs.events,
+            vec![Event::Joined(name("b@h")), Event::Joined(name("me@h"))]
+        );
         assert_eq!(obs.live.len(), 2);
         let b = name("b@h");
         assert!(m.apply(&[(b.clone(), Outcome::Alive(SEC))]).is_empty());
         let down = m.apply(&[(b.clone(), Outcome::Down(Reason::Refused))]);
         assert_eq!(down, vec![Event::Down(b.clone(), Reason::Refused)]);
         // Still down for the same kind of reason: nothing new.
-        assert!(m.apply(&[(b.clone(), Outcome::Down(Reason::Refused))]).is_empty());
+        assert!(
+            m.apply(&[(b.clone(), Outcome::Down(Reason::Refused))])
+                .is_empty()
+        );
         // A different kind of reason is news.
         let timeout = Outcome::Down(Reason::Timeout("reply"));
         assert_eq!(m.apply(&[(b.clone(), timeout)]).len(), 1);
-        assert_eq!(m.apply(&[(b.clone(), Outcome::Alive(SEC))]), vec![Event::Back(b)]);
+        assert_eq!(
+            m.apply(&[(b.clone(), Outcome::Alive(SEC))]),
+            vec![Event::Back(b)]
+        );
     }
 
     #[test]
@@ -271,7 +299,9 @@ mod tests {
         let obs = m.observe(vec![rec("me@h", 1), rec("b@h", 1)], t0 + 5 * SEC);
         assert_eq!(obs.expired, vec![name("b@h")]);
         assert_eq!(obs.live, vec![rec("me@h", 1)]);
-        assert!(matches!(obs.events[..], [Event::Expired(ref n, d)] if *n == name("b@h") && d == 5 * SEC));
+        assert!(
+            matches!(obs.events[..], [Event::Expired(ref n, d)] if *n == name("b@h") && d == 5 * SEC)
+        );
     }
 
     #[test]
@@ -291,6 +321,9 @@ mod tests {
         m.observe(vec![rec("b@h", 1), rec("c@h", 1)], t0);
         m.observe(vec![rec("b@h", 2), rec("c@h", 1)], t0 + 3 * SEC);
         let obs = m.observe(vec![], t0 + 4 * SEC);
-        assert_eq!(obs.events, vec![Event::Left(name("b@h")), Event::Gone(name("c@h"))]);
+        assert_eq!(
+            obs.events,
+            vec![Event::Left(name("b@h")), Event::Gone(name("c@h"))]
+        );
     }
 }

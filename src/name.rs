@@ -53,10 +53,18 @@ impl FromStr for NodeName {
         let alive_ok = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
         let host_ok = |c: char| c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-';
         if alive.is_empty() || !alive.chars().all(alive_ok) {
-            return Err(format!("'{s}': the part before '@' must be letters, digits, '_' or '-'"));
+            return Err(format!(
+                "'{s}': the part before '@' must be letters, digits, '_' or '-'"
+            ));
         }
-        if host.is_empty() || !host.chars().all(host_ok) || host.starts_with('.') || host.contains("..") {
-            return Err(format!("'{s}': the host after '@' must be letters, digits, '.', '_' or '-'"));
+        if host.is_empty()
+            || !host.chars().all(host_ok)
+            || host.starts_with('.')
+            || host.contains("..")
+        {
+            return Err(format!(
+                "'{s}': the host after '@' must be letters, digits, '.', '_' or '-'"
+            ));
         }
         Ok(NodeName(s.to_string()))
     }
@@ -133,7 +141,8 @@ pub fn detect_ipv4() -> IpAddr {
 /// This machine's host name, for `--sname`.
 pub fn host_name() -> Result<String, String> {
     let name = hostname::get().map_err(|e| format!("cannot read the host name: {e}"))?;
-    name.into_string().map_err(|_| "the host name is not valid UTF-8".to_string())
+    name.into_string()
+        .map_err(|_| "the host name is not valid UTF-8".to_string())
 }
 
 #[cfg(test)]
@@ -142,14 +151,21 @@ mod tests {
 
     #[test]
     fn valid_and_invalid_names() {
-        for ok in ["a1@127.0.0.1", "7c57022cc5@172.19.0.6", "x_y-z@host-1.example"] {
+        for ok in [
+            "a1@127.0.0.1",
+            "7c57022cc5@172.19.0.6",
+            "x_y-z@host-1.example",
+        ] {
             let n: NodeName = ok.parse().expect(ok);
             assert_eq!(n.as_str(), ok);
         }
         let n: NodeName = "a1@127.0.0.1".parse().expect("valid");
         assert_eq!((n.alive(), n.host()), ("a1", "127.0.0.1"));
         let long = format!("a@{}", "h".repeat(300));
-        for bad in ["", "a1", "@h", "a@", "a/b@h", "a@h/x", "a@..", "a@.h", "a@h..x", "a b@h", "a@h@h", &long, "é@h"] {
+        for bad in [
+            "", "a1", "@h", "a@", "a/b@h", "a@h/x", "a@..", "a@.h", "a@h..x", "a b@h", "a@h@h",
+            &long, "é@h",
+        ] {
             assert!(bad.parse::<NodeName>().is_err(), "{bad:?} accepted");
         }
     }
@@ -157,15 +173,27 @@ mod tests {
     #[test]
     fn date_ins_format_matches_date() {
         // 2026-11-23T22:53:19,123456789+00:00
-        assert_eq!(format_date_ins_utc(1_795_474_399, 123_456_789), "2026-11-23T22:53:19,123456789+00:00\n");
-        assert_eq!(format_date_ins_utc(0, 0), "1970-01-01T00:00:00,000000000+00:00\n");
-        assert_eq!(format_date_ins_utc(951_782_400, 5), "2000-02-29T00:00:00,000000005+00:00\n");
+        assert_eq!(
+            format_date_ins_utc(1_795_474_399, 123_456_789),
+            "2026-11-23T22:53:19,123456789+00:00\n"
+        );
+        assert_eq!(
+            format_date_ins_utc(0, 0),
+            "1970-01-01T00:00:00,000000000+00:00\n"
+        );
+        assert_eq!(
+            format_date_ins_utc(951_782_400, 5),
+            "2000-02-29T00:00:00,000000005+00:00\n"
+        );
     }
 
     #[test]
     fn recipe_alive_is_ten_hex_digits() {
         let a = recipe_alive();
         assert_eq!(a.len(), 10);
-        assert!(a.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        assert!(
+            a.chars()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+        );
     }
 }

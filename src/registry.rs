@@ -80,7 +80,11 @@ impl Record {
                 && !first.contains(char::is_whitespace)
                 && lines.all(|l| l.trim().is_empty());
             if bare && first.chars().all(|c| c.is_ascii_graphic()) {
-                return Ok(Record { name: name.clone(), addr: None, heartbeat: first.to_string() });
+                return Ok(Record {
+                    name: name.clone(),
+                    addr: None,
+                    heartbeat: first.to_string(),
+                });
             }
             return Err("not a pulse record".into());
         }
@@ -91,7 +95,13 @@ impl Record {
             };
             match key {
                 "name" => rec_name = Some(value.to_string()),
-                "addr" => addr = Some(value.parse::<SocketAddr>().map_err(|_| format!("bad addr '{value}'"))?),
+                "addr" => {
+                    addr = Some(
+                        value
+                            .parse::<SocketAddr>()
+                            .map_err(|_| format!("bad addr '{value}'"))?,
+                    )
+                }
                 "heartbeat" => heartbeat = Some(value.to_string()),
                 _ => {}
             }
@@ -104,7 +114,11 @@ impl Record {
             return Err("addr has port 0".into());
         }
         let heartbeat = heartbeat.filter(|h| !h.is_empty()).ok_or("no heartbeat")?;
-        Ok(Record { name: name.clone(), addr: Some(addr), heartbeat })
+        Ok(Record {
+            name: name.clone(),
+            addr: Some(addr),
+            heartbeat,
+        })
     }
 }
 
@@ -129,7 +143,12 @@ pub struct Registry {
 impl Registry {
     /// A registry in `dir` (created on the first write).
     pub fn new(dir: impl Into<PathBuf>) -> Registry {
-        Registry { dir: dir.into(), cache: HashMap::new(), warned: HashMap::new(), dir_missing_warned: false }
+        Registry {
+            dir: dir.into(),
+            cache: HashMap::new(),
+            warned: HashMap::new(),
+            dir_missing_warned: false,
+        }
     }
 
     /// The directory.
@@ -155,7 +174,9 @@ impl Registry {
 
     fn write_once(&self, record: &Record) -> io::Result<()> {
         // A dot-file: scanners skip it silently while it is being written.
-        let tmp = self.dir.join(format!(".{}.{}.tmp", record.name, std::process::id()));
+        let tmp = self
+            .dir
+            .join(format!(".{}.{}.tmp", record.name, std::process::id()));
         let result = File::create(&tmp)
             .and_then(|mut f| f.write_all(record.to_text().as_bytes()))
             .and_then(|()| fs::rename(&tmp, self.path(&record.name)));
@@ -228,7 +249,9 @@ impl Registry {
     /// One directory entry: its record, or why it is skipped (empty when it
     /// vanished meanwhile).
     fn look_at(&self, entry: &fs::DirEntry, file_name: &str) -> Result<(Stamp, Record), String> {
-        let name: NodeName = file_name.parse().map_err(|_| "not a node name".to_string())?;
+        let name: NodeName = file_name
+            .parse()
+            .map_err(|_| "not a node name".to_string())?;
         let meta = match entry.path().symlink_metadata() {
             Ok(m) => m,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(String::new()),
@@ -284,25 +307,36 @@ fn read_untrusted(path: &Path) -> io::Result<String> {
         .open(path)?;
     let meta = file.metadata()?;
     if !meta.is_file() {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
     }
     if meta.len() > MAX_RECORD {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
-            format!("record of {} bytes is over the {MAX_RECORD}-byte limit", meta.len()),
+            format!(
+                "record of {} bytes is over the {MAX_RECORD}-byte limit",
+                meta.len()
+            ),
         ));
     }
     let mut bytes = Vec::new();
     file.take(MAX_RECORD + 1).read_to_end(&mut bytes)?;
     if bytes.len() as u64 > MAX_RECORD {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "record grew over the size limit"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "record grew over the size limit",
+        ));
     }
-    String::from_utf8(bytes).map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "record is not UTF-8"))
+    String::from_utf8(bytes)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "record is not UTF-8"))
 }
 
 /// Unix milliseconds now, the heartbeat pulse writes.
 pub fn unix_ms(now: SystemTime) -> u64 {
-    now.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    now.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 #[cfg(test)]
@@ -314,7 +348,11 @@ mod tests {
     }
 
     fn record(n: &str, port: u16, hb: u64) -> Record {
-        Record { name: name(n), addr: Some(SocketAddr::from(([127, 0, 0, 1], port))), heartbeat: hb.to_string() }
+        Record {
+            name: name(n),
+            addr: Some(SocketAddr::from(([127, 0, 0, 1], port))),
+            heartbeat: hb.to_string(),
+        }
     }
 
     struct TempDir(PathBuf);
@@ -341,11 +379,23 @@ mod tests {
     fn bad_records_are_rejected() {
         let n = name("a@127.0.0.1");
         for (text, why) in [
-            ("pulse 1\nname b@127.0.0.1\naddr 127.0.0.1:1\nheartbeat 1\n", "differs"),
+            (
+                "pulse 1\nname b@127.0.0.1\naddr 127.0.0.1:1\nheartbeat 1\n",
+                "differs",
+            ),
             ("pulse 1\nname a@127.0.0.1\nheartbeat 1\n", "no addr"),
-            ("pulse 1\nname a@127.0.0.1\naddr x\nheartbeat 1\n", "bad addr"),
-            ("pulse 1\nname a@127.0.0.1\naddr 127.0.0.1:0\nheartbeat 1\n", "port 0"),
-            ("pulse 1\nname a@127.0.0.1\naddr 127.0.0.1:1\n", "no heartbeat"),
+            (
+                "pulse 1\nname a@127.0.0.1\naddr x\nheartbeat 1\n",
+                "bad addr",
+            ),
+            (
+                "pulse 1\nname a@127.0.0.1\naddr 127.0.0.1:0\nheartbeat 1\n",
+                "port 0",
+            ),
+            (
+                "pulse 1\nname a@127.0.0.1\naddr 127.0.0.1:1\n",
+                "no heartbeat",
+            ),
             ("pulse 9\n", "version"),
             ("two words\n", "not a pulse record"),
             ("", "not a pulse record"),
@@ -354,7 +404,10 @@ mod tests {
             assert!(err.contains(why), "{text:?}: {err}");
         }
         let bare = Record::parse(&n, "1795474399123\n").expect("bare entry");
-        assert_eq!((bare.addr, bare.heartbeat_ms()), (None, Some(1_795_474_399_123)));
+        assert_eq!(
+            (bare.addr, bare.heartbeat_ms()),
+            (None, Some(1_795_474_399_123))
+        );
     }
 
     #[test]
@@ -367,7 +420,8 @@ mod tests {
         let names: Vec<_> = reg.scan().into_iter().map(|r| r.name.to_string()).collect();
         assert_eq!(names, ["a@127.0.0.1", "b@127.0.0.1"]);
         fs::remove_dir_all(tmp.0.join("sub")).expect("delete");
-        reg.write(&record("a@127.0.0.1", 1, 2)).expect("write again");
+        reg.write(&record("a@127.0.0.1", 1, 2))
+            .expect("write again");
         assert_eq!(reg.scan(), vec![record("a@127.0.0.1", 1, 2)]);
         reg.remove(&name("a@127.0.0.1")).expect("remove");
         reg.remove(&name("a@127.0.0.1")).expect("remove twice");
@@ -387,7 +441,10 @@ mod tests {
         fs::create_dir(dir.join("dir@127.0.0.1")).expect("dir");
         std::os::unix::fs::symlink("/dev/zero", dir.join("link@127.0.0.1")).expect("symlink");
         let fifo = dir.join("fifo@127.0.0.1");
-        let made = std::process::Command::new("mkfifo").arg(&fifo).status().map(|s| s.success());
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .map(|s| s.success());
         assert_eq!(made.ok(), Some(true), "mkfifo");
         // Twice: the second scan uses the cache for the good one.
         for _ in 0..2 {

@@ -65,7 +65,8 @@ impl FrameReader {
             if self.buf.len() < 4 {
                 return Ok(Next::Incomplete);
             }
-            let len = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]) as usize;
+            let len =
+                u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]) as usize;
             if len > MAX_FRAME {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
@@ -91,7 +92,10 @@ impl FrameReader {
         let mut chunk = [0u8; 4096];
         let n = stream.read(&mut chunk)?;
         if n == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed by peer"));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "connection closed by peer",
+            ));
         }
         self.buf.extend_from_slice(&chunk[..n]);
         Ok(n)
@@ -123,7 +127,9 @@ mod tests {
 
     #[test]
     fn oversized_length_is_an_error() {
-        let mut reader = FrameReader { buf: vec![0xff, 0xff, 0xff, 0xff, 1] };
+        let mut reader = FrameReader {
+            buf: vec![0xff, 0xff, 0xff, 0xff, 1],
+        };
         assert!(reader.next_frame().is_err());
     }
 

@@ -32,7 +32,8 @@ pub enum HandshakeError {
     /// Reading or writing the socket failed (a timeout is one of these).
     Io(io::Error),
     /// The digests did not match: the two nodes hold different cookies.
-    BadCookie,
+    /// Carries the other node's name.
+    BadCookie(String),
     /// The node that answered has another name than the one asked for.
     NameMismatch {
         /// The name it gave.
@@ -48,8 +49,10 @@ impl fmt::Display for HandshakeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             HandshakeError::Io(e) => write!(f, "handshake: {e}"),
-            HandshakeError::BadCookie => write!(f, "bad cookie"),
-            HandshakeError::NameMismatch { got } => write!(f, "name mismatch: it answered as {got}"),
+            HandshakeError::BadCookie(peer) => write!(f, "bad cookie (peer {peer})"),
+            HandshakeError::NameMismatch { got } => {
+                write!(f, "name mismatch: it answered as {got}")
+            }
             HandshakeError::Refused(status) => write!(f, "handshake refused: {status}"),
             HandshakeError::Protocol(why) => write!(f, "handshake: {why}"),
         }
@@ -80,7 +83,11 @@ pub struct Local<'a> {
 ///
 /// A close right after our challenge reply is how Erlang answers a wrong
 /// cookie, so it is reported as [`HandshakeError::BadCookie`].
-pub fn initiate<S: Read + Write>(stream: &mut S, local: &Local, peer_name: &str) -> Result<Peer, HandshakeError> {
+pub fn initiate<S: Read + Write>(
+    stream: &mut S,
+    local: &Local,
+    peer_name: &str,
+) -> Result<Peer, HandshakeError> {
     let mut send_name = vec![b'N'];
     send_name.extend(FLAGS.to_be_bytes());
     send_name.extend(local.creation.to_be_bytes());
@@ -93,7 +100,11 @@ pub fn initiate<S: Read + Write>(stream: &mut S, local: &Local, peer_name: &str)
         Some(b"ok") | Some(b"ok_simultaneous") => {}
         // A link under our name is still up on the far side: let it replace it.
         Some(b"alive") => write_handshake(stream, b"strue")?,
-        Some(other) => return Err(HandshakeError::Refused(String::from_utf8_lossy(other).into_owned())),
+        Some(other) => {
+            return Err(HandshakeError::Refused(
+                String::from_utf8_lossy(other).into_owned(),
+            ));
+        }
         None => return Err(protocol("expected a status message")),
     }
 
@@ -110,16 +121,20 @@ pub fn initiate<S: Read + Write>(stream: &mut S, local: &Local, peer_name: &str)
 
     let ack = match read_handshake(stream) {
         Ok(ack) => ack,
-        Err(e) if is_closed(&e) => return Err(HandshakeError::BadCookie),
+        Err(e) if is_closed(&e) => return Err(HandshakeError::BadCookie(name)),
         Err(e) => return Err(e.into()),
     };
     if ack.len() != 17 || ack[0] != b'a' {
         return Err(protocol("expected a challenge ack"));
     }
     if ack[1..] != digest(local.cookie, our_challenge) {
-        return Err(HandshakeError::BadCookie);
+        return Err(HandshakeError::BadCookie(name));
     }
-    Ok(Peer { name, creation, flags: flags & FLAGS })
+    Ok(Peer {
+        name,
+        creation,
+        flags: flags & FLAGS,
+    })
 }
 
 /// Answers a connecting node as the acceptor. On a wrong cookie the socket
@@ -129,7 +144,9 @@ pub fn accept<S: Read + Write>(stream: &mut S, local: &Local) -> Result<Peer, Ha
     let (flags, creation, name) = parse_send_name(&send_name)?;
     if flags & MANDATORY != MANDATORY && flags & MANDATORY_25_DIGEST == 0 {
         write_handshake(stream, b"snot_allowed")?;
-        return Err(HandshakeError::Refused(format!("{name} lacks mandatory flags")));
+        return Err(HandshakeError::Refused(format!(
+            "{name} lacks mandatory flags"
+        )));
     }
     write_handshake(stream, b"sok")?;
 
@@ -147,13 +164,17 @@ pub fn accept<S: Read + Write>(stream: &mut S, local: &Local) -> Result<Peer, Ha
         return Err(protocol("expected a challenge reply"));
     }
     if reply[5..] != digest(local.cookie, our_challenge) {
-        return Err(HandshakeError::BadCookie);
+        return Err(HandshakeError::BadCookie(name));
     }
     let their_challenge = u32::from_be_bytes([reply[1], reply[2], reply[3], reply[4]]);
     let mut ack = vec![b'a'];
     ack.extend(digest(local.cookie, their_challenge));
     write_handshake(stream, &ack)?;
-    Ok(Peer { name, creation, flags: flags & FLAGS })
+    Ok(Peer {
+        name,
+        creation,
+        flags: flags & FLAGS,
+    })
 }
 
 fn is_closed(e: &io::Error) -> bool {
@@ -175,9 +196,14 @@ fn be_u32(b: &[u8]) -> u32 {
 
 /// A name field: u16 length then the bytes, which must end the message.
 fn name_at(msg: &[u8], at: usize) -> Result<String, HandshakeError> {
-    let len_bytes = msg.get(at..at + 2).ok_or_else(|| protocol("truncated name"))?;
+    let len_bytes = msg
+        .get(at..at + 2)
+        .ok_or_else(|| protocol("truncated name"))?;
     let len = u16::from_be_bytes([len_bytes[0], len_bytes[1]]) as usize;
-    let raw = msg.get(at + 2..).filter(|r| r.len() == len).ok_or_else(|| protocol("bad name length"))?;
+    let raw = msg
+        .get(at + 2..)
+        .filter(|r| r.len() == len)
+        .ok_or_else(|| protocol("bad name length"))?;
     String::from_utf8(raw.to_vec()).map_err(|_| protocol("name is not utf-8"))
 }
 
@@ -194,7 +220,12 @@ fn parse_challenge(msg: &[u8]) -> Result<(u64, u32, u32, String), HandshakeError
     if msg.len() < 19 || msg[0] != b'N' {
         return Err(protocol("expected a version-6 challenge"));
     }
-    Ok((be_u64(&msg[1..9]), be_u32(&msg[9..13]), be_u32(&msg[13..17]), name_at(msg, 17)?))
+    Ok((
+        be_u64(&msg[1..9]),
+        be_u32(&msg[9..13]),
+        be_u32(&msg[13..17]),
+        name_at(msg, 17)?,
+    ))
 }
 
 #[cfg(test)]
@@ -213,13 +244,23 @@ mod tests {
         let addr = listener.local_addr().expect("addr");
         let server = thread::spawn(move || {
             let (mut s, _) = listener.accept().expect("accept");
-            s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
-            let local = Local { name: acceptor.0, creation: 2, cookie: acceptor.1 };
+            s.set_read_timeout(Some(Duration::from_secs(5)))
+                .expect("timeout");
+            let local = Local {
+                name: acceptor.0,
+                creation: 2,
+                cookie: acceptor.1,
+            };
             accept(&mut s, &local)
         });
         let mut c = TcpStream::connect(addr).expect("connect");
-        c.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
-        let local = Local { name: initiator.0, creation: 1, cookie: initiator.1 };
+        c.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let local = Local {
+            name: initiator.0,
+            creation: 1,
+            cookie: initiator.1,
+        };
         let client = initiate(&mut c, &local, expect);
         drop(c);
         (client, server.join().expect("server thread"))
@@ -237,19 +278,33 @@ mod tests {
     #[test]
     fn different_cookies_fail_both_sides() {
         let (client, server) = pair(("b@h", "x"), ("a@h", "y"), "b@h");
-        assert!(matches!(server, Err(HandshakeError::BadCookie)), "{server:?}");
-        assert!(matches!(client, Err(HandshakeError::BadCookie)), "{client:?}");
+        assert!(
+            matches!(server, Err(HandshakeError::BadCookie(ref n)) if n == "a@h"),
+            "{server:?}"
+        );
+        assert!(
+            matches!(client, Err(HandshakeError::BadCookie(ref n)) if n == "b@h"),
+            "{client:?}"
+        );
     }
 
     #[test]
     fn wrong_name_is_reported() {
         let (client, _) = pair(("b@h", "c"), ("a@h", "c"), "other@h");
-        assert!(matches!(client, Err(HandshakeError::NameMismatch { ref got }) if got == "b@h"), "{client:?}");
+        assert!(
+            matches!(client, Err(HandshakeError::NameMismatch { ref got }) if got == "b@h"),
+            "{client:?}"
+        );
     }
 
     #[test]
     fn truncated_and_garbled_messages_are_errors() {
-        for bad in [&b""[..], b"N", b"N\0\0\0\0\0\0\0\0\0\0\0\0\0\x05ab", b"n1234567890123456"] {
+        for bad in [
+            &b""[..],
+            b"N",
+            b"N\0\0\0\0\0\0\0\0\0\0\0\0\0\x05ab",
+            b"n1234567890123456",
+        ] {
             assert!(parse_send_name(bad).is_err());
             assert!(parse_challenge(bad).is_err());
         }

@@ -8,9 +8,13 @@ use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
+use super::Identity;
 use super::frame::{FrameReader, Next};
 use super::handshake::{self, HandshakeError, Peer};
-use super::Identity;
+
+/// How long one write may block. A healthy peer always has room in its
+/// receive buffer for a ping; one that stops reading loses its link.
+pub const WRITE_TIMEOUT: Duration = Duration::from_millis(50);
 
 /// How far a read may overshoot its deadline before the socket timeout is
 /// set again; saves a system call per read in the common case.
@@ -26,6 +30,8 @@ pub struct Link {
     pub addr: SocketAddr,
     /// When we last wrote to it.
     pub last_write: Instant,
+    /// When we last read from it (ticks included).
+    pub last_read: Instant,
     reader: FrameReader,
     read_timeout: Option<Duration>,
 }
@@ -42,19 +48,31 @@ pub enum ReadError {
 /// Whether an I/O error is a timeout (`WouldBlock` is what a timed-out read
 /// returns on Unix).
 pub fn is_timeout(e: &io::Error) -> bool {
-    matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
 }
 
 impl Link {
     /// Wraps a stream whose handshake just finished.
-    pub fn new(stream: TcpStream, peer: Peer, addr: SocketAddr) -> Link {
-        Link { stream, peer, addr, last_write: Instant::now(), reader: FrameReader::default(), read_timeout: None }
+    pub fn new(stream: TcpStream, peer: Peer, addr: SocketAddr) -> io::Result<Link> {
+        stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
+        let now = Instant::now();
+        Ok(Link {
+            stream,
+            peer,
+            addr,
+            last_write: now,
+            last_read: now,
+            reader: FrameReader::default(),
+            read_timeout: None,
+        })
     }
 
-    /// Writes a whole frame within `timeout`. A partial write leaves the
-    /// link unusable, so any error means drop it.
-    pub fn send(&mut self, frame: &[u8], timeout: Duration) -> io::Result<()> {
-        self.stream.set_write_timeout(Some(timeout.max(Duration::from_millis(1))))?;
+    /// Writes a whole frame within [`WRITE_TIMEOUT`]. A partial write leaves
+    /// the link unusable, so any error means drop it.
+    pub fn send(&mut self, frame: &[u8]) -> io::Result<()> {
         self.stream.write_all(frame)?;
         self.last_write = Instant::now();
         Ok(())
@@ -74,13 +92,15 @@ impl Link {
                 self.fill_nonblocking()
             } else {
                 if self.read_timeout.is_none_or(|t| t > remaining + SLACK) {
-                    self.stream.set_read_timeout(Some(remaining)).map_err(ReadError::Broken)?;
+                    self.stream
+                        .set_read_timeout(Some(remaining))
+                        .map_err(ReadError::Broken)?;
                     self.read_timeout = Some(remaining);
                 }
                 self.reader.fill(&mut self.stream)
             };
             match result {
-                Ok(_) => {}
+                Ok(_) => self.last_read = Instant::now(),
                 // A timeout set for an earlier, longer wait may fire early:
                 // only the deadline decides.
                 Err(e) if is_timeout(&e) => {
@@ -164,7 +184,12 @@ impl std::fmt::Display for DialError {
 
 /// Connects to `addr` and does the handshake as initiator, expecting the
 /// node there to be called `peer_name`, all by `deadline`.
-pub fn dial(addr: SocketAddr, me: &Identity, peer_name: &str, deadline: Instant) -> Result<Link, DialError> {
+pub fn dial(
+    addr: SocketAddr,
+    me: &Identity,
+    peer_name: &str,
+    deadline: Instant,
+) -> Result<Link, DialError> {
     let left = deadline.saturating_duration_since(Instant::now());
     if left.is_zero() {
         return Err(DialError::Timeout("connect"));
@@ -175,12 +200,19 @@ pub fn dial(addr: SocketAddr, me: &Identity, peer_name: &str, deadline: Instant)
         _ => DialError::Io(e),
     })?;
     stream.set_nodelay(true).map_err(DialError::Io)?;
-    let peer = handshake::initiate(&mut Deadlined { stream: &stream, deadline }, &me.local(), peer_name)
-        .map_err(|e| match e {
-            HandshakeError::Io(io) if is_timeout(&io) => DialError::Timeout("handshake"),
-            other => DialError::Handshake(other),
-        })?;
-    Ok(Link::new(stream, peer, addr))
+    let peer = handshake::initiate(
+        &mut Deadlined {
+            stream: &stream,
+            deadline,
+        },
+        &me.local(),
+        peer_name,
+    )
+    .map_err(|e| match e {
+        HandshakeError::Io(io) if is_timeout(&io) => DialError::Timeout("handshake"),
+        other => DialError::Handshake(other),
+    })?;
+    Link::new(stream, peer, addr).map_err(DialError::Io)
 }
 
 /// Does the handshake as acceptor on a fresh inbound connection, by
@@ -188,6 +220,12 @@ pub fn dial(addr: SocketAddr, me: &Identity, peer_name: &str, deadline: Instant)
 pub fn accept(stream: TcpStream, me: &Identity, deadline: Instant) -> Result<Link, HandshakeError> {
     let addr = stream.peer_addr()?;
     stream.set_nodelay(true)?;
-    let peer = handshake::accept(&mut Deadlined { stream: &stream, deadline }, &me.local())?;
-    Ok(Link::new(stream, peer, addr))
+    let peer = handshake::accept(
+        &mut Deadlined {
+            stream: &stream,
+            deadline,
+        },
+        &me.local(),
+    )?;
+    Ok(Link::new(stream, peer, addr)?)
 }

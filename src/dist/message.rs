@@ -42,12 +42,21 @@ pub enum Incoming {
 
 /// The process pulse speaks as: `<Node.1.0>`.
 pub fn our_pid(node: &str, creation: u32) -> Pid {
-    Pid { node: node.to_string(), id: 1, serial: 0, creation }
+    Pid {
+        node: node.to_string(),
+        id: 1,
+        serial: 0,
+        creation,
+    }
 }
 
 /// A reference of ours, unique per call on this node.
 pub fn our_ref(node: &str, creation: u32, n: u64) -> Ref {
-    Ref { node: node.to_string(), creation, ids: vec![n as u32, (n >> 32) as u32, 0] }
+    Ref {
+        node: node.to_string(),
+        creation,
+        ids: vec![n as u32, (n >> 32) as u32, 0],
+    }
 }
 
 fn message(control: &Term, payload: &Term) -> Vec<u8> {
@@ -66,7 +75,10 @@ pub fn is_auth_call(from: &Pid, reference: &Ref, target: &str) -> Vec<u8> {
         Term::atom(""),
         Term::atom("net_kernel"),
     ]);
-    let tag = Term::List(vec![Term::atom("alias")], Box::new(Term::Ref(reference.clone())));
+    let tag = Term::List(
+        vec![Term::atom("alias")],
+        Box::new(Term::Ref(reference.clone())),
+    );
     let payload = Term::Tuple(vec![
         Term::atom("$gen_call"),
         Term::Tuple(vec![Term::Pid(from.clone()), tag]),
@@ -115,7 +127,10 @@ fn parse_call(payload: &Term) -> Option<Incoming> {
     let [Term::Pid(from), tag] = from_tag.as_tuple()? else {
         return None;
     };
-    Some(Incoming::IsAuth { from: from.clone(), tag: tag.clone() })
+    Some(Incoming::IsAuth {
+        from: from.clone(),
+        tag: tag.clone(),
+    })
 }
 
 /// `{[alias | Ref], Value}` or `{Ref, Value}`
@@ -131,7 +146,10 @@ fn parse_reply(payload: &Term) -> Option<Incoming> {
         },
         _ => return None,
     };
-    Some(Incoming::Reply { reference: reference.clone(), value: value.clone() })
+    Some(Incoming::Reply {
+        reference: reference.clone(),
+        value: value.clone(),
+    })
 }
 
 #[cfg(test)]
@@ -151,7 +169,10 @@ mod tests {
                 let reply = is_auth_reply(&f, &tag);
                 assert_eq!(
                     parse(&reply[4..]),
-                    Incoming::Reply { reference: r, value: Term::atom("yes") }
+                    Incoming::Reply {
+                        reference: r,
+                        value: Term::atom("yes")
+                    }
                 );
             }
             other => panic!("not a call: {other:?}"),
@@ -165,7 +186,12 @@ mod tests {
         assert_eq!(parse(b"q\x83\x6a\x83\x6a"), Incoming::Other);
         // A REG_SEND to another name.
         let from = our_pid("a@h", 1);
-        let control = Term::Tuple(vec![Term::Int(6), Term::Pid(from), Term::atom(""), Term::atom("rex")]);
+        let control = Term::Tuple(vec![
+            Term::Int(6),
+            Term::Pid(from),
+            Term::atom(""),
+            Term::atom("rex"),
+        ]);
         let frame = message(&control, &Term::atom("features_request"));
         assert_eq!(parse(&frame[4..]), Incoming::Other);
     }

@@ -75,11 +75,19 @@ impl Identity {
     pub fn new(name: &str, cookie: &str) -> Identity {
         // Zero is avoided: Erlang reads creation 0 as "unknown".
         let creation = random_u32().max(1);
-        Identity { name: name.to_string(), creation, cookie: cookie.to_string() }
+        Identity {
+            name: name.to_string(),
+            creation,
+            cookie: cookie.to_string(),
+        }
     }
 
     /// The borrowed form the handshake takes.
     pub fn local(&self) -> handshake::Local<'_> {
-        handshake::Local { name: &self.name, creation: self.creation, cookie: &self.cookie }
+        handshake::Local {
+            name: &self.name,
+            creation: self.creation,
+            cookie: &self.cookie,
+        }
     }
 }

@@ -224,7 +224,10 @@ struct Reader<'a> {
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
         let end = self.pos.checked_add(n).ok_or(DecodeError::Truncated)?;
-        let slice = self.bytes.get(self.pos..end).ok_or(DecodeError::Truncated)?;
+        let slice = self
+            .bytes
+            .get(self.pos..end)
+            .ok_or(DecodeError::Truncated)?;
         self.pos = end;
         Ok(slice)
     }
@@ -289,7 +292,12 @@ impl<'a> Reader<'a> {
                 self.pos += 1;
                 let node = self.atom()?;
                 let (id, serial, creation) = (self.u32()?, self.u32()?, self.u32()?);
-                return Ok(Term::Pid(Pid { node, id, serial, creation }));
+                return Ok(Term::Pid(Pid {
+                    node,
+                    id,
+                    serial,
+                    creation,
+                }));
             }
             NEWER_REFERENCE => {
                 self.pos += 1;
@@ -298,7 +306,11 @@ impl<'a> Reader<'a> {
                 let creation = self.u32()?;
                 let n = self.count(n)?;
                 let ids = (0..n).map(|_| self.u32()).collect::<Result<_, _>>()?;
-                return Ok(Term::Ref(Ref { node, creation, ids }));
+                return Ok(Term::Ref(Ref {
+                    node,
+                    creation,
+                    ids,
+                }));
             }
             _ => {}
         }
@@ -387,8 +399,17 @@ mod tests {
 
     #[test]
     fn terms_roundtrip() {
-        let pid = Term::Pid(Pid { node: "a@127.0.0.1".into(), id: 1, serial: 0, creation: 7 });
-        let r = Term::Ref(Ref { node: "a@127.0.0.1".into(), creation: 7, ids: vec![1, 2, 3] });
+        let pid = Term::Pid(Pid {
+            node: "a@127.0.0.1".into(),
+            id: 1,
+            serial: 0,
+            creation: 7,
+        });
+        let r = Term::Ref(Ref {
+            node: "a@127.0.0.1".into(),
+            creation: 7,
+            ids: vec![1, 2, 3],
+        });
         let alias = Term::List(vec![Term::atom("alias")], Box::new(r));
         for t in [
             Term::Int(5),
@@ -414,13 +435,25 @@ mod tests {
     #[test]
     fn control_term_matches_the_documented_bytes() {
         // {6, Pid, '', net_kernel} as a real net_adm:ping sends it.
-        let pid = Pid { node: "rs@127.0.0.1".into(), id: 1, serial: 0, creation: 0x12345 };
-        let t = Term::Tuple(vec![Term::Int(6), Term::Pid(pid), Term::atom(""), Term::atom("net_kernel")]);
+        let pid = Pid {
+            node: "rs@127.0.0.1".into(),
+            id: 1,
+            serial: 0,
+            creation: 0x12345,
+        };
+        let t = Term::Tuple(vec![
+            Term::Int(6),
+            Term::Pid(pid),
+            Term::atom(""),
+            Term::atom("net_kernel"),
+        ]);
         let mut buf = vec![VERSION];
         t.encode(&mut buf);
         let mut want = vec![0x83, 0x68, 0x04, 0x61, 0x06, 0x58, 0x77, 0x0c];
         want.extend(b"rs@127.0.0.1");
-        want.extend([0, 0, 0, 1, 0, 0, 0, 0, 0, 0x01, 0x23, 0x45, 0x77, 0x00, 0x77, 0x0a]);
+        want.extend([
+            0, 0, 0, 1, 0, 0, 0, 0, 0, 0x01, 0x23, 0x45, 0x77, 0x00, 0x77, 0x0a,
+        ]);
         want.extend(b"net_kernel");
         assert_eq!(buf, want);
     }
@@ -430,7 +463,12 @@ mod tests {
         // Every prefix of a valid term, and a spread of random bytes, must
         // decode to a value or an error.
         let mut valid = vec![VERSION];
-        Term::Tuple(vec![Term::Int(1), Term::Binary(vec![9; 40]), Term::atom("x")]).encode(&mut valid);
+        Term::Tuple(vec![
+            Term::Int(1),
+            Term::Binary(vec![9; 40]),
+            Term::atom("x"),
+        ])
+        .encode(&mut valid);
         for end in 0..valid.len() {
             assert!(Term::decode(&valid[..end]).is_err());
         }

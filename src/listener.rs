@@ -1,0 +1,232 @@
+//! The answering side: accepts distribution connections and answers pings
+//! and ticks on them as an Erlang node would.
+//!
+//! One thread accepts; each inbound link gets one reader thread for its
+//! life. With N nodes that is about N threads per node, the one thread per
+//! link the design allows (the pinging side of a link has no thread of its
+//! own). A blocking `accept` is stopped by a flag plus a connection to
+//! ourselves; blocking reads are stopped by shutting their sockets down.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use log::{debug, warn};
+
+use crate::dist::Identity;
+use crate::dist::frame::TICK;
+use crate::dist::handshake::HandshakeError;
+use crate::dist::link::{self, ReadError};
+use crate::dist::message::{self, Incoming};
+
+/// How long a connecting node may take over its handshake (Erlang's own
+/// `net_setuptime` is 7 s).
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(7);
+/// A link silent this long gets a tick from us, as Erlang's 15 s tick timer does.
+const TICK_AFTER: Duration = Duration::from_secs(15);
+/// A link we have heard nothing on for this long is dead (Erlang: 60 s).
+const DEAD_AFTER: Duration = Duration::from_secs(60);
+/// Most inbound links at once; beyond it new connections are closed at once.
+const MAX_INBOUND: usize = 2048;
+/// Least time between two warnings about the same peer's wrong cookie.
+const WARN_EVERY: Duration = Duration::from_secs(60);
+
+/// Sockets of the live inbound links, so `stop` can wake their readers.
+/// Shared state behind a lock, the named exception: the accept thread adds,
+/// each reader removes its own, `stop` shuts them all.
+type OpenLinks = Arc<Mutex<HashMap<u64, TcpStream>>>;
+
+/// Wrong-cookie warnings, limited to one per peer per [`WARN_EVERY`].
+/// Shared by the reader threads behind a lock.
+#[derive(Default)]
+struct CookieWarnings(Mutex<HashMap<String, (Instant, u32)>>);
+
+impl CookieWarnings {
+    fn warn(&self, peer: &str, addr: SocketAddr) {
+        let Ok(mut seen) = self.0.lock() else { return };
+        let now = Instant::now();
+        let entry = seen
+            .entry(peer.to_string())
+            .or_insert((now - WARN_EVERY - WARN_EVERY, 0));
+        if now.duration_since(entry.0) >= WARN_EVERY {
+            let more = if entry.1 > 0 {
+                format!(" ({} more since the last warning)", entry.1)
+            } else {
+                String::new()
+            };
+            warn!("rejected {peer} from {addr}: wrong cookie{more}");
+            *entry = (now, 0);
+        } else {
+            entry.1 += 1;
+        }
+    }
+}
+
+/// A running listener.
+pub struct Listener {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl Listener {
+    /// Starts accepting on `socket`.
+    pub fn start(socket: TcpListener, me: Arc<Identity>) -> io::Result<Listener> {
+        let addr = socket.local_addr()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let handle = thread::Builder::new()
+            .name("pulse-listen".into())
+            .spawn(move || accept_loop(socket, me, flag))?;
+        Ok(Listener {
+            addr,
+            stop,
+            handle: Some(handle),
+        })
+    }
+
+    /// Where it listens.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting, closes every inbound link and joins every thread.
+    pub fn stop(mut self) {
+        self.shut();
+    }
+
+    fn shut(&mut self) {
+        let Some(handle) = self.handle.take() else {
+            return;
+        };
+        self.stop.store(true, Ordering::SeqCst);
+        // Wake the blocking accept. If even that fails the accept thread is
+        // left behind, deliberately: the process is about to exit.
+        match TcpStream::connect_timeout(&self.addr, Duration::from_secs(1)) {
+            Ok(_) => handle.join().expect("the accept thread never panics"),
+            Err(e) => warn!("could not wake the listener to stop it: {e}"),
+        }
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.shut();
+    }
+}
+
+fn accept_loop(socket: TcpListener, me: Arc<Identity>, stop: Arc<AtomicBool>) {
+    let open: OpenLinks = Arc::default();
+    let warnings = Arc::new(CookieWarnings::default());
+    let mut readers: Vec<JoinHandle<()>> = Vec::new();
+    let mut next_id = 0u64;
+    let mut full_warned = false;
+    for incoming in socket.incoming() {
+        if stop.load(Ordering::SeqCst) {
+            break;
+        }
+        let stream = match incoming {
+            Ok(s) => s,
+            Err(e) => {
+                // Out of descriptors, say: back off a little rather than spin.
+                warn!("accept failed: {e}");
+                thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+        };
+        reap(&mut readers);
+        if readers.len() >= MAX_INBOUND {
+            if !full_warned {
+                warn!("{MAX_INBOUND} inbound links open: refusing more until some close");
+                full_warned = true;
+            }
+            continue;
+        }
+        full_warned = false;
+        next_id += 1;
+        let id = next_id;
+        if let Ok(clone) = stream.try_clone() {
+            if let Ok(mut map) = open.lock() {
+                map.insert(id, clone);
+            }
+        }
+        let (me, open2, warnings) = (me.clone(), open.clone(), warnings.clone());
+        let spawned = thread::Builder::new()
+            .name("pulse-in".into())
+            .spawn(move || {
+                serve(stream, &me, &warnings);
+                if let Ok(mut map) = open2.lock() {
+                    map.remove(&id);
+                }
+            });
+        match spawned {
+            Ok(handle) => readers.push(handle),
+            Err(e) => {
+                warn!("cannot start a reader thread: {e}");
+                if let Ok(mut map) = open.lock() {
+                    map.remove(&id);
+                }
+            }
+        }
+    }
+    if let Ok(map) = open.lock() {
+        for stream in map.values() {
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+    }
+    for handle in readers {
+        handle.join().expect("a reader thread never panics");
+    }
+}
+
+/// Joins the reader threads that have finished.
+fn reap(readers: &mut Vec<JoinHandle<()>>) {
+    let (done, running): (Vec<_>, Vec<_>) = readers.drain(..).partition(|h| h.is_finished());
+    *readers = running;
+    for handle in done {
+        handle.join().expect("a reader thread never panics");
+    }
+}
+
+/// One inbound link, from handshake to close.
+fn serve(stream: TcpStream, me: &Identity, warnings: &CookieWarnings) {
+    let addr = stream.peer_addr().ok();
+    let mut link = match link::accept(stream, me, Instant::now() + HANDSHAKE_TIMEOUT) {
+        Ok(link) => link,
+        Err(HandshakeError::BadCookie(peer)) => {
+            if let Some(addr) = addr {
+                warnings.warn(&peer, addr);
+            }
+            return;
+        }
+        Err(e) => {
+            debug!("inbound handshake from {addr:?} failed: {e}");
+            return;
+        }
+    };
+    loop {
+        match link.recv(Instant::now() + TICK_AFTER) {
+            Ok(frame) => {
+                if let Incoming::IsAuth { from, tag } = message::parse(&frame) {
+                    if link.send(&message::is_auth_reply(&from, &tag)).is_err() {
+                        return;
+                    }
+                }
+            }
+            Err(ReadError::Timeout) => {
+                if link.last_read.elapsed() >= DEAD_AFTER {
+                    debug!("closing the silent link from {}", link.peer.name);
+                    return;
+                }
+                if link.last_write.elapsed() >= TICK_AFTER && link.send(&TICK).is_err() {
+                    return;
+                }
+            }
+            Err(ReadError::Broken(_)) => return,
+        }
+    }
+}

@@ -1,0 +1,225 @@
+//! A running node: starts its threads, wires their channels, stops them.
+//!
+//! ```text
+//! pulse-listen ── pulse-in (one per inbound link): handshake, answer pings and ticks
+//! pulse-round  ── every interval: heartbeat, scan, expire, ping all (pulse-dial-N open links)
+//!      │ Report
+//!      ▼
+//! pulse-report ── events and the status line to the log
+//! ```
+
+use std::fmt;
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::{Instant, SystemTime};
+
+use crossbeam_channel::{Receiver, Sender, select};
+use log::{info, warn};
+
+use crate::config::Config;
+use crate::dist::Identity;
+use crate::listener::Listener;
+use crate::membership::{Membership, Reason};
+use crate::name::NodeName;
+use crate::probe::{self, Prober, Target};
+use crate::registry::{self, Record, Registry};
+use crate::report::{self, Report, Reporter};
+
+/// Why a node could not start.
+#[derive(Debug)]
+pub enum Error {
+    /// The distribution port could not be bound.
+    Bind(SocketAddr, io::Error),
+    /// A live node already answers under our name.
+    Duplicate(NodeName, SocketAddr),
+    /// Our record could not be written.
+    Registry(io::Error),
+    /// A thread could not be started.
+    Thread(io::Error),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Bind(addr, e) => write!(f, "cannot listen on {addr}: {e}"),
+            Error::Duplicate(name, addr) => {
+                write!(
+                    f,
+                    "the name {name} is taken: a live node answers under it at {addr}"
+                )
+            }
+            Error::Registry(e) => write!(f, "cannot write to the registry: {e}"),
+            Error::Thread(e) => write!(f, "cannot start a thread: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// A running node.
+pub struct Node {
+    addr: SocketAddr,
+    stop: Sender<()>,
+    round: JoinHandle<()>,
+    listener: Listener,
+    reporter: Reporter,
+}
+
+impl Node {
+    /// Starts a node: listens, checks that its name is free, registers and
+    /// starts the rounds. The first round runs at once.
+    pub fn start(config: &Config) -> Result<Node, Error> {
+        let me = Arc::new(Identity::new(config.name.as_str(), &config.cookie));
+        let bind = SocketAddr::new(config.ip, config.port);
+        let socket = TcpListener::bind(bind).map_err(|e| Error::Bind(bind, e))?;
+        let addr = socket.local_addr().map_err(|e| Error::Bind(bind, e))?;
+        let registry = Registry::new(&config.sync_dir);
+        check_name_is_free(&registry, config, &me)?;
+
+        let record = own_record(config, addr);
+        registry.write(&record).map_err(Error::Registry)?;
+        let listener = Listener::start(socket, me.clone()).map_err(Error::Thread)?;
+        let reporter = Reporter::start().map_err(Error::Thread)?;
+        let prober =
+            Prober::start(me.clone(), crate::dist::epmd::DEFAULT_PORT).map_err(Error::Thread)?;
+        let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);
+        let rounds = Rounds {
+            membership: Membership::new(config.name.clone(), config.interval, config.ttl),
+            config: config.clone(),
+            addr,
+            registry,
+            prober,
+            reports: reporter.sender(),
+            heartbeat_failing: false,
+        };
+        let round = thread::Builder::new()
+            .name("pulse-round".into())
+            .spawn(move || rounds.run(stop_rx))
+            .map_err(Error::Thread)?;
+        info!(
+            "node {} listening on {addr}, registry {}",
+            config.name,
+            config.sync_dir.display()
+        );
+        Ok(Node {
+            addr,
+            stop: stop_tx,
+            round,
+            listener,
+            reporter,
+        })
+    }
+
+    /// Where the node listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Leaves gracefully: finishes the round under way, removes our record,
+    /// closes every link and joins every thread.
+    pub fn shutdown(self) {
+        let _ = self.stop.send(());
+        self.round.join().expect("the round thread never panics");
+        // The record is gone before the listener stops answering, so peers
+        // see a leave, not a failure.
+        self.listener.stop();
+        self.reporter.stop();
+    }
+}
+
+fn own_record(config: &Config, addr: SocketAddr) -> Record {
+    Record {
+        name: config.name.clone(),
+        addr: Some(addr),
+        heartbeat: registry::unix_ms(SystemTime::now()).to_string(),
+    }
+}
+
+/// Refuses to start under a name a live node answers to. "Live" means the
+/// node at the registered address completes the handshake's challenge with
+/// that name: a wrong cookie still proves it is there.
+fn check_name_is_free(registry: &Registry, config: &Config, me: &Identity) -> Result<(), Error> {
+    let Some(addr) = registry.read(&config.name).and_then(|r| r.addr) else {
+        return Ok(());
+    };
+    let target = Target {
+        name: config.name.clone(),
+        addr: Some(addr),
+    };
+    match probe::open(
+        me,
+        crate::dist::epmd::DEFAULT_PORT,
+        &target,
+        Instant::now() + config.timeout,
+    ) {
+        Ok(_) | Err(Reason::BadCookie) => Err(Error::Duplicate(config.name.clone(), addr)),
+        Err(_) => Ok(()),
+    }
+}
+
+/// The round thread's state.
+struct Rounds {
+    config: Config,
+    addr: SocketAddr,
+    registry: Registry,
+    membership: Membership,
+    prober: Prober,
+    reports: Sender<Report>,
+    heartbeat_failing: bool,
+}
+
+impl Rounds {
+    fn run(mut self, stop: Receiver<()>) {
+        let ticker = crossbeam_channel::tick(self.config.interval);
+        loop {
+            self.round();
+            select! {
+                recv(stop) -> _ => break,
+                recv(ticker) -> _ => {}
+            }
+        }
+        if let Err(e) = self.registry.remove(&self.config.name) {
+            warn!("could not remove our registry entry: {e}");
+        }
+        info!("node {} left", self.config.name);
+        self.prober.close();
+    }
+
+    fn round(&mut self) {
+        match self.registry.write(&own_record(&self.config, self.addr)) {
+            Ok(()) => self.heartbeat_failing = false,
+            Err(e) => {
+                if !self.heartbeat_failing {
+                    warn!(
+                        "cannot write our heartbeat to {}: {e}",
+                        self.registry.dir().display()
+                    );
+                }
+                self.heartbeat_failing = true;
+            }
+        }
+        let observed = self
+            .membership
+            .observe(self.registry.scan(), Instant::now());
+        for name in &observed.expired {
+            if let Err(e) = self.registry.remove(name) {
+                warn!("could not remove the expired entry {name}: {e}");
+            }
+        }
+        let targets: Vec<Target> = observed
+            .live
+            .into_iter()
+            .map(|r| Target {
+                name: r.name,
+                addr: r.addr,
+            })
+            .collect();
+        let results = self.prober.round(&targets, self.config.timeout);
+        let mut events = observed.events;
+        events.extend(self.membership.apply(&results));
+        let line = report::status_line(&self.config.name, &results);
+        report::offer(&self.reports, Report { events, line });
+    }
+}

@@ -1,0 +1,120 @@
+//! The status line and the membership events, written by one reporter
+//! thread so a slow console never delays a round.
+
+use std::thread::{self, JoinHandle};
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use log::{info, warn};
+
+use crate::membership::{Event, Outcome};
+use crate::name::NodeName;
+
+/// What one round has to say.
+pub struct Report {
+    /// Changes since the last round.
+    pub events: Vec<Event>,
+    /// The status line.
+    pub line: String,
+}
+
+/// The recipe's status line: our name, then each member and whether it
+/// answered, sorted by name, written as Elixir inspects a keyword list:
+/// `a1@127.0.0.1["a1@127.0.0.1": true, "a2@127.0.0.1": false]`.
+pub fn status_line(me: &NodeName, results: &[(NodeName, Outcome)]) -> String {
+    let mut sorted: Vec<_> = results.iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    let entries: Vec<String> = sorted
+        .iter()
+        .map(|(name, outcome)| format!("{}: {}", keyword_key(name.as_str()), outcome.is_alive()))
+        .collect();
+    format!("{me}[{}]", entries.join(", "))
+}
+
+/// An atom as a keyword-list key in Elixir's `inspect`: bare when it is a
+/// plain identifier, quoted otherwise (any name with a dot or a dash).
+fn keyword_key(atom: &str) -> String {
+    let mut chars = atom.chars();
+    let plain = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '@');
+    if plain {
+        atom.to_string()
+    } else {
+        format!("\"{atom}\"")
+    }
+}
+
+/// The reporter thread's end of the channel, and its handle.
+pub struct Reporter {
+    tx: Sender<Report>,
+    handle: JoinHandle<()>,
+}
+
+impl Reporter {
+    /// Starts the reporter thread.
+    pub fn start() -> std::io::Result<Reporter> {
+        // A few rounds of slack; if the console is stuck longer than that,
+        // reports are dropped rather than delay the rounds.
+        let (tx, rx) = crossbeam_channel::bounded(16);
+        let handle = thread::Builder::new()
+            .name("pulse-report".into())
+            .spawn(move || write_reports(rx))?;
+        Ok(Reporter { tx, handle })
+    }
+
+    /// A sender for the round thread.
+    pub fn sender(&self) -> Sender<Report> {
+        self.tx.clone()
+    }
+
+    /// Writes what is queued, then stops.
+    pub fn stop(self) {
+        drop(self.tx);
+        self.handle
+            .join()
+            .expect("the reporter thread never panics");
+    }
+}
+
+/// Queues a report; drops it if the reporter is far behind.
+pub fn offer(tx: &Sender<Report>, report: Report) {
+    if let Err(TrySendError::Full(_)) = tx.try_send(report) {
+        warn!("the console is not keeping up: a status line was dropped");
+    }
+}
+
+fn write_reports(rx: Receiver<Report>) {
+    // Ends when every sender is dropped; nothing queued is lost.
+    for report in rx {
+        for event in &report.events {
+            match event {
+                Event::Down(..) | Event::Expired(..) | Event::Gone(..) => warn!("{event}"),
+                _ => info!("{event}"),
+            }
+        }
+        info!("{}", report.line);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::membership::Reason;
+    use std::time::Duration;
+
+    #[test]
+    fn line_is_sorted_and_quoted_like_elixir() {
+        let n = |s: &str| s.parse::<NodeName>().expect("name");
+        let results = vec![
+            (n("b2@127.0.0.1"), Outcome::Down(Reason::Refused)),
+            (n("a1@127.0.0.1"), Outcome::Alive(Duration::from_millis(1))),
+            (n("n1@localhost"), Outcome::Alive(Duration::from_millis(1))),
+        ];
+        assert_eq!(
+            status_line(&n("a1@127.0.0.1"), &results),
+            "a1@127.0.0.1[\"a1@127.0.0.1\": true, \"b2@127.0.0.1\": false, n1@localhost: true]"
+        );
+        assert_eq!(status_line(&n("a@h"), &[]), "a@h[]");
+    }
+}
