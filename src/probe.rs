@@ -120,11 +120,15 @@ impl Prober {
         });
 
         let mut outcomes: HashMap<NodeName, Outcome> = HashMap::new();
-        let mut dials_this_round = 0;
+        // Dials that finished after the last round's deadline hand over
+        // their links (their outcomes were for that round).
+        while let Ok(done) = self.done.try_recv() {
+            self.take_dial(done, &wanted, &mut outcomes);
+        }
         // Dials first, so the dialers work while the pings are written.
         for t in targets {
-            if !self.links.contains_key(&t.name) && self.dispatch(t, timeout) {
-                dials_this_round += 1;
+            if !self.links.contains_key(&t.name) {
+                self.dispatch(t, timeout);
             }
         }
         let mut sent = Vec::new();
@@ -166,20 +170,14 @@ impl Prober {
                 }
             }
         }
-        while dials_this_round > 0 {
+        // Wait for every dial a target is waiting on, this round's or an
+        // earlier one's, so a round with a hung peer always ends at its
+        // deadline and the status lines keep their rhythm.
+        while targets.iter().any(|t| self.dialing.contains(&t.name)) {
             match self.done.recv_deadline(deadline) {
-                Ok(done) => {
-                    if done.round == self.round {
-                        dials_this_round -= 1;
-                    }
-                    self.take_dial(done, &wanted, &mut outcomes);
-                }
+                Ok(done) => self.take_dial(done, &wanted, &mut outcomes),
                 Err(_) => break,
             }
-        }
-        // Dials of earlier rounds that finished meanwhile give their links.
-        while let Ok(done) = self.done.try_recv() {
-            self.take_dial(done, &wanted, &mut outcomes);
         }
         targets
             .iter()

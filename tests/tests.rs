@@ -1,0 +1,8 @@
+//! Integration tests: real `pulse` processes on 127.0.0.x, each test with its
+//! own registry and log in a temp dir. One test binary keeps link time down.
+
+mod cli;
+mod cluster;
+mod erlang;
+mod hostile;
+mod util;
