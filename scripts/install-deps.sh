@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs what the tests and the container build need, when it is missing:
+# the musl target (for the static binary in the scratch image), Erlang (the
+# judge of the wire code) and Elixir (the recipe's own node, for the mixed
+# cluster test). Without root or apt it says what is missing and goes on:
+# the tests that need it then skip loudly (or fail, under
+# PULSE_REQUIRE_EXTERNAL=1).
+set -euo pipefail
+
+if command -v rustup >/dev/null 2>&1; then
+    if ! rustup target list --installed | grep -qx x86_64-unknown-linux-musl; then
+        echo "install-deps: adding the x86_64-unknown-linux-musl target"
+        rustup target add x86_64-unknown-linux-musl ||
+            echo "install-deps: WARNING: the musl target could not be added; the image build falls back to a static glibc binary"
+    fi
+fi
+
+missing=()
+command -v erl >/dev/null 2>&1 || missing+=(erlang-base)
+command -v elixir >/dev/null 2>&1 || missing+=(elixir)
+if [ ${#missing[@]} -gt 0 ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "install-deps: installing ${missing[*]}"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    else
+        echo "install-deps: WARNING: missing ${missing[*]} (install them with apt-get as root); tests needing them will skip"
+    fi
+fi

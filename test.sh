@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Every check pulse has, in the order CI runs them: dependencies, formatting,
+# lints, unit and integration tests (against real erl and elixir), the Docker
+# cluster test, and a smoke run of the benchmark.
+#
+# Tests that need Erlang, Elixir or a Docker engine skip loudly when those
+# are missing; PULSE_REQUIRE_EXTERNAL=1 (set by CI) turns a skip into a
+# failure.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "dependencies"
+scripts/install-deps.sh
+
+step "cargo fmt --check"
+cargo fmt --check
+
+step "cargo clippy"
+cargo clippy --all-targets -- -D warnings
+
+step "cargo test"
+cargo test
+
+if [ -x tests/docker/cluster_test.sh ]; then
+    step "docker cluster test"
+    tests/docker/cluster_test.sh
+fi
+
+if [ -f bench/bench.py ]; then
+    step "benchmark smoke run"
+    python3 bench/bench.py --smoke
+fi
