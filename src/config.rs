@@ -30,6 +30,10 @@ Options (flags win over the environment):
   --interval MS           heartbeat and ping interval [1000]             PULSE_INTERVAL_MS
   --timeout MS            ping timeout [half the interval]               PULSE_TIMEOUT_MS
   --ttl MS                expire entries silent this long [5 intervals]  PULSE_TTL_MS
+  --epmd MODE             auto: register in the host's EPMD if one runs;    PULSE_EPMD
+                          serve: answer EPMD port requests for this node
+                          ourselves (hosts and containers without EPMD);
+                          off: neither [auto]. EPMD's port: ERL_EPMD_PORT [4369]
   -h, --help              print this help
   -V, --version           print the version
 
@@ -49,6 +53,31 @@ pub const DEFAULT_LOG_FILE: &str = "/tmp/log/cluster.log";
 pub const MAX_INTERVAL_MS: u64 = 15_000;
 /// Shortest interval.
 pub const MIN_INTERVAL_MS: u64 = 10;
+
+/// How a node deals with EPMD, Erlang's port mapper.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum EpmdMode {
+    /// Register with the host's EPMD when one answers.
+    #[default]
+    Auto,
+    /// Be the EPMD for our own name.
+    Serve,
+    /// Neither.
+    Off,
+}
+
+impl std::str::FromStr for EpmdMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(EpmdMode::Auto),
+            "serve" => Ok(EpmdMode::Serve),
+            "off" => Ok(EpmdMode::Off),
+            _ => Err(format!("expected auto, serve or off, got '{s}'")),
+        }
+    }
+}
 
 /// What to do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -92,6 +121,10 @@ pub struct Args {
     pub timeout_ms: Option<u64>,
     /// `--ttl`, in ms.
     pub ttl_ms: Option<u64>,
+    /// `--epmd`.
+    pub epmd: Option<EpmdMode>,
+    /// `ERL_EPMD_PORT`.
+    pub epmd_port: Option<u16>,
     /// `$HOME`, for the default cookie file.
     pub home: Option<PathBuf>,
 }
@@ -117,6 +150,10 @@ pub struct Config {
     pub timeout: Duration,
     /// How long an entry's heartbeat may stand still before it expires.
     pub ttl: Duration,
+    /// How to deal with EPMD.
+    pub epmd: EpmdMode,
+    /// EPMD's port.
+    pub epmd_port: u16,
 }
 
 /// Parses the command line (without the program name) and the environment,
@@ -160,6 +197,7 @@ where
             "--interval" => out.interval_ms = Some(number(&flag, &value()?)?),
             "--timeout" => out.timeout_ms = Some(number(&flag, &value()?)?),
             "--ttl" => out.ttl_ms = Some(number(&flag, &value()?)?),
+            "--epmd" => out.epmd = Some(value()?.parse().map_err(|e| format!("{flag}: {e}"))?),
             "run" | "status" | "health" if out.command.is_none() && out == Args::default() => {
                 out.command = Some(match flag.as_str() {
                     "run" => Command::Run,
@@ -213,6 +251,14 @@ where
             .map(|v| number("PULSE_TTL_MS", &v))
             .transpose()?;
     }
+    if out.epmd.is_none() {
+        out.epmd = from_env("PULSE_EPMD")
+            .map(|v| v.parse().map_err(|e| format!("PULSE_EPMD: {e}")))
+            .transpose()?;
+    }
+    out.epmd_port = from_env("ERL_EPMD_PORT")
+        .map(|v| number("ERL_EPMD_PORT", &v))
+        .transpose()?;
     out.home = from_env("HOME").map(PathBuf::from);
     if out.name.is_some() && out.sname.is_some() {
         return Err("--name and --sname exclude each other".into());
@@ -299,6 +345,8 @@ impl Args {
             interval,
             timeout: self.timeout_ms.map_or(interval / 2, Duration::from_millis),
             ttl: self.ttl_ms.map_or(interval * 5, Duration::from_millis),
+            epmd: self.epmd.unwrap_or_default(),
+            epmd_port: self.epmd_port.unwrap_or(crate::dist::epmd::DEFAULT_PORT),
         })
     }
 
@@ -405,6 +453,7 @@ mod tests {
             (&["--ttl", "100"], "ttl: must be"),
             (&["--name", "a@h", "--sname", "b"], "exclude"),
             (&["stray"], "unexpected argument"),
+            (&["--epmd", "maybe"], "--epmd: expected auto, serve or off"),
         ];
         for (args, want) in cases {
             let err = parse_with(args, &[]).expect_err(want);

@@ -20,7 +20,7 @@ use log::{debug, warn};
 use crate::dist::Identity;
 use crate::dist::frame::TICK;
 use crate::dist::handshake::HandshakeError;
-use crate::dist::link::{self, ReadError};
+use crate::dist::link::{self, ReadError, Received};
 use crate::dist::message::{self, Incoming};
 
 /// How long a connecting node may take over its handshake (Erlang's own
@@ -210,11 +210,18 @@ fn serve(stream: TcpStream, me: &Identity, warnings: &CookieWarnings) {
     };
     loop {
         match link.recv(Instant::now() + TICK_AFTER) {
-            Ok(frame) => {
+            Ok(Received::Frame(frame)) => {
                 if let Incoming::IsAuth { from, tag } = message::parse(&frame) {
                     if link.send(&message::is_auth_reply(&from, &tag)).is_err() {
                         return;
                     }
+                }
+            }
+            // Answering every tick keeps the link up whatever the peer's
+            // net_ticktime is.
+            Ok(Received::Tick) => {
+                if link.send(&TICK).is_err() {
+                    return;
                 }
             }
             Err(ReadError::Timeout) => {

@@ -13,19 +13,25 @@ use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, Sender, select};
 use log::{info, warn};
 
-use crate::config::Config;
-use crate::dist::Identity;
+use crate::config::{Config, EpmdMode};
+use crate::dist::{Identity, epmd};
 use crate::listener::Listener;
 use crate::membership::{Membership, Reason};
 use crate::name::NodeName;
 use crate::probe::{self, Prober, Target};
 use crate::registry::{self, Record, Registry};
 use crate::report::{self, Report, Reporter};
+
+/// How long to wait for EPMD at start.
+const EPMD_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How soon a call from an Erlang node on a link we opened is answered.
+const SERVE_CALLS_EVERY: Duration = Duration::from_millis(20);
 
 /// Why a node could not start.
 #[derive(Debug)]
@@ -38,6 +44,8 @@ pub enum Error {
     Registry(io::Error),
     /// A thread could not be started.
     Thread(io::Error),
+    /// EPMD already knows our name, or cannot be served.
+    Epmd(String),
 }
 
 impl fmt::Display for Error {
@@ -52,6 +60,7 @@ impl fmt::Display for Error {
             }
             Error::Registry(e) => write!(f, "cannot write to the registry: {e}"),
             Error::Thread(e) => write!(f, "cannot start a thread: {e}"),
+            Error::Epmd(why) => write!(f, "epmd: {why}"),
         }
     }
 }
@@ -65,6 +74,16 @@ pub struct Node {
     round: JoinHandle<()>,
     listener: Listener,
     reporter: Reporter,
+    /// Held for the node's life: dropping it takes our name out of EPMD.
+    epmd: Option<EpmdPresence>,
+}
+
+/// How this node is known to EPMD.
+enum EpmdPresence {
+    /// Registered with the host's EPMD.
+    Registered(epmd::Registration),
+    /// Answering EPMD requests ourselves.
+    Serving(epmd::Responder),
 }
 
 impl Node {
@@ -78,12 +97,15 @@ impl Node {
         let registry = Registry::new(&config.sync_dir);
         check_name_is_free(&registry, config, &me)?;
 
-        let record = own_record(config, addr);
-        registry.write(&record).map_err(Error::Registry)?;
         let listener = Listener::start(socket, me.clone()).map_err(Error::Thread)?;
+        // Known to EPMD and the registry only once the listener answers, so
+        // a node that finds us can connect at once.
+        let epmd_presence = join_epmd(config, addr.port())?;
+        registry
+            .write(&own_record(config, addr))
+            .map_err(Error::Registry)?;
         let reporter = Reporter::start().map_err(Error::Thread)?;
-        let prober =
-            Prober::start(me.clone(), crate::dist::epmd::DEFAULT_PORT).map_err(Error::Thread)?;
+        let prober = Prober::start(me.clone(), config.epmd_port).map_err(Error::Thread)?;
         let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);
         let rounds = Rounds {
             membership: Membership::new(config.name.clone(), config.interval, config.ttl),
@@ -109,6 +131,7 @@ impl Node {
             round,
             listener,
             reporter,
+            epmd: epmd_presence,
         })
     }
 
@@ -124,8 +147,41 @@ impl Node {
         self.round.join().expect("the round thread never panics");
         // The record is gone before the listener stops answering, so peers
         // see a leave, not a failure.
+        match self.epmd {
+            Some(EpmdPresence::Serving(responder)) => responder.stop(),
+            Some(EpmdPresence::Registered(registration)) => drop(registration),
+            None => {}
+        }
         self.listener.stop();
         self.reporter.stop();
+    }
+}
+
+/// Registers with EPMD, or starts answering for it, as configured.
+fn join_epmd(config: &Config, port: u16) -> Result<Option<EpmdPresence>, Error> {
+    let at = SocketAddr::new(config.ip, config.epmd_port);
+    let alive = config.name.alive();
+    match config.epmd {
+        EpmdMode::Off => Ok(None),
+        EpmdMode::Serve => {
+            let responder = epmd::Responder::start(at, alive, port)
+                .map_err(|e| Error::Epmd(format!("cannot serve on {at}: {e}")))?;
+            info!("answering EPMD requests for {alive} on {at}");
+            Ok(Some(EpmdPresence::Serving(responder)))
+        }
+        EpmdMode::Auto => match epmd::register(at, alive, port, EPMD_TIMEOUT) {
+            Ok(registration) => {
+                info!("registered {alive} with EPMD at {at}");
+                Ok(Some(EpmdPresence::Registered(registration)))
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(Error::Epmd(e.to_string())),
+            Err(e) => {
+                info!(
+                    "no EPMD at {at} ({e}): Erlang nodes reach this node only through the registry"
+                );
+                Ok(None)
+            }
+        },
     }
 }
 
@@ -173,11 +229,22 @@ struct Rounds {
 impl Rounds {
     fn run(mut self, stop: Receiver<()>) {
         let ticker = crossbeam_channel::tick(self.config.interval);
-        loop {
+        'rounds: loop {
             self.round();
-            select! {
-                recv(stop) -> _ => break,
-                recv(ticker) -> _ => {}
+            // Between rounds, links an Erlang node makes calls on are
+            // answered within SERVE_CALLS_EVERY; without such links the
+            // thread just sleeps until the next tick.
+            loop {
+                let wait = if self.prober.has_peer_calls() {
+                    SERVE_CALLS_EVERY
+                } else {
+                    self.config.interval
+                };
+                select! {
+                    recv(stop) -> _ => break 'rounds,
+                    recv(ticker) -> _ => break,
+                    default(wait) => self.prober.serve_calls(),
+                }
             }
         }
         if let Err(e) = self.registry.remove(&self.config.name) {

@@ -17,8 +17,9 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
+use crate::dist::frame::TICK;
 use crate::dist::handshake::HandshakeError;
-use crate::dist::link::{self, DialError, Link, ReadError};
+use crate::dist::link::{self, DialError, Link, ReadError, Received};
 use crate::dist::message::{self, Incoming};
 use crate::dist::term::{Pid, Term};
 use crate::dist::{Identity, epmd};
@@ -237,6 +238,19 @@ impl Prober {
         }
     }
 
+    /// Whether some link carries calls from its peer, which
+    /// [`Prober::serve_calls`] should answer between rounds.
+    pub fn has_peer_calls(&self) -> bool {
+        self.links.values().any(|l| l.peer_calls)
+    }
+
+    /// Answers, without waiting, the calls that arrived on links whose peers
+    /// make calls; a link that broke is dropped.
+    pub fn serve_calls(&mut self) {
+        self.links
+            .retain(|_, link| !link.peer_calls || serve_waiting_calls(link).is_ok());
+    }
+
     /// Closes every link and stops the dialers. A dialer in the middle of a
     /// dial finishes it first (bounded by the timeout).
     pub fn close(mut self) {
@@ -259,10 +273,16 @@ fn await_reply(
 ) -> Result<(), Reason> {
     let want = message::our_ref(&me.name, me.creation, reference);
     loop {
-        let frame = link.recv(deadline).map_err(|e| match e {
-            ReadError::Timeout => Reason::Timeout("reply"),
-            ReadError::Broken(e) => Reason::Failed(format!("link lost: {e}")),
-        })?;
+        let lost = |e: io::Error| Reason::Failed(format!("link lost: {e}"));
+        let frame = match link.recv(deadline) {
+            Ok(Received::Frame(frame)) => frame,
+            Ok(Received::Tick) => {
+                link.send(&TICK).map_err(lost)?;
+                continue;
+            }
+            Err(ReadError::Timeout) => return Err(Reason::Timeout("reply")),
+            Err(ReadError::Broken(e)) => return Err(lost(e)),
+        };
         match message::parse(&frame) {
             Incoming::Reply { reference, value } if reference == want => {
                 return if value == Term::atom("yes") {
@@ -272,12 +292,29 @@ fn await_reply(
                 };
             }
             Incoming::IsAuth { from, tag } => {
+                link.peer_calls = true;
                 link.send(&message::is_auth_reply(&from, &tag))
-                    .map_err(|e| Reason::Failed(format!("link lost: {e}")))?;
+                    .map_err(lost)?;
             }
             // A late reply to an earlier round, or a message we ignore.
             _ => {}
         }
+    }
+}
+
+/// Answers every call and tick already received on `link`.
+fn serve_waiting_calls(link: &mut Link) -> Result<(), ReadError> {
+    loop {
+        let reply = match link.recv(Instant::now()) {
+            Ok(Received::Tick) => TICK.to_vec(),
+            Ok(Received::Frame(frame)) => match message::parse(&frame) {
+                Incoming::IsAuth { from, tag } => message::is_auth_reply(&from, &tag),
+                _ => continue,
+            },
+            Err(ReadError::Timeout) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        link.send(&reply).map_err(ReadError::Broken)?;
     }
 }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::config::Config;
-use crate::dist::{Identity, epmd};
+use crate::dist::Identity;
 use crate::membership::Outcome;
 use crate::probe::{Prober, Target};
 use crate::registry::{self, Record, Registry};
@@ -25,7 +25,7 @@ fn ping_all(me: Arc<Identity>, records: &[Record], config: &Config) -> io::Resul
             addr: r.addr,
         })
         .collect();
-    let mut prober = Prober::start(me, epmd::DEFAULT_PORT)?;
+    let mut prober = Prober::start(me, config.epmd_port)?;
     let results = prober.round(&targets, config.timeout);
     prober.close();
     Ok(results.into_iter().map(|(_, o)| o).collect())

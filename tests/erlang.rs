@@ -41,11 +41,11 @@ impl Drop for Erl {
     }
 }
 
-/// An EPMD of the test's own on loopback, killed on drop.
-struct Epmd(Child, u16);
+/// An EPMD of the test's own on loopback, killed on drop; `.1` is its port.
+pub struct Epmd(Child, pub u16);
 
 impl Epmd {
-    fn start() -> Epmd {
+    pub fn start() -> Epmd {
         let port = free_port();
         let child = Command::new("epmd")
             .args(["-address", "127.0.0.1", "-port", &port.to_string()])

@@ -5,4 +5,5 @@ mod cli;
 mod cluster;
 mod erlang;
 mod hostile;
+mod mixed;
 mod util;

@@ -51,39 +51,38 @@ pub struct FrameReader {
 /// What [`FrameReader::next_frame`] found in the buffer.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Next {
-    /// A whole frame (never empty: ticks are skipped).
+    /// A whole, non-empty frame.
     Frame(Vec<u8>),
+    /// A zero-length frame: the peer's keep-alive.
+    Tick,
     /// More bytes are needed.
     Incomplete,
 }
 
 impl FrameReader {
-    /// Takes the next whole frame out of the buffer, skipping ticks. A length
-    /// over [`MAX_FRAME`] is an error: the link cannot be trusted after it.
+    /// Takes the next whole frame out of the buffer. A length over
+    /// [`MAX_FRAME`] is an error: the link cannot be trusted after it.
     pub fn next_frame(&mut self) -> io::Result<Next> {
-        loop {
-            if self.buf.len() < 4 {
-                return Ok(Next::Incomplete);
-            }
-            let len =
-                u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]) as usize;
-            if len > MAX_FRAME {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("frame of {len} bytes is over the {MAX_FRAME}-byte limit"),
-                ));
-            }
-            if len == 0 {
-                self.buf.drain(..4);
-                continue;
-            }
-            if self.buf.len() < 4 + len {
-                return Ok(Next::Incomplete);
-            }
-            let frame = self.buf[4..4 + len].to_vec();
-            self.buf.drain(..4 + len);
-            return Ok(Next::Frame(frame));
+        let Some(head) = self.buf.first_chunk::<4>() else {
+            return Ok(Next::Incomplete);
+        };
+        let len = u32::from_be_bytes(*head) as usize;
+        if len > MAX_FRAME {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("frame of {len} bytes is over the {MAX_FRAME}-byte limit"),
+            ));
         }
+        if len == 0 {
+            self.buf.drain(..4);
+            return Ok(Next::Tick);
+        }
+        if self.buf.len() < 4 + len {
+            return Ok(Next::Incomplete);
+        }
+        let frame = self.buf[4..4 + len].to_vec();
+        self.buf.drain(..4 + len);
+        Ok(Next::Frame(frame))
     }
 
     /// Reads once from `stream` into the buffer. End of stream is an error
@@ -107,7 +106,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn frames_split_across_reads_and_ticks_are_skipped() {
+    fn frames_split_across_reads_with_ticks_between() {
         let mut wire = Vec::new();
         wire.extend(TICK);
         wire.extend(frame(b"hello"));
@@ -118,11 +117,15 @@ mod tests {
         // Feed one byte at a time: the worst a socket can do.
         for b in wire {
             reader.buf.push(b);
-            while let Next::Frame(f) = reader.next_frame().expect("valid") {
-                got.push(f);
+            loop {
+                match reader.next_frame().expect("valid") {
+                    Next::Frame(f) => got.push(f),
+                    Next::Tick => got.push(b"tick".to_vec()),
+                    Next::Incomplete => break,
+                }
             }
         }
-        assert_eq!(got, vec![b"hello".to_vec(), b"x".to_vec()]);
+        assert_eq!(got, [&b"tick"[..], b"hello", b"tick", b"x"]);
     }
 
     #[test]

@@ -32,8 +32,20 @@ pub struct Link {
     pub last_write: Instant,
     /// When we last read from it (ticks included).
     pub last_read: Instant,
+    /// The peer makes calls of its own on this link (an Erlang node reuses
+    /// the link we opened), so it must be read between rounds too.
+    pub peer_calls: bool,
     reader: FrameReader,
     read_timeout: Option<Duration>,
+}
+
+/// What a read brought.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Received {
+    /// A message frame.
+    Frame(Vec<u8>),
+    /// A tick: the peer is alive and expects to hear from us too.
+    Tick,
 }
 
 /// Why a read gave no frame.
@@ -65,6 +77,7 @@ impl Link {
             addr,
             last_write: now,
             last_read: now,
+            peer_calls: false,
             reader: FrameReader::default(),
             read_timeout: None,
         })
@@ -78,12 +91,13 @@ impl Link {
         Ok(())
     }
 
-    /// The next frame, waiting until `deadline` at most. Once the deadline
-    /// has passed it still takes whatever has already arrived.
-    pub fn recv(&mut self, deadline: Instant) -> Result<Vec<u8>, ReadError> {
+    /// The next frame or tick, waiting until `deadline` at most. Once the
+    /// deadline has passed it still takes whatever has already arrived.
+    pub fn recv(&mut self, deadline: Instant) -> Result<Received, ReadError> {
         loop {
             match self.reader.next_frame() {
-                Ok(Next::Frame(f)) => return Ok(f),
+                Ok(Next::Frame(f)) => return Ok(Received::Frame(f)),
+                Ok(Next::Tick) => return Ok(Received::Tick),
                 Ok(Next::Incomplete) => {}
                 Err(e) => return Err(ReadError::Broken(e)),
             }

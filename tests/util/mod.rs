@@ -229,7 +229,13 @@ pub fn split_log_line(line: &str) -> Option<(&str, &str)> {
     }
     let rest = rest.strip_prefix('[')?;
     let (level, message) = rest.split_once("] ")?;
-    matches!(level, "ERROR" | "WARN" | "INFO" | "DEBUG" | "TRACE").then_some((level, message))
+    // Upper case from pulse (simplelog), lower case from Elixir's Logger.
+    let known = [
+        "error", "warn", "warning", "notice", "info", "debug", "trace",
+    ];
+    known
+        .contains(&level.to_ascii_lowercase().as_str())
+        .then_some((level, message))
 }
 
 /// The registry's file names, sorted.
