@@ -32,6 +32,9 @@ const TICK_AFTER: Duration = Duration::from_secs(15);
 const DEAD_AFTER: Duration = Duration::from_secs(60);
 /// Most inbound links at once; beyond it new connections are closed at once.
 const MAX_INBOUND: usize = 2048;
+/// Stack of a reader thread: it decodes small terms (nesting is capped), so
+/// a small stack keeps thousands of links cheap.
+const READER_STACK: usize = 128 * 1024;
 /// Least time between two warnings about the same peer's wrong cookie.
 const WARN_EVERY: Duration = Duration::from_secs(60);
 
@@ -157,6 +160,7 @@ fn accept_loop(socket: TcpListener, me: Arc<Identity>, stop: Arc<AtomicBool>) {
         let (me, open2, warnings) = (me.clone(), open.clone(), warnings.clone());
         let spawned = thread::Builder::new()
             .name("pulse-in".into())
+            .stack_size(READER_STACK)
             .spawn(move || {
                 serve(stream, &me, &warnings);
                 if let Ok(mut map) = open2.lock() {
