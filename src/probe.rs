@@ -134,13 +134,11 @@ impl Prober {
         }
         let mut sent = Vec::new();
         for t in targets {
-            if !self.links.contains_key(&t.name) {
-                continue;
-            }
-            let reference = self.reference();
             let Some(link) = self.links.get_mut(&t.name) else {
                 continue;
             };
+            self.next_ref += 1;
+            let reference = self.next_ref;
             let call = message::is_auth_call(
                 &self.pid,
                 &message::our_ref(&self.me.name, self.me.creation, reference),
