@@ -111,6 +111,10 @@ enum Health {
 struct Member {
     record: Record,
     changed_at: Instant,
+    /// Whether the heartbeat moved between our last two scans: a file that
+    /// vanishes after that was removed by its live owner, however late our
+    /// own rounds run.
+    moved_last_scan: bool,
     health: Health,
     reason: Option<Reason>,
 }
@@ -163,7 +167,7 @@ impl Membership {
             .collect();
         for name in gone {
             if let Some(m) = self.members.remove(&name) {
-                if now.duration_since(m.changed_at) <= self.fresh {
+                if m.moved_last_scan || now.duration_since(m.changed_at) <= self.fresh {
                     events.push(Event::Left(name));
                 } else {
                     events.push(Event::Gone(name));
@@ -181,6 +185,7 @@ impl Membership {
                         Member {
                             record: record.clone(),
                             changed_at: now,
+                            moved_last_scan: true,
                             health: Health::Unknown,
                             reason: None,
                         },
@@ -188,7 +193,8 @@ impl Membership {
                     live.push(record);
                 }
                 Some(m) => {
-                    if m.record.heartbeat != record.heartbeat {
+                    m.moved_last_scan = m.record.version != record.version;
+                    if m.moved_last_scan {
                         m.changed_at = now;
                     }
                     m.record = record.clone();
@@ -245,11 +251,13 @@ mod tests {
 
     const SEC: Duration = Duration::from_secs(1);
 
+    /// A record as scanned, its heartbeat at `hb` (and its version with it).
     fn rec(n: &str, hb: u64) -> Record {
         Record {
             name: n.parse().expect("name"),
             addr: Some(([127, 0, 0, 1], 9).into()),
             heartbeat: hb.to_string(),
+            version: hb,
         }
     }
 

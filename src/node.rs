@@ -190,6 +190,7 @@ fn own_record(config: &Config, addr: SocketAddr) -> Record {
         name: config.name.clone(),
         addr: Some(addr),
         heartbeat: registry::unix_ms(SystemTime::now()).to_string(),
+        version: 0,
     }
 }
 
@@ -250,7 +251,10 @@ impl Rounds {
         if let Err(e) = self.registry.remove(&self.config.name) {
             warn!("could not remove our registry entry: {e}");
         }
-        info!("node {} left", self.config.name);
+        info!(
+            "node {} left: registry entry removed, closing links",
+            self.config.name
+        );
         self.prober.close();
     }
 

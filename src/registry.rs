@@ -22,11 +22,12 @@
 
 use std::collections::HashMap;
 use std::fs::{self, File};
+use std::hash::{Hash, Hasher};
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use log::warn;
 
@@ -46,8 +47,13 @@ pub struct Record {
     pub name: NodeName,
     /// Where its distribution listener is; `None` for a bare entry.
     pub addr: Option<SocketAddr>,
-    /// The heartbeat as written. Liveness is judged by whether it changes.
+    /// The heartbeat as written.
     pub heartbeat: String,
+    /// Changes with every rewrite of the file (its inode, modification time
+    /// and size, hashed); 0 for a record not read from a file. Liveness is
+    /// judged by whether it changes, which also covers writers that rewrite
+    /// a file in place.
+    pub version: u64,
 }
 
 impl Record {
@@ -84,6 +90,7 @@ impl Record {
                     name: name.clone(),
                     addr: None,
                     heartbeat: first.to_string(),
+                    version: 0,
                 });
             }
             return Err("not a pulse record".into());
@@ -118,23 +125,40 @@ impl Record {
             name: name.clone(),
             addr: Some(addr),
             heartbeat,
+            version: 0,
         })
     }
 }
 
-/// What a scan remembers of a file, to skip re-reading an unchanged one.
-#[derive(Clone, PartialEq, Eq)]
+/// A file's identity and state as `stat` tells it.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 struct Stamp {
     ino: u64,
     mtime_ns: i128,
     size: u64,
 }
 
+/// How long a record's text is trusted while only its heartbeat moves.
+///
+/// Every node rewrites its record every interval, so re-reading every file
+/// every round would cost each node one open, read and close per peer per
+/// round. A rewrite of the same size is taken as a moved heartbeat (`stat`
+/// shows it), and the text is read again only when the size changes or
+/// this long after the last read (a restarted node's new port, say).
+const REREAD_AFTER: Duration = Duration::from_secs(5);
+
+/// What a scan remembers of a file.
+struct Cached {
+    stamp: Stamp,
+    record: Record,
+    read_at: Instant,
+}
+
 /// A registry directory, and what this node has seen in it.
 pub struct Registry {
     dir: PathBuf,
-    /// Records by file name, with the stamp they were read at.
-    cache: HashMap<String, (Stamp, Record)>,
+    /// Records by file name.
+    cache: HashMap<String, Cached>,
     /// Files skipped, with the reason last warned about.
     warned: HashMap<String, String>,
     dir_missing_warned: bool,
@@ -226,9 +250,9 @@ impl Registry {
                 continue;
             }
             match self.look_at(&entry, &file_name) {
-                Ok((stamp, record)) => {
-                    records.push(record.clone());
-                    cache.insert(file_name, (stamp, record));
+                Ok(cached) => {
+                    records.push(cached.record.clone());
+                    cache.insert(file_name, cached);
                 }
                 // Gone between the listing and the look: not worth a word.
                 Err(why) if why.is_empty() => {}
@@ -248,7 +272,7 @@ impl Registry {
 
     /// One directory entry: its record, or why it is skipped (empty when it
     /// vanished meanwhile).
-    fn look_at(&self, entry: &fs::DirEntry, file_name: &str) -> Result<(Stamp, Record), String> {
+    fn look_at(&self, entry: &fs::DirEntry, file_name: &str) -> Result<Cached, String> {
         let name: NodeName = file_name
             .parse()
             .map_err(|_| "not a node name".to_string())?;
@@ -266,9 +290,20 @@ impl Registry {
             mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
             size: meta.size(),
         };
-        if let Some((old, record)) = self.cache.get(file_name) {
-            if *old == stamp {
-                return Ok((stamp, record.clone()));
+        let mut hasher = std::hash::DefaultHasher::new();
+        stamp.hash(&mut hasher);
+        let version = hasher.finish();
+        if let Some(old) = self.cache.get(file_name) {
+            if old.stamp.size == stamp.size && old.read_at.elapsed() < REREAD_AFTER {
+                let record = Record {
+                    version,
+                    ..old.record.clone()
+                };
+                return Ok(Cached {
+                    stamp,
+                    record,
+                    read_at: old.read_at,
+                });
             }
         }
         let text = match read_untrusted(&entry.path()) {
@@ -276,8 +311,15 @@ impl Registry {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(String::new()),
             Err(e) => return Err(e.to_string()),
         };
-        let record = Record::parse(&name, &text)?;
-        Ok((stamp, record))
+        let record = Record {
+            version,
+            ..Record::parse(&name, &text)?
+        };
+        Ok(Cached {
+            stamp,
+            record,
+            read_at: Instant::now(),
+        })
     }
 }
 
@@ -352,7 +394,16 @@ mod tests {
             name: name(n),
             addr: Some(SocketAddr::from(([127, 0, 0, 1], port))),
             heartbeat: hb.to_string(),
+            version: 0,
         }
+    }
+
+    /// Records as a scan gives them, without their versions.
+    fn scanned(reg: &mut Registry) -> Vec<Record> {
+        reg.scan()
+            .into_iter()
+            .map(|r| Record { version: 0, ..r })
+            .collect()
     }
 
     struct TempDir(PathBuf);
@@ -420,12 +471,28 @@ mod tests {
         let names: Vec<_> = reg.scan().into_iter().map(|r| r.name.to_string()).collect();
         assert_eq!(names, ["a@127.0.0.1", "b@127.0.0.1"]);
         fs::remove_dir_all(tmp.0.join("sub")).expect("delete");
-        reg.write(&record("a@127.0.0.1", 1, 2))
+        // A new size: read again at once.
+        reg.write(&record("a@127.0.0.1", 10, 2))
             .expect("write again");
-        assert_eq!(reg.scan(), vec![record("a@127.0.0.1", 1, 2)]);
+        assert_eq!(scanned(&mut reg), vec![record("a@127.0.0.1", 10, 2)]);
         reg.remove(&name("a@127.0.0.1")).expect("remove");
         reg.remove(&name("a@127.0.0.1")).expect("remove twice");
         assert!(reg.scan().is_empty());
+    }
+
+    #[test]
+    fn a_same_size_rewrite_moves_the_version_without_a_read() {
+        let tmp = TempDir::new("version");
+        let mut reg = Registry::new(&tmp.0);
+        reg.write(&record("a@127.0.0.1", 1, 1)).expect("write");
+        let first = reg.scan();
+        reg.write(&record("a@127.0.0.1", 1, 2)).expect("rewrite");
+        let second = reg.scan();
+        assert_ne!(first[0].version, second[0].version);
+        // The text is trusted for REREAD_AFTER while only the heartbeat moves.
+        assert_eq!(second[0].heartbeat, "1");
+        // Unchanged file, unchanged version.
+        assert_eq!(reg.scan()[0].version, second[0].version);
     }
 
     #[test]

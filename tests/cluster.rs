@@ -19,7 +19,7 @@ fn two_nodes_list_each_other_within_two_intervals() {
     let a2 = Node::start(&dir, "a2@127.0.0.1", "cookie", &["--interval", "500"]);
     let both = "[\"a1@127.0.0.1\": true, \"a2@127.0.0.1\": true]";
     let start = Instant::now();
-    let ok = wait_until(Duration::from_secs(5), || {
+    let ok = wait_until(Duration::from_secs(15), || {
         [&a1, &a2].iter().all(|n| {
             let want = format!("{}{both}", n.name);
             n.output().iter().any(|l| is_log_line_of(l, &want))
@@ -28,7 +28,7 @@ fn two_nodes_list_each_other_within_two_intervals() {
     assert!(ok, "{}{}", a1.dump(), a2.dump());
     // Two intervals, plus process start-up on a busy machine.
     assert!(
-        start.elapsed() < Duration::from_millis(2 * 500 + 1500),
+        start.elapsed() < Duration::from_millis(2 * 500 + 2500),
         "took {:?}",
         start.elapsed()
     );
@@ -50,7 +50,7 @@ fn graceful_leave_kill_and_expiry() {
     let b1 = Node::start(&dir, names[0], "c", &args);
     let mut b2 = Node::start(&dir, names[1], "c", &args);
     let b3 = Node::start(&dir, names[2], "c", &args);
-    let ok = wait_until(Duration::from_secs(5), || {
+    let ok = wait_until(Duration::from_secs(15), || {
         [&b1, &b2, &b3].iter().all(|n| n.sees_all_alive(&names))
     });
     assert!(ok, "{}{}{}", b1.dump(), b2.dump(), b3.dump());
@@ -62,12 +62,12 @@ fn graceful_leave_kill_and_expiry() {
     assert!(
         b2.output()
             .iter()
-            .any(|l| l.ends_with("node b2@127.0.0.1 left")),
+            .any(|l| l.ends_with("node b2@127.0.0.1 left: registry entry removed, closing links")),
         "{}",
         b2.dump()
     );
     assert!(!registry_names(&dir.sync_dir()).contains(&names[1].to_string()));
-    let ok = wait_until(Duration::from_secs(3), || {
+    let ok = wait_until(Duration::from_secs(9), || {
         [&b1, &b3].iter().all(|n| {
             n.count_containing("node b2@127.0.0.1 left") == 1
                 && n.sees_all_alive(&[names[0], names[2]])
@@ -78,7 +78,7 @@ fn graceful_leave_kill_and_expiry() {
     // kill -9: false at the next round, then expired after the TTL.
     let killed_at = Instant::now();
     drop(b3);
-    let ok = wait_until(Duration::from_secs(2), || {
+    let ok = wait_until(Duration::from_secs(6), || {
         b1.last_status()
             .is_some_and(|s| s.get(names[2]) == Some(&false))
     });
@@ -88,7 +88,7 @@ fn graceful_leave_kill_and_expiry() {
         "{}",
         b1.dump()
     );
-    let ok = wait_until(Duration::from_secs(5), || {
+    let ok = wait_until(Duration::from_secs(15), || {
         b1.count_containing("node b3@127.0.0.1 expired") == 1
             && b1.sees_all_alive(&[names[0]])
             && registry_names(&dir.sync_dir()) == [names[0]]
@@ -105,7 +105,7 @@ fn a_duplicate_name_is_refused_and_the_first_node_is_untouched() {
     let dir = TempDir::new("dup");
     let first = Node::start(&dir, "d1@127.0.0.1", "c", &["--interval", "300"]);
     assert!(
-        wait_until(Duration::from_secs(3), || first
+        wait_until(Duration::from_secs(9), || first
             .sees_all_alive(&["d1@127.0.0.1"])),
         "{}",
         first.dump()
@@ -129,7 +129,7 @@ fn a_duplicate_name_is_refused_and_the_first_node_is_untouched() {
         );
     }
     let lines_before = first.output().len();
-    assert!(wait_until(Duration::from_secs(2), || first.output().len()
+    assert!(wait_until(Duration::from_secs(6), || first.output().len()
         > lines_before + 1));
     assert!(first.sees_all_alive(&["d1@127.0.0.1"]), "{}", first.dump());
     let record = std::fs::read_to_string(dir.sync_dir().join("d1@127.0.0.1")).expect("record");
@@ -150,7 +150,7 @@ fn a_stale_record_under_our_name_is_taken_over() {
     );
     let node = Node::start(&dir, "s1@127.0.0.1", "c", &["--interval", "300"]);
     assert!(
-        wait_until(Duration::from_secs(3), || node
+        wait_until(Duration::from_secs(9), || node
             .sees_all_alive(&["s1@127.0.0.1"])),
         "{}",
         node.dump()
@@ -201,7 +201,7 @@ fn status_command_reports_and_sets_the_exit_code() {
     let a = Node::start(&dir, "st1@127.0.0.1", "c", &["--interval", "300"]);
     let b = Node::start(&dir, "st2@127.0.0.1", "c", &["--interval", "300"]);
     let names = ["st1@127.0.0.1", "st2@127.0.0.1"];
-    assert!(wait_until(Duration::from_secs(4), || a
+    assert!(wait_until(Duration::from_secs(12), || a
         .sees_all_alive(&names)
         && b.sees_all_alive(&names)));
     let status = |cookie: &str| {

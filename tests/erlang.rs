@@ -53,6 +53,12 @@ impl Epmd {
             .stderr(Stdio::null())
             .spawn()
             .expect("start epmd");
+        // Ready once it accepts connections; nodes started earlier would
+        // find no EPMD.
+        let ready = wait_until(Duration::from_secs(10), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        assert!(ready, "epmd did not start on port {port}");
         Epmd(child, port)
     }
 }
@@ -109,7 +115,7 @@ fn pulse_sees_erl(cookie_of_erl: &str, want: bool, test: &str) {
     assert!(ok, "{}", node.dump());
     // And it stays that way over several rounds on the reused link.
     let lines = node.output().len();
-    assert!(wait_until(Duration::from_secs(3), || node.output().len() >= lines + 3));
+    assert!(wait_until(Duration::from_secs(9), || node.output().len() >= lines + 3));
     assert_eq!(
         node.last_status()
             .and_then(|s| s.get("x@127.0.0.1").copied()),

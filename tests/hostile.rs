@@ -35,7 +35,7 @@ fn registry_garbage_is_skipped_with_one_warning_each() {
     assert!(fifo_ok.is_ok_and(|s| s.success()), "mkfifo");
 
     let node = Node::start(&dir, "g1@127.0.0.1", "c", &["--interval", "200"]);
-    let ok = wait_until(Duration::from_secs(5), || status_lines(&node) >= 5);
+    let ok = wait_until(Duration::from_secs(15), || status_lines(&node) >= 5);
     assert!(ok, "{}", node.dump());
     assert!(node.sees_all_alive(&["g1@127.0.0.1"]), "{}", node.dump());
     for bad in [
@@ -57,13 +57,13 @@ fn registry_garbage_is_skipped_with_one_warning_each() {
 
     // The registry deleted under a running node comes back.
     std::fs::remove_dir_all(&sd).expect("delete registry");
-    let ok = wait_until(Duration::from_secs(3), || {
+    let ok = wait_until(Duration::from_secs(9), || {
         registry_names(&sd) == ["g1@127.0.0.1"]
     });
     assert!(ok, "{}", node.dump());
     let before = status_lines(&node);
     assert!(
-        wait_until(Duration::from_secs(3), || status_lines(&node) > before + 2),
+        wait_until(Duration::from_secs(9), || status_lines(&node) > before + 2),
         "{}",
         node.dump()
     );
@@ -177,8 +177,10 @@ fn hung_and_garbage_peers_never_delay_a_round() {
     for n in names {
         assert_eq!(status.get(n), Some(&false), "{n}: {}", node.dump());
     }
-    // The gaps between status lines stay at the interval: a round never
-    // runs past its 200 ms timeout, however many peers misbehave.
+    // A round never runs past its 200 ms timeout, however many peers
+    // misbehave, so no gap between status lines exceeds interval + timeout
+    // (plus scheduling slack); a round held up by a hung peer would take
+    // seconds.
     let times: Vec<u64> = node
         .output()
         .iter()
@@ -192,14 +194,14 @@ fn hung_and_garbage_peers_never_delay_a_round() {
         .collect();
     let max = gaps.iter().copied().max().unwrap_or(0);
     assert!(
-        max < 400 + 150,
+        max < 400 + 200 + 100,
         "a round ran late: gaps {gaps:?}\n{}",
         node.dump()
     );
     // Still alive and well after all that.
     assert!(node.child.id() > 0);
     let before = status_lines(&node);
-    assert!(wait_until(Duration::from_secs(2), || status_lines(&node) > before));
+    assert!(wait_until(Duration::from_secs(6), || status_lines(&node) > before));
 }
 
 fn millis_of_day(line: &str) -> Option<u64> {
@@ -213,7 +215,7 @@ fn millis_of_day(line: &str) -> Option<u64> {
 fn garbage_sent_to_the_listener_does_not_hurt_the_node() {
     let dir = TempDir::new("sockjunk");
     let node = Node::start(&dir, "j1@127.0.0.1", "c", &["--interval", "200"]);
-    assert!(wait_until(Duration::from_secs(3), || node
+    assert!(wait_until(Duration::from_secs(9), || node
         .sees_all_alive(&["j1@127.0.0.1"])));
     let record = std::fs::read_to_string(dir.sync_dir().join("j1@127.0.0.1")).expect("record");
     let addr = record
@@ -233,7 +235,7 @@ fn garbage_sent_to_the_listener_does_not_hurt_the_node() {
     }
     let before = status_lines(&node);
     assert!(
-        wait_until(Duration::from_secs(3), || status_lines(&node) > before + 2),
+        wait_until(Duration::from_secs(9), || status_lines(&node) > before + 2),
         "{}",
         node.dump()
     );
@@ -245,7 +247,7 @@ fn a_wrong_cookie_is_false_and_warned_about_sparingly() {
     let dir = TempDir::new("cookie");
     let a = Node::start(&dir, "k1@127.0.0.1", "one", &["--interval", "200"]);
     let b = Node::start(&dir, "k2@127.0.0.1", "two", &["--interval", "200"]);
-    let ok = wait_until(Duration::from_secs(5), || {
+    let ok = wait_until(Duration::from_secs(15), || {
         [&a, &b].iter().all(|n| status_lines(n) >= 8)
     });
     assert!(ok, "{}{}", a.dump(), b.dump());

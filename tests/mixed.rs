@@ -58,7 +58,7 @@ fn elixir_node_ping_gets_pong_only_with_the_cookie_and_while_running() {
         epmd.1,
         &["--interval", "300"],
     );
-    let registered = wait_until(Duration::from_secs(3), || {
+    let registered = wait_until(Duration::from_secs(9), || {
         node.count_containing("registered p1 with EPMD") == 1
     });
     assert!(registered, "{}", node.dump());
