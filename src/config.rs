@@ -209,62 +209,63 @@ where
             other => return Err(format!("unexpected argument '{other}'")),
         }
     }
-    // Each variable is read here and nowhere else.
-    let from_env = |var: &str| env(var).filter(|v| !v.is_empty());
+    // Each variable is read here and nowhere else; a flag given wins.
+    let text = |_: &str, v: &str| Ok(v.to_string());
+    let path = |_: &str, v: &str| Ok(PathBuf::from(v));
+    let mode = |var: &str, v: &str| v.parse().map_err(|e| format!("{var}: {e}"));
     if out.name.is_none() && out.sname.is_none() {
-        out.name = from_env("PULSE_NAME");
+        out.name = env_value(&env, "PULSE_NAME", text)?;
     }
     if out.ip.is_none() {
-        out.ip = from_env("PULSE_IP")
-            .map(|v| ip_value("PULSE_IP", &v))
-            .transpose()?;
+        out.ip = env_value(&env, "PULSE_IP", ip_value)?;
     }
     if out.port.is_none() {
-        out.port = from_env("PULSE_PORT")
-            .map(|v| number("PULSE_PORT", &v))
-            .transpose()?;
+        out.port = env_value(&env, "PULSE_PORT", number)?;
     }
     if out.cookie.is_none() && out.cookie_file.is_none() {
-        out.cookie = from_env("PULSE_COOKIE");
+        out.cookie = env_value(&env, "PULSE_COOKIE", text)?;
         if out.cookie.is_none() {
-            out.cookie_file = from_env("PULSE_COOKIE_FILE").map(PathBuf::from);
+            out.cookie_file = env_value(&env, "PULSE_COOKIE_FILE", path)?;
         }
     }
     if out.sync_dir.is_none() {
-        out.sync_dir = from_env("PULSE_SYNC_DIR").map(PathBuf::from);
+        out.sync_dir = env_value(&env, "PULSE_SYNC_DIR", path)?;
     }
     if out.log_file.is_none() {
-        out.log_file = from_env("PULSE_LOG_FILE").map(PathBuf::from);
+        out.log_file = env_value(&env, "PULSE_LOG_FILE", path)?;
     }
     if out.interval_ms.is_none() {
-        out.interval_ms = from_env("PULSE_INTERVAL_MS")
-            .map(|v| number("PULSE_INTERVAL_MS", &v))
-            .transpose()?;
+        out.interval_ms = env_value(&env, "PULSE_INTERVAL_MS", number)?;
     }
     if out.timeout_ms.is_none() {
-        out.timeout_ms = from_env("PULSE_TIMEOUT_MS")
-            .map(|v| number("PULSE_TIMEOUT_MS", &v))
-            .transpose()?;
+        out.timeout_ms = env_value(&env, "PULSE_TIMEOUT_MS", number)?;
     }
     if out.ttl_ms.is_none() {
-        out.ttl_ms = from_env("PULSE_TTL_MS")
-            .map(|v| number("PULSE_TTL_MS", &v))
-            .transpose()?;
+        out.ttl_ms = env_value(&env, "PULSE_TTL_MS", number)?;
     }
     if out.epmd.is_none() {
-        out.epmd = from_env("PULSE_EPMD")
-            .map(|v| v.parse().map_err(|e| format!("PULSE_EPMD: {e}")))
-            .transpose()?;
+        out.epmd = env_value(&env, "PULSE_EPMD", mode)?;
     }
-    out.epmd_port = from_env("ERL_EPMD_PORT")
-        .map(|v| number("ERL_EPMD_PORT", &v))
-        .transpose()?;
-    out.home = from_env("HOME").map(PathBuf::from);
+    out.epmd_port = env_value(&env, "ERL_EPMD_PORT", number)?;
+    out.home = env_value(&env, "HOME", path)?;
     if out.name.is_some() && out.sname.is_some() {
         return Err("--name and --sname exclude each other".into());
     }
     out.check_numbers()?;
     Ok(out)
+}
+
+/// A variable's value read with `read`, when it is set and not empty; an
+/// error names the variable.
+fn env_value<T>(
+    env: &impl Fn(&str) -> Option<String>,
+    var: &str,
+    read: impl Fn(&str, &str) -> Result<T, String>,
+) -> Result<Option<T>, String> {
+    env(var)
+        .filter(|v| !v.is_empty())
+        .map(|v| read(var, &v))
+        .transpose()
 }
 
 fn number<T: std::str::FromStr>(flag: &str, v: &str) -> Result<T, String> {
