@@ -288,6 +288,12 @@ impl Rounds {
             })
             .collect();
         let results = self.prober.round(&targets, self.config.timeout);
+        for (name, outcome) in &results {
+            if !outcome.is_alive() {
+                // It may have restarted at another address: read it afresh.
+                self.registry.forget(name);
+            }
+        }
         let mut events = observed.events;
         events.extend(self.membership.apply(&results));
         let line = report::status_line(&self.config.name, &results);

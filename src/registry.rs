@@ -25,7 +25,7 @@ use std::fs::{self, File};
 use std::hash::{Hash, Hasher};
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{DirEntryExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -130,28 +130,33 @@ impl Record {
     }
 }
 
-/// A file's identity and state as `stat` tells it.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-struct Stamp {
-    ino: u64,
-    mtime_ns: i128,
-    size: u64,
-}
-
 /// How long a record's text is trusted while only its heartbeat moves.
 ///
-/// Every node rewrites its record every interval, so re-reading every file
-/// every round would cost each node one open, read and close per peer per
-/// round. A rewrite of the same size is taken as a moved heartbeat (`stat`
-/// shows it), and the text is read again only when the size changes or
-/// this long after the last read (a restarted node's new port, say).
+/// Every node rewrites its record every interval, so reading every file
+/// every round would cost each node an open, a read and a close per peer per
+/// round. Instead a scan tells a rewrite from the listing alone (a rename
+/// brings a new inode) or, for a file rewritten in place, from its
+/// modification time, and reads the text again only this long after the
+/// last read, or sooner when told to [`Registry::forget`] it.
 const REREAD_AFTER: Duration = Duration::from_secs(5);
 
 /// What a scan remembers of a file.
 struct Cached {
-    stamp: Stamp,
+    ino: u64,
+    /// The modification time, once a scan has needed to look at it.
+    mtime_ns: Option<i128>,
     record: Record,
     read_at: Instant,
+}
+
+fn version_of(ino: u64, mtime_ns: Option<i128>) -> u64 {
+    let mut hasher = std::hash::DefaultHasher::new();
+    (ino, mtime_ns).hash(&mut hasher);
+    hasher.finish()
+}
+
+fn mtime_ns(meta: &fs::Metadata) -> i128 {
+    i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec())
 }
 
 /// A registry directory, and what this node has seen in it.
@@ -220,7 +225,7 @@ impl Registry {
 
     /// Reads one node's record, if it has a valid one.
     pub fn read(&self, name: &NodeName) -> Option<Record> {
-        let text = read_untrusted(&self.path(name)).ok()?;
+        let (text, _) = read_untrusted(&self.path(name)).ok()?;
         Record::parse(name, &text).ok()
     }
 
@@ -270,53 +275,73 @@ impl Registry {
         records
     }
 
+    /// Forgets what it read of a node's file, so the next scan reads it
+    /// again (its node did not answer: it may have restarted elsewhere).
+    pub fn forget(&mut self, name: &NodeName) {
+        self.cache.remove(name.as_str());
+    }
+
     /// One directory entry: its record, or why it is skipped (empty when it
     /// vanished meanwhile).
     fn look_at(&self, entry: &fs::DirEntry, file_name: &str) -> Result<Cached, String> {
         let name: NodeName = file_name
             .parse()
             .map_err(|_| "not a node name".to_string())?;
-        let meta = match entry.path().symlink_metadata() {
-            Ok(m) => m,
+        // The listing gives the type and the inode without a system call.
+        let kind = match entry.file_type() {
+            Ok(kind) => kind,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(String::new()),
             Err(e) => return Err(format!("cannot stat: {e}")),
         };
-        let kind = meta.file_type();
         if !kind.is_file() {
             return Err(format!("not a regular file ({})", describe(&kind)));
         }
-        let stamp = Stamp {
-            ino: meta.ino(),
-            mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
-            size: meta.size(),
-        };
-        let mut hasher = std::hash::DefaultHasher::new();
-        stamp.hash(&mut hasher);
-        let version = hasher.finish();
-        if let Some(old) = self.cache.get(file_name) {
-            if old.stamp.size == stamp.size && old.read_at.elapsed() < REREAD_AFTER {
-                let record = Record {
-                    version,
-                    ..old.record.clone()
+        let ino = entry.ino();
+        let fresh = self
+            .cache
+            .get(file_name)
+            .filter(|c| c.read_at.elapsed() < REREAD_AFTER);
+        if let Some(old) = fresh {
+            let (mtime, version) = if old.ino != ino {
+                // Replaced by a rename, as pulse writes: the heartbeat moved.
+                (None, version_of(ino, None))
+            } else {
+                // The same file: moved only if rewritten in place.
+                let now = match entry.path().symlink_metadata() {
+                    Ok(meta) => mtime_ns(&meta),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(String::new()),
+                    Err(e) => return Err(format!("cannot stat: {e}")),
                 };
-                return Ok(Cached {
-                    stamp,
-                    record,
-                    read_at: old.read_at,
-                });
-            }
+                match old.mtime_ns {
+                    Some(seen) if seen != now => (Some(now), version_of(ino, Some(now))),
+                    _ => (Some(now), old.record.version),
+                }
+            };
+            let record = Record {
+                version,
+                ..old.record.clone()
+            };
+            return Ok(Cached {
+                ino,
+                mtime_ns: mtime,
+                record,
+                read_at: old.read_at,
+            });
         }
-        let text = match read_untrusted(&entry.path()) {
-            Ok(t) => t,
+        let (text, meta) = match read_untrusted(&entry.path()) {
+            Ok(read) => read,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(String::new()),
             Err(e) => return Err(e.to_string()),
         };
+        let mtime = mtime_ns(&meta);
+        let version = version_of(meta.ino(), Some(mtime));
         let record = Record {
             version,
             ..Record::parse(&name, &text)?
         };
         Ok(Cached {
-            stamp,
+            ino: meta.ino(),
+            mtime_ns: Some(mtime),
             record,
             read_at: Instant::now(),
         })
@@ -342,7 +367,7 @@ fn describe(kind: &fs::FileType) -> &'static str {
 
 /// Reads a small regular file without following a symlink and without
 /// blocking, whatever was swapped in since it was listed.
-fn read_untrusted(path: &Path) -> io::Result<String> {
+fn read_untrusted(path: &Path) -> io::Result<(String, fs::Metadata)> {
     let file = fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
@@ -371,8 +396,9 @@ fn read_untrusted(path: &Path) -> io::Result<String> {
             "record grew over the size limit",
         ));
     }
-    String::from_utf8(bytes)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "record is not UTF-8"))
+    let text = String::from_utf8(bytes)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "record is not UTF-8"))?;
+    Ok((text, meta))
 }
 
 /// Unix milliseconds now, the heartbeat pulse writes.
@@ -471,9 +497,10 @@ mod tests {
         let names: Vec<_> = reg.scan().into_iter().map(|r| r.name.to_string()).collect();
         assert_eq!(names, ["a@127.0.0.1", "b@127.0.0.1"]);
         fs::remove_dir_all(tmp.0.join("sub")).expect("delete");
-        // A new size: read again at once.
+        // Told to forget it, the scan reads the new text at once.
         reg.write(&record("a@127.0.0.1", 10, 2))
             .expect("write again");
+        reg.forget(&name("a@127.0.0.1"));
         assert_eq!(scanned(&mut reg), vec![record("a@127.0.0.1", 10, 2)]);
         reg.remove(&name("a@127.0.0.1")).expect("remove");
         reg.remove(&name("a@127.0.0.1")).expect("remove twice");
@@ -481,7 +508,29 @@ mod tests {
     }
 
     #[test]
-    fn a_same_size_rewrite_moves_the_version_without_a_read() {
+    fn a_rewrite_in_place_moves_the_version() {
+        let tmp = TempDir::new("inplace");
+        let mut reg = Registry::new(&tmp.0);
+        let path = tmp.0.join("e@127.0.0.1");
+        fs::create_dir_all(&tmp.0).expect("dir");
+        fs::write(&path, "100").expect("write");
+        let first = reg.scan()[0].version;
+        // Looked at again, unchanged: the same version.
+        assert_eq!(reg.scan()[0].version, first);
+        assert_eq!(reg.scan()[0].version, first);
+        // Rewritten in place (same inode, as the recipe's nodes do), with a
+        // modification time that surely differs.
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .expect("open");
+        file.set_modified(SystemTime::now() + Duration::from_secs(10))
+            .expect("touch");
+        assert_ne!(reg.scan()[0].version, first);
+    }
+
+    #[test]
+    fn a_rename_rewrite_moves_the_version_without_a_read() {
         let tmp = TempDir::new("version");
         let mut reg = Registry::new(&tmp.0);
         reg.write(&record("a@127.0.0.1", 1, 1)).expect("write");
