@@ -42,6 +42,14 @@ impl fmt::Display for Reason {
     }
 }
 
+impl Reason {
+    /// The same kind of failure, whatever the details: a reason that only
+    /// changes its wording is not a new event.
+    fn same_kind(&self, other: &Reason) -> bool {
+        std::mem::discriminant(self) == std::mem::discriminant(other)
+    }
+}
+
 /// One ping's result.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -108,6 +116,7 @@ struct Member {
     /// own rounds run.
     moved_last_scan: bool,
     health: Health,
+    reason: Option<Reason>,
 }
 
 /// The members this node knows, by name.
@@ -178,6 +187,7 @@ impl Membership {
                             changed_at: now,
                             moved_last_scan: true,
                             health: Health::Unknown,
+                            reason: None,
                         },
                     );
                     live.push(record);
@@ -219,14 +229,15 @@ impl Membership {
                         events.push(Event::Back(name.clone()));
                     }
                     m.health = Health::Up;
+                    m.reason = None;
                 }
                 Outcome::Down(why) => {
-                    // Once per outage: a dead node's reason often changes
-                    // from "link lost" to "connection refused" on the way.
-                    if m.health != Health::Down {
+                    let new_kind = m.reason.as_ref().is_none_or(|r| !r.same_kind(why));
+                    if m.health != Health::Down || new_kind {
                         events.push(Event::Down(name.clone(), why.clone()));
                     }
                     m.health = Health::Down;
+                    m.reason = Some(why.clone());
                 }
             }
         }
@@ -272,13 +283,14 @@ mod tests {
         assert!(m.apply(&[(b.clone(), Outcome::Alive(SEC))]).is_empty());
         let down = m.apply(&[(b.clone(), Outcome::Down(Reason::Refused))]);
         assert_eq!(down, vec![Event::Down(b.clone(), Reason::Refused)]);
-        // Still down, for the same reason or another: one event per outage.
+        // Still down for the same kind of reason: nothing new.
         assert!(
             m.apply(&[(b.clone(), Outcome::Down(Reason::Refused))])
                 .is_empty()
         );
+        // A different kind of reason is news.
         let timeout = Outcome::Down(Reason::Timeout("reply"));
-        assert!(m.apply(&[(b.clone(), timeout)]).is_empty());
+        assert_eq!(m.apply(&[(b.clone(), timeout)]).len(), 1);
         assert_eq!(
             m.apply(&[(b.clone(), Outcome::Alive(SEC))]),
             vec![Event::Back(b)]

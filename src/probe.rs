@@ -133,6 +133,7 @@ impl Prober {
             }
         }
         let mut sent = Vec::new();
+        let mut broken = Vec::new();
         for t in targets {
             let Some(link) = self.links.get_mut(&t.name) else {
                 continue;
@@ -146,13 +147,7 @@ impl Prober {
             );
             match link.send(&call) {
                 Ok(()) => sent.push((t, reference, Instant::now())),
-                Err(e) => {
-                    self.links.remove(&t.name);
-                    outcomes.insert(
-                        t.name.clone(),
-                        Outcome::Down(Reason::Failed(format!("link lost: {e}"))),
-                    );
-                }
+                Err(_) => broken.push(t),
             }
         }
         for (t, reference, at) in sent {
@@ -163,11 +158,19 @@ impl Prober {
                 Ok(()) => {
                     outcomes.insert(t.name.clone(), Outcome::Alive(at.elapsed()));
                 }
-                Err(reason) => {
+                Err(reason @ Reason::Timeout(_)) => {
                     self.links.remove(&t.name);
                     outcomes.insert(t.name.clone(), Outcome::Down(reason));
                 }
+                Err(_) => broken.push(t),
             }
+        }
+        // A link that broke (its node restarted, or died) is reopened in the
+        // same round: the dial's outcome is the round's, so a restarted node
+        // stays true and a dead one shows why (refused, say).
+        for t in broken {
+            self.links.remove(&t.name);
+            self.dispatch(t, timeout);
         }
         // Wait for every dial a target is waiting on, this round's or an
         // earlier one's, so a round with a hung peer always ends at its
