@@ -101,11 +101,13 @@ impl Node {
         // Known to EPMD and the registry only once the listener answers, so
         // a node that finds us can connect at once.
         let epmd_presence = join_epmd(config, addr.port())?;
+        let reporter = Reporter::start().map_err(Error::Thread)?;
+        let prober = Prober::start(me.clone(), config.epmd_port).map_err(Error::Thread)?;
+        // Written here, not only by the first round, so a registry we cannot
+        // write to stops the start with a clear error.
         registry
             .write(&own_record(config, addr))
             .map_err(Error::Registry)?;
-        let reporter = Reporter::start().map_err(Error::Thread)?;
-        let prober = Prober::start(me.clone(), config.epmd_port).map_err(Error::Thread)?;
         let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);
         let rounds = Rounds {
             membership: Membership::new(config.name.clone(), config.interval, config.ttl),

@@ -164,3 +164,29 @@ fn hostname_of_machine() -> String {
     let raw = std::fs::read_to_string("/proc/sys/kernel/hostname").expect("hostname");
     raw.trim().to_string()
 }
+
+#[test]
+fn an_unusable_registry_or_log_is_a_clear_error() {
+    let dir = TempDir::new("unusable");
+    let file = dir.path().join("plain-file");
+    std::fs::write(&file, "x").expect("file");
+    let run = |sync: &std::path::Path, log: &std::path::Path| {
+        pulse_cmd(&dir)
+            .args(["--name", "u1@127.0.0.1", "--cookie", "c", "--epmd", "off"])
+            .arg("--sync-dir")
+            .arg(sync)
+            .arg("--log-file")
+            .arg(log)
+            .output()
+            .expect("run")
+    };
+    // The registry path is a file: nothing can be registered there.
+    let out = run(&file.join("sub"), &dir.log_file());
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("cannot write to the registry"), "{text}");
+    // The log's directory is a file.
+    let out = run(&dir.sync_dir(), &file.join("cluster.log"));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot create log directory"));
+}
