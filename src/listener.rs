@@ -21,7 +21,7 @@ use crate::dist::Identity;
 use crate::dist::frame::TICK;
 use crate::dist::handshake::HandshakeError;
 use crate::dist::link::{self, ReadError, Received};
-use crate::dist::message::{self, Incoming};
+use crate::dist::message;
 
 /// How long a connecting node may take over its handshake (Erlang's own
 /// `net_setuptime` is 7 s).
@@ -215,8 +215,8 @@ fn serve(stream: TcpStream, me: &Identity, warnings: &CookieWarnings) {
     loop {
         match link.recv(Instant::now() + TICK_AFTER) {
             Ok(Received::Frame(frame)) => {
-                if let Incoming::IsAuth { from, tag } = message::parse(&frame) {
-                    if link.send(&message::is_auth_reply(&from, &tag)).is_err() {
+                if let Some(reply) = message::answer_call(&frame) {
+                    if link.send(&reply).is_err() {
                         return;
                     }
                 }

@@ -20,7 +20,7 @@ use crossbeam_channel::{Receiver, Sender};
 use crate::dist::frame::TICK;
 use crate::dist::handshake::HandshakeError;
 use crate::dist::link::{self, DialError, Link, ReadError, Received};
-use crate::dist::message::{self, Incoming};
+use crate::dist::message::{self, CallTemplate, Incoming};
 use crate::dist::term::{Pid, Term};
 use crate::dist::{Identity, epmd};
 use crate::membership::{Outcome, Reason};
@@ -28,6 +28,10 @@ use crate::name::NodeName;
 
 /// Threads that open links. Each blocks for at most one timeout per dial.
 const DIALERS: usize = 4;
+
+/// Rounds in a row a peer may leave a ping unanswered before its link is
+/// closed and opened afresh.
+const MAX_MISSED_REPLIES: u32 = 3;
 
 /// One member to ping.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -57,6 +61,8 @@ pub struct Prober {
     me: Arc<Identity>,
     pid: Pid,
     links: HashMap<NodeName, Link>,
+    /// Each member's ping, encoded once.
+    templates: HashMap<NodeName, CallTemplate>,
     /// Members being dialled, maybe since an earlier round.
     dialing: HashSet<NodeName>,
     jobs: Option<Sender<DialJob>>,
@@ -93,6 +99,7 @@ impl Prober {
             me,
             pid,
             links: HashMap::new(),
+            templates: HashMap::new(),
             dialing: HashSet::new(),
             jobs: Some(job_tx),
             done: done_rx,
@@ -113,6 +120,7 @@ impl Prober {
         self.round += 1;
         let deadline = Instant::now() + timeout;
         let wanted: HashMap<&NodeName, &Target> = targets.iter().map(|t| (&t.name, t)).collect();
+        self.templates.retain(|name, _| wanted.contains_key(name));
         // A member that left, or came back at another address, loses its link.
         self.links.retain(|name, link| {
             wanted
@@ -140,26 +148,39 @@ impl Prober {
             };
             self.next_ref += 1;
             let reference = self.next_ref;
-            let call = message::is_auth_call(
-                &self.pid,
-                &message::our_ref(&self.me.name, self.me.creation, reference),
-                t.name.as_str(),
-            );
-            match link.send(&call) {
+            if !self.templates.contains_key(&t.name) {
+                let template =
+                    CallTemplate::new(&self.pid, &self.me.name, self.me.creation, t.name.as_str());
+                self.templates.insert(t.name.clone(), template);
+            }
+            let Some(template) = self.templates.get_mut(&t.name) else {
+                continue;
+            };
+            match link.send(template.call(reference)) {
                 Ok(()) => sent.push((t, reference, Instant::now())),
                 Err(_) => broken.push(t),
             }
         }
         for (t, reference, at) in sent {
-            let Some(link) = self.links.get_mut(&t.name) else {
+            let (Some(link), Some(template)) =
+                (self.links.get_mut(&t.name), self.templates.get(&t.name))
+            else {
                 continue;
             };
-            match await_reply(link, &self.me, reference, deadline) {
+            match await_reply(link, &self.me, template, reference, deadline) {
                 Ok(()) => {
+                    link.missed_replies = 0;
                     outcomes.insert(t.name.clone(), Outcome::Alive(at.elapsed()));
                 }
                 Err(reason @ Reason::Timeout(_)) => {
-                    self.links.remove(&t.name);
+                    // A busy peer keeps its link (a late reply is told from
+                    // this round's by its reference); one silent for several
+                    // rounds loses it. Reconnecting at once would add
+                    // handshakes to a machine that is already slow.
+                    link.missed_replies += 1;
+                    if link.missed_replies >= MAX_MISSED_REPLIES {
+                        self.links.remove(&t.name);
+                    }
                     outcomes.insert(t.name.clone(), Outcome::Down(reason));
                 }
                 Err(_) => broken.push(t),
@@ -269,10 +290,10 @@ impl Prober {
 fn await_reply(
     link: &mut Link,
     me: &Identity,
+    call: &CallTemplate,
     reference: u64,
     deadline: Instant,
 ) -> Result<(), Reason> {
-    let want = message::our_ref(&me.name, me.creation, reference);
     loop {
         let lost = |e: io::Error| Reason::Failed(format!("link lost: {e}"));
         let frame = match link.recv(deadline) {
@@ -284,22 +305,29 @@ fn await_reply(
             Err(ReadError::Timeout) => return Err(Reason::Timeout("reply")),
             Err(ReadError::Broken(e)) => return Err(lost(e)),
         };
-        match message::parse(&frame) {
-            Incoming::Reply { reference, value } if reference == want => {
+        // The usual case, told from the bytes: our call answered `yes`.
+        if call.is_yes(&frame) {
+            return Ok(());
+        }
+        if let Some(reply) = message::answer_call(&frame) {
+            link.peer_calls = true;
+            link.send(&reply).map_err(lost)?;
+            continue;
+        }
+        if let Incoming::Reply {
+            reference: r,
+            value,
+        } = message::parse(&frame)
+        {
+            if r == message::our_ref(&me.name, me.creation, reference) {
                 return if value == Term::atom("yes") {
                     Ok(())
                 } else {
                     Err(Reason::Failed(format!("answered {value:?}")))
                 };
             }
-            Incoming::IsAuth { from, tag } => {
-                link.peer_calls = true;
-                link.send(&message::is_auth_reply(&from, &tag))
-                    .map_err(lost)?;
-            }
-            // A late reply to an earlier round, or a message we ignore.
-            _ => {}
         }
+        // A late reply to an earlier round, or a message we ignore.
     }
 }
 
@@ -308,9 +336,9 @@ fn serve_waiting_calls(link: &mut Link) -> Result<(), ReadError> {
     loop {
         let reply = match link.recv(Instant::now()) {
             Ok(Received::Tick) => TICK.to_vec(),
-            Ok(Received::Frame(frame)) => match message::parse(&frame) {
-                Incoming::IsAuth { from, tag } => message::is_auth_reply(&from, &tag),
-                _ => continue,
+            Ok(Received::Frame(frame)) => match message::answer_call(&frame) {
+                Some(reply) => reply,
+                None => continue,
             },
             Err(ReadError::Timeout) => return Ok(()),
             Err(e) => return Err(e),
@@ -332,17 +360,13 @@ fn dial_and_ping(me: &Identity, pid: &Pid, epmd_port: u16, job: DialJob) -> Dial
         Err(reason) => (None, Outcome::Down(reason)),
         Ok(mut link) => {
             let at = Instant::now();
-            let call = message::is_auth_call(
-                pid,
-                &message::our_ref(&me.name, me.creation, reference),
-                target.name.as_str(),
-            );
+            let mut call = CallTemplate::new(pid, &me.name, me.creation, target.name.as_str());
             match link
-                .send(&call)
+                .send(call.call(reference))
                 .map_err(|e| Reason::Failed(format!("link lost: {e}")))
             {
                 Err(reason) => (None, Outcome::Down(reason)),
-                Ok(()) => match await_reply(&mut link, me, reference, deadline) {
+                Ok(()) => match await_reply(&mut link, me, &call, reference, deadline) {
                     Ok(()) => (Some(link), Outcome::Alive(at.elapsed())),
                     Err(reason) => (None, Outcome::Down(reason)),
                 },

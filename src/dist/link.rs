@@ -35,6 +35,8 @@ pub struct Link {
     /// The peer makes calls of its own on this link (an Erlang node reuses
     /// the link we opened), so it must be read between rounds too.
     pub peer_calls: bool,
+    /// Pings in a row this link has left unanswered (kept by the prober).
+    pub missed_replies: u32,
     reader: FrameReader,
     read_timeout: Option<Duration>,
 }
@@ -78,6 +80,7 @@ impl Link {
             last_write: now,
             last_read: now,
             peer_calls: false,
+            missed_replies: 0,
             reader: FrameReader::default(),
             read_timeout: None,
         })
