@@ -42,11 +42,19 @@ pub fn frame(body: &[u8]) -> Vec<u8> {
 }
 
 /// Splits a stream of 4-byte-length frames, keeping what it has read of a
-/// frame across calls.
+/// frame across calls. Bytes are read straight into one buffer that is
+/// reused for the link's life, so a steady stream of pings allocates
+/// nothing here but each frame's own copy.
 #[derive(Default)]
 pub struct FrameReader {
     buf: Vec<u8>,
+    /// The unread bytes are `buf[start..end]`.
+    start: usize,
+    end: usize,
 }
+
+/// Room kept free for one read; a ping and its reply are under 200 bytes.
+const READ_ROOM: usize = 512;
 
 /// What [`FrameReader::next_frame`] found in the buffer.
 #[derive(Debug, PartialEq, Eq)]
@@ -60,10 +68,18 @@ pub enum Next {
 }
 
 impl FrameReader {
+    fn consume(&mut self, n: usize) {
+        self.start += n;
+        if self.start == self.end {
+            (self.start, self.end) = (0, 0);
+        }
+    }
+
     /// Takes the next whole frame out of the buffer. A length over
     /// [`MAX_FRAME`] is an error: the link cannot be trusted after it.
     pub fn next_frame(&mut self) -> io::Result<Next> {
-        let Some(head) = self.buf.first_chunk::<4>() else {
+        let pending = &self.buf[self.start..self.end];
+        let Some(head) = pending.first_chunk::<4>() else {
             return Ok(Next::Incomplete);
         };
         let len = u32::from_be_bytes(*head) as usize;
@@ -73,30 +89,38 @@ impl FrameReader {
                 format!("frame of {len} bytes is over the {MAX_FRAME}-byte limit"),
             ));
         }
-        if len == 0 {
-            self.buf.drain(..4);
-            return Ok(Next::Tick);
-        }
-        if self.buf.len() < 4 + len {
+        if pending.len() < 4 + len {
             return Ok(Next::Incomplete);
         }
-        let frame = self.buf[4..4 + len].to_vec();
-        self.buf.drain(..4 + len);
-        Ok(Next::Frame(frame))
+        let next = if len == 0 {
+            Next::Tick
+        } else {
+            Next::Frame(pending[4..4 + len].to_vec())
+        };
+        self.consume(4 + len);
+        Ok(next)
     }
 
     /// Reads once from `stream` into the buffer. End of stream is an error
     /// (`UnexpectedEof`): a link never closes cleanly mid-conversation.
     pub fn fill(&mut self, stream: &mut impl Read) -> io::Result<usize> {
-        let mut chunk = [0u8; 4096];
-        let n = stream.read(&mut chunk)?;
+        if self.buf.len() - self.end < READ_ROOM {
+            // Move the unread bytes to the front, and grow only if a frame
+            // longer than the buffer is on its way.
+            self.buf.copy_within(self.start..self.end, 0);
+            (self.start, self.end) = (0, self.end - self.start);
+            if self.buf.len() - self.end < READ_ROOM {
+                self.buf.resize(self.end + READ_ROOM, 0);
+            }
+        }
+        let n = stream.read(&mut self.buf[self.end..])?;
         if n == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
                 "connection closed by peer",
             ));
         }
-        self.buf.extend_from_slice(&chunk[..n]);
+        self.end += n;
         Ok(n)
     }
 }
@@ -116,7 +140,7 @@ mod tests {
         let mut got = Vec::new();
         // Feed one byte at a time: the worst a socket can do.
         for b in wire {
-            reader.buf.push(b);
+            reader.fill(&mut &[b][..]).expect("one byte");
             loop {
                 match reader.next_frame().expect("valid") {
                     Next::Frame(f) => got.push(f),
@@ -129,10 +153,31 @@ mod tests {
     }
 
     #[test]
+    fn a_frame_longer_than_the_buffer_grows_it() {
+        let big = vec![7u8; 3000];
+        let mut wire = frame(&big);
+        wire.extend(frame(b"after"));
+        let mut reader = FrameReader::default();
+        let mut got = Vec::new();
+        let mut rest = &wire[..];
+        while !rest.is_empty() {
+            // At most 100 bytes a read, as a slow socket would give them.
+            let (now, later) = rest.split_at(rest.len().min(100));
+            reader.fill(&mut &now[..]).expect("bytes");
+            rest = later;
+            while let Next::Frame(f) = reader.next_frame().expect("valid") {
+                got.push(f);
+            }
+        }
+        assert_eq!(got, vec![big, b"after".to_vec()]);
+    }
+
+    #[test]
     fn oversized_length_is_an_error() {
-        let mut reader = FrameReader {
-            buf: vec![0xff, 0xff, 0xff, 0xff, 1],
-        };
+        let mut reader = FrameReader::default();
+        reader
+            .fill(&mut &[0xff, 0xff, 0xff, 0xff, 1][..])
+            .expect("bytes");
         assert!(reader.next_frame().is_err());
     }
 
