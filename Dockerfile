@@ -1,6 +1,6 @@
 # pulse in a scratch image: nothing but the static musl binary.
 #
-# No base image can be pulled on our machines, so the binary is built on the
+# No base image is pulled: the binary is built on the
 # host first and only copied in (run.sh does both steps):
 #   cargo build --release --target x86_64-unknown-linux-musl
 #   docker-compose build        (or: docker build -t pulse .)

@@ -985,6 +985,14 @@ def cargo_build(extra, what):
     return r.returncode == 0
 
 
+def shown(path):
+    """A path as printed and stored: relative to the repository when inside it."""
+    try:
+        return str(Path(path).resolve().relative_to(REPO))
+    except ValueError:
+        return str(path)
+
+
 def ensure_binary(opts):
     if opts.binary:
         b = Path(opts.binary).resolve()
@@ -1026,7 +1034,7 @@ def elf_is_static(path):
 
 
 def sizes(opts, binary):
-    out = {"release_binary": {"path": str(binary), "bytes": binary.stat().st_size}}
+    out = {"release_binary": {"path": shown(binary), "bytes": binary.stat().st_size}}
     musl = REPO / "target" / MUSL / "release" / "pulse"
     note = None
     if not opts.smoke and not opts.no_build:
@@ -1038,7 +1046,7 @@ def sizes(opts, binary):
         if not cargo_build(["--target", MUSL], "the static musl binary"):
             note = "musl build failed"
     if musl.exists():
-        out["musl_binary"] = {"path": str(musl), "bytes": musl.stat().st_size,
+        out["musl_binary"] = {"path": shown(musl), "bytes": musl.stat().st_size,
                               "static": elf_is_static(musl)}
     else:
         out["musl_binary"] = {"bytes": None, "note": note or "not built (--smoke/--no-build skip it)"}
@@ -1257,7 +1265,7 @@ def render(results, opts, size_info, header):
     out.append("")
     out.append("sizes")
     rb = size_info["release_binary"]["bytes"]
-    rel = os.path.relpath(size_info["release_binary"]["path"], REPO)
+    rel = size_info["release_binary"]["path"]
     out.append(f"  measured binary ({rel})    {rb:>10} bytes  ({rb / MiB:.2f} MiB)")
     mb = size_info["musl_binary"].get("bytes")
     if mb is not None:
@@ -1354,7 +1362,7 @@ def main(argv):
             f"pulse benchmark  {time.strftime('%Y-%m-%d %H:%M:%S')}  host {platform.node()}, "
             f"{os.cpu_count()} cores, kernel {platform.release()}",
             f"command: python3 bench/bench.py {' '.join(argv)}".rstrip(),
-            f"binary: {binary}",
+            f"binary: {shown(binary)}",
             "limits: " + "; ".join(limit_notes),
             f"window {opts.window_s:.0f} s steady, {opts.hung_rounds} rounds with the hung peer; "
             f"load average at start {os.getloadavg()[0]:.2f}",
@@ -1426,7 +1434,7 @@ def main(argv):
     }
     opts.out.parent.mkdir(parents=True, exist_ok=True)
     opts.out.write_text(json.dumps(doc, indent=2) + "\n")
-    print(f"\nfigures written to {opts.out}")
+    print(f"\nfigures written to {shown(Path(opts.out))}")
     if broken:
         print("BENCHMARK BROKEN:\n  " + "\n  ".join(broken), file=sys.stderr)
         return 1
