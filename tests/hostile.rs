@@ -277,3 +277,26 @@ fn a_wrong_cookie_is_false_and_warned_about_sparingly() {
         b.dump()
     );
 }
+
+#[test]
+fn a_record_pointing_at_another_node_is_a_name_mismatch() {
+    let dir = TempDir::new("mismatch");
+    let node = Node::start(&dir, "m1@127.0.0.1", "c", &["--interval", "200"]);
+    assert!(wait_until(Duration::from_secs(9), || node
+        .sees_all_alive(&["m1@127.0.0.1"])));
+    let record = std::fs::read_to_string(dir.sync_dir().join("m1@127.0.0.1")).expect("record");
+    let addr = record
+        .lines()
+        .find_map(|l| l.strip_prefix("addr "))
+        .expect("addr")
+        .to_string();
+    // An impostor entry: another name, m1's address. Kept fresh.
+    let ok = wait_until(Duration::from_secs(9), || {
+        write_record(&dir.sync_dir(), "ghost@127.0.0.1", &addr);
+        node.last_status()
+            .is_some_and(|s| s.get("ghost@127.0.0.1") == Some(&false))
+    });
+    assert!(ok, "{}", node.dump());
+    let reason = "node ghost@127.0.0.1 is down: name mismatch (it answered as m1@127.0.0.1)";
+    assert_eq!(node.count_containing(reason), 1, "{}", node.dump());
+}
