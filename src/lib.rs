@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod acceptor;
 pub mod config;
 pub mod dist;
 pub mod listener;

@@ -4,8 +4,8 @@
 //! One thread accepts; each inbound link gets one reader thread for its
 //! life. With N nodes that is about N threads per node, the one thread per
 //! link the design allows (the pinging side of a link has no thread of its
-//! own). A blocking `accept` is stopped by a flag plus a connection to
-//! ourselves; blocking reads are stopped by shutting their sockets down.
+//! own). The accept thread is an [`AcceptThread`]; blocking reads are stopped
+//! by shutting their sockets down.
 
 use std::collections::HashMap;
 use std::io;
@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use log::{debug, warn};
 
+use crate::acceptor::AcceptThread;
 use crate::dist::Identity;
 use crate::dist::frame::TICK;
 use crate::dist::handshake::HandshakeError;
@@ -70,55 +71,25 @@ impl CookieWarnings {
 }
 
 /// A running listener.
-pub struct Listener {
-    addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-    handle: Option<JoinHandle<()>>,
-}
+pub struct Listener(AcceptThread);
 
 impl Listener {
     /// Starts accepting on `socket`.
     pub fn start(socket: TcpListener, me: Arc<Identity>) -> io::Result<Listener> {
-        let addr = socket.local_addr()?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let handle = thread::Builder::new()
-            .name("pulse-listen".into())
-            .spawn(move || accept_loop(socket, me, flag))?;
-        Ok(Listener {
-            addr,
-            stop,
-            handle: Some(handle),
-        })
+        let thread = AcceptThread::spawn("pulse-listen", socket, move |socket, stop| {
+            accept_loop(socket, me, stop)
+        })?;
+        Ok(Listener(thread))
     }
 
     /// Where it listens.
     pub fn local_addr(&self) -> SocketAddr {
-        self.addr
+        self.0.local_addr()
     }
 
     /// Stops accepting, closes every inbound link and joins every thread.
-    pub fn stop(mut self) {
-        self.shut();
-    }
-
-    fn shut(&mut self) {
-        let Some(handle) = self.handle.take() else {
-            return;
-        };
-        self.stop.store(true, Ordering::SeqCst);
-        // Wake the blocking accept. If even that fails the accept thread is
-        // left behind, deliberately: the process is about to exit.
-        match TcpStream::connect_timeout(&self.addr, Duration::from_secs(1)) {
-            Ok(_) => handle.join().expect("the accept thread never panics"),
-            Err(e) => warn!("could not wake the listener to stop it: {e}"),
-        }
-    }
-}
-
-impl Drop for Listener {
-    fn drop(&mut self) {
-        self.shut();
+    pub fn stop(self) {
+        self.0.stop();
     }
 }
 

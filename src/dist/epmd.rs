@@ -20,11 +20,12 @@
 //! [`io::ErrorKind::InvalidData`], never as a panic.
 
 use std::io::{self, Read, Write};
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
-use std::sync::Arc;
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::{self, JoinHandle};
+use std::thread;
 use std::time::{Duration, Instant};
+
+use crate::acceptor::AcceptThread;
 
 /// Default EPMD port.
 pub const DEFAULT_PORT: u16 = 4369;
@@ -61,8 +62,6 @@ const DUPLICATE_RETRY_PAUSE: Duration = Duration::from_millis(50);
 const RESPONDER_IO_TIMEOUT: Duration = Duration::from_secs(1);
 /// Largest request body the [`Responder`] reads; anything longer is dropped unread.
 const RESPONDER_MAX_REQUEST: usize = 1 + MAX_ALIVE_LEN;
-/// Timeout for the [`Responder`]'s wake-up connection to itself.
-const RESPONDER_WAKE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Asks the EPMD at `epmd` for the distribution port of `alive` (the part of a node name before '@').
 ///
@@ -211,67 +210,28 @@ fn register_once(
 /// thread named "pulse-epmd" serves one connection at a time, each bounded by
 /// a short deadline and a length cap.
 #[derive(Debug)]
-pub struct Responder {
-    /// Where the listener is bound (the real port if `start` was given port 0).
-    local_addr: SocketAddr,
-    /// Set to ask the thread to stop; it sees it after its next `accept`.
-    closing: Arc<AtomicBool>,
-    /// The serving thread; `None` once stopped.
-    thread: Option<JoinHandle<()>>,
-}
+pub struct Responder(AcceptThread);
 
 impl Responder {
     /// Binds `bind` and starts answering for `alive` at distribution `port`.
     pub fn start(bind: SocketAddr, alive: &str, port: u16) -> io::Result<Responder> {
         check_alive(alive)?;
         let listener = TcpListener::bind(bind)?;
-        let local_addr = listener.local_addr()?;
-        let closing = Arc::new(AtomicBool::new(false));
-        let answers = Answers::new(alive, port, local_addr.port());
-        let flag = Arc::clone(&closing);
-        let thread = thread::Builder::new()
-            .name("pulse-epmd".to_string())
-            .spawn(move || serve(&listener, &flag, &answers))?;
-        Ok(Responder {
-            local_addr,
-            closing,
-            thread: Some(thread),
-        })
+        let answers = Answers::new(alive, port, listener.local_addr()?.port());
+        let thread = AcceptThread::spawn("pulse-epmd", listener, move |listener, closing| {
+            serve(&listener, &closing, &answers)
+        })?;
+        Ok(Responder(thread))
     }
 
     /// The address the responder listens on.
     pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+        self.0.local_addr()
     }
 
-    /// Stops the thread and joins it.
-    pub fn stop(mut self) {
-        self.shutdown();
-    }
-
-    /// Sets the close flag, wakes the blocking `accept` and joins the thread.
-    fn shutdown(&mut self) {
-        let Some(thread) = self.thread.take() else {
-            return;
-        };
-        self.closing.store(true, Ordering::SeqCst);
-        let wake = wake_addr(self.local_addr);
-        match TcpStream::connect_timeout(&wake, RESPONDER_WAKE_TIMEOUT) {
-            Ok(_) => {
-                if thread.join().is_err() {
-                    log::warn!("epmd responder: thread panicked");
-                }
-            }
-            // Joining now could block forever in accept(); leave the thread
-            // parked rather than hang the caller.
-            Err(e) => log::warn!("epmd responder: cannot wake listener at {wake}: {e}"),
-        }
-    }
-}
-
-impl Drop for Responder {
-    fn drop(&mut self) {
-        self.shutdown();
+    /// Stops the thread and joins it (dropping it does the same).
+    pub fn stop(self) {
+        self.0.stop();
     }
 }
 
@@ -356,18 +316,6 @@ fn answer(stream: &mut TcpStream, answers: &Answers) -> io::Result<()> {
         ))),
         None => Ok(()),
     }
-}
-
-/// Where to connect to wake a listener bound to `local`: the unspecified address becomes loopback.
-fn wake_addr(local: SocketAddr) -> SocketAddr {
-    let mut addr = local;
-    if addr.ip().is_unspecified() {
-        match addr {
-            SocketAddr::V4(_) => addr.set_ip(Ipv4Addr::LOCALHOST.into()),
-            SocketAddr::V6(_) => addr.set_ip(Ipv6Addr::LOCALHOST.into()),
-        }
-    }
-    addr
 }
 
 /// Connects with `timeout` and sets read and write timeouts before any I/O.
@@ -520,7 +468,9 @@ impl<'a> Reply<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::Ipv4Addr;
     use std::process::{Child, Command, Output, Stdio};
+    use std::thread::JoinHandle;
 
     /// Generous per-request timeout; the responder may be busy with a silent client for 1 s.
     const T: Duration = Duration::from_secs(5);
@@ -897,15 +847,6 @@ mod tests {
         assert_eq!(port_please(addr, "pulse_d", T).expect("pp"), Some(1));
         drop(r);
         assert!(port_please(addr, "pulse_d", Duration::from_millis(500)).is_err());
-    }
-
-    #[test]
-    fn wake_address_of_an_unspecified_bind_is_loopback() {
-        let v4 = SocketAddr::from((Ipv4Addr::UNSPECIFIED, 7));
-        assert_eq!(wake_addr(v4), lo(7));
-        let v6 = SocketAddr::from((Ipv6Addr::UNSPECIFIED, 7));
-        assert_eq!(wake_addr(v6), SocketAddr::from((Ipv6Addr::LOCALHOST, 7)));
-        assert_eq!(wake_addr(lo(9)), lo(9));
     }
 
     // ---- 4: real Erlang agrees ----
