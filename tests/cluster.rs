@@ -4,7 +4,8 @@
 use std::time::{Duration, Instant};
 
 use crate::util::{
-    Node, TempDir, parse_status, pulse_cmd, registry_names, split_log_line, wait_until,
+    Node, TempDir, parse_status, pulse_cmd, registered_addr, registry_names, split_log_line,
+    wait_until,
 };
 
 /// `HH:MM:SS.mmm [INFO] <line>` exactly.
@@ -110,12 +111,7 @@ fn a_duplicate_name_is_refused_and_the_first_node_is_untouched() {
         "{}",
         first.dump()
     );
-    let record = std::fs::read_to_string(dir.sync_dir().join("d1@127.0.0.1")).expect("record");
-    let addr = record
-        .lines()
-        .find(|l| l.starts_with("addr "))
-        .expect("addr")
-        .to_string();
+    let addr = registered_addr(&dir.sync_dir(), "d1@127.0.0.1");
 
     // Same name, even with another cookie: refused.
     for cookie in ["c", "other"] {
@@ -132,10 +128,10 @@ fn a_duplicate_name_is_refused_and_the_first_node_is_untouched() {
     assert!(wait_until(Duration::from_secs(6), || first.output().len()
         > lines_before + 1));
     assert!(first.sees_all_alive(&["d1@127.0.0.1"]), "{}", first.dump());
-    let record = std::fs::read_to_string(dir.sync_dir().join("d1@127.0.0.1")).expect("record");
-    assert!(
-        record.contains(&addr),
-        "record now points elsewhere:\n{record}"
+    assert_eq!(
+        registered_addr(&dir.sync_dir(), "d1@127.0.0.1"),
+        addr,
+        "the record now points elsewhere"
     );
 }
 

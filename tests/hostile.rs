@@ -9,7 +9,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::Duration;
 
-use crate::util::{Node, TempDir, registry_names, split_log_line, wait_until, write_record};
+use crate::util::{
+    Node, TempDir, registered_addr, registry_names, split_log_line, wait_until, write_record,
+};
 
 fn status_lines(node: &Node) -> usize {
     node.output()
@@ -217,12 +219,7 @@ fn garbage_sent_to_the_listener_does_not_hurt_the_node() {
     let node = Node::start(&dir, "j1@127.0.0.1", "c", &["--interval", "200"]);
     assert!(wait_until(Duration::from_secs(9), || node
         .sees_all_alive(&["j1@127.0.0.1"])));
-    let record = std::fs::read_to_string(dir.sync_dir().join("j1@127.0.0.1")).expect("record");
-    let addr = record
-        .lines()
-        .find_map(|l| l.strip_prefix("addr "))
-        .expect("addr")
-        .to_string();
+    let addr = registered_addr(&dir.sync_dir(), "j1@127.0.0.1");
     for junk in [
         &b"GET / HTTP/1.0\r\n\r\n"[..],
         &[0xff; 3000],
@@ -284,12 +281,7 @@ fn a_record_pointing_at_another_node_is_a_name_mismatch() {
     let node = Node::start(&dir, "m1@127.0.0.1", "c", &["--interval", "200"]);
     assert!(wait_until(Duration::from_secs(9), || node
         .sees_all_alive(&["m1@127.0.0.1"])));
-    let record = std::fs::read_to_string(dir.sync_dir().join("m1@127.0.0.1")).expect("record");
-    let addr = record
-        .lines()
-        .find_map(|l| l.strip_prefix("addr "))
-        .expect("addr")
-        .to_string();
+    let addr = registered_addr(&dir.sync_dir(), "m1@127.0.0.1");
     // An impostor entry: another name, m1's address. Kept fresh.
     let ok = wait_until(Duration::from_secs(9), || {
         write_record(&dir.sync_dir(), "ghost@127.0.0.1", &addr);

@@ -252,6 +252,16 @@ pub fn registry_names(dir: &Path) -> Vec<String> {
     names
 }
 
+/// The address in a node's registry record.
+pub fn registered_addr(sync_dir: &Path, name: &str) -> String {
+    let record = std::fs::read_to_string(sync_dir.join(name)).expect("record");
+    let addr = record
+        .lines()
+        .find_map(|l| l.strip_prefix("addr "))
+        .expect("addr line");
+    addr.to_string()
+}
+
 /// Whether an external tool is present. When it is not, the test says so
 /// loudly and is skipped, unless PULSE_REQUIRE_EXTERNAL=1 (as in CI), which
 /// makes a skip a failure.
