@@ -6,10 +6,11 @@
 use std::ffi::OsString;
 use std::fs;
 use std::io::Write;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::discovery::DnsName;
 use crate::name::{self, NodeName};
 
 /// The usage text for `--help`.
@@ -25,8 +26,15 @@ Options (flags win over the environment):
   --port PORT             distribution port, 0 = any free one [0]        PULSE_PORT
   --cookie COOKIE         shared secret                                  PULSE_COOKIE
   --cookie-file PATH      read the cookie from this file                 PULSE_COOKIE_FILE
-  --sync-dir DIR          registry directory [/tmp/sync_dir/]            PULSE_SYNC_DIR
-  --log-file PATH         shared log file [/tmp/log/cluster.log]         PULSE_LOG_FILE
+  --registry WHERE        where peers are found [dir:/tmp/sync_dir/]:    PULSE_REGISTRY
+                          dir:PATH, a shared directory; dns:NAME, the
+                          A/AAAA records of NAME, each address's EPMD
+                          naming its nodes; dns:NAME:PORT, the nodes on
+                          that port, named by the handshake
+  --sync-dir DIR          the same as --registry dir:DIR                 PULSE_SYNC_DIR
+  --dns-server ADDR:PORT  name server for dns: [from /etc/resolv.conf]   PULSE_DNS_SERVER
+  --log-file PATH         shared log file, - for stdout only             PULSE_LOG_FILE
+                          [/tmp/log/cluster.log]
   --interval MS           heartbeat and ping interval [1000]             PULSE_INTERVAL_MS
   --timeout MS            ping timeout [half the interval]               PULSE_TIMEOUT_MS
   --ttl MS                expire entries silent this long [5 intervals]  PULSE_TTL_MS
@@ -111,8 +119,12 @@ pub struct Args {
     pub cookie: Option<String>,
     /// `--cookie-file`.
     pub cookie_file: Option<PathBuf>,
-    /// `--sync-dir`.
+    /// `--sync-dir`, or `--registry dir:PATH`.
     pub sync_dir: Option<PathBuf>,
+    /// `--registry dns:...`.
+    pub dns: Option<DnsName>,
+    /// `--dns-server`.
+    pub dns_server: Option<SocketAddr>,
     /// `--log-file`.
     pub log_file: Option<PathBuf>,
     /// `--interval`, in ms.
@@ -140,8 +152,12 @@ pub struct Config {
     pub port: u16,
     /// The shared secret.
     pub cookie: String,
-    /// The registry directory.
+    /// The registry directory (unused in DNS mode).
     pub sync_dir: PathBuf,
+    /// Peers from DNS instead of the directory.
+    pub dns: Option<DnsName>,
+    /// The name server to ask instead of those in `/etc/resolv.conf`.
+    pub dns_server: Option<SocketAddr>,
     /// The shared log file.
     pub log_file: PathBuf,
     /// Heartbeat and ping interval.
@@ -192,7 +208,9 @@ where
             "--port" => out.port = Some(number(&flag, &value()?)?),
             "--cookie" => out.cookie = Some(value()?),
             "--cookie-file" => out.cookie_file = Some(value()?.into()),
-            "--sync-dir" => out.sync_dir = Some(value()?.into()),
+            "--sync-dir" => out.set_registry(Registry::Dir(value()?.into())),
+            "--registry" => out.set_registry(registry_value(&flag, &value()?)?),
+            "--dns-server" => out.dns_server = Some(server_value(&flag, &value()?)?),
             "--log-file" => out.log_file = Some(value()?.into()),
             "--interval" => out.interval_ms = Some(number(&flag, &value()?)?),
             "--timeout" => out.timeout_ms = Some(number(&flag, &value()?)?),
@@ -228,8 +246,15 @@ where
             out.cookie_file = env_value(&env, "PULSE_COOKIE_FILE", path)?;
         }
     }
-    if out.sync_dir.is_none() {
-        out.sync_dir = env_value(&env, "PULSE_SYNC_DIR", path)?;
+    if out.sync_dir.is_none() && out.dns.is_none() {
+        if let Some(registry) = env_value(&env, "PULSE_REGISTRY", registry_value)? {
+            out.set_registry(registry);
+        } else {
+            out.sync_dir = env_value(&env, "PULSE_SYNC_DIR", path)?;
+        }
+    }
+    if out.dns_server.is_none() {
+        out.dns_server = env_value(&env, "PULSE_DNS_SERVER", server_value)?;
     }
     if out.log_file.is_none() {
         out.log_file = env_value(&env, "PULSE_LOG_FILE", path)?;
@@ -274,6 +299,33 @@ fn number<T: std::str::FromStr>(flag: &str, v: &str) -> Result<T, String> {
         .map_err(|_| format!("{flag}: expected a non-negative whole number, got '{v}'"))
 }
 
+/// Where peers are found, as `--registry` gives it.
+enum Registry {
+    Dir(PathBuf),
+    Dns(DnsName),
+}
+
+fn registry_value(flag: &str, v: &str) -> Result<Registry, String> {
+    if let Some(path) = v.strip_prefix("dir:").filter(|p| !p.is_empty()) {
+        Ok(Registry::Dir(path.into()))
+    } else if let Some(name) = v.strip_prefix("dns:") {
+        Ok(Registry::Dns(
+            name.parse().map_err(|e| format!("{flag}: {e}"))?,
+        ))
+    } else {
+        Err(format!(
+            "{flag}: expected dir:PATH, dns:NAME or dns:NAME:PORT, got '{v}'"
+        ))
+    }
+}
+
+fn server_value(flag: &str, v: &str) -> Result<SocketAddr, String> {
+    v.trim()
+        .parse()
+        .or_else(|_| v.trim().parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
+        .map_err(|_| format!("{flag}: expected ADDR:PORT or ADDR, got '{v}'"))
+}
+
 fn ip_value(flag: &str, v: &str) -> Result<IpAddr, String> {
     v.trim()
         .parse()
@@ -284,6 +336,14 @@ impl Args {
     /// The command to run (`run` when none was given).
     pub fn command(&self) -> Command {
         self.command.unwrap_or(Command::Run)
+    }
+
+    /// The last of `--registry` and `--sync-dir` wins.
+    fn set_registry(&mut self, registry: Registry) {
+        match registry {
+            Registry::Dir(dir) => (self.sync_dir, self.dns) = (Some(dir), None),
+            Registry::Dns(name) => (self.sync_dir, self.dns) = (None, Some(name)),
+        }
     }
 
     fn interval_ms(&self) -> u64 {
@@ -339,6 +399,8 @@ impl Args {
                 .sync_dir
                 .clone()
                 .unwrap_or_else(|| DEFAULT_SYNC_DIR.into()),
+            dns: self.dns.clone(),
+            dns_server: self.dns_server,
             log_file: self
                 .log_file
                 .clone()
@@ -462,6 +524,50 @@ mod tests {
         }
         let err = parse_with(&[], &[("PULSE_INTERVAL_MS", "x")]).expect_err("bad env");
         assert!(err.contains("PULSE_INTERVAL_MS"), "{err}");
+    }
+
+    #[test]
+    fn registry_forms_and_their_environment() {
+        let a = parse_with(
+            &["--registry", "dns:tasks.pulse"],
+            &[("PULSE_SYNC_DIR", "/x")],
+        )
+        .expect("valid");
+        assert_eq!(
+            (a.sync_dir, a.dns.map(|d| d.name)),
+            (None, Some("tasks.pulse".into()))
+        );
+        let a = parse_with(
+            &[],
+            &[("PULSE_REGISTRY", "dns:p:9100"), ("PULSE_SYNC_DIR", "/x")],
+        )
+        .expect("valid");
+        assert_eq!(a.dns.and_then(|d| d.port), Some(9100));
+        let a = parse_with(&["--sync-dir", "/d"], &[("PULSE_REGISTRY", "dns:p")]).expect("valid");
+        assert_eq!((a.sync_dir, a.dns), (Some("/d".into()), None));
+        let a = parse_with(
+            &["--registry=dir:/r", "--dns-server", "127.0.0.1:5353"],
+            &[],
+        )
+        .expect("valid");
+        assert_eq!(a.sync_dir, Some("/r".into()));
+        assert_eq!(a.dns_server, Some(SocketAddr::from(([127, 0, 0, 1], 5353))));
+        let a = parse_with(&[], &[("PULSE_DNS_SERVER", "127.0.0.2")]).expect("valid");
+        assert_eq!(a.dns_server, Some(SocketAddr::from(([127, 0, 0, 2], 53))));
+        for (args, want) in [
+            (
+                &["--registry", "nfs:x"][..],
+                "--registry: expected dir:PATH",
+            ),
+            (&["--registry", "dns:"], "--registry: 'dns:'"),
+            (&["--registry", "dns:x:0"], "bad port"),
+            (&["--dns-server", "nope"], "--dns-server: expected"),
+        ] {
+            let err = parse_with(args, &[]).expect_err(want);
+            assert!(err.contains(want), "{args:?}: {err}");
+        }
+        let err = parse_with(&[], &[("PULSE_REGISTRY", "x")]).expect_err("bad env");
+        assert!(err.contains("PULSE_REGISTRY"), "{err}");
     }
 
     #[test]

@@ -9,6 +9,7 @@
 
 pub mod acceptor;
 pub mod config;
+pub mod discovery;
 pub mod dist;
 pub mod listener;
 pub mod logging;

@@ -10,7 +10,8 @@ use std::io::{self, Write};
 use std::path::Path;
 
 use simplelog::{
-    CombinedLogger, ConfigBuilder, LevelFilter, LevelPadding, WriteLogger, format_description,
+    CombinedLogger, ConfigBuilder, LevelFilter, LevelPadding, SharedLogger, WriteLogger,
+    format_description,
 };
 
 /// Passes on only whole lines, each with one `write_all`.
@@ -49,15 +50,22 @@ impl<W: Write> Write for WholeLines<W> {
 /// Lines read `22:53:19.123 [INFO] message`, in local time where the zone
 /// can be known, else UTC.
 pub fn init(log_file: &Path) -> Result<(), String> {
-    if let Some(dir) = log_file.parent().filter(|d| !d.as_os_str().is_empty()) {
-        fs::create_dir_all(dir)
-            .map_err(|e| format!("cannot create log directory {}: {e}", dir.display()))?;
-    }
-    let file = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log_file)
-        .map_err(|e| format!("cannot open log file {}: {e}", log_file.display()))?;
+    // `-`: stdout only, for orchestrators that collect it (no shared file
+    // across hosts).
+    let file = if log_file == Path::new("-") {
+        None
+    } else {
+        if let Some(dir) = log_file.parent().filter(|d| !d.as_os_str().is_empty()) {
+            fs::create_dir_all(dir)
+                .map_err(|e| format!("cannot create log directory {}: {e}", dir.display()))?;
+        }
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log_file)
+            .map_err(|e| format!("cannot open log file {}: {e}", log_file.display()))?;
+        Some(file)
+    };
     let mut builder = ConfigBuilder::new();
     builder
         .set_time_format_custom(format_description!(
@@ -71,15 +79,19 @@ pub fn init(log_file: &Path) -> Result<(), String> {
     // Only possible while the process has one thread, which it has here.
     let _ = builder.set_time_offset_to_local();
     let config = builder.build();
-    CombinedLogger::init(vec![
-        WriteLogger::new(
+    let mut loggers: Vec<Box<dyn SharedLogger>> = vec![WriteLogger::new(
+        LevelFilter::Info,
+        config.clone(),
+        WholeLines::new(io::stdout()),
+    )];
+    if let Some(file) = file {
+        loggers.push(WriteLogger::new(
             LevelFilter::Info,
-            config.clone(),
-            WholeLines::new(io::stdout()),
-        ),
-        WriteLogger::new(LevelFilter::Info, config, WholeLines::new(file)),
-    ])
-    .map_err(|e| format!("cannot set up logging: {e}"))
+            config,
+            WholeLines::new(file),
+        ));
+    }
+    CombinedLogger::init(loggers).map_err(|e| format!("cannot set up logging: {e}"))
 }
 
 #[cfg(test)]

@@ -216,6 +216,12 @@ impl Membership {
         }
     }
 
+    /// Drops a member that left without a registry file to vanish (DNS
+    /// mode); returns the leave to log, if it was a member.
+    pub fn leave(&mut self, name: &NodeName) -> Option<Event> {
+        self.members.remove(name).map(|_| Event::Left(name.clone()))
+    }
+
     /// Takes one round's ping results and returns the changes of health.
     pub fn apply(&mut self, results: &[(NodeName, Outcome)]) -> Vec<Event> {
         let mut events = Vec::new();

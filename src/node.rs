@@ -19,6 +19,8 @@ use crossbeam_channel::{Receiver, Sender, select};
 use log::{info, warn};
 
 use crate::config::{Config, EpmdMode};
+use crate::discovery::resolver::{self, Resolver};
+use crate::discovery::{Discovery, DnsPeers};
 use crate::dist::{Identity, epmd};
 use crate::listener::Listener;
 use crate::membership::{Membership, Reason};
@@ -46,6 +48,8 @@ pub enum Error {
     Thread(io::Error),
     /// EPMD already knows our name, or cannot be served.
     Epmd(String),
+    /// No name server to ask.
+    Dns(String),
 }
 
 impl fmt::Display for Error {
@@ -61,6 +65,7 @@ impl fmt::Display for Error {
             Error::Registry(e) => write!(f, "cannot write to the registry: {e}"),
             Error::Thread(e) => write!(f, "cannot start a thread: {e}"),
             Error::Epmd(why) => write!(f, "epmd: {why}"),
+            Error::Dns(why) => write!(f, "dns: {why}"),
         }
     }
 }
@@ -76,6 +81,9 @@ pub struct Node {
     reporter: Reporter,
     /// Held for the node's life: dropping it takes our name out of EPMD.
     epmd: Option<EpmdPresence>,
+    /// In DNS mode, how long our EPMD answers without our name after the
+    /// links close, so peers whose pings fail learn that we left.
+    linger: Option<Duration>,
 }
 
 /// How this node is known to EPMD.
@@ -94,8 +102,9 @@ impl Node {
         let bind = SocketAddr::new(config.ip, config.port);
         let socket = TcpListener::bind(bind).map_err(|e| Error::Bind(bind, e))?;
         let addr = socket.local_addr().map_err(|e| Error::Bind(bind, e))?;
-        let registry = Registry::new(&config.sync_dir);
-        check_name_is_free(&registry, config, &me)?;
+        if config.dns.is_none() {
+            check_name_is_free(&Registry::new(&config.sync_dir), config, &me)?;
+        }
 
         let listener = Listener::start(socket, me.clone()).map_err(Error::Thread)?;
         // Known to EPMD and the registry only once the listener answers, so
@@ -103,17 +112,19 @@ impl Node {
         let epmd_presence = join_epmd(config, addr.port())?;
         let reporter = Reporter::start().map_err(Error::Thread)?;
         let prober = Prober::start(me.clone(), config.epmd_port).map_err(Error::Thread)?;
+        let mut discovery = discovery(config, addr, &me)?;
         // Written here, not only by the first round, so a registry we cannot
         // write to stops the start with a clear error.
-        registry
-            .write(&own_record(config, addr))
+        discovery
+            .heartbeat(&own_record(config, addr))
             .map_err(Error::Registry)?;
+        let registry = discovery.describe();
         let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);
         let rounds = Rounds {
             membership: Membership::new(config.name.clone(), config.interval, config.ttl),
             config: config.clone(),
             addr,
-            registry,
+            discovery: Some(discovery),
             prober,
             reports: reporter.sender(),
             heartbeat_failing: false,
@@ -123,11 +134,14 @@ impl Node {
             .spawn(move || rounds.run(stop_rx))
             .map_err(Error::Thread)?;
         info!(
-            "node {} listening on {addr}, registry {}",
-            config.name,
-            config.sync_dir.display()
+            "node {} listening on {addr}, registry {registry}",
+            config.name
         );
         Ok(Node {
+            linger: config
+                .dns
+                .as_ref()
+                .map(|_| config.interval * 2 + config.timeout),
             addr,
             stop: stop_tx,
             round,
@@ -149,12 +163,24 @@ impl Node {
         self.round.join().expect("the round thread never panics");
         // The record is gone before the listener stops answering, so peers
         // see a leave, not a failure.
-        match self.epmd {
-            Some(EpmdPresence::Serving(responder)) => responder.stop(),
-            Some(EpmdPresence::Registered(registration)) => drop(registration),
-            None => {}
+        match (self.epmd, self.linger) {
+            (Some(EpmdPresence::Serving(responder)), Some(linger)) => {
+                // Our EPMD stays, without our name, for peers to ask.
+                responder.leave();
+                self.listener.stop();
+                // Deliberately bounded: a second signal exits at once.
+                thread::sleep(linger);
+                responder.stop();
+            }
+            (epmd, _) => {
+                match epmd {
+                    Some(EpmdPresence::Serving(responder)) => responder.stop(),
+                    Some(EpmdPresence::Registered(registration)) => drop(registration),
+                    None => {}
+                }
+                self.listener.stop();
+            }
         }
-        self.listener.stop();
         self.reporter.stop();
     }
 }
@@ -185,6 +211,20 @@ fn join_epmd(config: &Config, port: u16) -> Result<Option<EpmdPresence>, Error> 
             }
         },
     }
+}
+
+/// The registry directory, or in DNS mode the thread that looks peers up.
+fn discovery(config: &Config, addr: SocketAddr, me: &Arc<Identity>) -> Result<Discovery, Error> {
+    let Some(source) = &config.dns else {
+        return Ok(Discovery::Dir(Registry::new(&config.sync_dir)));
+    };
+    let settings = resolver::settings(config, source).map_err(Error::Dns)?;
+    let resolver = Resolver::start(settings, me.clone()).map_err(Error::Thread)?;
+    Ok(Discovery::Dns(DnsPeers::new(
+        source.clone(),
+        resolver,
+        own_record(config, addr),
+    )))
 }
 
 fn own_record(config: &Config, addr: SocketAddr) -> Record {
@@ -222,7 +262,8 @@ fn check_name_is_free(registry: &Registry, config: &Config, me: &Identity) -> Re
 struct Rounds {
     config: Config,
     addr: SocketAddr,
-    registry: Registry,
+    /// Taken when the node leaves.
+    discovery: Option<Discovery>,
     membership: Membership,
     prober: Prober,
     reports: Sender<Report>,
@@ -250,8 +291,10 @@ impl Rounds {
                 }
             }
         }
-        if let Err(e) = self.registry.remove(&self.config.name) {
-            warn!("could not remove our registry entry: {e}");
+        if let Some(discovery) = self.discovery.take() {
+            if let Err(e) = discovery.leave(&self.config.name) {
+                warn!("could not remove our registry entry: {e}");
+            }
         }
         info!(
             "node {} left: registry entry removed, closing links",
@@ -261,23 +304,29 @@ impl Rounds {
     }
 
     fn round(&mut self) {
-        match self.registry.write(&own_record(&self.config, self.addr)) {
+        let Some(discovery) = self.discovery.as_mut() else {
+            return;
+        };
+        match discovery.heartbeat(&own_record(&self.config, self.addr)) {
             Ok(()) => self.heartbeat_failing = false,
             Err(e) => {
                 if !self.heartbeat_failing {
                     warn!(
                         "cannot write our heartbeat to {}: {e}",
-                        self.registry.dir().display()
+                        discovery.describe()
                     );
                 }
                 self.heartbeat_failing = true;
             }
         }
-        let observed = self
-            .membership
-            .observe(self.registry.scan(), Instant::now());
+        let (candidates, left) = discovery.candidates();
+        let mut events: Vec<_> = left
+            .iter()
+            .filter_map(|n| self.membership.leave(n))
+            .collect();
+        let observed = self.membership.observe(candidates, Instant::now());
         for name in &observed.expired {
-            if let Err(e) = self.registry.remove(name) {
+            if let Err(e) = discovery.remove(name) {
                 warn!("could not remove the expired entry {name}: {e}");
             }
         }
@@ -290,13 +339,8 @@ impl Rounds {
             })
             .collect();
         let results = self.prober.round(&targets, self.config.timeout);
-        for (name, outcome) in &results {
-            if !outcome.is_alive() {
-                // It may have restarted at another address: read it afresh.
-                self.registry.forget(name);
-            }
-        }
-        let mut events = observed.events;
+        discovery.pinged(&results);
+        events.extend(observed.events);
         events.extend(self.membership.apply(&results));
         let line = report::status_line(&self.config.name, &results);
         report::offer(&self.reports, Report { events, line });

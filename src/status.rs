@@ -3,9 +3,11 @@
 
 use std::io::{self, Write};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use crate::config::Config;
+use crate::discovery::DnsName;
+use crate::discovery::resolver::{self, Candidate};
 use crate::dist::Identity;
 use crate::membership::Outcome;
 use crate::probe::{Prober, Target};
@@ -34,8 +36,12 @@ fn ping_all(me: Arc<Identity>, records: &[Record], config: &Config) -> io::Resul
 /// Pings every registered node once and prints a table to `out`. Returns
 /// whether every node answered (false for an empty registry too).
 pub fn status(config: &Config, out: &mut impl Write) -> io::Result<bool> {
-    let records = Registry::new(&config.sync_dir).scan();
-    let outcomes = ping_all(checker(config, "status"), &records, config)?;
+    let me = checker(config, "status");
+    let records = match &config.dns {
+        None => Registry::new(&config.sync_dir).scan(),
+        Some(source) => dns_records(config, source, &me).map_err(io::Error::other)?,
+    };
+    let outcomes = ping_all(me, &records, config)?;
     let now = registry::unix_ms(SystemTime::now());
     let width = records
         .iter()
@@ -68,11 +74,7 @@ pub fn status(config: &Config, out: &mut impl Write) -> io::Result<bool> {
         )?;
     }
     if records.is_empty() {
-        writeln!(
-            out,
-            "(no nodes registered in {})",
-            config.sync_dir.display()
-        )?;
+        writeln!(out, "(no nodes registered in {})", where_from(config))?;
     }
     Ok(!records.is_empty() && outcomes.iter().all(Outcome::is_alive))
 }
@@ -81,7 +83,21 @@ pub fn status(config: &Config, out: &mut impl Write) -> io::Result<bool> {
 /// or else the one whose record carries this host's address. Ok(false) when
 /// it does not answer; an error when none can be found.
 pub fn health(config: &Config, name_given: bool) -> Result<bool, String> {
-    let records = Registry::new(&config.sync_dir).scan();
+    let me = checker(config, "health");
+    let records = match &config.dns {
+        None => Registry::new(&config.sync_dir).scan(),
+        // Our own EPMD (or port) names our node: no DNS, no peers needed.
+        Some(source) => resolver::names_at(
+            config.ip,
+            source.port,
+            config.epmd_port,
+            &me,
+            config.timeout,
+        )?
+        .into_iter()
+        .map(record)
+        .collect(),
+    };
     let own: Vec<Record> = records
         .into_iter()
         .filter(|r| {
@@ -97,17 +113,13 @@ pub fn health(config: &Config, name_given: bool) -> Result<bool, String> {
             0 => format!(
                 "no registered node for this host ({}) in {}",
                 config.ip,
-                config.sync_dir.display()
+                where_from(config)
             ),
             n => format!("{n} registered nodes on {}: give --name", config.ip),
         });
     };
-    let outcomes = ping_all(
-        checker(config, "health"),
-        std::slice::from_ref(record),
-        config,
-    )
-    .map_err(|e| format!("cannot start: {e}"))?;
+    let outcomes = ping_all(me, std::slice::from_ref(record), config)
+        .map_err(|e| format!("cannot start: {e}"))?;
     match outcomes.first() {
         Some(Outcome::Alive(_)) => Ok(true),
         Some(Outcome::Down(why)) => {
@@ -115,5 +127,40 @@ pub fn health(config: &Config, name_given: bool) -> Result<bool, String> {
             Ok(false)
         }
         None => Ok(false),
+    }
+}
+
+/// Where nodes are registered, for messages.
+fn where_from(config: &Config) -> String {
+    match &config.dns {
+        Some(source) => source.to_string(),
+        None => config.sync_dir.display().to_string(),
+    }
+}
+
+/// Every node behind the DNS name now: one lookup, then each address named.
+fn dns_records(config: &Config, source: &DnsName, me: &Identity) -> Result<Vec<Record>, String> {
+    let settings = resolver::settings(config, source)?;
+    let deadline = Instant::now() + settings.timeout;
+    let ips = resolver::resolve(&settings.resolv, &source.name, deadline)
+        .map_err(|e| format!("DNS lookup of {}: {e}", source.name))?;
+    let mut records = Vec::new();
+    for ip in ips {
+        match resolver::names_at(ip, source.port, config.epmd_port, me, config.timeout) {
+            Ok(found) => records.extend(found.into_iter().map(record)),
+            Err(e) => eprintln!("pulse: cannot name the node at {ip}: {e}"),
+        }
+    }
+    records.sort_by(|a, b| a.name.cmp(&b.name));
+    records.dedup_by(|a, b| a.name == b.name);
+    Ok(records)
+}
+
+fn record(c: Candidate) -> Record {
+    Record {
+        name: c.name,
+        addr: Some(c.addr),
+        heartbeat: "-".into(),
+        version: 0,
     }
 }

@@ -21,6 +21,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -210,7 +211,11 @@ fn register_once(
 /// thread named "pulse-epmd" serves one connection at a time, each bounded by
 /// a short deadline and a length cap.
 #[derive(Debug)]
-pub struct Responder(AcceptThread);
+pub struct Responder {
+    thread: AcceptThread,
+    /// Set once the node leaves: it then answers as an EPMD without our name.
+    leaving: Arc<AtomicBool>,
+}
 
 impl Responder {
     /// Binds `bind` and starts answering for `alive` at distribution `port`.
@@ -218,20 +223,28 @@ impl Responder {
         check_alive(alive)?;
         let listener = TcpListener::bind(bind)?;
         let answers = Answers::new(alive, port, listener.local_addr()?.port());
+        let leaving = Arc::new(AtomicBool::new(false));
+        let left = leaving.clone();
         let thread = AcceptThread::spawn("pulse-epmd", listener, move |listener, closing| {
-            serve(&listener, &closing, &answers)
+            serve(&listener, &closing, &answers, &left)
         })?;
-        Ok(Responder(thread))
+        Ok(Responder { thread, leaving })
     }
 
     /// The address the responder listens on.
     pub fn local_addr(&self) -> SocketAddr {
-        self.0.local_addr()
+        self.thread.local_addr()
+    }
+
+    /// From now on answers without our name, so a peer that asks sees that
+    /// this node left rather than failed.
+    pub fn leave(&self) {
+        self.leaving.store(true, Ordering::SeqCst);
     }
 
     /// Stops the thread and joins it (dropping it does the same).
     pub fn stop(self) {
-        self.0.stop();
+        self.thread.stop();
     }
 }
 
@@ -243,6 +256,8 @@ struct Answers {
     port2_ok: Vec<u8>,
     /// Full `NAMES_REQ` reply.
     names: Vec<u8>,
+    /// The `NAMES_REQ` reply without our name.
+    no_names: Vec<u8>,
 }
 
 impl Answers {
@@ -260,19 +275,21 @@ impl Answers {
         port2_ok.extend_from_slice(alive.as_bytes());
         push_u16(&mut port2_ok, 0);
 
-        let mut names = u32::from(epmd_port).to_be_bytes().to_vec();
+        let no_names = u32::from(epmd_port).to_be_bytes().to_vec();
+        let mut names = no_names.clone();
         names.extend_from_slice(format!("name {alive} at port {port}\n").as_bytes());
 
         Answers {
             alive: alive.as_bytes().to_vec(),
             port2_ok,
             names,
+            no_names,
         }
     }
 }
 
 /// The responder thread: accept, answer one request, close; until `closing` is set.
-fn serve(listener: &TcpListener, closing: &AtomicBool, answers: &Answers) {
+fn serve(listener: &TcpListener, closing: &AtomicBool, answers: &Answers, leaving: &AtomicBool) {
     loop {
         let accepted = listener.accept();
         if closing.load(Ordering::SeqCst) {
@@ -280,7 +297,8 @@ fn serve(listener: &TcpListener, closing: &AtomicBool, answers: &Answers) {
         }
         match accepted {
             Ok((mut stream, peer)) => {
-                if let Err(e) = answer(&mut stream, answers) {
+                let left = leaving.load(Ordering::SeqCst);
+                if let Err(e) = answer(&mut stream, answers, left) {
                     log::debug!("epmd responder: request from {peer}: {e}");
                 }
             }
@@ -294,7 +312,7 @@ fn serve(listener: &TcpListener, closing: &AtomicBool, answers: &Answers) {
 }
 
 /// Reads one request from `stream` and writes the matching reply, if any.
-fn answer(stream: &mut TcpStream, answers: &Answers) -> io::Result<()> {
+fn answer(stream: &mut TcpStream, answers: &Answers, left: bool) -> io::Result<()> {
     stream.set_read_timeout(Some(RESPONDER_IO_TIMEOUT))?;
     stream.set_write_timeout(Some(RESPONDER_IO_TIMEOUT))?;
     let deadline = Instant::now() + RESPONDER_IO_TIMEOUT;
@@ -306,10 +324,11 @@ fn answer(stream: &mut TcpStream, answers: &Answers) -> io::Result<()> {
     }
     let body = r.bytes(len)?;
     match body.split_first() {
-        Some((&PORT_PLEASE2_REQ, name)) if name == answers.alive.as_slice() => {
+        Some((&PORT_PLEASE2_REQ, name)) if name == answers.alive.as_slice() && !left => {
             stream.write_all(&answers.port2_ok)
         }
         Some((&PORT_PLEASE2_REQ, _)) => stream.write_all(&[PORT2_RESP, 1]),
+        Some((&NAMES_REQ, [])) if left => stream.write_all(&answers.no_names),
         Some((&NAMES_REQ, [])) => stream.write_all(&answers.names),
         Some((tag, _)) => Err(invalid(format!(
             "epmd responder: unsupported request tag {tag:#04x}"

@@ -6,6 +6,7 @@
 //! cache, no fragments.
 
 pub mod epmd;
+pub mod epmd_names;
 pub mod frame;
 pub mod handshake;
 pub mod link;

@@ -1,0 +1,378 @@
+//! One DNS lookup of a name's A and AAAA records, straight to a name server.
+//!
+//! `getaddrinfo` is not used: musl's returns at most 48 addresses and blocks
+//! for seconds on a dead server, and a cluster behind one name can be larger
+//! than that. The message format is left to the `simple-dns` crate; this
+//! module only sends queries and judges replies. UDP first; a truncated
+//! reply is asked again over TCP. Replies are untrusted: one from another
+//! address, with another id or question, or that does not parse is ignored,
+//! and every wait has a deadline.
+
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket};
+use std::time::{Duration, Instant};
+
+use simple_dns::rdata::RData;
+use simple_dns::{CLASS, Name, Packet, PacketFlag, QTYPE, Question, RCODE, TYPE, header_buffer};
+
+/// The DNS port.
+pub const PORT: u16 = 53;
+/// Largest UDP reply read. Without EDNS a server sends at most 512 bytes;
+/// the rest is room for servers that send more anyway.
+const MAX_UDP: usize = 4096;
+
+/// Why a lookup gave no answer.
+#[derive(Debug)]
+pub enum LookupError {
+    /// The name cannot be put in a query.
+    BadName(String),
+    /// The server does not know the name.
+    NotFound,
+    /// The server answered with an error code.
+    Server(String),
+    /// No usable reply by the deadline.
+    Timeout,
+    /// A socket failed.
+    Io(io::Error),
+}
+
+impl fmt::Display for LookupError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LookupError::BadName(why) => write!(f, "bad name: {why}"),
+            LookupError::NotFound => write!(f, "no such name"),
+            LookupError::Server(code) => write!(f, "server error ({code})"),
+            LookupError::Timeout => write!(f, "timeout"),
+            LookupError::Io(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// The addresses `name` has at `server`: its A and AAAA records, deduplicated
+/// and sorted. Both queries are in flight at once; the whole lookup ends by
+/// `deadline`. An answer for one type is enough; with none, the first error.
+pub fn lookup(
+    server: SocketAddr,
+    name: &str,
+    deadline: Instant,
+) -> Result<Vec<IpAddr>, LookupError> {
+    let name = name.trim_end_matches('.');
+    let qname = Name::new(name).map_err(|e| LookupError::BadName(e.to_string()))?;
+    if name.is_empty() {
+        return Err(LookupError::BadName("empty".into()));
+    }
+    let base = query_id();
+    let queries = [(base, TYPE::A), (base.wrapping_add(1), TYPE::AAAA)].map(|(id, t)| Query {
+        id,
+        qname: qname.clone(),
+        qtype: t,
+    });
+    let bound: SocketAddr = if server.is_ipv4() {
+        (Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let socket = UdpSocket::bind(bound).map_err(LookupError::Io)?;
+    // Connected: the kernel drops datagrams from any other address.
+    socket.connect(server).map_err(LookupError::Io)?;
+    for q in &queries {
+        socket.send(&q.bytes()?).map_err(LookupError::Io)?;
+    }
+    let mut answers: [Option<Result<Vec<IpAddr>, LookupError>>; 2] = [None, None];
+    let mut buf = vec![0; MAX_UDP];
+    while answers.iter().any(Option::is_none) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        socket
+            .set_read_timeout(Some(left))
+            .map_err(LookupError::Io)?;
+        let n = match socket.recv(&mut buf) {
+            Ok(n) => n,
+            Err(e) if is_timeout(&e) => break,
+            // An ICMP "port unreachable" shows as refused: nobody serves there.
+            Err(e) => return Err(LookupError::Io(e)),
+        };
+        let reply = &buf[..n];
+        for (i, q) in queries.iter().enumerate() {
+            if answers[i].is_none() && q.matches_header(reply) {
+                answers[i] = if truncated(reply) {
+                    Some(q.over_tcp(server, deadline))
+                } else {
+                    q.read(reply)
+                };
+            }
+        }
+    }
+    let mut found = Vec::new();
+    let mut answered = false;
+    let mut error = None;
+    for answer in answers.into_iter().flatten() {
+        match answer {
+            Ok(ips) => {
+                answered = true;
+                found.extend(ips);
+            }
+            Err(e) => {
+                error.get_or_insert(e);
+            }
+        }
+    }
+    if !answered {
+        return Err(error.unwrap_or(LookupError::Timeout));
+    }
+    found.sort();
+    found.dedup();
+    Ok(found)
+}
+
+/// One question in flight.
+struct Query<'a> {
+    id: u16,
+    qname: Name<'a>,
+    qtype: TYPE,
+}
+
+impl Query<'_> {
+    fn bytes(&self) -> Result<Vec<u8>, LookupError> {
+        let mut packet = Packet::new_query(self.id);
+        packet.set_flags(PacketFlag::RECURSION_DESIRED);
+        packet.questions.push(Question::new(
+            self.qname.clone(),
+            QTYPE::TYPE(self.qtype),
+            CLASS::IN.into(),
+            false,
+        ));
+        packet
+            .build_bytes_vec()
+            .map_err(|e| LookupError::BadName(e.to_string()))
+    }
+
+    /// Whether `reply` is a response with our id (cheap, before parsing).
+    fn matches_header(&self, reply: &[u8]) -> bool {
+        header_buffer::id(reply).is_ok_and(|id| id == self.id)
+            && header_buffer::has_flags(reply, PacketFlag::RESPONSE).unwrap_or(false)
+    }
+
+    /// The addresses in a reply to this query; `None` when the reply is not
+    /// one (it does not parse or asks another question), so the wait goes on.
+    fn read(&self, reply: &[u8]) -> Option<Result<Vec<IpAddr>, LookupError>> {
+        let packet = Packet::parse(reply).ok()?;
+        let asked = match &packet.questions[..] {
+            [q] => {
+                q.qtype == QTYPE::TYPE(self.qtype)
+                    && q.qname
+                        .to_string()
+                        .eq_ignore_ascii_case(&self.qname.to_string())
+            }
+            _ => false,
+        };
+        if !asked || packet.id() != self.id {
+            return None;
+        }
+        Some(match packet.rcode() {
+            RCODE::NoError => Ok(packet
+                .answers
+                .iter()
+                .filter_map(|rr| match &rr.rdata {
+                    RData::A(a) => Some(IpAddr::from(Ipv4Addr::from(a.address))),
+                    RData::AAAA(a) => Some(IpAddr::from(Ipv6Addr::from(a.address))),
+                    _ => None,
+                })
+                .collect()),
+            RCODE::NameError => Err(LookupError::NotFound),
+            other => Err(LookupError::Server(format!("{other:?}"))),
+        })
+    }
+
+    /// Asks again over TCP, as a truncated UDP reply says to.
+    fn over_tcp(&self, server: SocketAddr, deadline: Instant) -> Result<Vec<IpAddr>, LookupError> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(LookupError::Timeout);
+        }
+        let mut stream = TcpStream::connect_timeout(&server, left).map_err(timeout_or_io)?;
+        let query = self.bytes()?;
+        let mut framed = u16::try_from(query.len())
+            .map_err(|_| LookupError::BadName("query too long".into()))?
+            .to_be_bytes()
+            .to_vec();
+        framed.extend_from_slice(&query);
+        set_deadline(&stream, deadline)?;
+        stream.write_all(&framed).map_err(timeout_or_io)?;
+        let mut len = [0; 2];
+        read_by(&mut stream, &mut len, deadline)?;
+        let mut reply = vec![0; usize::from(u16::from_be_bytes(len))];
+        read_by(&mut stream, &mut reply, deadline)?;
+        if !self.matches_header(&reply) {
+            return Err(LookupError::Server("a TCP reply to another query".into()));
+        }
+        self.read(&reply).unwrap_or_else(|| {
+            Err(LookupError::Server(
+                "a TCP reply that does not parse".into(),
+            ))
+        })
+    }
+}
+
+fn truncated(reply: &[u8]) -> bool {
+    header_buffer::has_flags(reply, PacketFlag::TRUNCATION).unwrap_or(false)
+}
+
+fn set_deadline(stream: &TcpStream, deadline: Instant) -> Result<(), LookupError> {
+    let left = deadline
+        .saturating_duration_since(Instant::now())
+        .max(Duration::from_millis(1));
+    stream
+        .set_read_timeout(Some(left))
+        .map_err(LookupError::Io)?;
+    stream
+        .set_write_timeout(Some(left))
+        .map_err(LookupError::Io)
+}
+
+fn read_by(stream: &mut TcpStream, buf: &mut [u8], deadline: Instant) -> Result<(), LookupError> {
+    let mut done = 0;
+    while done < buf.len() {
+        if Instant::now() >= deadline {
+            return Err(LookupError::Timeout);
+        }
+        set_deadline(stream, deadline)?;
+        match stream.read(&mut buf[done..]) {
+            Ok(0) => return Err(LookupError::Server("TCP reply cut short".into())),
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(timeout_or_io(e)),
+        }
+    }
+    Ok(())
+}
+
+fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}
+
+fn timeout_or_io(e: io::Error) -> LookupError {
+    if is_timeout(&e) {
+        LookupError::Timeout
+    } else {
+        LookupError::Io(e)
+    }
+}
+
+/// A query id nobody on the path can guess from the previous one.
+fn query_id() -> u16 {
+    (crate::dist::random_u32() & 0xffff) as u16
+}
+
+/// What `/etc/resolv.conf` says: the name servers, the search domains and
+/// how many dots make a name absolute enough to try as given first.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResolvConf {
+    /// `nameserver` lines, in order.
+    pub servers: Vec<SocketAddr>,
+    /// The `search` (or `domain`) line.
+    pub search: Vec<String>,
+    /// `options ndots:N` (1 by default).
+    pub ndots: usize,
+}
+
+impl ResolvConf {
+    /// Parses the file's text; lines it does not know are ignored.
+    pub fn parse(text: &str) -> ResolvConf {
+        let mut conf = ResolvConf {
+            servers: Vec::new(),
+            search: Vec::new(),
+            ndots: 1,
+        };
+        for line in text.lines() {
+            let mut words = line.split_whitespace();
+            match words.next() {
+                Some("nameserver") => {
+                    // An IPv6 address may carry a zone ("%eth0"); those are skipped.
+                    if let Some(ip) = words.next().and_then(|w| w.parse::<IpAddr>().ok()) {
+                        conf.servers.push(SocketAddr::new(ip, PORT));
+                    }
+                }
+                Some("search" | "domain") => {
+                    conf.search = words.map(|w| w.trim_end_matches('.').to_string()).collect();
+                }
+                Some("options") => {
+                    for w in words {
+                        if let Some(n) = w.strip_prefix("ndots:").and_then(|n| n.parse().ok()) {
+                            conf.ndots = n;
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        conf
+    }
+
+    /// The names to try for `name`, in order, as the C library would: as
+    /// given first when it has enough dots (or ends with a dot), else after
+    /// the search domains.
+    pub fn candidates(&self, name: &str) -> Vec<String> {
+        if name.ends_with('.') || self.search.is_empty() {
+            return vec![name.trim_end_matches('.').to_string()];
+        }
+        let searched = self.search.iter().map(|d| format!("{name}.{d}"));
+        if name.matches('.').count() >= self.ndots {
+            std::iter::once(name.to_string()).chain(searched).collect()
+        } else {
+            searched.chain(std::iter::once(name.to_string())).collect()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolv_conf_of_docker_and_kubernetes() {
+        let docker = ResolvConf::parse("nameserver 127.0.0.11\noptions ndots:0\n");
+        assert_eq!(
+            docker.servers,
+            vec![SocketAddr::from(([127, 0, 0, 11], 53))]
+        );
+        assert_eq!(docker.candidates("tasks.pulse"), vec!["tasks.pulse"]);
+        let k8s = ResolvConf::parse(
+            "search default.svc.cluster.local svc.cluster.local\nnameserver 10.96.0.10\n# x\nnameserver fe80::1%eth0\noptions ndots:5\n",
+        );
+        assert_eq!(k8s.servers.len(), 1);
+        assert_eq!(
+            k8s.candidates("pulse"),
+            vec![
+                "pulse.default.svc.cluster.local",
+                "pulse.svc.cluster.local",
+                "pulse"
+            ]
+        );
+        assert_eq!(
+            k8s.candidates("pulse.x.svc.cluster.local."),
+            vec!["pulse.x.svc.cluster.local"]
+        );
+    }
+
+    #[test]
+    fn bad_names_are_refused_before_sending() {
+        let server = SocketAddr::from(([127, 0, 0, 1], 9));
+        let soon = Instant::now() + Duration::from_millis(100);
+        let long = "a".repeat(64);
+        assert!(matches!(
+            lookup(server, &long, soon),
+            Err(LookupError::BadName(_))
+        ));
+        assert!(matches!(
+            lookup(server, "", soon),
+            Err(LookupError::BadName(_))
+        ));
+    }
+}

@@ -1,0 +1,338 @@
+//! The `pulse-dns` thread: every interval it looks a name up in DNS, learns
+//! the node names behind each new address, and proposes them to the round
+//! over a channel. It never removes anyone: DNS answers may be partial or
+//! shuffled, so only a ping decides who is alive.
+//!
+//! A node's name comes from the EPMD on its address (`NAMES_REQ`; pulse's
+//! `--epmd serve` answers it), or, when a fixed distribution port is given,
+//! from the handshake with that port. The round reports members whose ping
+//! failed; their address is asked again, and an EPMD that answers without
+//! the name says the node left.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, select};
+use log::{debug, info, warn};
+
+use super::dns::{self, LookupError, ResolvConf};
+use crate::dist::handshake::HandshakeError;
+use crate::dist::link::{self, DialError};
+use crate::dist::{Identity, epmd_names};
+use crate::name::NodeName;
+
+/// Most addresses whose names are remembered.
+const MAX_CACHED: usize = 4096;
+
+/// A node DNS led to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Candidate {
+    /// Its name, as its EPMD or its handshake gave it.
+    pub name: NodeName,
+    /// Its distribution listener.
+    pub addr: SocketAddr,
+}
+
+/// What the thread tells the round.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Found {
+    /// Nodes behind the addresses of one answer (maybe not all of them).
+    Candidates(Vec<Candidate>),
+    /// This node's EPMD answers without its name: it left gracefully.
+    Left(NodeName),
+}
+
+/// Where and how to look.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// The name to look up.
+    pub name: String,
+    /// The distribution port every node listens on, when fixed: names then
+    /// come from the handshake instead of EPMD.
+    pub port: Option<u16>,
+    /// The name servers and search domains.
+    pub resolv: ResolvConf,
+    /// EPMD's port on every address.
+    pub epmd_port: u16,
+    /// Time between lookups.
+    pub interval: Duration,
+    /// Deadline of one lookup, and of one question to a node.
+    pub timeout: Duration,
+}
+
+/// The running thread.
+pub struct Resolver {
+    stop: Sender<()>,
+    checks: Sender<(NodeName, SocketAddr)>,
+    found: Receiver<Found>,
+    thread: JoinHandle<()>,
+}
+
+impl Resolver {
+    /// Starts the thread; the first lookup runs at once. `me` is who we are
+    /// in a handshake that only asks a node's name.
+    pub fn start(settings: Settings, me: Arc<Identity>) -> io::Result<Resolver> {
+        let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);
+        let (check_tx, check_rx) = crossbeam_channel::unbounded();
+        let (found_tx, found_rx) = crossbeam_channel::unbounded();
+        let mut state = State {
+            settings,
+            me,
+            named: HashMap::new(),
+            checked: HashMap::new(),
+            failing: None,
+            found: found_tx,
+        };
+        let thread = thread::Builder::new()
+            .name("pulse-dns".into())
+            .spawn(move || state.run(&stop_rx, &check_rx))?;
+        Ok(Resolver {
+            stop: stop_tx,
+            checks: check_tx,
+            found: found_rx,
+            thread,
+        })
+    }
+
+    /// Everything found since the last call.
+    pub fn found(&self) -> Vec<Found> {
+        self.found.try_iter().collect()
+    }
+
+    /// Asks again who is at `addr`, because `name` failed a ping there.
+    pub fn check(&self, name: NodeName, addr: SocketAddr) {
+        let _ = self.checks.send((name, addr));
+    }
+
+    /// Stops the thread (it finishes the question under way) and joins it.
+    pub fn stop(self) {
+        let _ = self.stop.send(());
+        self.thread.join().expect("the DNS thread never panics");
+    }
+}
+
+/// The thread's state.
+struct State {
+    settings: Settings,
+    me: Arc<Identity>,
+    /// The nodes behind each address, as last learnt.
+    named: HashMap<IpAddr, Vec<Candidate>>,
+    /// When each failing member was last checked, so a member that fails
+    /// every round is asked about once an interval.
+    checked: HashMap<NodeName, Instant>,
+    /// The last lookup error, logged once until a lookup works again.
+    failing: Option<String>,
+    found: Sender<Found>,
+}
+
+impl State {
+    fn run(&mut self, stop: &Receiver<()>, checks: &Receiver<(NodeName, SocketAddr)>) {
+        let mut next = Instant::now();
+        loop {
+            let wait = next.saturating_duration_since(Instant::now());
+            select! {
+                recv(stop) -> _ => return,
+                recv(checks) -> check => match check {
+                    Ok((name, addr)) => self.check(name, addr),
+                    Err(_) => return,
+                },
+                default(wait) => {
+                    self.lookup();
+                    next = Instant::now() + self.settings.interval;
+                }
+            }
+        }
+    }
+
+    fn lookup(&mut self) {
+        let deadline = Instant::now() + self.settings.timeout;
+        let ips = match resolve(&self.settings.resolv, &self.settings.name, deadline) {
+            Ok(ips) => ips,
+            Err(e) => {
+                let why = e.to_string();
+                if self.failing.as_ref() != Some(&why) {
+                    warn!(
+                        "DNS lookup of {} failed: {why} (members stay as they are)",
+                        self.settings.name
+                    );
+                }
+                self.failing = Some(why);
+                return;
+            }
+        };
+        if self.failing.take().is_some() {
+            info!("DNS lookup of {} answers again", self.settings.name);
+        }
+        if self.named.len() > MAX_CACHED {
+            self.named.retain(|ip, _| ips.contains(ip));
+        }
+        let mut candidates = Vec::new();
+        for ip in ips {
+            if !self.named.contains_key(&ip) {
+                match self.ask(ip) {
+                    Ok(found) if !found.is_empty() => {
+                        self.named.insert(ip, found);
+                    }
+                    Ok(_) => debug!("no node names at {ip} yet"),
+                    Err(e) => debug!("cannot name the node at {ip}: {e}"),
+                }
+            }
+            if let Some(found) = self.named.get(&ip) {
+                candidates.extend(found.iter().cloned());
+            }
+        }
+        let _ = self.found.send(Found::Candidates(candidates));
+    }
+
+    /// A member failed a ping: learn afresh who is at its address.
+    fn check(&mut self, name: NodeName, addr: SocketAddr) {
+        let now = Instant::now();
+        if self
+            .checked
+            .get(&name)
+            .is_some_and(|at| now.duration_since(*at) < self.settings.interval)
+        {
+            return;
+        }
+        self.checked
+            .retain(|_, at| now.duration_since(*at) < self.settings.ttl_hint());
+        self.checked.insert(name.clone(), now);
+        self.named.remove(&addr.ip());
+        if self.settings.port.is_some() {
+            // No EPMD to ask: only the TTL can tell a leave.
+            return;
+        }
+        match self.ask(addr.ip()) {
+            Ok(found) => {
+                if !found.iter().any(|c| c.name == name) {
+                    let _ = self.found.send(Found::Left(name));
+                }
+                if !found.is_empty() {
+                    let _ = self.found.send(Found::Candidates(found.clone()));
+                    self.named.insert(addr.ip(), found);
+                }
+            }
+            Err(e) => debug!("cannot ask {} about {name}: {e}", addr.ip()),
+        }
+    }
+
+    /// The nodes at `ip`, from its EPMD or from a handshake with the port.
+    fn ask(&self, ip: IpAddr) -> Result<Vec<Candidate>, String> {
+        names_at(
+            ip,
+            self.settings.port,
+            self.settings.epmd_port,
+            &self.me,
+            self.settings.timeout,
+        )
+    }
+}
+
+impl Settings {
+    /// How long a check is remembered: long enough to space them out.
+    fn ttl_hint(&self) -> Duration {
+        self.interval * 10
+    }
+}
+
+/// Looks `name` up on each server for each search-domain form, until one
+/// gives addresses.
+pub fn resolve(
+    resolv: &ResolvConf,
+    name: &str,
+    deadline: Instant,
+) -> Result<Vec<IpAddr>, LookupError> {
+    let mut last = LookupError::Server("no name server".into());
+    for candidate in resolv.candidates(name) {
+        for server in &resolv.servers {
+            match dns::lookup(*server, &candidate, deadline) {
+                Ok(ips) if !ips.is_empty() => return Ok(ips),
+                Ok(_) => last = LookupError::NotFound,
+                Err(LookupError::NotFound) => {
+                    last = LookupError::NotFound;
+                    // Every server knows the same names: try the next form.
+                    break;
+                }
+                Err(e) => last = e,
+            }
+            if Instant::now() >= deadline {
+                return Err(last);
+            }
+        }
+    }
+    Err(last)
+}
+
+/// The nodes at `ip`: from its EPMD, or with a fixed `port` from a handshake
+/// that asks for a name nobody has, so the node says its own.
+pub fn names_at(
+    ip: IpAddr,
+    port: Option<u16>,
+    epmd_port: u16,
+    me: &Identity,
+    timeout: Duration,
+) -> Result<Vec<Candidate>, String> {
+    let named = |alive: &str, port: u16| -> Option<Candidate> {
+        let name = format!("{alive}@{ip}").parse().ok()?;
+        Some(Candidate {
+            name,
+            addr: SocketAddr::new(ip, port),
+        })
+    };
+    if let Some(port) = port {
+        let addr = SocketAddr::new(ip, port);
+        return match link::dial(addr, me, "", Instant::now() + timeout) {
+            Err(DialError::Handshake(HandshakeError::NameMismatch { got })) => {
+                let name: NodeName = got.parse()?;
+                Ok(vec![Candidate { name, addr }])
+            }
+            Err(e) => Err(e.to_string()),
+            Ok(_) => Err("a node answered to the empty name".into()),
+        };
+    }
+    let at = SocketAddr::new(ip, epmd_port);
+    let names = epmd_names::names(at, timeout).map_err(|e| e.to_string())?;
+    Ok(names
+        .iter()
+        .filter_map(|(alive, port)| named(alive, *port))
+        .collect())
+}
+
+/// The resolver's settings for `source`: `--dns-server`, else the name
+/// servers of `/etc/resolv.conf`.
+pub fn settings(
+    config: &crate::config::Config,
+    source: &super::DnsName,
+) -> Result<Settings, String> {
+    let resolv = match config.dns_server {
+        Some(server) => ResolvConf {
+            servers: vec![server],
+            search: Vec::new(),
+            ndots: 1,
+        },
+        None => {
+            let text = std::fs::read_to_string("/etc/resolv.conf")
+                .map_err(|e| format!("cannot read /etc/resolv.conf: {e} (give --dns-server)"))?;
+            let conf = ResolvConf::parse(&text);
+            if conf.servers.is_empty() {
+                return Err("no nameserver in /etc/resolv.conf (give --dns-server)".into());
+            }
+            conf
+        }
+    };
+    Ok(Settings {
+        name: source.name.clone(),
+        port: source.port,
+        resolv,
+        epmd_port: config.epmd_port,
+        interval: config.interval,
+        // A dead name server costs the DNS thread this much, never a round.
+        timeout: config
+            .interval
+            .clamp(Duration::from_millis(200), Duration::from_secs(2)),
+    })
+}
