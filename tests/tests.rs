@@ -3,6 +3,7 @@
 
 mod cli;
 mod cluster;
+mod dns;
 mod erlang;
 mod hostile;
 mod mixed;

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)] // each test module uses a different part of this
 
+pub mod dns_server;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

@@ -1,0 +1,339 @@
+//! Peers from DNS (`--registry dns:NAME`), against the test DNS server on
+//! 127.0.0.1: nodes on 127.1.x.y find each other through A records and the
+//! EPMD each one serves; partial, shuffled, failing, silent, garbled and
+//! truncated answers never remove a live node.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use pulse::discovery::dns::{LookupError, lookup};
+
+use crate::util::dns_server::{DnsServer, Mode};
+use crate::util::{Node, TempDir, free_port, parse_status, pulse_cmd, wait_until};
+
+const NAME: &str = "pulse.test";
+
+/// A cluster of DNS-mode nodes on 127.1.BLOCK.x sharing one EPMD port.
+struct Cluster {
+    dir: TempDir,
+    dns: DnsServer,
+    block: u8,
+    epmd_port: u16,
+    args: Vec<String>,
+}
+
+impl Cluster {
+    fn new(tag: &str, block: u8, hosts: u8, args: &[&str]) -> Cluster {
+        let dns = DnsServer::start();
+        let ips: Vec<Ipv4Addr> = (1..=hosts)
+            .map(|i| Ipv4Addr::new(127, 1, block, i))
+            .collect();
+        dns.set(NAME, &ips);
+        Cluster {
+            dir: TempDir::new(tag),
+            dns,
+            block,
+            epmd_port: free_port(),
+            args: args.iter().map(|a| a.to_string()).collect(),
+        }
+    }
+
+    fn name(&self, i: u8) -> String {
+        format!("d{i}@127.1.{}.{i}", self.block)
+    }
+
+    fn common(&self) -> Vec<String> {
+        let mut args: Vec<String> = [
+            "--cookie",
+            "dnscookie",
+            "--registry",
+            &format!("dns:{NAME}"),
+            "--dns-server",
+            &self.dns.addr.to_string(),
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+        args.extend(self.args.iter().cloned());
+        args
+    }
+
+    fn start(&self, i: u8) -> Node {
+        let name = self.name(i);
+        let mut cmd = pulse_cmd(&self.dir);
+        cmd.env("ERL_EPMD_PORT", self.epmd_port.to_string())
+            .args(["--name", &name, "--epmd", "serve", "--log-file", "-"])
+            .args(self.common());
+        Node::spawn(&name, cmd)
+    }
+
+    /// Runs `pulse status` or `pulse health` with this cluster's settings.
+    fn check(&self, command: &str, ip: &str) -> (Option<i32>, String) {
+        let out = pulse_cmd(&self.dir)
+            .env("ERL_EPMD_PORT", self.epmd_port.to_string())
+            .arg(command)
+            .args(["--ip", ip])
+            .args(self.common())
+            .output()
+            .expect("run pulse");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code(), text)
+    }
+}
+
+fn dump(nodes: &[&Node]) -> String {
+    nodes.iter().map(|n| n.dump()).collect()
+}
+
+fn all_see(nodes: &[&Node], names: &[String]) -> bool {
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    nodes.iter().all(|n| n.sees_all_alive(&names))
+}
+
+/// Waits until every node has printed `more` further status lines, then
+/// checks that none of the lines since `marks` is a leave, an expiry, a
+/// down event or a status line short of `names`, all alive.
+fn steady(nodes: &[&Node], names: &[String], more: usize, why: &str) {
+    let marks: Vec<usize> = nodes.iter().map(|n| n.output().len()).collect();
+    let status_lines_since = |n: &Node, mark: usize| -> Vec<String> {
+        n.output()[mark..]
+            .iter()
+            .filter(|l| parse_status(l, &n.name).is_some())
+            .cloned()
+            .collect()
+    };
+    let ok = wait_until(Duration::from_secs(60), || {
+        nodes
+            .iter()
+            .zip(&marks)
+            .all(|(n, m)| status_lines_since(n, *m).len() >= more)
+    });
+    assert!(ok, "{why}: too few rounds\n{}", dump(nodes));
+    for (n, mark) in nodes.iter().zip(&marks) {
+        for line in &n.output()[*mark..] {
+            let bad = line.contains(" left")
+                || line.contains(" expired")
+                || line.contains(" is down")
+                || parse_status(line, &n.name).is_some_and(|s| {
+                    s.len() != names.len() || names.iter().any(|x| s.get(x) != Some(&true))
+                });
+            assert!(!bad, "{why}: {} printed {line:?}\n{}", n.name, dump(nodes));
+        }
+    }
+}
+
+#[test]
+fn dns_lookup_answers_and_misbehaving_servers() {
+    let dns = DnsServer::start();
+    let few: Vec<Ipv4Addr> = (1..=3).map(|i| Ipv4Addr::new(127, 1, 9, i)).collect();
+    dns.set("few.test", &few);
+    let many: Vec<Ipv4Addr> = (1..=60).map(|i| Ipv4Addr::new(127, 1, 9, i)).collect();
+    dns.set("many.test", &many);
+    let soon = || Instant::now() + Duration::from_secs(2);
+    let ips = |v: &[Ipv4Addr]| v.iter().map(|ip| IpAddr::from(*ip)).collect::<Vec<_>>();
+
+    assert_eq!(
+        lookup(dns.addr, "few.test", soon()).expect("few"),
+        ips(&few)
+    );
+    assert_eq!(
+        lookup(dns.addr, "FEW.test.", soon()).expect("case"),
+        ips(&few)
+    );
+    // 60 records do not fit 512 bytes: truncated over UDP, whole over TCP.
+    let tcp_before = dns.tcp_queries.load(Ordering::SeqCst);
+    let got = lookup(dns.addr, "many.test", soon()).expect("many");
+    assert_eq!(got.len(), 60);
+    assert!(dns.tcp_queries.load(Ordering::SeqCst) > tcp_before);
+    assert!(matches!(
+        lookup(dns.addr, "none.test", soon()),
+        Err(LookupError::NotFound)
+    ));
+
+    dns.set_mode(Mode::Truncate);
+    assert_eq!(
+        lookup(dns.addr, "few.test", soon()).expect("tcp"),
+        ips(&few)
+    );
+    dns.set_mode(Mode::ServFail);
+    let e = lookup(dns.addr, "few.test", soon()).expect_err("servfail");
+    assert!(matches!(e, LookupError::Server(_)), "{e}");
+    dns.set_mode(Mode::Silent);
+    let started = Instant::now();
+    let deadline = started + Duration::from_millis(400);
+    let e = lookup(dns.addr, "few.test", deadline).expect_err("no answer");
+    assert!(matches!(e, LookupError::Timeout), "{e}");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(390) && took < Duration::from_millis(1500),
+        "took {took:?}"
+    );
+    // Garbage with our id (its random flags may even say "truncated", sending
+    // us to TCP for more garbage): an error by the deadline, never a panic.
+    dns.set_mode(Mode::Garbage);
+    for _ in 0..20 {
+        let started = Instant::now();
+        let deadline = started + Duration::from_millis(200);
+        let e = lookup(dns.addr, "few.test", deadline).expect_err("garbage");
+        assert!(
+            matches!(e, LookupError::Timeout | LookupError::Server(_)),
+            "{e}"
+        );
+        assert!(started.elapsed() < Duration::from_millis(1200));
+    }
+    // Nobody serves there: an error, not a hang.
+    let closed = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let started = Instant::now();
+    assert!(lookup(closed, "few.test", soon()).is_err());
+    assert!(started.elapsed() < Duration::from_millis(2500));
+}
+
+#[test]
+fn dns_nodes_find_each_other_leave_and_expire() {
+    let c = Cluster::new("dns-basic", 1, 3, &["--interval", "300", "--ttl", "1500"]);
+    let names: Vec<String> = (1..=3).map(|i| c.name(i)).collect();
+    let d1 = c.start(1);
+    let mut d2 = c.start(2);
+    let mut d3 = c.start(3);
+    let ok = wait_until(Duration::from_secs(20), || {
+        all_see(&[&d1, &d2, &d3], &names)
+    });
+    assert!(ok, "{}", dump(&[&d1, &d2, &d3]));
+
+    let (code, text) = c.check("status", "127.1.1.9");
+    assert_eq!(code, Some(0), "{text}");
+    for n in &names {
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with(n.as_str()) && l.contains("true")),
+            "{n} missing:\n{text}"
+        );
+    }
+    let (code, text) = c.check("health", "127.1.1.2");
+    assert_eq!(code, Some(0), "{text}");
+    let (code, text) = c.check("health", "127.1.1.8");
+    assert_eq!(code, Some(1), "{text}");
+
+    // A graceful leave: its EPMD answers without its name, so the others
+    // log a leave, never an expiry, though DNS still lists its address.
+    d2.signal("TERM");
+    let status = d2.wait_exit(Duration::from_secs(5));
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{}", d2.dump());
+    let rest = [names[0].clone(), names[2].clone()];
+    let ok = wait_until(Duration::from_secs(10), || {
+        [&d1, &d3]
+            .iter()
+            .all(|n| n.count_containing(&format!("node {} left", names[1])) == 1)
+            && all_see(&[&d1, &d3], &rest)
+    });
+    assert!(ok, "{}", dump(&[&d1, &d2, &d3]));
+    steady(&[&d1, &d3], &rest, 8, "after the leave");
+
+    // kill -9: false, then expired after the TTL without a successful ping.
+    d3.child.kill().expect("kill");
+    let _ = d3.wait_exit(Duration::from_secs(5));
+    let ok = wait_until(Duration::from_secs(10), || {
+        d1.count_containing(&format!("node {} expired", names[2])) == 1
+            && d1.sees_all_alive(&[names[0].as_str()])
+    });
+    assert!(ok, "{}", dump(&[&d1, &d3]));
+    assert_eq!(
+        d1.count_containing(&format!("node {} left", names[2])),
+        0,
+        "{}",
+        d1.dump()
+    );
+}
+
+#[test]
+fn dns_partial_and_shuffled_answers_never_flap() {
+    let c = Cluster::new("dns-partial", 2, 6, &["--interval", "300", "--ttl", "1200"]);
+    c.dns.set_mode(Mode::Partial(2));
+    let names: Vec<String> = (1..=6).map(|i| c.name(i)).collect();
+    let nodes: Vec<Node> = (1..=6).map(|i| c.start(i)).collect();
+    let refs: Vec<&Node> = nodes.iter().collect();
+    let ok = wait_until(Duration::from_secs(30), || all_see(&refs, &names));
+    assert!(ok, "{}", dump(&refs));
+    // Over more than three TTLs of 2-of-6 answers: nobody leaves or drops.
+    steady(&refs, &names, 14, "partial answers");
+}
+
+#[test]
+fn dns_server_failures_change_nothing() {
+    let c = Cluster::new("dns-fail", 3, 4, &["--interval", "300", "--ttl", "1200"]);
+    c.dns.set(
+        "pulse.test",
+        &[1, 2, 3].map(|i| Ipv4Addr::new(127, 1, 3, i)),
+    );
+    let names: Vec<String> = (1..=3).map(|i| c.name(i)).collect();
+    let nodes: Vec<Node> = (1..=3).map(|i| c.start(i)).collect();
+    let refs: Vec<&Node> = nodes.iter().collect();
+    let ok = wait_until(Duration::from_secs(20), || all_see(&refs, &names));
+    assert!(ok, "{}", dump(&refs));
+
+    for mode in [Mode::ServFail, Mode::Silent, Mode::Garbage] {
+        c.dns.set_mode(mode);
+        let asked = c.dns.udp_queries.load(Ordering::SeqCst);
+        steady(&refs, &names, 10, &format!("{mode:?}"));
+        // Every node kept asking meanwhile.
+        assert!(c.dns.udp_queries.load(Ordering::SeqCst) >= asked + 6);
+    }
+    for n in &refs {
+        // One warning per kind of failure, not one per lookup.
+        let warned = n.count_containing("DNS lookup of pulse.test failed");
+        assert!((1..=3).contains(&warned), "{warned} warnings\n{}", n.dump());
+        assert_eq!(
+            n.count_containing("DNS lookup of pulse.test failed: server error"),
+            1,
+            "{}",
+            n.dump()
+        );
+    }
+
+    // Answers only over TCP: a newcomer is still found by all.
+    c.dns.set_mode(Mode::Truncate);
+    c.dns.set(
+        "pulse.test",
+        &[1, 2, 3, 4].map(|i| Ipv4Addr::new(127, 1, 3, i)),
+    );
+    let d4 = c.start(4);
+    let all: Vec<String> = (1..=4).map(|i| c.name(i)).collect();
+    let mut refs = refs;
+    refs.push(&d4);
+    let ok = wait_until(Duration::from_secs(20), || all_see(&refs, &all));
+    assert!(ok, "{}", dump(&refs));
+    assert!(c.dns.tcp_queries.load(Ordering::SeqCst) > 0);
+}
+
+#[test]
+fn dns_sixty_nodes_behind_one_name() {
+    const N: u8 = 60;
+    let c = Cluster::new("dns-sixty", 4, N, &["--interval", "1000"]);
+    let names: Vec<String> = (1..=N).map(|i| c.name(i)).collect();
+    let started = Instant::now();
+    let nodes: Vec<Node> = (1..=N).map(|i| c.start(i)).collect();
+    let refs: Vec<&Node> = nodes.iter().collect();
+    let ok = wait_until(Duration::from_secs(120), || all_see(&refs, &names));
+    let lagging: Vec<String> = refs
+        .iter()
+        .filter(|n| !n.sees_all_alive(&names.iter().map(String::as_str).collect::<Vec<_>>()))
+        .map(|n| {
+            let seen = n
+                .last_status()
+                .map_or(0, |s| s.values().filter(|v| **v).count());
+            format!("{} sees {seen}", n.name)
+        })
+        .collect();
+    assert!(
+        ok,
+        "after {:?}, not every node sees all {N}: {lagging:?}\n{}",
+        started.elapsed(),
+        refs.iter().take(3).map(|n| n.dump()).collect::<String>()
+    );
+    eprintln!("60 nodes over DNS converged in {:?}", started.elapsed());
+}
