@@ -84,7 +84,7 @@ impl Resolver {
             me,
             named: HashMap::new(),
             checked: HashMap::new(),
-            failing: None,
+            failing: false,
             found: found_tx,
         };
         let thread = thread::Builder::new()
@@ -124,8 +124,8 @@ struct State {
     /// When each failing member was last checked, so a member that fails
     /// every round is asked about once an interval.
     checked: HashMap<NodeName, Instant>,
-    /// The last lookup error, logged once until a lookup works again.
-    failing: Option<String>,
+    /// Whether lookups fail: logged once, until one works again.
+    failing: bool,
     found: Sender<Found>,
 }
 
@@ -153,18 +153,17 @@ impl State {
         let ips = match resolve(&self.settings.resolv, &self.settings.name, deadline) {
             Ok(ips) => ips,
             Err(e) => {
-                let why = e.to_string();
-                if self.failing.as_ref() != Some(&why) {
+                if !self.failing {
                     warn!(
-                        "DNS lookup of {} failed: {why} (members stay as they are)",
+                        "DNS lookup of {} failed: {e} (members stay as they are)",
                         self.settings.name
                     );
                 }
-                self.failing = Some(why);
+                self.failing = true;
                 return;
             }
         };
-        if self.failing.take().is_some() {
+        if std::mem::take(&mut self.failing) {
             info!("DNS lookup of {} answers again", self.settings.name);
         }
         if self.named.len() > MAX_CACHED {
