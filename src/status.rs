@@ -8,7 +8,7 @@ use std::time::{Instant, SystemTime};
 use crate::config::Config;
 use crate::discovery::DnsName;
 use crate::discovery::resolver::{self, Candidate};
-use crate::dist::Identity;
+use crate::erlang::Identity;
 use crate::membership::Outcome;
 use crate::probe::{Prober, Target};
 use crate::registry::{self, Record, Registry};

@@ -267,7 +267,7 @@ fn timeout_or_io(e: io::Error) -> LookupError {
 
 /// A query id nobody on the path can guess from the previous one.
 fn query_id() -> u16 {
-    (crate::dist::random_u32() & 0xffff) as u16
+    (crate::erlang::random_u32() & 0xffff) as u16
 }
 
 /// What `/etc/resolv.conf` says: the name servers, the search domains and

@@ -20,9 +20,10 @@ use crossbeam_channel::{Receiver, Sender, select};
 use log::{debug, info, warn};
 
 use super::dns::{self, LookupError, ResolvConf};
-use crate::dist::handshake::HandshakeError;
-use crate::dist::link::{self, DialError};
-use crate::dist::{Identity, epmd_names};
+use crate::erlang::Identity;
+use crate::erlang::epmd::names as epmd_names;
+use crate::erlang::handshake::HandshakeError;
+use crate::erlang::link::{self, DialError};
 use crate::name::NodeName;
 
 /// Most addresses whose names are remembered.

@@ -6,7 +6,6 @@
 //! cache, no fragments.
 
 pub mod epmd;
-pub mod epmd_names;
 pub mod frame;
 pub mod handshake;
 pub mod link;

@@ -94,7 +94,7 @@ fn timed_out() -> io::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dist::epmd::Responder;
+    use crate::erlang::epmd::Responder;
 
     #[test]
     fn lines_of_real_epmd_and_garbage() {
