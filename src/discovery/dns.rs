@@ -2,9 +2,9 @@
 //!
 //! `getaddrinfo` is not used: musl's returns at most 48 addresses and blocks
 //! for seconds on a dead server, and a cluster behind one name can be larger
-//! than that. The message format is left to the `simple-dns` crate; this
-//! module only sends queries and judges replies. UDP first; a truncated
-//! reply is asked again over TCP. Replies are untrusted: one from another
+//! than that. The messages are in [`super::message`]; this module sends
+//! queries and waits for replies. UDP first; a truncated reply is asked
+//! again over TCP. Replies are untrusted: one from another
 //! address, with another id or question, or that does not parse is ignored,
 //! and every wait has a deadline.
 
@@ -13,8 +13,7 @@ use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
-use simple_dns::rdata::RData;
-use simple_dns::{CLASS, Name, Packet, PacketFlag, QTYPE, Question, RCODE, TYPE, header_buffer};
+use super::message::{self, RCODE_NXDOMAIN, TYPE_A, TYPE_AAAA};
 
 /// The DNS port.
 pub const PORT: u16 = 53;
@@ -57,16 +56,12 @@ pub fn lookup(
     name: &str,
     deadline: Instant,
 ) -> Result<Vec<IpAddr>, LookupError> {
-    let name = name.trim_end_matches('.');
-    let qname = Name::new(name).map_err(|e| LookupError::BadName(e.to_string()))?;
-    if name.is_empty() {
-        return Err(LookupError::BadName("empty".into()));
-    }
+    let name = name.strip_suffix('.').unwrap_or(name);
     let base = query_id();
-    let queries = [(base, TYPE::A), (base.wrapping_add(1), TYPE::AAAA)].map(|(id, t)| Query {
+    let queries = [(base, TYPE_A), (base.wrapping_add(1), TYPE_AAAA)].map(|(id, qtype)| Query {
         id,
-        qname: qname.clone(),
-        qtype: t,
+        name,
+        qtype,
     });
     let bound: SocketAddr = if server.is_ipv4() {
         (Ipv4Addr::UNSPECIFIED, 0).into()
@@ -98,7 +93,7 @@ pub fn lookup(
         let reply = &buf[..n];
         for (i, q) in queries.iter().enumerate() {
             if answers[i].is_none() && q.matches_header(reply) {
-                answers[i] = if truncated(reply) {
+                answers[i] = if q.truncated(reply) {
                     Some(q.over_tcp(server, deadline))
                 } else {
                     q.read(reply)
@@ -131,59 +126,34 @@ pub fn lookup(
 /// One question in flight.
 struct Query<'a> {
     id: u16,
-    qname: Name<'a>,
-    qtype: TYPE,
+    name: &'a str,
+    qtype: u16,
 }
 
 impl Query<'_> {
     fn bytes(&self) -> Result<Vec<u8>, LookupError> {
-        let mut packet = Packet::new_query(self.id);
-        packet.set_flags(PacketFlag::RECURSION_DESIRED);
-        packet.questions.push(Question::new(
-            self.qname.clone(),
-            QTYPE::TYPE(self.qtype),
-            CLASS::IN.into(),
-            false,
-        ));
-        packet
-            .build_bytes_vec()
-            .map_err(|e| LookupError::BadName(e.to_string()))
+        message::query(self.id, self.name, self.qtype).map_err(LookupError::BadName)
     }
 
     /// Whether `reply` is a response with our id (cheap, before parsing).
     fn matches_header(&self, reply: &[u8]) -> bool {
-        header_buffer::id(reply).is_ok_and(|id| id == self.id)
-            && header_buffer::has_flags(reply, PacketFlag::RESPONSE).unwrap_or(false)
+        message::is_response_to(reply, self.id)
+    }
+
+    /// Whether the reply says to ask again over TCP; false for one that
+    /// does not parse.
+    fn truncated(&self, reply: &[u8]) -> bool {
+        message::parse_reply(reply, self.id, self.name, self.qtype).is_ok_and(|r| r.truncated)
     }
 
     /// The addresses in a reply to this query; `None` when the reply is not
     /// one (it does not parse or asks another question), so the wait goes on.
     fn read(&self, reply: &[u8]) -> Option<Result<Vec<IpAddr>, LookupError>> {
-        let packet = Packet::parse(reply).ok()?;
-        let asked = match &packet.questions[..] {
-            [q] => {
-                q.qtype == QTYPE::TYPE(self.qtype)
-                    && q.qname
-                        .to_string()
-                        .eq_ignore_ascii_case(&self.qname.to_string())
-            }
-            _ => false,
-        };
-        if !asked || packet.id() != self.id {
-            return None;
-        }
-        Some(match packet.rcode() {
-            RCODE::NoError => Ok(packet
-                .answers
-                .iter()
-                .filter_map(|rr| match &rr.rdata {
-                    RData::A(a) => Some(IpAddr::from(Ipv4Addr::from(a.address))),
-                    RData::AAAA(a) => Some(IpAddr::from(Ipv6Addr::from(a.address))),
-                    _ => None,
-                })
-                .collect()),
-            RCODE::NameError => Err(LookupError::NotFound),
-            other => Err(LookupError::Server(format!("{other:?}"))),
+        let reply = message::parse_reply(reply, self.id, self.name, self.qtype).ok()?;
+        Some(match reply.rcode {
+            0 => Ok(reply.addrs),
+            RCODE_NXDOMAIN => Err(LookupError::NotFound),
+            code => Err(LookupError::Server(format!("response code {code}"))),
         })
     }
 
@@ -215,10 +185,6 @@ impl Query<'_> {
             ))
         })
     }
-}
-
-fn truncated(reply: &[u8]) -> bool {
-    header_buffer::has_flags(reply, PacketFlag::TRUNCATION).unwrap_or(false)
 }
 
 fn set_deadline(stream: &TcpStream, deadline: Instant) -> Result<(), LookupError> {

@@ -8,6 +8,7 @@
 //! answer, a shuffled one or a failed lookup never removes anyone.
 
 pub mod dns;
+pub mod message;
 pub mod resolver;
 
 use std::collections::BTreeMap;
