@@ -5,16 +5,22 @@
 #   ./run.sh cluster N [-d]     build the static binary and the image, start N
 #                               containers, follow the shared log (-d: don't);
 #                               without a Docker engine: N nodes on 127.0.0.2..
-#   ./run.sh scale N            grow or shrink the running cluster to N nodes
-#   ./run.sh status             ping every registered node once, print a table
-#   ./run.sh logs               follow the shared log
-#   ./run.sh down               stop the cluster (every node leaves gracefully)
+#   ./run.sh stack N [-d]       the same image as a Docker Swarm stack of N
+#                               tasks (deploy/docker-stack.yml): peers from
+#                               Swarm's DNS, no shared dir; makes this engine
+#                               a single-node swarm when it is not in one
+#   ./run.sh scale N            grow or shrink the running cluster (or stack)
+#   ./run.sh status             ping every node once, print a table
+#   ./run.sh logs               follow the shared log (stack: service logs)
+#   ./run.sh down               stop the cluster and the stack (every node
+#                               leaves gracefully)
 #   ./run.sh help               this text; `./run.sh --help` is pulse's own
 #
 # Environment: PULSE_HOST_DIR (host dir holding sync_dir/ and log/, default
 # /tmp as in the recipe), PULSE_COOKIE (default "pulse" for the cluster
 # commands), PULSE_INTERVAL_MS, COMPOSE_PROJECT_NAME (default "pulse"),
-# PULSE_UID/PULSE_GID (the containers' user; see prepare_dirs).
+# PULSE_UID/PULSE_GID (the containers' user; see prepare_dirs), PULSE_STACK
+# (the stack's name, default "pulse").
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -23,6 +29,7 @@ host_dir=${PULSE_HOST_DIR:-/tmp}
 sync_dir=$host_dir/sync_dir
 log_file=$host_dir/log/cluster.log
 project=${COMPOSE_PROJECT_NAME:-pulse}
+stack=${PULSE_STACK:-pulse}
 
 say() { printf 'run.sh: %s\n' "$*" >&2; }
 die() {
@@ -140,6 +147,25 @@ follow_log() {
     exec tail -n 20 -F "$log_file"
 }
 
+# --- Docker Swarm -------------------------------------------------------------
+
+stack_running() {
+    docker_answers &&
+        docker stack ls --format '{{.Name}}' 2>/dev/null | grep -qxF "$stack"
+}
+
+stack_containers() {
+    docker ps -q --filter "label=com.docker.stack.namespace=$stack"
+}
+
+# The cookie goes to the tasks as a Docker secret, created once per stack.
+stack_secret() {
+    export PULSE_SECRET=${PULSE_SECRET:-${stack}_cookie}
+    if ! docker secret inspect "$PULSE_SECRET" >/dev/null 2>&1; then
+        printf '%s' "$PULSE_COOKIE" | docker secret create "$PULSE_SECRET" - >/dev/null
+    fi
+}
+
 # --- without Docker: nodes on loopback addresses ----------------------------
 
 local_cluster() {
@@ -193,10 +219,39 @@ cmd_cluster() {
     if [[ $follow == yes ]]; then follow_log; fi
 }
 
+cmd_stack() {
+    local n=${1:-} follow=yes state
+    positive "$n"
+    case ${2:-} in
+    "") ;;
+    -d | --detach) follow=no ;;
+    *) die "stack: unknown option '$2'" ;;
+    esac
+    docker_answers || die "no Docker engine answers; 'stack' needs one"
+    state=$(docker info --format '{{.Swarm.LocalNodeState}}')
+    if [[ $state == inactive ]]; then
+        say "this engine is in no swarm: making it a single-node swarm ('docker swarm leave --force' undoes it)"
+        docker swarm init --advertise-addr 127.0.0.1 >/dev/null
+    fi
+    build_image
+    stack_secret
+    # The image is used as built here, never looked up in a registry.
+    docker stack deploy --resolve-image never -c "$here/deploy/docker-stack.yml" "$stack" >&2
+    docker service scale --detach "${stack}_node=$n" >&2
+    if [[ $follow == yes ]]; then
+        say "following the service's logs (Ctrl-C stops following; './run.sh down' removes the stack)"
+        exec docker service logs --follow --tail 20 "${stack}_node"
+    fi
+}
+
 cmd_scale() {
     local n=${1:-}
     positive "$n"
     docker_answers || die "no Docker engine answers; 'scale' needs the container cluster"
+    if stack_running; then
+        docker service scale --detach "${stack}_node=$n" >&2
+        return
+    fi
     # Only the count changes: running nodes are kept as they are even when
     # the sources changed since (a rebuilt image would make compose recreate
     # them all, under new names). The image is built only when missing.
@@ -210,6 +265,16 @@ cmd_scale() {
 
 cmd_down() {
     docker_answers || die "no Docker engine answers; nothing to take down (local nodes stop with Ctrl-C)"
+    if stack_running; then
+        docker stack rm "$stack"
+        local tries
+        for ((tries = 0; tries < 60; tries++)); do
+            [[ -n $(stack_containers) ]] || break
+            sleep 0.5
+        done
+        docker secret rm "${PULSE_SECRET:-${stack}_cookie}" >/dev/null 2>&1 || true
+        say "stack $stack removed; the engine stays in its swarm ('docker swarm leave --force' leaves it)"
+    fi
     prepare_dirs
     compose down --remove-orphans
 }
@@ -218,7 +283,10 @@ cmd_status() {
     # Inside a container when the cluster runs: no host build needed. Else
     # the host binary (the host also reaches container addresses directly).
     local id=
-    if docker_answers; then id=$(running_containers | awk 'NR == 1'); fi
+    if docker_answers; then
+        id=$(running_containers | awk 'NR == 1')
+        if [[ -z $id ]] && stack_running; then id=$(stack_containers | awk 'NR == 1'); fi
+    fi
     if [[ -n $id ]]; then
         # docker exec, not compose exec: compose picks container #1, which
         # may be the one that was stopped or killed.
@@ -229,14 +297,18 @@ cmd_status() {
 }
 
 case ${1:-} in
-cluster | scale | status) cluster_cookie ;;
+cluster | stack | scale | status) cluster_cookie ;;
 esac
 case ${1:-} in
 cluster) cmd_cluster "${@:2}" ;;
+stack) cmd_stack "${@:2}" ;;
 scale) cmd_scale "${@:2}" ;;
 down) cmd_down ;;
 status) cmd_status ;;
-logs) follow_log ;;
+logs)
+    if stack_running; then exec docker service logs --follow --tail 20 "${stack}_node"; fi
+    follow_log
+    ;;
 help) usage ;;
 *)
     # One node on this host, every argument passed through to pulse.

@@ -1,0 +1,241 @@
+#!/usr/bin/env bash
+# The cluster as a Docker Swarm stack (deploy/docker-stack.yml) on a
+# single-node swarm: peers from Swarm's DNS (tasks.node), no shared dir.
+# Deploy 3, scale to 5 and back to 3 (the removed tasks leave), kill a task
+# (it expires; Swarm's replacement joins); every node's latest line lists
+# every running task, all true, after each step.
+#
+# The engine is left exactly as found, even on failure: our stack, secret,
+# network and image are removed, and the swarm is left again when this test
+# made it. The image is used by its ID with --resolve-image never, so the
+# engine never asks a registry. Without a Docker engine it skips loudly,
+# unless PULSE_REQUIRE_EXTERNAL=1 makes that a failure.
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+self=tests/docker/stack_test.sh
+interval=${PULSE_TEST_INTERVAL_MS:-500}
+
+skip() {
+    printf '\n*** SKIPPED (%s): %s ***\n\n' "$1" "$self"
+    if [[ ${PULSE_REQUIRE_EXTERNAL:-0} == 1 ]]; then
+        echo "PULSE_REQUIRE_EXTERNAL=1: a skip is a failure" >&2
+        exit 1
+    fi
+    exit 0
+}
+
+command -v docker >/dev/null || skip "no docker engine"
+timeout 20 docker info --format '{{.ServerVersion}}' >/dev/null 2>&1 || skip "no docker engine"
+swarm_before=$(docker info --format '{{.Swarm.LocalNodeState}}')
+case $swarm_before in
+inactive | active) ;;
+*) skip "the engine's swarm is '$swarm_before'" ;;
+esac
+
+stack=pulse-stack-test-$$
+secret=${stack}_cookie
+tag=$stack:latest
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/pulse-stack-test.XXXXXX")
+service=${stack}_node
+we_made_the_swarm=no
+
+teardown() {
+    local rc=$?
+    trap - EXIT INT TERM
+    docker stack rm "$stack" >/dev/null 2>&1 || true
+    local tries
+    for ((tries = 0; tries < 60; tries++)); do
+        [[ -z $(docker ps -aq --filter "label=com.docker.stack.namespace=$stack") ]] && break
+        sleep 0.5
+    done
+    docker secret rm "$secret" >/dev/null 2>&1 || true
+    for ((tries = 0; tries < 20; tries++)); do
+        [[ -z $(docker network ls -q --filter "label=com.docker.stack.namespace=$stack") ]] && break
+        docker network rm "${stack}_cluster" >/dev/null 2>&1 || sleep 0.5
+    done
+    if [[ $we_made_the_swarm == yes ]]; then
+        docker swarm leave --force >/dev/null 2>&1 || true
+    fi
+    docker rmi -f "$tag" >/dev/null 2>&1 || true
+    local after
+    after=$(docker info --format '{{.Swarm.LocalNodeState}}' 2>/dev/null || echo unknown)
+    if [[ $after != "$swarm_before" ]]; then
+        echo "WARNING: the swarm was '$swarm_before' and is now '$after'" >&2
+        [[ $rc != 0 ]] || rc=1
+    fi
+    rm -rf "$tmp"
+    exit "$rc"
+}
+trap teardown EXIT
+trap 'exit 130' INT TERM
+
+passed=0
+pass() {
+    passed=$((passed + 1))
+    printf 'ok %d - %s\n' "$passed" "$*"
+}
+
+diagnose() {
+    echo "--- tasks"
+    docker service ps --no-trunc "$service" 2>&1 | head -n 30 || true
+    local id
+    for id in $(running_ids); do
+        echo "--- last 8 lines of $id (${name_of[$id]:-?})"
+        docker logs "$id" 2>&1 | tail -n 8 || true
+    done
+}
+
+fail() {
+    printf 'FAIL - %s\n' "$*"
+    diagnose
+    printf '%d passed, 1 failed\n' "$passed"
+    exit 1
+}
+
+now_ms() { date +%s%3N; }
+
+# wait_for MS WHAT CMD...: polls CMD until it succeeds; fails after MS.
+waited=0
+wait_for() {
+    local limit=$1 what=$2 start
+    shift 2
+    start=$(now_ms)
+    until "$@"; do
+        (($(now_ms) - start < limit)) || fail "$what (not within $limit ms)"
+        sleep 0.2
+    done
+    waited=$(($(now_ms) - start))
+}
+
+running_ids() {
+    docker ps -q --no-trunc --filter "label=com.docker.stack.namespace=$stack" \
+        --filter status=running | LC_ALL=C sort
+}
+
+# A task's node name, from its "listening on" line.
+declare -A name_of=()
+names=()
+learn_names() {
+    local id n
+    names=()
+    for id in $(running_ids); do
+        n=${name_of[$id]:-}
+        if [[ -z $n ]]; then
+            n=$(docker logs "$id" 2>&1 |
+                sed -nE 's/^[0-9:.]+ \[INFO\] node ([^ ]+) listening on .*/\1/p' | head -n 1) || true
+            [[ -n $n ]] || return 1
+            name_of[$id]=$n
+        fi
+        names+=("$n")
+    done
+}
+
+# The last status line of a container, as sorted "name=bool" words.
+latest_of() {
+    docker logs "$1" 2>&1 |
+        grep -E "^[0-9:.]+ \[INFO\] ${2//./\\.}\[" | tail -n 1 |
+        sed -E 's/^[^[]+\[INFO\] [^[]+\[//; s/\]$//; s/"//g; s/: /=/g; s/, /\n/g' |
+        LC_ALL=C sort | paste -sd ' '
+}
+
+# converged N: N tasks run, and each one's latest line lists exactly those
+# N nodes, all true.
+converged() {
+    local want id
+    [[ $(running_ids | wc -l) -eq $1 ]] || return 1
+    learn_names || return 1
+    want=$(printf '%s=true\n' "${names[@]}" | LC_ALL=C sort | paste -sd ' ')
+    for id in $(running_ids); do
+        [[ $(latest_of "$id" "${name_of[$id]}") == "$want" ]] || return 1
+    done
+}
+
+# --- build, swarm, secret, deploy -------------------------------------------
+
+cargo build --release --quiet --target x86_64-unknown-linux-musl \
+    --manifest-path "$root/Cargo.toml" || fail "cargo build --target x86_64-unknown-linux-musl"
+docker build -q -t "$tag" "$root" >"$tmp/build.log" 2>&1 || {
+    cat "$tmp/build.log"
+    fail "docker build"
+}
+image_id=$(docker image inspect -f '{{.Id}}' "$tag")
+
+if [[ $swarm_before == inactive ]]; then
+    we_made_the_swarm=yes
+    docker swarm init --advertise-addr 127.0.0.1 >/dev/null || fail "docker swarm init"
+fi
+printf 'cookie-%s' "$$" | docker secret create "$secret" - >/dev/null
+export PULSE_IMAGE=$image_id PULSE_SECRET=$secret PULSE_INTERVAL_MS=$interval
+export PULSE_HEALTH_INTERVAL=1s
+docker stack deploy --resolve-image never -c "$root/deploy/docker-stack.yml" "$stack" \
+    >"$tmp/deploy.log" 2>&1 || fail "stack deploy: $(cat "$tmp/deploy.log")"
+
+t0=$(now_ms)
+wait_for 90000 "3 tasks all see all 3 true" converged 3
+pass "deploy 3: every latest line lists all 3 true ($(($(now_ms) - t0)) ms)"
+
+healthy_all() {
+    local id
+    for id in $(running_ids); do
+        [[ $(docker inspect -f '{{.State.Health.Status}}' "$id") == healthy ]] || return 1
+    done
+}
+wait_for 30000 "every task healthy" healthy_all
+pass "every task reports healthy"
+
+config=$(docker inspect -f '{{.HostConfig.ReadonlyRootfs}} {{json .HostConfig.CapDrop}} {{.Config.User}}' "$(running_ids | head -n 1)")
+[[ $config == 'true ["ALL"] 65532:65532' || $config == 'true ["ALL"] ' ]] ||
+    fail "task config: read-only, cap_drop, user: $config"
+pass "tasks run read-only, with every capability dropped, not as root"
+
+status_out=$(PULSE_STACK=$stack COMPOSE_PROJECT_NAME=$stack-none "$root/run.sh" status 2>&1) ||
+    fail "run.sh status: $status_out"
+alive=$(grep -c ' true ' <<<"$status_out" || true)
+((alive == 3)) || fail "run.sh status shows $alive alive, not 3: $status_out"
+pass "run.sh status inside a task: 3 alive"
+
+# --- scale to 5, back to 3 --------------------------------------------------
+
+docker service scale --detach "$service=5" >/dev/null
+t0=$(now_ms)
+wait_for 60000 "5 tasks all see all 5 true" converged 5
+pass "scale to 5: all 5 true everywhere ($(($(now_ms) - t0)) ms)"
+
+mapfile -t before < <(running_ids)
+docker service scale --detach "$service=3" >/dev/null
+t0=$(now_ms)
+wait_for 60000 "3 remaining tasks all see exactly themselves" converged 3
+pass "scale to 3: the remaining 3 list exactly themselves ($(($(now_ms) - t0)) ms)"
+mapfile -t after < <(running_ids)
+removed=()
+for id in "${before[@]}"; do
+    [[ " ${after[*]} " == *" $id "* ]] || removed+=("${name_of[$id]}")
+done
+((${#removed[@]} == 2)) || fail "${#removed[@]} tasks went, not 2"
+for id in "${after[@]}"; do
+    log=$(docker logs "$id" 2>&1)
+    for n in "${removed[@]}"; do
+        grep -qF "node $n left" <<<"$log" || fail "${name_of[$id]} has no 'node $n left'"
+        if grep -qF "node $n expired" <<<"$log"; then fail "${name_of[$id]} expired $n"; fi
+    done
+done
+pass "the 2 removed tasks left: every remaining node logged 'left', none 'expired'"
+
+# --- kill a task: it expires; Swarm's replacement joins ---------------------
+
+victim_id=${after[0]}
+victim=${name_of[$victim_id]}
+docker kill "$victim_id" >/dev/null
+replaced() {
+    converged 3 && [[ " ${names[*]} " != *" $victim "* ]]
+}
+t0=$(now_ms)
+wait_for 90000 "the killed task replaced and all 3 true" replaced
+for id in "${after[@]:1}"; do
+    docker logs "$id" 2>&1 | grep -qF "node $victim expired" ||
+        fail "${name_of[$id]} has no 'node $victim expired'"
+done
+pass "docker kill: $victim expired, its replacement joined, all 3 true ($(($(now_ms) - t0)) ms)"
+
+printf '%d passed, 0 failed\n' "$passed"
