@@ -23,6 +23,11 @@ cargo clippy --all-targets -- -D warnings
 step "cargo test"
 cargo test
 
+if [ -x tests/docker/stack_test.sh ]; then
+    step "docker swarm stack test"
+    tests/docker/stack_test.sh
+fi
+
 if [ -x tests/docker/cluster_test.sh ]; then
     step "docker cluster test"
     tests/docker/cluster_test.sh

@@ -33,6 +33,9 @@ inactive | active) ;;
 *) skip "the engine's swarm is '$swarm_before'" ;;
 esac
 
+# Swarm creates this bridge on init and leaves it behind on leave.
+gwbridge_before=$(docker network ls -q --filter name='^docker_gwbridge$')
+
 stack=pulse-stack-test-$$
 secret=${stack}_cookie
 tag=$stack:latest
@@ -56,12 +59,19 @@ teardown() {
     done
     if [[ $we_made_the_swarm == yes ]]; then
         docker swarm leave --force >/dev/null 2>&1 || true
+        if [[ -z $gwbridge_before ]]; then
+            for ((tries = 0; tries < 20; tries++)); do
+                [[ -z $(docker network ls -q --filter name='^docker_gwbridge$') ]] && break
+                docker network rm docker_gwbridge >/dev/null 2>&1 || sleep 0.5
+            done
+        fi
     fi
     docker rmi -f "$tag" >/dev/null 2>&1 || true
-    local after
+    local after gw
     after=$(docker info --format '{{.Swarm.LocalNodeState}}' 2>/dev/null || echo unknown)
-    if [[ $after != "$swarm_before" ]]; then
-        echo "WARNING: the swarm was '$swarm_before' and is now '$after'" >&2
+    gw=$(docker network ls -q --filter name='^docker_gwbridge$')
+    if [[ $after != "$swarm_before" || -n $gw && -z $gwbridge_before ]]; then
+        echo "WARNING: the engine is not as found: swarm '$swarm_before' -> '$after', docker_gwbridge '${gwbridge_before:-none}' -> '${gw:-none}'" >&2
         [[ $rc != 0 ]] || rc=1
     fi
     rm -rf "$tmp"
