@@ -23,6 +23,9 @@ cargo clippy --all-targets -- -D warnings
 step "cargo test"
 cargo test
 
+step "kubernetes manifests (offline)"
+scripts/validate-k8s.sh
+
 if [ -x tests/docker/stack_test.sh ]; then
     step "docker swarm stack test"
     tests/docker/stack_test.sh
