@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use pulse::discovery::dns::{LookupError, lookup};
 
 use crate::util::dns_server::{DnsServer, Mode};
-use crate::util::{Node, TempDir, free_port, parse_status, pulse_cmd, wait_until};
+use crate::util::erlang::{Epmd, Erl};
+use crate::util::{Node, TempDir, free_port, parse_status, pulse_cmd, require, wait_until};
 
 const NAME: &str = "pulse.test";
 
@@ -345,4 +346,58 @@ fn dns_sixty_nodes_behind_one_name() {
         refs.iter().take(3).map(|n| n.dump()).collect::<String>()
     );
     eprintln!("60 nodes over DNS converged in {:?}", started.elapsed());
+}
+
+/// DNS gives the address, the host's real EPMD names every node there: pulse
+/// nodes list a real Erlang node, and the Erlang side finds the pulse nodes
+/// the same way (a lookup, `net_adm:names/1`, a ping).
+#[test]
+fn dns_and_real_erlang_nodes_find_each_other() {
+    let test = "dns_and_real_erlang_nodes_find_each_other";
+    if !require("erl", test) || !require("epmd", test) {
+        return;
+    }
+    let dir = TempDir::new("dns-erl");
+    let dns = DnsServer::start();
+    dns.set(NAME, &[Ipv4Addr::LOCALHOST]);
+    let epmd = Epmd::start();
+    let _x = Erl::start("x@127.0.0.1", "dnscookie", free_port(), epmd.1);
+    let start = |name: &str| {
+        let mut cmd = pulse_cmd(&dir);
+        cmd.env("ERL_EPMD_PORT", epmd.1.to_string())
+            .args(["--name", name, "--cookie", "dnscookie", "--epmd", "auto"])
+            .args(["--registry", &format!("dns:{NAME}"), "--log-file", "-"])
+            .args(["--dns-server", &dns.addr.to_string(), "--interval", "300"]);
+        Node::spawn(name, cmd)
+    };
+    let p1 = start("p1@127.0.0.1");
+    let p2 = start("p2@127.0.0.1");
+    let all = ["p1@127.0.0.1", "p2@127.0.0.1", "x@127.0.0.1"];
+    let ok = wait_until(Duration::from_secs(20), || {
+        p1.sees_all_alive(&all) && p2.sees_all_alive(&all)
+    });
+    assert!(ok, "{}", dump(&[&p1, &p2]));
+
+    let find_and_ping = format!(
+        "Ips = inet_res:lookup(\"{NAME}\", in, a, [{{nameservers, [{{{{127,0,0,1}}, {}}}]}}]), \
+         Found = [{{N, Ip}} || Ip <- Ips, {{ok, Ns}} <- [net_adm:names(Ip)], {{N, _}} <- Ns], \
+         [io:format(\"~s ~p~n\", [N, net_adm:ping(list_to_atom(N ++ \"@\" ++ inet:ntoa(Ip)))]) \
+          || {{N, Ip}} <- Found, N =/= \"y\"], \
+         halt().",
+        dns.addr.port()
+    );
+    let out = std::process::Command::new("timeout")
+        .args(["30", "erl", "-noshell", "-name", "y@127.0.0.1"])
+        .args(["-setcookie", "dnscookie", "-eval", &find_and_ping])
+        .env("ERL_EPMD_PORT", epmd.1.to_string())
+        .output()
+        .expect("run erl");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    for n in ["p1", "p2", "x"] {
+        assert!(
+            text.lines().any(|l| l == format!("{n} pong")),
+            "the Erlang node did not find and ping {n}:\n{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }

@@ -120,8 +120,8 @@ impl Resolver {
 struct State {
     settings: Settings,
     me: Arc<Identity>,
-    /// The nodes behind each address, as last learnt.
-    named: HashMap<IpAddr, Vec<Candidate>>,
+    /// The nodes behind each address, and when that was learnt.
+    named: HashMap<IpAddr, (Vec<Candidate>, Instant)>,
     /// When each failing member was last checked, so a member that fails
     /// every round is asked about once an interval.
     checked: HashMap<NodeName, Instant>,
@@ -171,17 +171,30 @@ impl State {
             self.named.retain(|ip, _| ips.contains(ip));
         }
         let mut candidates = Vec::new();
+        let refresh = self.settings.refresh();
         for ip in ips {
-            if !self.named.contains_key(&ip) {
+            // An address is asked again now and then: another node may have
+            // registered in the same EPMD since.
+            let stale = self
+                .named
+                .get(&ip)
+                .is_none_or(|(_, at)| at.elapsed() >= refresh);
+            if stale {
                 match self.ask(ip) {
                     Ok(found) if !found.is_empty() => {
-                        self.named.insert(ip, found);
+                        self.named.insert(ip, (found, Instant::now()));
                     }
-                    Ok(_) => debug!("no node names at {ip} yet"),
-                    Err(e) => debug!("cannot name the node at {ip}: {e}"),
+                    Ok(_) => {
+                        debug!("no node names at {ip} yet");
+                        self.named.remove(&ip);
+                    }
+                    Err(e) => {
+                        debug!("cannot name the node at {ip}: {e}");
+                        self.named.remove(&ip);
+                    }
                 }
             }
-            if let Some(found) = self.named.get(&ip) {
+            if let Some((found, _)) = self.named.get(&ip) {
                 candidates.extend(found.iter().cloned());
             }
         }
@@ -213,7 +226,7 @@ impl State {
                 }
                 if !found.is_empty() {
                     let _ = self.found.send(Found::Candidates(found.clone()));
-                    self.named.insert(addr.ip(), found);
+                    self.named.insert(addr.ip(), (found, Instant::now()));
                 }
             }
             Err(e) => debug!("cannot ask {} about {name}: {e}", addr.ip()),
@@ -233,6 +246,12 @@ impl State {
 }
 
 impl Settings {
+    /// How long the names learnt at an address are trusted: ten intervals,
+    /// 5 s to 60 s. Costs one small EPMD question per address per period.
+    fn refresh(&self) -> Duration {
+        (self.interval * 10).clamp(Duration::from_secs(5), Duration::from_secs(60))
+    }
+
     /// How long a check is remembered: long enough to space them out.
     fn ttl_hint(&self) -> Duration {
         self.interval * 10

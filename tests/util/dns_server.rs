@@ -182,6 +182,10 @@ fn replies(query: &[u8], shared: &Mutex<Shared>, udp: bool) -> Vec<Vec<u8>> {
     let mode = s.mode;
     let mut reply = Packet::new_reply(packet.id());
     reply.set_flags(PacketFlag::RECURSION_AVAILABLE);
+    // Copied from the query, as servers do (Erlang's resolver checks it).
+    if packet.has_flags(PacketFlag::RECURSION_DESIRED) {
+        reply.set_flags(PacketFlag::RECURSION_DESIRED);
+    }
     reply.questions.push(question.clone());
     match mode {
         Mode::Silent => return Vec::new(),
