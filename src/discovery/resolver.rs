@@ -142,14 +142,16 @@ impl State {
                     Err(_) => return,
                 },
                 default(wait) => {
-                    self.lookup();
+                    self.lookup(stop);
                     next = Instant::now() + self.settings.interval;
                 }
             }
         }
     }
 
-    fn lookup(&mut self) {
+    /// One lookup, then the new or stale addresses named, for at most one
+    /// interval (the rest wait for the next lookup) and never past a stop.
+    fn lookup(&mut self, stop: &Receiver<()>) {
         let deadline = Instant::now() + self.settings.timeout;
         let ips = match resolve(&self.settings.resolv, &self.settings.name, deadline) {
             Ok(ips) => ips,
@@ -172,6 +174,7 @@ impl State {
         }
         let mut candidates = Vec::new();
         let refresh = self.settings.refresh();
+        let budget = Instant::now() + self.settings.interval.max(self.settings.timeout);
         for ip in ips {
             // An address is asked again now and then: another node may have
             // registered in the same EPMD since.
@@ -179,7 +182,7 @@ impl State {
                 .named
                 .get(&ip)
                 .is_none_or(|(_, at)| at.elapsed() >= refresh);
-            if stale {
+            if stale && Instant::now() < budget && stop.is_empty() {
                 match self.ask(ip) {
                     Ok(found) if !found.is_empty() => {
                         self.named.insert(ip, (found, Instant::now()));
@@ -352,6 +355,6 @@ pub fn settings(
         // A dead name server costs the DNS thread this much, never a round.
         timeout: config
             .interval
-            .clamp(Duration::from_millis(200), Duration::from_secs(2)),
+            .clamp(Duration::from_secs(1), Duration::from_secs(2)),
     })
 }
