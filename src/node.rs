@@ -16,7 +16,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
-use log::info;
+use log::{info, warn};
 
 use crate::config::{Config, EpmdMode};
 use crate::discovery::resolver::{self, Resolver};
@@ -216,6 +216,11 @@ fn discovery(config: &Config, addr: SocketAddr, me: &Arc<Identity>) -> Result<Di
     let Some(source) = &config.dns else {
         return Ok(Discovery::Dir(Registry::new(&config.sync_dir)));
     };
+    if source.port.is_none() && config.epmd == EpmdMode::Off {
+        warn!(
+            "{source} with --epmd off: peers name nodes through EPMD, so they cannot find this one"
+        );
+    }
     let settings = resolver::settings(config, source).map_err(Error::Dns)?;
     let resolver = Resolver::start(settings, me.clone()).map_err(Error::Thread)?;
     Ok(Discovery::Dns(DnsPeers::new(
