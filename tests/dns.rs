@@ -63,7 +63,8 @@ impl Cluster {
     fn start(&self, i: u8) -> Node {
         let name = self.name(i);
         let mut cmd = pulse_cmd(&self.dir);
-        cmd.env("ERL_EPMD_PORT", self.epmd_port.to_string())
+        cmd.current_dir(self.dir.path())
+            .env("ERL_EPMD_PORT", self.epmd_port.to_string())
             .args(["--name", &name, "--epmd", "serve", "--log-file", "-"])
             .args(self.common());
         Node::spawn(&name, cmd)
@@ -226,6 +227,14 @@ fn dns_nodes_find_each_other_leave_and_expire() {
         all_see(&[&d1, &d2, &d3], &names)
     });
     assert!(ok, "{}", dump(&[&d1, &d2, &d3]));
+
+    // `--log-file -`: stdout only, no file called "-", no registry dir.
+    let entries: Vec<_> = std::fs::read_dir(c.dir.path())
+        .expect("test dir")
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(entries.is_empty(), "files appeared: {entries:?}");
 
     let (code, text) = c.check("status", "127.1.1.9");
     assert_eq!(code, Some(0), "{text}");
