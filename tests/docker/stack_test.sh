@@ -8,7 +8,8 @@
 # The engine is left exactly as found, even on failure: our stack, secret,
 # network and image are removed, and the swarm is left again when this test
 # made it. The image is used by its ID with --resolve-image never, so the
-# engine never asks a registry. Without a Docker engine it skips loudly,
+# engine never asks a registry, and the tasks' outside name server is
+# loopback (stack-test.override.yml), so Swarm's DNS forwards no name out. Without a Docker engine it skips loudly,
 # unless PULSE_REQUIRE_EXTERNAL=1 makes that a failure.
 set -euo pipefail
 
@@ -178,9 +179,19 @@ fi
 printf 'cookie-%s' "$$" | docker secret create "$secret" - >/dev/null
 export PULSE_IMAGE=$image_id PULSE_SECRET=$secret PULSE_INTERVAL_MS=$interval
 export PULSE_HEALTH_INTERVAL=1s
-docker stack deploy --resolve-image never -c "$root/deploy/docker-stack.yml" "$stack" \
+docker stack deploy --resolve-image never -c "$root/deploy/docker-stack.yml" \
+    -c "$root/tests/docker/stack-test.override.yml" "$stack" \
     >"$tmp/deploy.log" 2>&1 || fail "stack deploy: $(cat "$tmp/deploy.log")"
+# Before any task runs a lookup: its outside name server is loopback.
+no_outside_dns() {
+    local id
+    for id in $(running_ids); do
+        [[ $(docker inspect -f '{{json .HostConfig.Dns}}' "$id") == '["127.0.0.1"]' ]] || return 1
+    done
+    [[ -n $(running_ids) ]]
+}
 
+wait_for 60000 "tasks whose outside name server is loopback" no_outside_dns
 t0=$(now_ms)
 wait_for 90000 "3 tasks all see all 3 true" converged 3
 pass "deploy 3: every latest line lists all 3 true ($(($(now_ms) - t0)) ms)"
