@@ -59,15 +59,16 @@ impl Rounds {
                 }
             }
         }
+        let mut how = "registry entry removed";
         if let Some(discovery) = self.discovery.take() {
+            if matches!(discovery, Discovery::Dns(_)) {
+                how = "its EPMD now answers without it";
+            }
             if let Err(e) = discovery.leave(&self.config.name) {
                 warn!("could not remove our registry entry: {e}");
             }
         }
-        info!(
-            "node {} left: registry entry removed, closing links",
-            self.config.name
-        );
+        info!("node {} left: {how}, closing links", self.config.name);
         self.prober.close();
     }
 
