@@ -438,3 +438,51 @@ fn dns_and_real_erlang_nodes_find_each_other() {
         );
     }
 }
+
+/// `dns:NAME:PORT`: no EPMD anywhere; the handshake on the fixed port names
+/// each node, and a node that stops expires after the TTL.
+#[test]
+fn dns_with_a_fixed_port_needs_no_epmd() {
+    let dir = TempDir::new("dns-port");
+    let dns = DnsServer::start();
+    let ips: Vec<Ipv4Addr> = (1..=3).map(|i| Ipv4Addr::new(127, 1, 6, i)).collect();
+    dns.set(NAME, &ips);
+    let port = free_port();
+    let names: Vec<String> = (1..=3).map(|i| format!("f{i}@127.1.6.{i}")).collect();
+    let start = |name: &str| {
+        let mut cmd = pulse_cmd(&dir);
+        cmd.args(["--name", name, "--cookie", "dnscookie", "--epmd", "off"])
+            .args(["--port", &port.to_string(), "--log-file", "-"])
+            .args(["--registry", &format!("dns:{NAME}:{port}")])
+            .args(["--dns-server", &dns.addr.to_string()])
+            .args(["--interval", "300", "--ttl", "1500"]);
+        Node::spawn(name, cmd)
+    };
+    let mut nodes: Vec<Node> = names.iter().map(|n| start(n)).collect();
+    let refs: Vec<&Node> = nodes.iter().collect();
+    let ok = wait_until(Duration::from_secs(20), || all_see(&refs, &names));
+    assert!(ok, "{}", dump(&refs));
+    steady(&refs, &names, 5, "fixed port");
+    // Being asked for our name by a handshake is no cause for a warning.
+    for n in &refs {
+        assert!(
+            !n.output().iter().any(|l| l.contains("[WARN]")),
+            "{}",
+            n.dump()
+        );
+    }
+    drop(refs);
+    let mut f3 = nodes.pop().expect("three nodes");
+    f3.signal("TERM");
+    assert_eq!(
+        f3.wait_exit(Duration::from_secs(5)).and_then(|s| s.code()),
+        Some(0)
+    );
+    let refs: Vec<&Node> = nodes.iter().collect();
+    let ok = wait_until(Duration::from_secs(10), || {
+        refs.iter()
+            .all(|n| n.count_containing(&format!("node {} expired", names[2])) == 1)
+            && all_see(&refs, &names[..2])
+    });
+    assert!(ok, "{}", dump(&refs));
+}
