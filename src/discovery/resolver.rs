@@ -28,6 +28,9 @@ use crate::name::NodeName;
 
 /// Most addresses whose names are remembered.
 const MAX_CACHED: usize = 4096;
+/// Most nodes taken from one address's EPMD: a host runs a few; a reply
+/// listing thousands must not flood the membership.
+const MAX_NAMES_PER_ADDRESS: usize = 64;
 
 /// A node DNS led to.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -320,6 +323,7 @@ pub fn names_at(
     let names = epmd_names::names(at, timeout).map_err(|e| e.to_string())?;
     Ok(names
         .iter()
+        .take(MAX_NAMES_PER_ADDRESS)
         .filter_map(|(alive, port)| named(alive, *port))
         .collect())
 }
