@@ -26,6 +26,9 @@ use crate::erlang::handshake::HandshakeError;
 use crate::erlang::link::{self, DialError};
 use crate::name::NodeName;
 
+/// Most addresses taken from one answer: far more nodes than one node can
+/// keep links to.
+const MAX_ADDRESSES: usize = 1024;
 /// Most addresses whose names are remembered.
 const MAX_CACHED: usize = 4096;
 /// Most nodes taken from one address's EPMD: a host runs a few; a reply
@@ -171,6 +174,15 @@ impl State {
         };
         if std::mem::take(&mut self.failing) {
             info!("DNS lookup of {} answers again", self.settings.name);
+        }
+        let mut ips = ips;
+        if ips.len() > MAX_ADDRESSES {
+            debug!(
+                "{} addresses for {}: taking {MAX_ADDRESSES}",
+                ips.len(),
+                self.settings.name
+            );
+            ips.truncate(MAX_ADDRESSES);
         }
         if self.named.len() > MAX_CACHED {
             self.named.retain(|ip, _| ips.contains(ip));
