@@ -360,15 +360,18 @@ fn dns_server_failures_change_nothing() {
 #[test]
 fn dns_sixty_nodes_behind_one_name() {
     const N: u8 = 60;
-    let c = Cluster::new("dns-sixty", 4, N, &["--interval", "1000"]);
+    // Two-second rounds: sixty nodes on a shared two-core machine must not
+    // miss one-second ping deadlines just because the machine is busy.
+    let c = Cluster::new("dns-sixty", 4, N, &["--interval", "2000"]);
     let names: Vec<String> = (1..=N).map(|i| c.name(i)).collect();
     let started = Instant::now();
     let nodes: Vec<Node> = (1..=N).map(|i| c.start(i)).collect();
     let refs: Vec<&Node> = nodes.iter().collect();
-    let ok = wait_until(Duration::from_secs(120), || all_see(&refs, &names));
-    let lagging: Vec<String> = refs
+    let ok = wait_until(Duration::from_secs(180), || all_see(&refs, &names));
+    let all: Vec<&str> = names.iter().map(String::as_str).collect();
+    let lagging: Vec<&Node> = nodes.iter().filter(|n| !n.sees_all_alive(&all)).collect();
+    let seen: Vec<String> = lagging
         .iter()
-        .filter(|n| !n.sees_all_alive(&names.iter().map(String::as_str).collect::<Vec<_>>()))
         .map(|n| {
             let seen = n
                 .last_status()
@@ -378,9 +381,9 @@ fn dns_sixty_nodes_behind_one_name() {
         .collect();
     assert!(
         ok,
-        "after {:?}, not every node sees all {N}: {lagging:?}\n{}",
+        "after {:?}, not every node sees all {N}: {seen:?}\n{}",
         started.elapsed(),
-        refs.iter().take(3).map(|n| n.dump()).collect::<String>()
+        lagging.iter().take(3).map(|n| n.dump()).collect::<String>()
     );
     eprintln!("60 nodes over DNS converged in {:?}", started.elapsed());
 }
