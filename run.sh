@@ -236,7 +236,6 @@ cmd_scale() {
 
 cmd_down() {
     docker_answers || die "no Docker engine answers; nothing to take down (local nodes stop with Ctrl-C)"
-    prepare_dirs
     compose down --remove-orphans
 }
 

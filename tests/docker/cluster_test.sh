@@ -3,8 +3,9 @@
 # image, up 1 on a host dir without sync_dir/ and log/ (the nodes create
 # them), scale to 5, break it on purpose with run.sh (pause/unpause, cut/heal:
 # false on both sides, then true again), scale to 11 (everyone sees
-# everyone), health, scale down to 3 (graceful leaves), docker kill (false,
-# then expired), down (registry empty).
+# everyone), health, scale down to 3 (graceful leaves), run.sh kill (false,
+# then expired), run.sh restart (left, a new node joins), down (registry
+# empty).
 #
 # Each run has its own compose project, image tag and host dir, and tears
 # them down on any exit. Without a Docker engine it skips loudly, unless
@@ -143,7 +144,7 @@ scale_to() {
 scale_to 5
 [[ $(stat -c %u "$sync_dir") == "${PULSE_UID:-65532}" ]] ||
     fail "sync_dir belongs to uid $(stat -c %u "$sync_dir"), not the nodes' ${PULSE_UID:-65532}"
-ls "$sync_dir" >/dev/null && cat "$log" >/dev/null || fail "the host cannot list $sync_dir or read $log"
+{ ls "$sync_dir" >/dev/null && cat "$log" >/dev/null; } || fail "the host cannot list $sync_dir or read $log"
 pass "the nodes created sync_dir/ and log/ in the host dir; the host lists and reads them"
 
 # --- breaking it on purpose: pause/unpause, cut/heal -------------------------
@@ -262,14 +263,15 @@ for id in "${removed[@]}"; do
 done
 pass "the 8 removed exited 0, logged 'left' and removed their registry files"
 
-# --- docker kill one: false at the next round, gone after the TTL -----------
+# --- run.sh kill one: false at the next round, gone after the TTL ------------
 
 victim_id=${after[0]}
 victim=${name_of[$victim_id]}
 survivors=()
 for id in "${after[@]:1}"; do survivors+=("${name_of[$id]}"); done
 t_kill=$(now_ms)
-docker kill "$victim_id" >/dev/null
+said=$(chaos kill "$victim") || fail "run.sh kill $victim: $said"
+[[ $said == *"killed node_"*"($victim) with SIGKILL"* ]] || fail "run.sh kill said: $said"
 dead() { [[ $(docker inspect -f '{{.State.Running}}' "$victim_id") == false ]]; }
 wait_for 5000 "the killed container stops" dead
 offset=$(stat -c %s "$log")
@@ -285,7 +287,7 @@ false_next_round() {
     done
 }
 wait_for $((3 * interval + 1000)) "survivors list $victim false" false_next_round
-pass "docker kill: both survivors list $victim false at their next round ($(($(now_ms) - t_kill)) ms)"
+pass "run.sh kill: both survivors list $victim false at their next round ($(($(now_ms) - t_kill)) ms)"
 
 victim_gone() {
     local n
@@ -302,6 +304,21 @@ grep -qF "node $victim expired" "$log" || fail "no 'node $victim expired' in the
 [[ $(exit_code_of "$victim_id") == 137 ]] || fail "killed container exit code '$(exit_code_of "$victim_id")'"
 wait_for $((2 * interval)) "the 2 survivors list exactly themselves" converged 2
 pass "killed node expired after $gone_after ms (TTL $ttl ms): gone from every line and the registry"
+
+# --- run.sh restart one: it leaves, a new node joins --------------------------
+
+restarted_id=${after[1]}
+old_name=${name_of[$restarted_id]}
+said=$(chaos restart "$old_name") || fail "run.sh restart $old_name: $said"
+[[ $said =~ restarted\ node_[0-9]+\ \($old_name\):.*new\ node,\ ([^ ]+@[^ ]+)$ ]] ||
+    fail "run.sh restart said: $said"
+new_name=${BASH_REMATCH[1]}
+[[ $new_name != "$old_name" ]] || fail "the restarted node kept its name $old_name"
+grep -qiF "] node $old_name left" "$log" || fail "no 'node $old_name left' in the log"
+unset "name_of[$restarted_id]"
+wait_for 20000 "the 2 nodes, one of them new, list each other true" converged 2
+[[ " ${names[*]} " == *" $new_name "* ]] || fail "converged without $new_name: ${names[*]}"
+pass "run.sh restart: $old_name left, $new_name joined, both list each other true"
 
 # --- down: everyone leaves, the registry is empty ---------------------------
 

@@ -20,7 +20,6 @@ self=tests/docker/fresh_host_test.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 need_docker
 
-musl_bin=$root/target/x86_64-unknown-linux-musl/release/pulse
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/pulse-fresh-host.XXXXXX")
 chmod 0755 "$tmp"
 mkdir -m 1777 "$tmp/home"

@@ -1,3 +1,5 @@
+# shellcheck shell=bash
+# shellcheck disable=SC2034,SC2154 # self, project and log come from the test; waited, names are read there
 # Shared by the shell tests beside it (sourced, not run): loud skips, the
 # compose command, polling with a deadline, reading a compose cluster's
 # state from its shared log.
@@ -101,7 +103,8 @@ refresh_latest() {
 }
 
 # learn_names: names holds the node name of each running container (from the
-# first status line in its own output), name_of[ID] each one's.
+# last status line in its own output: a restarted container's output holds
+# its former node's lines too), name_of[ID] each one's.
 declare -A name_of=()
 names=()
 learn_names() {
@@ -111,7 +114,7 @@ learn_names() {
         n=${name_of[$id]:-}
         if [[ -z $n ]]; then
             n=$(docker logs "$id" 2>&1 |
-                sed -nE 's/^[0-9:.]+ \[(INFO|info)\] ([^ []+)\[.*/\2/p' | awk 'NR == 1') || true
+                sed -nE 's/^[0-9:.]+ \[(INFO|info)\] ([^ []+)\[.*/\2/p' | tail -n 1) || true
             [[ -n $n ]] || return 1
             name_of[$id]=$n
         fi

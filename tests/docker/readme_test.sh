@@ -173,7 +173,7 @@ all_list_all() {
 
 run_block() {
     block=$1
-    local lines line iex_cmd= inputs=() expects=() expect_next=0 i out t0
+    local lines line iex_cmd='' inputs=() expects=() expect_next=0
     mapfile -t lines < <(block_lines "$block")
     ((${#lines[@]} > 0)) || fail "README.md has no block after <!-- readme-test: $block -->"
     fresh_host
@@ -224,33 +224,39 @@ check_compose() {
     ! docker image inspect "$PULSE_IMAGE" >/dev/null 2>&1 || fail "image $PULSE_IMAGE left behind"
 }
 
+# prints_and_logs LINE NAME...: every NAME printed "NAME" + LINE, and the
+# shared log holds it too.
+prints_and_logs() {
+    local line=$1 n
+    shift
+    for n in "$@"; do
+        grep -qF "] ${n}${line}" "$(node_output "$n")" || return 1
+        grep -qF "] ${n}${line}" "$log" 2>/dev/null || return 1
+    done
+}
+
+# printed NAME TEXT: the node NAME printed TEXT.
+printed() { grep -qF "$2" "$(node_output "$1")"; }
+
 check_two_terminals() {
-    local all a
+    local all rc
     mapfile -t all < <(names_in_block)
     ((${#all[@]} == 2)) || fail "two-terminals starts ${#all[@]} nodes: ${all[*]}"
-    local want="${all[0]}[\"${all[0]}\": true, \"${all[1]}\": true]"
-    both_print() {
-        local n
-        for n in "${all[@]}"; do
-            grep -qF "] ${n}[\"${all[0]}\": true, \"${all[1]}\": true]" "$(node_output "$n")" || return 1
-            grep -qF "] ${n}[\"${all[0]}\": true, \"${all[1]}\": true]" "$log" 2>/dev/null || return 1
-        done
-    }
-    wait_for 10000 "both nodes print and log $want" both_print
-    pass "two-terminals: both print and log $want after $waited ms"
+    local line="[\"${all[0]}\": true, \"${all[1]}\": true]"
+    wait_for 10000 "both nodes print and log ${all[0]}$line" prints_and_logs "$line" "${all[@]}"
+    pass "two-terminals: both print and log ${all[0]}$line after $waited ms"
     # Ctrl-C in a1's terminal.
     kill -INT "${pids[0]}"
     timeout 5 tail --pid="${pids[0]}" -f /dev/null || fail "${all[0]} still runs 5 s after Ctrl-C"
-    wait "${pids[0]}" && a=0 || a=$?
-    ((a == 0)) || fail "${all[0]} exited $a after Ctrl-C"
-    grep -qF "node ${all[0]} left" "$(node_output "${all[0]}")" || fail "${all[0]} did not log that it left"
-    other_saw_it() { grep -qF "node ${all[0]} left" "$(node_output "${all[1]}")"; }
-    wait_for 5000 "${all[1]} logs that ${all[0]} left" other_saw_it
+    wait "${pids[0]}" && rc=0 || rc=$?
+    ((rc == 0)) || fail "${all[0]} exited $rc after Ctrl-C"
+    printed "${all[0]}" "node ${all[0]} left" || fail "${all[0]} did not log that it left"
+    wait_for 5000 "${all[1]} logs that ${all[0]} left" printed "${all[1]}" "node ${all[0]} left"
     pass "two-terminals: Ctrl-C: ${all[0]} left, exited 0, ${all[1]} logged it"
 }
 
 check_iex() {
-    ((${#inputs[@]} > 0)) && [[ -n $iex_cmd ]] || fail "the iex block has no iex session"
+    if ((${#inputs[@]} == 0)) || [[ -z $iex_cmd ]]; then fail "the iex block has no iex session"; fi
     local out sessions=0 expect=${expects[0]} t0
     t0=$(now_ms)
     # The first iex starts the EPMD that pulse, started first, found missing;
