@@ -14,7 +14,7 @@
 #   ./run.sh help               this text; `./run.sh --help` is pulse's own
 #
 # Breaking the container cluster on purpose; NODE is a container's index
-# (3 or node_3) or its node name (md5@address):
+# (3, node_3 or node-3) or its node name (md5@address):
 #   ./run.sh kill NODE          SIGKILL: dies at once, without leaving
 #   ./run.sh stop NODE          SIGTERM: leaves gracefully and exits 0
 #   ./run.sh pause NODE         freeze every process of it (cgroup freezer)
@@ -273,7 +273,7 @@ node_name_of() {
 # find_node NODE: sets node_id and node_label for NODE, given as 3, node_3,
 # a container name or a node name (md5@address).
 find_node() {
-    local want=${1#node_} id index
+    local want=${1#node[_-]} id index
     node_id=
     while read -r id index; do
         if [[ $want == "$index" || $want == "$(docker inspect -f '{{.Name}}' "$id")" ||
