@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every check pulse has, in the order CI runs them: dependencies, formatting,
 # lints, unit and integration tests (against real erl and elixir), the Docker
-# cluster tests, the README's commands, and a smoke run of the benchmark.
+# cluster tests, a smoke run of the benchmark, and the README's commands.
 #
 # Tests that need Erlang, Elixir or a Docker engine skip loudly when those
 # are missing; PULSE_REQUIRE_EXTERNAL=1 (set by CI) turns a skip into a
@@ -29,10 +29,10 @@ tests/docker/cluster_test.sh
 step "the recipe's compose commands on a fresh host (root and non-root)"
 tests/docker/fresh_host_test.sh
 
-step "the README's commands, as written"
-tests/docker/readme_test.sh
-
 if [ -f bench/bench.py ]; then
     step "benchmark smoke run"
     python3 bench/bench.py --smoke
 fi
+
+step "the README's commands, as written"
+tests/docker/readme_test.sh
