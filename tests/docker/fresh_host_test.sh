@@ -9,7 +9,7 @@
 # Run once as root and once as a non-root user in the docker group (a
 # throwaway user when this runs as root, else the invoking user): every node
 # lists every node true, and that user can `ls` the registry and read the
-# log. Each run has its own compose project, image tag and host dir (set
+# log. In between, `./run.sh cluster` on dirs a host node left behind. Each run has its own compose project, image tag and host dir (set
 # through the environment, the commands stay as written), all removed on
 # exit. Without a Docker engine it skips loudly, unless
 # PULSE_REQUIRE_EXTERNAL=1 makes that a failure.
@@ -101,6 +101,25 @@ recipe_as() {
 }
 
 recipe_as "$(id -un)"
+
+# A host where a node run on the host left sync_dir/ and log/ behind, owned
+# by this user with the usual 0755/0644: the containers' uid cannot write
+# there, and ./run.sh cluster opens them (1777, as /tmp) and starts.
+project=pulse-fresh-$$-left
+export COMPOSE_PROJECT_NAME=$project PULSE_IMAGE=$project:latest
+export PULSE_HOST_DIR=$tmp/left PULSE_INTERVAL_MS=500
+log=$PULSE_HOST_DIR/log/cluster.log
+mkdir -m 1777 "$PULSE_HOST_DIR"
+chmod 1777 "$PULSE_HOST_DIR"
+mkdir -m 0755 "$PULSE_HOST_DIR/sync_dir" "$PULSE_HOST_DIR/log"
+echo "00:00:00.000 [info] a line from a node run on the host" >"$log"
+chmod 0644 "$log"
+"$root/run.sh" cluster 3 -d >"$tmp/compose.log" 2>&1 || fail "./run.sh cluster 3 -d: $(cat "$tmp/compose.log")"
+grep -q "opening $PULSE_HOST_DIR/sync_dir" "$tmp/compose.log" || fail "run.sh did not say it opened sync_dir: $(cat "$tmp/compose.log")"
+wait_for 60000 "3 nodes in dirs a host node left, all list all 3 true" converged 3
+pass "dirs left by a host node: ./run.sh cluster opened them, 3 nodes list all 3 true"
+remove_project
+project=
 if ((EUID == 0)); then
     made_user=pulse-fresh-$$
     made_user=${made_user:0:31}
