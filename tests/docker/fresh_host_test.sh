@@ -50,12 +50,13 @@ trap 'exit 130' INT TERM
 # The binary must be there before the recipe's commands (README: ./run.sh build).
 "$root/run.sh" build || fail "./run.sh build"
 
-# as_user CMD...: runs CMD in the repository as $user (here: as is).
+# as_user CMD...: runs CMD in the repository as $user (here: as is), for
+# at most 5 minutes.
 as_user() {
     if [[ -z $user ]]; then
-        (cd "$root" && "$@")
+        (cd "$root" && timeout 300 "$@")
     else
-        runuser -u "$user" -- env -C "$root" \
+        timeout 300 runuser -u "$user" -- env -C "$root" \
             COMPOSE_PROJECT_NAME="$COMPOSE_PROJECT_NAME" PULSE_IMAGE="$PULSE_IMAGE" \
             PULSE_HOST_DIR="$PULSE_HOST_DIR" PULSE_INTERVAL_MS="$PULSE_INTERVAL_MS" \
             HOME="$tmp/home" "$@"
@@ -114,7 +115,7 @@ chmod 1777 "$PULSE_HOST_DIR"
 mkdir -m 0755 "$PULSE_HOST_DIR/sync_dir" "$PULSE_HOST_DIR/log"
 echo "00:00:00.000 [info] a line from a node run on the host" >"$log"
 chmod 0644 "$log"
-"$root/run.sh" cluster 3 -d >"$tmp/compose.log" 2>&1 || fail "./run.sh cluster 3 -d: $(cat "$tmp/compose.log")"
+timeout 300 "$root/run.sh" cluster 3 -d >"$tmp/compose.log" 2>&1 || fail "./run.sh cluster 3 -d: $(cat "$tmp/compose.log")"
 grep -q "opening $PULSE_HOST_DIR/sync_dir" "$tmp/compose.log" || fail "run.sh did not say it opened sync_dir: $(cat "$tmp/compose.log")"
 wait_for 60000 "3 nodes in dirs a host node left, all list all 3 true" converged 3
 pass "dirs left by a host node: ./run.sh cluster opened them, 3 nodes list all 3 true"

@@ -134,13 +134,14 @@ node_output() {
     fail "no node named $1 in block '$block'"
 }
 
-# in_foreground LINE: the line must exit 0 (docker-compose may be v2 here).
+# in_foreground LINE: the line must exit 0 within 15 minutes (a first
+# cargo build is slow); docker-compose may be v2 here.
 in_foreground() {
     local line=$1
     if [[ $line == docker-compose* && ${compose_cmd[*]} != docker-compose ]]; then
         line="${compose_cmd[*]}${line#docker-compose}"
     fi
-    (cd "$root" && bash -c "$line") >"$tmp/fg.out" 2>&1 ||
+    (cd "$root" && timeout 900 bash -c "$line") >"$tmp/fg.out" 2>&1 ||
         fail "'$line' exited with $? in block '$block': $(tail -n 20 "$tmp/fg.out")"
 }
 
