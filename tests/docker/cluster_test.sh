@@ -151,6 +151,25 @@ pass "the nodes created sync_dir/ and log/ in the host dir; the host lists and r
 
 chaos() { PULSE_HOST_DIR=$PULSE_HOST_DIR "$root/run.sh" "$@" 2>&1; }
 
+# first_false_ms VICTIM T0 NODE...: how long after T0 (ms since the epoch)
+# the slowest NODE wrote its first line after byte $offset listing VICTIM
+# false, from the lines' own time of day (the containers' clock is the
+# host's).
+first_false_ms() {
+    local victim=$1 t0=$2 n stamp h m rest ms worst=0
+    shift 2
+    for n in "$@"; do
+        stamp=$(tail -c "+$((offset + 1))" "$log" | grep -iF "] ${n}[" |
+            grep -F "\"$victim\": false" | awk 'NR == 1 { print $1 }')
+        [[ -n $stamp ]] || fail "no line of $n lists $victim false"
+        IFS=: read -r h m rest <<<"$stamp"
+        ms=$(((10#$h * 3600 + 10#$m * 60) * 1000 + 10#${rest%.*} * 1000 + 10#${rest#*.}))
+        ms=$((ms - t0 % 86400000))
+        ((ms > worst)) && worst=$ms
+    done
+    echo "$worst"
+}
+
 # lists_after_offset VICTIM WANT NODE...: the second status line of each NODE
 # written after byte $offset of the log (so from a round that began
 # after the change) lists VICTIM as WANT (true or false).
@@ -178,8 +197,10 @@ t0=$(now_ms)
 [[ $said == *"paused node_$index ($target)"* ]] || fail "run.sh pause said: $said"
 wait_for $((3 * interval + timeout_ms + 2000)) "every other node lists the paused $target false" \
     lists_after_offset "$target" false "${others[@]}"
-paused_ms=$(($(now_ms) - t0))
-echo "pause: every other node listed $target false $paused_ms ms after run.sh returned (interval $interval + timeout $timeout_ms)"
+paused_ms=$(first_false_ms "$target" "$t0" "${others[@]}")
+echo "pause: the last of the other nodes logged $target false $paused_ms ms after run.sh returned (interval $interval + timeout $timeout_ms)"
+((paused_ms <= interval + timeout_ms + 1000)) ||
+    fail "pause: $target listed false only after $paused_ms ms, over interval + timeout + 1 s of slack for load"
 said=$(chaos unpause "$target") || fail "run.sh unpause $target: $said"
 [[ $said == *"unpaused node_$index ($target)"* ]] || fail "run.sh unpause said: $said"
 t0=$(now_ms)
@@ -201,7 +222,10 @@ cut_both_sides() {
     done
 }
 wait_for $((3 * interval + timeout_ms + 2000)) "both sides of the cut list each other false" cut_both_sides
-cut_ms=$(($(now_ms) - t0))
+cut_ms=$(first_false_ms "$target" "$t0" "${others[@]}")
+echo "cut: the last of the other nodes logged $target false $cut_ms ms after run.sh returned"
+((cut_ms <= interval + timeout_ms + 1000)) ||
+    fail "cut: $target listed false only after $cut_ms ms, over interval + timeout + 1 s of slack for load"
 said=$(chaos heal "$target") || fail "run.sh heal $target: $said"
 [[ $said == *"healed node_$index ($target)"* && $said != *warning* ]] || fail "run.sh heal said: $said"
 t0=$(now_ms)
