@@ -1,0 +1,271 @@
+//! The floor under a pulse ping: the least a ping can cost with std threads
+//! and loopback TCP, measured by the benchmark beside pulse.
+//!
+//! K pairs of threads in one process: each pinger keeps one TCP connection
+//! to its answerer and, once per interval, writes one small length-prefixed
+//! request and reads one small reply. That is a pulse ping stripped of
+//! everything but the transport: no Erlang framing, no registry, no log.
+//! With K = N the process does what one node of an N-node cluster does per
+//! round (N pings sent, N answered), so its CPU per interval and per ping
+//! compare directly with a pulse node's. `--interval 0` pings in a tight
+//! loop instead, for the per-message cost alone.
+//!
+//! Driven over stdin/stdout so the benchmark can read counts exactly at the
+//! edges of its CPU window:
+//!
+//! ```text
+//! floor --pairs K --interval MS     prints "ready pairs=K" once every link is up
+//! stdin "count"                     prints "pings=P failed=F"
+//! stdin EOF or "stop"               stops and joins every thread, prints "stopped pings=P failed=F"
+//! ```
+//!
+//! Only loopback (127.0.0.1) is ever used.
+
+use std::io::{self, BufRead, ErrorKind, Read, Write};
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError, TryRecvError};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+const USAGE: &str =
+    "usage: floor [--pairs K] [--interval MS] [--request-bytes B] [--reply-bytes B] [--timeout MS]";
+
+/// What the flags asked for.
+struct Opts {
+    pairs: usize,
+    interval: Duration,
+    request_bytes: usize,
+    reply_bytes: usize,
+    timeout: Duration,
+}
+
+/// Counters shared by every thread.
+#[derive(Default)]
+struct Counts {
+    pings: AtomicU64,
+    failed: AtomicU64,
+}
+
+impl Counts {
+    fn line(&self) -> String {
+        format!(
+            "pings={} failed={}",
+            self.pings.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed)
+        )
+    }
+}
+
+fn main() -> ExitCode {
+    let opts = match parse(std::env::args().skip(1)) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("floor: {e}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(&opts) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("floor: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn parse(mut args: impl Iterator<Item = String>) -> Result<Opts, String> {
+    let mut o = Opts {
+        pairs: 1,
+        interval: Duration::from_millis(1000),
+        request_bytes: 128,
+        reply_bytes: 64,
+        timeout: Duration::from_millis(500),
+    };
+    while let Some(flag) = args.next() {
+        let mut value = |what: &str| -> Result<u64, String> {
+            let v = args.next().ok_or(format!("{flag}: missing {what}"))?;
+            v.parse()
+                .map_err(|_| format!("{flag}: expected {what}, got '{v}'"))
+        };
+        match flag.as_str() {
+            "--pairs" => o.pairs = value("a count")? as usize,
+            "--interval" => o.interval = Duration::from_millis(value("milliseconds")?),
+            "--request-bytes" => o.request_bytes = value("bytes")? as usize,
+            "--reply-bytes" => o.reply_bytes = value("bytes")? as usize,
+            "--timeout" => o.timeout = Duration::from_millis(value("milliseconds")?),
+            "-h" | "--help" => return Err("help".into()),
+            _ => return Err(format!("unknown flag '{flag}'")),
+        }
+    }
+    if !(1..=2000).contains(&o.pairs) {
+        return Err("--pairs: between 1 and 2000".into());
+    }
+    if !(5..=65536).contains(&o.request_bytes) || !(5..=65536).contains(&o.reply_bytes) {
+        return Err("message sizes: between 5 and 65536 bytes (4 of them the length)".into());
+    }
+    if o.timeout.is_zero() {
+        return Err("--timeout: at least 1 ms".into());
+    }
+    Ok(o)
+}
+
+fn run(opts: &Opts) -> io::Result<()> {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+    let addr = listener.local_addr()?;
+    let counts = Arc::new(Counts::default());
+    let stopping = Arc::new(AtomicBool::new(false));
+    let mut threads: Vec<JoinHandle<()>> = Vec::with_capacity(2 * opts.pairs);
+    // One sender per pinger: dropping them all is the pingers' stop signal
+    // and wakes any of them waiting for its next tick.
+    let mut stops = Vec::with_capacity(opts.pairs);
+    let start = Instant::now();
+    for i in 0..opts.pairs {
+        let out = TcpStream::connect_timeout(&addr, opts.timeout)?;
+        // Connected to our own listener: the backlog already holds it.
+        let (inc, _) = listener.accept()?;
+        for s in [&out, &inc] {
+            s.set_nodelay(true)?;
+            s.set_write_timeout(Some(opts.timeout))?;
+        }
+        out.set_read_timeout(Some(opts.timeout))?;
+        // An answerer waits a whole interval between requests; the timeout
+        // only bounds how long it can miss the stop flag.
+        inc.set_read_timeout(Some(opts.interval.max(opts.timeout) * 2))?;
+        let (stop_tx, stop_rx) = mpsc::channel::<()>();
+        stops.push(stop_tx);
+        let answer = {
+            let (counts, stopping, reply) = (counts.clone(), stopping.clone(), opts.reply_bytes);
+            move || answerer(inc, reply, &counts, &stopping)
+        };
+        threads.push(spawn(format!("floor-answer-{i}"), answer)?);
+        // Pingers start spread over the interval, as independent nodes' rounds are.
+        let first = start + opts.interval.mul_f64(i as f64 / opts.pairs as f64);
+        let ping = {
+            let (counts, o) = (
+                counts.clone(),
+                (opts.interval, opts.request_bytes, opts.reply_bytes),
+            );
+            move || pinger(out, first, o.0, o.1, o.2, &counts, &stop_rx)
+        };
+        threads.push(spawn(format!("floor-ping-{i}"), ping)?);
+    }
+    println!("ready pairs={}", opts.pairs);
+    io::stdout().flush()?;
+
+    // The parent closing stdin (or dying) is the shutdown path.
+    for line in io::stdin().lock().lines() {
+        match line?.trim() {
+            "count" => println!("{}", counts.line()),
+            "stop" => break,
+            other => println!("error: unknown command '{other}' (count, stop)"),
+        }
+        io::stdout().flush()?;
+    }
+    stopping.store(true, Ordering::Relaxed);
+    drop(stops);
+    for t in threads {
+        t.join()
+            .expect("floor threads never panic: every error is counted");
+    }
+    println!("stopped {}", counts.line());
+    Ok(())
+}
+
+fn spawn(name: String, f: impl FnOnce() + Send + 'static) -> io::Result<JoinHandle<()>> {
+    thread::Builder::new()
+        .name(name)
+        .stack_size(64 * 1024)
+        .spawn(f)
+}
+
+/// Once per interval (or back to back with a zero interval): one request
+/// out, one reply in. Stops at the first failure, which it counts.
+fn pinger(
+    mut s: TcpStream,
+    first: Instant,
+    interval: Duration,
+    request_bytes: usize,
+    reply_bytes: usize,
+    counts: &Counts,
+    stop: &mpsc::Receiver<()>,
+) {
+    let request = frame(request_bytes, b'q');
+    let mut reply = vec![0u8; reply_bytes];
+    let mut next = first;
+    loop {
+        let go = if interval.is_zero() {
+            matches!(stop.try_recv(), Err(TryRecvError::Empty))
+        } else {
+            let wait = next.saturating_duration_since(Instant::now());
+            matches!(stop.recv_timeout(wait), Err(RecvTimeoutError::Timeout))
+        };
+        if !go {
+            return;
+        }
+        // A late ping goes out at once; missed ticks are not made up for.
+        next = (next + interval).max(Instant::now());
+        let ok = s
+            .write_all(&request)
+            .and_then(|()| s.read_exact(&mut reply));
+        if let Err(e) = ok {
+            counts.failed.fetch_add(1, Ordering::Relaxed);
+            eprintln!("floor: ping failed: {e}");
+            return;
+        }
+        counts.pings.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Reads requests as they come (usually one read each) and answers every
+/// complete one with one write, until the pinger hangs up or we stop.
+fn answerer(mut s: TcpStream, reply_bytes: usize, counts: &Counts, stopping: &AtomicBool) {
+    let reply = frame(reply_bytes, b'r');
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut have = 0;
+    while !stopping.load(Ordering::Relaxed) {
+        let n = match s.read(&mut buf[have..]) {
+            Ok(0) => return,
+            Ok(n) => n,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => continue,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(_) => return,
+        };
+        have += n;
+        // Answer every whole frame in the buffer; keep a partial one.
+        let mut used = 0;
+        while let Some(len) = frame_len(&buf[used..have]) {
+            if len > buf.len() {
+                counts.failed.fetch_add(1, Ordering::Relaxed);
+                eprintln!("floor: request of {len} bytes is larger than the buffer");
+                return;
+            }
+            if have - used < len {
+                break;
+            }
+            used += len;
+            if s.write_all(&reply).is_err() {
+                counts.failed.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        }
+        buf.copy_within(used..have, 0);
+        have -= used;
+    }
+}
+
+/// A message of `bytes` bytes in all: a 4-byte big-endian length, then filler.
+fn frame(bytes: usize, fill: u8) -> Vec<u8> {
+    let mut f = vec![fill; bytes];
+    let body = u32::try_from(bytes - 4).unwrap_or(u32::MAX);
+    f[..4].copy_from_slice(&body.to_be_bytes());
+    f
+}
+
+/// The whole length of the frame starting `buf`, once its header is in.
+fn frame_len(buf: &[u8]) -> Option<usize> {
+    let head: [u8; 4] = buf.get(..4)?.try_into().ok()?;
+    Some(u32::from_be_bytes(head) as usize + 4)
+}
