@@ -1,9 +1,11 @@
-"""The floor: examples/floor.rs, K pairs of threads doing a bare ping-pong
-over kept loopback TCP connections, measured the way a node is measured.
+"""The floor: examples/floor.rs, a bare ping-pong over K kept loopback TCP
+connections in the shape of a pulse node (one pinger thread writing every
+request then reading every reply, one answerer thread per connection),
+measured the way a node is measured.
 
-With K = N pairs at the cluster's interval, the floor process sends and
+With K = N links at the cluster's interval, the floor process sends and
 answers what one node of an N-node cluster does per round, so its CPU per
-round and per ping sit directly beside a node's. With interval 0 (one pair,
+round and per ping sit directly beside a node's. With interval 0 (one link,
 back to back) it gives the cost of one round trip alone.
 
 The floor is driven over its stdin: "count" makes it print "pings=P
@@ -26,10 +28,10 @@ class Floor:
     """One running floor process and its stdout, read line by line against
     deadlines."""
 
-    def __init__(self, binary, pairs, interval_ms, run_dir):
-        self.pairs = pairs
-        argv = [str(binary), "--pairs", str(pairs), "--interval", str(interval_ms)]
-        self.stderr_path = run_dir / f"floor-{pairs}-{interval_ms}.stderr"
+    def __init__(self, binary, links, interval_ms, run_dir):
+        self.links = links
+        argv = [str(binary), "--links", str(links), "--interval", str(interval_ms)]
+        self.stderr_path = run_dir / f"floor-{links}-{interval_ms}.stderr"
         with open(self.stderr_path, "wb") as err:
             self.proc = PROCS.spawn(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                     stderr=err)
@@ -43,7 +45,7 @@ class Floor:
         while b"\n" not in self.buf:
             left = deadline - now()
             if left <= 0:
-                raise BenchError(f"floor (K={self.pairs}) printed no {what} within "
+                raise BenchError(f"floor (K={self.links}) printed no {what} within "
                                  f"{timeout:.0f} s (exit code {self.proc.poll()}); "
                                  f"stdout so far {self.buf[-200:]!r}; stderr {self.stderr()!r}")
             if not self.sel.select(min(left, 0.25)):
@@ -53,7 +55,7 @@ class Floor:
             except BlockingIOError:
                 continue
             if not chunk:
-                raise BenchError(f"floor (K={self.pairs}) closed its stdout before its {what} "
+                raise BenchError(f"floor (K={self.links}) closed its stdout before its {what} "
                                  f"(exit code {self.proc.poll()}); stderr {self.stderr()!r}")
             self.buf += chunk
         raw, self.buf = self.buf.split(b"\n", 1)
@@ -91,23 +93,23 @@ class Floor:
         return stopped
 
 
-def measure(binary, pairs, interval_ms, window_s, run_dir):
-    """CPU, memory and threads of the floor with `pairs` pairs over a window,
+def measure(binary, links, interval_ms, window_s, run_dir):
+    """CPU, memory and threads of the floor with `links` links over a window,
     with the pings it completed in it."""
-    label = f"K={pairs}" + ("" if interval_ms else ", tight loop")
+    label = f"K={links}" + ("" if interval_ms else ", tight loop")
     log(f"floor {label}")
-    res = {"runtime": "floor", "n": pairs, "pairs": pairs, "interval_ms": interval_ms,
+    res = {"runtime": "floor", "n": links, "links": links, "interval_ms": interval_ms,
            "errors": []}
-    fl = Floor(binary, pairs, interval_ms, run_dir)
+    fl = Floor(binary, links, interval_ms, run_dir)
     try:
         ready = fl.line(10, "ready line")
-        if ready != f"ready pairs={pairs}":
+        if ready != f"ready links={links}":
             raise BenchError(f"floor said {ready!r} instead of ready")
-        # Every pinger has started (they start spread over one interval).
+        # Its first round is done.
         deadline = now() + 10 + 2 * interval_ms / 1000
-        while fl.count()[0] < pairs:
+        while fl.count()[0] < links:
             if now() > deadline:
-                raise BenchError(f"floor {label}: not every pinger pinged within "
+                raise BenchError(f"floor {label}: its first round took more than "
                                  f"{2 * interval_ms} ms")
             time.sleep(0.02)  # polling the condition above
         trees = trees_of([fl.proc.pid])

@@ -14,7 +14,7 @@ from pathlib import Path
 STYLE = {  # runtime -> (label, colour, marker, line style)
     "pulse": ("pulse", "#1f77b4", "o", "-"),
     "elixir": ("recipe's Elixir node", "#d62728", "s", "-"),
-    "floor": ("floor (K = N ping-pong pairs)", "#7f7f7f", "^", "--"),
+    "floor": ("floor (bare ping-pong on K = N links)", "#7f7f7f", "^", "--"),
 }
 
 PANELS = [  # (title, y label, getter(run), targets as [(N, value)] or a value for every N)

@@ -206,7 +206,7 @@ def tight_line(t):
         return [f"floor, tight loop: n/a ({errs})"]
     c = t["cpu"]
     sp = split(t)
-    return [f"floor, tight loop (1 pair, back to back): {c['per_ping_us_schedstat']:.1f} us "
+    return [f"floor, tight loop (1 link, back to back): {c['per_ping_us_schedstat']:.1f} us "
             f"per ping (schedstat), {t['pings_per_s']:.0f} pings/s, user/system "
             f"{fmt_split(sp) if sp else 'n/a'} % of ticks"]
 
@@ -251,7 +251,7 @@ def render(results, floor_tight, interval_ms, size_info, header):
                     out.append(f"  elixir N={r['n']}: {key.split('_note')[0]}: {r[key]}")
             out += [f"  BROKEN elixir N={r['n']}: {e}" for e in r["errors"]]
     if floor or floor_tight:
-        out += side_by_side(f"pulse vs the floor: K pairs ping-ponging every {interval_ms} ms "
+        out += side_by_side(f"pulse vs the floor: K links pinged every {interval_ms} ms "
                             "(K = N)", pulse, floor, "floor",
                             [s for s in spec if s[0] in FLOOR_ROWS])
         out += ["  " + x for x in tight_line(floor_tight)]

@@ -1,20 +1,22 @@
 //! The floor under a pulse ping: the least a ping can cost with std threads
 //! and loopback TCP, measured by the benchmark beside pulse.
 //!
-//! K pairs of threads in one process: each pinger keeps one TCP connection
-//! to its answerer and, once per interval, writes one small length-prefixed
-//! request and reads one small reply. That is a pulse ping stripped of
-//! everything but the transport: no Erlang framing, no registry, no log.
-//! With K = N the process does what one node of an N-node cluster does per
-//! round (N pings sent, N answered), so its CPU per interval and per ping
-//! compare directly with a pulse node's. `--interval 0` pings in a tight
-//! loop instead, for the per-message cost alone.
+//! K kept TCP connections in one process, in the shape of a pulse node: one
+//! pinger thread that, once per interval, writes one small length-prefixed
+//! request on every connection and then reads every reply (as pulse's round
+//! thread does), and one answerer thread per connection (as pulse's inbound
+//! links have). That is a pulse ping stripped of everything but the
+//! transport: no Erlang framing, no registry, no log. With K = N the process
+//! does what one node of an N-node cluster does per round (N pings sent, N
+//! answered), so its CPU per interval and per ping compare directly with a
+//! pulse node's. `--interval 0` runs the rounds back to back instead, for
+//! the per-message cost without timer wake-ups.
 //!
 //! Driven over stdin/stdout so the benchmark can read counts exactly at the
 //! edges of its CPU window:
 //!
 //! ```text
-//! floor --pairs K --interval MS     prints "ready pairs=K" once every link is up
+//! floor --links K --interval MS     prints "ready links=K" once every connection is up
 //! stdin "count"                     prints "pings=P failed=F"
 //! stdin EOF or "stop"               stops and joins every thread, prints "stopped pings=P failed=F"
 //! ```
@@ -31,11 +33,11 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 const USAGE: &str =
-    "usage: floor [--pairs K] [--interval MS] [--request-bytes B] [--reply-bytes B] [--timeout MS]";
+    "usage: floor [--links K] [--interval MS] [--request-bytes B] [--reply-bytes B] [--timeout MS]";
 
 /// What the flags asked for.
 struct Opts {
-    pairs: usize,
+    links: usize,
     interval: Duration,
     request_bytes: usize,
     reply_bytes: usize,
@@ -78,7 +80,7 @@ fn main() -> ExitCode {
 
 fn parse(mut args: impl Iterator<Item = String>) -> Result<Opts, String> {
     let mut o = Opts {
-        pairs: 1,
+        links: 1,
         interval: Duration::from_millis(1000),
         request_bytes: 128,
         reply_bytes: 64,
@@ -91,7 +93,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Opts, String> {
                 .map_err(|_| format!("{flag}: expected {what}, got '{v}'"))
         };
         match flag.as_str() {
-            "--pairs" => o.pairs = value("a count")? as usize,
+            "--links" => o.links = value("a count")? as usize,
             "--interval" => o.interval = Duration::from_millis(value("milliseconds")?),
             "--request-bytes" => o.request_bytes = value("bytes")? as usize,
             "--reply-bytes" => o.reply_bytes = value("bytes")? as usize,
@@ -100,8 +102,8 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Opts, String> {
             _ => return Err(format!("unknown flag '{flag}'")),
         }
     }
-    if !(1..=2000).contains(&o.pairs) {
-        return Err("--pairs: between 1 and 2000".into());
+    if !(1..=2000).contains(&o.links) {
+        return Err("--links: between 1 and 2000".into());
     }
     if !(5..=65536).contains(&o.request_bytes) || !(5..=65536).contains(&o.reply_bytes) {
         return Err("message sizes: between 5 and 65536 bytes (4 of them the length)".into());
@@ -117,12 +119,9 @@ fn run(opts: &Opts) -> io::Result<()> {
     let addr = listener.local_addr()?;
     let counts = Arc::new(Counts::default());
     let stopping = Arc::new(AtomicBool::new(false));
-    let mut threads: Vec<JoinHandle<()>> = Vec::with_capacity(2 * opts.pairs);
-    // One sender per pinger: dropping them all is the pingers' stop signal
-    // and wakes any of them waiting for its next tick.
-    let mut stops = Vec::with_capacity(opts.pairs);
-    let start = Instant::now();
-    for i in 0..opts.pairs {
+    let mut threads: Vec<JoinHandle<()>> = Vec::with_capacity(opts.links + 1);
+    let mut links = Vec::with_capacity(opts.links);
+    for i in 0..opts.links {
         let out = TcpStream::connect_timeout(&addr, opts.timeout)?;
         // Connected to our own listener: the backlog already holds it.
         let (inc, _) = listener.accept()?;
@@ -134,25 +133,25 @@ fn run(opts: &Opts) -> io::Result<()> {
         // An answerer waits a whole interval between requests; the timeout
         // only bounds how long it can miss the stop flag.
         inc.set_read_timeout(Some(opts.interval.max(opts.timeout) * 2))?;
-        let (stop_tx, stop_rx) = mpsc::channel::<()>();
-        stops.push(stop_tx);
+        links.push(out);
         let answer = {
             let (counts, stopping, reply) = (counts.clone(), stopping.clone(), opts.reply_bytes);
             move || answerer(inc, reply, &counts, &stopping)
         };
         threads.push(spawn(format!("floor-answer-{i}"), answer)?);
-        // Pingers start spread over the interval, as independent nodes' rounds are.
-        let first = start + opts.interval.mul_f64(i as f64 / opts.pairs as f64);
-        let ping = {
-            let (counts, o) = (
-                counts.clone(),
-                (opts.interval, opts.request_bytes, opts.reply_bytes),
-            );
-            move || pinger(out, first, o.0, o.1, o.2, &counts, &stop_rx)
-        };
-        threads.push(spawn(format!("floor-ping-{i}"), ping)?);
     }
-    println!("ready pairs={}", opts.pairs);
+    // Dropping the sender is the pinger's stop signal; it also wakes the
+    // pinger while it waits for its next round.
+    let (stop_tx, stop_rx) = mpsc::channel::<()>();
+    let ping = {
+        let (counts, o) = (
+            counts.clone(),
+            (opts.interval, opts.request_bytes, opts.reply_bytes),
+        );
+        move || pinger(links, o.0, o.1, o.2, &counts, &stop_rx)
+    };
+    threads.push(spawn("floor-ping".into(), ping)?);
+    println!("ready links={}", opts.links);
     io::stdout().flush()?;
 
     // The parent closing stdin (or dying) is the shutdown path.
@@ -165,7 +164,7 @@ fn run(opts: &Opts) -> io::Result<()> {
         io::stdout().flush()?;
     }
     stopping.store(true, Ordering::Relaxed);
-    drop(stops);
+    drop(stop_tx);
     for t in threads {
         t.join()
             .expect("floor threads never panic: every error is counted");
@@ -181,11 +180,11 @@ fn spawn(name: String, f: impl FnOnce() + Send + 'static) -> io::Result<JoinHand
         .spawn(f)
 }
 
-/// Once per interval (or back to back with a zero interval): one request
-/// out, one reply in. Stops at the first failure, which it counts.
+/// Once per interval (or back to back with a zero interval), a round: one
+/// request written on every link, then every reply read. A link that fails
+/// is counted and dropped.
 fn pinger(
-    mut s: TcpStream,
-    first: Instant,
+    mut links: Vec<TcpStream>,
     interval: Duration,
     request_bytes: usize,
     reply_bytes: usize,
@@ -194,8 +193,9 @@ fn pinger(
 ) {
     let request = frame(request_bytes, b'q');
     let mut reply = vec![0u8; reply_bytes];
-    let mut next = first;
-    loop {
+    let mut next = Instant::now();
+    let mut outcome: Vec<io::Result<()>> = Vec::with_capacity(links.len());
+    while !links.is_empty() {
         let go = if interval.is_zero() {
             matches!(stop.try_recv(), Err(TryRecvError::Empty))
         } else {
@@ -205,18 +205,30 @@ fn pinger(
         if !go {
             return;
         }
-        // A late ping goes out at once; missed ticks are not made up for.
+        // A late round goes out at once; missed ticks are not made up for.
         next = (next + interval).max(Instant::now());
-        let ok = s
-            .write_all(&request)
-            .and_then(|()| s.read_exact(&mut reply));
-        if let Err(e) = ok {
-            counts.failed.fetch_add(1, Ordering::Relaxed);
-            eprintln!("floor: ping failed: {e}");
-            return;
+        outcome.clear();
+        outcome.extend(links.iter_mut().map(|s| s.write_all(&request)));
+        for (s, r) in links.iter_mut().zip(outcome.iter_mut()) {
+            if r.is_ok() {
+                *r = s.read_exact(&mut reply);
+            }
         }
-        counts.pings.fetch_add(1, Ordering::Relaxed);
+        let mut results = outcome.iter();
+        links.retain(|_| match results.next() {
+            Some(Ok(())) => {
+                counts.pings.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            Some(Err(e)) => {
+                counts.failed.fetch_add(1, Ordering::Relaxed);
+                eprintln!("floor: link dropped: {e}");
+                false
+            }
+            None => true,
+        });
     }
+    eprintln!("floor: every link failed");
 }
 
 /// Reads requests as they come (usually one read each) and answers every
