@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The container cluster against the real Docker engine: build the scratch
-# image, up 1, scale to 5 and 11 (everyone sees everyone), health, scale down
-# to 3 (graceful leaves), docker kill (false, then expired), down (registry
-# empty).
+# image, up 1 on a host dir without sync_dir/ and log/ (the nodes create
+# them), scale to 5, break it on purpose with run.sh (pause/unpause, cut/heal:
+# false on both sides, then true again), scale to 11 (everyone sees
+# everyone), health, scale down to 3 (graceful leaves), docker kill (false,
+# then expired), down (registry empty).
 #
 # Each run has its own compose project, image tag and host dir, and tears
 # them down on any exit. Without a Docker engine it skips loudly, unless
@@ -48,18 +50,17 @@ export PULSE_INTERVAL_MS=$interval
 export PULSE_HEALTH_INTERVAL=1s
 sync_dir=$PULSE_HOST_DIR/sync_dir
 log=$PULSE_HOST_DIR/log/cluster.log
-mkdir -p "$sync_dir" "$(dirname "$log")"
-: >"$log"
-# As run.sh: the invoking user's uid, unless root, then 65532 with dirs
-# opened like /tmp (so root still cleans up, and non-root owns its files).
+timeout_ms=$((interval / 2)) # pulse's default ping timeout
+# A fresh host: the dir the containers mount as /tmp exists with /tmp's
+# mode, sync_dir/ and log/ do not (the first node creates them).
+mkdir -m 1777 "$PULSE_HOST_DIR"
+chmod 1777 "$PULSE_HOST_DIR"
+# Not root: the nodes run as this user, who can then remove what they wrote.
 if ((EUID != 0)); then
     export PULSE_UID=$EUID PULSE_GID
     PULSE_GID=$(id -g)
-else
-    export PULSE_UID=65532 PULSE_GID=65532
-    chmod 1777 "$sync_dir" "$(dirname "$log")"
-    chmod 0666 "$log"
 fi
+export COMPOSE_PROJECT_NAME=$project
 
 compose() { "${compose_cmd[@]}" -p "$project" -f "$root/docker-compose.yml" "$@"; }
 
@@ -109,7 +110,7 @@ diagnose() {
     echo "--- latest status line per node"
     latest_lines || true
     echo "--- last 40 lines of $log"
-    tail -n 40 "$log" || true
+    tail -n 40 "$log" 2>&1 || true
     echo "--- die events"
     cat "$tmp/events" || true
     if [[ -s $tmp/down.log ]]; then
@@ -151,7 +152,7 @@ running_ids() {
 # "NAME<TAB>k=v k=v ...", keys unquoted, in the line's own order.
 latest_lines() {
     awk '
-        match($0, /^[0-9][0-9]:[0-9][0-9]:[0-9][0-9]\.[0-9]+ \[INFO\] [^ \[]+\[/) {
+        match($0, /^[0-9][0-9]:[0-9][0-9]:[0-9][0-9]\.[0-9]+ \[(INFO|info)\] [^ \[]+\[/) {
             n = split(substr($0, 1, RLENGTH - 1), head, " ")
             body = substr($0, RLENGTH + 1)
             sub(/\]$/, "", body)
@@ -169,7 +170,7 @@ latest_lines() {
                 }
                 printf "%s\t%s\n", name, out
             }
-        }' "$log"
+        }' "$log" 2>/dev/null
 }
 
 declare -A latest=()
@@ -189,7 +190,7 @@ learn_names() {
         n=${name_of[$id]:-}
         if [[ -z $n ]]; then
             n=$(docker logs "$id" 2>&1 |
-                sed -nE 's/^[0-9:.]+ \[INFO\] ([^ []+)\[.*/\1/p' | awk 'NR == 1') || true
+                sed -nE 's/^[0-9:.]+ \[(INFO|info)\] ([^ []+)\[.*/\2/p' | awk 'NR == 1') || true
             [[ -n $n ]] || return 1
             name_of[$id]=$n
         fi
@@ -244,7 +245,8 @@ compose up -d --scale node=1 >"$tmp/up.log" 2>&1 || fail "up: $(cat "$tmp/up.log
 wait_for 30000 "one node lists itself true" converged 1
 pass "up 1: ${names[0]} lists itself true after $(($(now_ms) - t0)) ms"
 
-for n in 5 11; do
+scale_to() {
+    local n=$1
     t0=$(now_ms)
     compose up -d --scale "node=$n" >"$tmp/up.log" 2>&1 || fail "scale to $n: $(cat "$tmp/up.log")"
     started=$(($(now_ms) - t0))
@@ -252,7 +254,75 @@ for n in 5 11; do
     took=$(($(now_ms) - t0))
     echo "converged at $n nodes: $took ms from 'up --scale node=$n' (compose returned after $started ms)"
     pass "scale to $n: every latest line lists all $n true ($took ms)"
-done
+}
+scale_to 5
+[[ $(stat -c %u "$sync_dir") == "${PULSE_UID:-65532}" ]] ||
+    fail "sync_dir belongs to uid $(stat -c %u "$sync_dir"), not the nodes' ${PULSE_UID:-65532}"
+ls "$sync_dir" >/dev/null && cat "$log" >/dev/null || fail "the host cannot list $sync_dir or read $log"
+pass "the nodes created sync_dir/ and log/ in the host dir; the host lists and reads them"
+
+# --- breaking it on purpose: pause/unpause, cut/heal -------------------------
+
+chaos() { PULSE_HOST_DIR=$PULSE_HOST_DIR "$root/run.sh" "$@" 2>&1; }
+
+# lists_after_offset VICTIM WANT NODE...: the second status line of each NODE
+# written after byte $offset of the log (so from a round that began
+# after the change) lists VICTIM as WANT (true or false).
+lists_after_offset() {
+    local victim=$1 want=$2 n line
+    shift 2
+    for n in "$@"; do
+        line=$(tail -c "+$((offset + 1))" "$log" | grep -iF "] ${n}[" | awk 'NR == 2') || true
+        [[ -n $line ]] || return 1
+        [[ $line == *"\"$victim\": $want"* ]] || fail "second line of $n after the change: $line"
+    done
+}
+
+mapfile -t ids5 < <(running_ids)
+learn_names
+target_id=${ids5[1]}
+target=${name_of[$target_id]}
+others=()
+for id in "${ids5[@]}"; do [[ $id == "$target_id" ]] || others+=("${name_of[$id]}"); done
+index=$(docker inspect -f '{{index .Config.Labels "com.docker.compose.container-number"}}' "$target_id")
+
+offset=$(stat -c %s "$log")
+t0=$(now_ms)
+said=$(chaos pause "$index") || fail "run.sh pause $index: $said"
+[[ $said == *"paused node_$index ($target)"* ]] || fail "run.sh pause said: $said"
+wait_for $((3 * interval + timeout_ms + 2000)) "every other node lists the paused $target false" \
+    lists_after_offset "$target" false "${others[@]}"
+paused_ms=$(($(now_ms) - t0))
+echo "pause: every other node listed $target false after $paused_ms ms (interval $interval + timeout $timeout_ms)"
+said=$(chaos unpause "$target") || fail "run.sh unpause $target: $said"
+[[ $said == *"unpaused node_$index ($target)"* ]] || fail "run.sh unpause said: $said"
+t0=$(now_ms)
+wait_for 20000 "all 5 true again after unpause" converged 5
+pass "pause: $target false on every other node ($paused_ms ms), unpause: all true again ($(($(now_ms) - t0)) ms)"
+
+offset=$(stat -c %s "$log")
+t0=$(now_ms)
+said=$(chaos cut "node_$index") || fail "run.sh cut node_$index: $said"
+[[ $said == *"cut node_$index ($target)"* ]] || fail "run.sh cut said: $said"
+# The cut node still writes the shared log (a bind mount, not the network).
+cut_both_sides() {
+    lists_after_offset "$target" false "${others[@]}" || return 1
+    local line o
+    line=$(tail -c "+$((offset + 1))" "$log" | grep -iF "] ${target}[" | awk 'NR == 2') || true
+    [[ -n $line ]] || return 1
+    for o in "${others[@]}"; do
+        [[ $line == *"\"$o\": false"* ]] || fail "second line of the cut $target: $line"
+    done
+}
+wait_for $((3 * interval + timeout_ms + 2000)) "both sides of the cut list each other false" cut_both_sides
+cut_ms=$(($(now_ms) - t0))
+said=$(chaos heal "$target") || fail "run.sh heal $target: $said"
+[[ $said == *"healed node_$index ($target)"* && $said != *warning* ]] || fail "run.sh heal said: $said"
+t0=$(now_ms)
+wait_for 20000 "all 5 true again after heal" converged 5
+pass "cut: both sides list each other false ($cut_ms ms), heal: all true again ($(($(now_ms) - t0)) ms)"
+
+scale_to 11
 converge_11=$took
 
 healthy_all() {
@@ -296,7 +366,7 @@ wait_for 5000 "every removed container exits 0" graceful
 for id in "${removed[@]}"; do
     n=${name_of[$id]}
     [[ ! -e $sync_dir/$n ]] || fail "$n left its registry file behind"
-    grep -qF "[INFO] node $n left" "$log" || fail "no 'node $n left' in the log"
+    grep -qiF "[info] node $n left" "$log" || fail "no 'node $n left' in the log"
     # Not a failure: a peer calls a vanished entry "expired" rather than
     # "left" when it saw no heartbeat change for two intervals, which a
     # loaded machine can cause at short intervals (seen once with two test
@@ -324,7 +394,7 @@ offset=$(stat -c %s "$log")
 false_next_round() {
     local n line
     for n in "${survivors[@]}"; do
-        line=$(tail -c "+$((offset + 1))" "$log" | grep -F "[INFO] ${n}[" | awk 'NR == 2') || true
+        line=$(tail -c "+$((offset + 1))" "$log" | grep -iF "[info] ${n}[" | awk 'NR == 2') || true
         [[ -n $line ]] || return 1
         [[ $line == *"\"$victim\": false"* ]] || fail "second round after the kill: $line"
     done
