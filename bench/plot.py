@@ -58,7 +58,7 @@ def draw(doc, path):
         return "matplotlib is not installed (scripts/install-deps.sh installs it)"
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import FuncFormatter, NullFormatter
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     meta = doc.get("meta", {})
     fig, axes = plt.subplots(2, 2, figsize=(11, 8), constrained_layout=True)
@@ -82,8 +82,8 @@ def draw(doc, path):
                     ax.plot([x], [y], "_", color=colour, ms=10)
         if isinstance(goal, (int, float)):
             ax.axhline(goal, color="black", ls=":", lw=1, label=f"target (p95 <= {goal:g})")
-        elif goal:
-            gx, gy = zip(*goal)
+        elif [g for g in goal if g[0] in ns]:
+            gx, gy = zip(*[g for g in goal if g[0] in ns])
             ax.plot(gx, gy, "_", color="black", ms=16, mew=2, label="target (at most)")
         ax.set_title(title)
         ax.set_xlabel("N (nodes in the cluster)")
@@ -93,7 +93,9 @@ def draw(doc, path):
         ax.set_xticks(ns)
         ax.xaxis.set_major_formatter(plain)
         ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
         ax.yaxis.set_major_formatter(plain)
+        ax.yaxis.set_minor_formatter(NullFormatter())
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(f"pulse benchmark, interval {meta.get('interval_ms', '?')} ms, "
