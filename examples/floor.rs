@@ -64,6 +64,10 @@ impl Counts {
 fn main() -> ExitCode {
     let opts = match parse(std::env::args().skip(1)) {
         Ok(o) => o,
+        Err(e) if e == "help" => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
         Err(e) => {
             eprintln!("floor: {e}\n{USAGE}");
             return ExitCode::from(2);
@@ -114,61 +118,82 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Opts, String> {
     Ok(o)
 }
 
-fn run(opts: &Opts) -> io::Result<()> {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
-    let addr = listener.local_addr()?;
-    let counts = Arc::new(Counts::default());
-    let stopping = Arc::new(AtomicBool::new(false));
-    let mut threads: Vec<JoinHandle<()>> = Vec::with_capacity(opts.links + 1);
-    let mut links = Vec::with_capacity(opts.links);
-    for i in 0..opts.links {
-        let out = TcpStream::connect_timeout(&addr, opts.timeout)?;
-        // Connected to our own listener: the backlog already holds it.
-        let (inc, _) = listener.accept()?;
-        for s in [&out, &inc] {
-            s.set_nodelay(true)?;
-            s.set_write_timeout(Some(opts.timeout))?;
-        }
-        out.set_read_timeout(Some(opts.timeout))?;
-        // An answerer waits a whole interval between requests; the timeout
-        // only bounds how long it can miss the stop flag.
-        inc.set_read_timeout(Some(opts.interval.max(opts.timeout) * 2))?;
-        links.push(out);
-        let answer = {
+/// The running links and threads.
+struct Floor {
+    counts: Arc<Counts>,
+    stopping: Arc<AtomicBool>,
+    /// Dropping it is the pinger's stop signal; it also wakes the pinger
+    /// while it waits for its next round.
+    stop_tx: mpsc::Sender<()>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Floor {
+    /// Opens every link and starts the answerers and the pinger.
+    fn start(opts: &Opts) -> io::Result<Floor> {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+        let addr = listener.local_addr()?;
+        let counts = Arc::new(Counts::default());
+        let stopping = Arc::new(AtomicBool::new(false));
+        let mut threads = Vec::with_capacity(opts.links + 1);
+        let mut links = Vec::with_capacity(opts.links);
+        for i in 0..opts.links {
+            let out = TcpStream::connect_timeout(&addr, opts.timeout)?;
+            // Connected to our own listener: the backlog already holds it.
+            let (inc, _) = listener.accept()?;
+            for s in [&out, &inc] {
+                s.set_nodelay(true)?;
+                s.set_write_timeout(Some(opts.timeout))?;
+            }
+            out.set_read_timeout(Some(opts.timeout))?;
+            // An answerer waits a whole interval between requests; the
+            // timeout only bounds how long it can miss the stop flag.
+            inc.set_read_timeout(Some(opts.interval.max(opts.timeout) * 2))?;
+            links.push(out);
             let (counts, stopping, reply) = (counts.clone(), stopping.clone(), opts.reply_bytes);
-            move || answerer(inc, reply, &counts, &stopping)
-        };
-        threads.push(spawn(format!("floor-answer-{i}"), answer)?);
+            let answer = move || answerer(inc, reply, &counts, &stopping);
+            threads.push(spawn(format!("floor-answer-{i}"), answer)?);
+        }
+        let (stop_tx, stop_rx) = mpsc::channel::<()>();
+        let (c, interval) = (counts.clone(), opts.interval);
+        let (request, reply) = (opts.request_bytes, opts.reply_bytes);
+        let ping = move || pinger(links, interval, request, reply, &c, &stop_rx);
+        threads.push(spawn("floor-ping".into(), ping)?);
+        Ok(Floor {
+            counts,
+            stopping,
+            stop_tx,
+            threads,
+        })
     }
-    // Dropping the sender is the pinger's stop signal; it also wakes the
-    // pinger while it waits for its next round.
-    let (stop_tx, stop_rx) = mpsc::channel::<()>();
-    let ping = {
-        let (counts, o) = (
-            counts.clone(),
-            (opts.interval, opts.request_bytes, opts.reply_bytes),
-        );
-        move || pinger(links, o.0, o.1, o.2, &counts, &stop_rx)
-    };
-    threads.push(spawn("floor-ping".into(), ping)?);
+
+    /// Stops the pinger (whose links close, so every answerer reads EOF)
+    /// and joins every thread.
+    fn stop(self) -> Arc<Counts> {
+        self.stopping.store(true, Ordering::Relaxed);
+        drop(self.stop_tx);
+        for t in self.threads {
+            t.join()
+                .expect("floor threads never panic: every error is counted");
+        }
+        self.counts
+    }
+}
+
+fn run(opts: &Opts) -> io::Result<()> {
+    let floor = Floor::start(opts)?;
     println!("ready links={}", opts.links);
     io::stdout().flush()?;
-
     // The parent closing stdin (or dying) is the shutdown path.
     for line in io::stdin().lock().lines() {
         match line?.trim() {
-            "count" => println!("{}", counts.line()),
+            "count" => println!("{}", floor.counts.line()),
             "stop" => break,
             other => println!("error: unknown command '{other}' (count, stop)"),
         }
         io::stdout().flush()?;
     }
-    stopping.store(true, Ordering::Relaxed);
-    drop(stop_tx);
-    for t in threads {
-        t.join()
-            .expect("floor threads never panic: every error is counted");
-    }
+    let counts = floor.stop();
     println!("stopped {}", counts.line());
     Ok(())
 }
@@ -280,4 +305,119 @@ fn frame(bytes: usize, fill: u8) -> Vec<u8> {
 fn frame_len(buf: &[u8]) -> Option<usize> {
     let head: [u8; 4] = buf.get(..4)?.try_into().ok()?;
     Some(u32::from_be_bytes(head) as usize + 4)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(args: &[&str]) -> Result<Opts, String> {
+        parse(args.iter().map(|a| a.to_string()))
+    }
+
+    /// Polls `cond` until it holds or `secs` pass; says what it saw last.
+    fn wait_until(secs: u64, what: &str, mut cond: impl FnMut() -> (bool, String)) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let (ok, seen) = cond();
+            if ok {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what} within {secs} s; saw {seen}"
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn bad_flags_name_the_flag() {
+        let e = opts(&["--interval", "abc"]).err().unwrap_or_default();
+        assert_eq!(e, "--interval: expected milliseconds, got 'abc'");
+        let e = opts(&["--links", "0"]).err().unwrap_or_default();
+        assert!(e.starts_with("--links:"), "{e}");
+        let e = opts(&["--links"]).err().unwrap_or_default();
+        assert_eq!(e, "--links: missing a count");
+        let e = opts(&["--request-bytes", "4"]).err().unwrap_or_default();
+        assert!(e.starts_with("message sizes"), "{e}");
+        let o = opts(&["--links", "7", "--interval", "0"]).expect("valid flags");
+        assert_eq!((o.links, o.interval), (7, Duration::ZERO));
+    }
+
+    #[test]
+    fn frames_carry_their_length() {
+        let f = frame(128, b'q');
+        assert_eq!(f.len(), 128);
+        assert_eq!(frame_len(&f), Some(128));
+        assert_eq!(frame_len(&f[..3]), None);
+    }
+
+    #[test]
+    fn answerer_replies_to_every_request_even_when_they_arrive_together() {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind loopback");
+        let mut out = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+        let (inc, _) = listener.accept().expect("accept");
+        out.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        inc.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let counts = Arc::new(Counts::default());
+        let stopping = Arc::new(AtomicBool::new(false));
+        let (c, st) = (counts.clone(), stopping.clone());
+        let t = spawn("test-answer".into(), move || answerer(inc, 10, &c, &st)).expect("spawn");
+        // Two requests in one write, a third split across two writes.
+        let mut two = frame(20, b'q');
+        two.extend(frame(20, b'q'));
+        out.write_all(&two).expect("write");
+        let third = frame(30, b'q');
+        out.write_all(&third[..7]).expect("write");
+        out.write_all(&third[7..]).expect("write");
+        let mut replies = [0u8; 30];
+        out.read_exact(&mut replies)
+            .expect("three replies of 10 bytes");
+        assert!(replies.chunks(10).all(|r| r == frame(10, b'r')));
+        drop(out);
+        t.join().expect("answerer ends when the pinger hangs up");
+        assert_eq!(counts.failed.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn tight_loop_counts_pings_and_stops_cleanly() {
+        let o = opts(&["--links", "3", "--interval", "0"]).expect("valid flags");
+        let floor = Floor::start(&o).expect("floor starts on loopback");
+        let counts = floor.counts.clone();
+        wait_until(30, "300 pings", || {
+            (counts.pings.load(Ordering::Relaxed) >= 300, counts.line())
+        });
+        let counts = floor.stop();
+        assert_eq!(
+            counts.failed.load(Ordering::Relaxed),
+            0,
+            "{}",
+            counts.line()
+        );
+    }
+
+    #[test]
+    fn paced_rounds_ping_every_link_once_per_interval() {
+        let o = opts(&["--links", "4", "--interval", "50"]).expect("valid flags");
+        let start = Instant::now();
+        let floor = Floor::start(&o).expect("floor starts on loopback");
+        let counts = floor.counts.clone();
+        wait_until(30, "3 rounds of 4 pings", || {
+            (counts.pings.load(Ordering::Relaxed) >= 12, counts.line())
+        });
+        // Three rounds take at least two intervals: the pinger is paced.
+        assert!(start.elapsed() >= Duration::from_millis(100));
+        let counts = floor.stop();
+        let pings = counts.pings.load(Ordering::Relaxed);
+        assert_eq!(pings % 4, 0, "whole rounds only: {}", counts.line());
+        assert_eq!(
+            counts.failed.load(Ordering::Relaxed),
+            0,
+            "{}",
+            counts.line()
+        );
+    }
 }
