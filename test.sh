@@ -30,5 +30,6 @@ fi
 
 if [ -f bench/bench.py ]; then
     step "benchmark smoke run"
+    # Writes under target/bench-smoke/, never over the committed figures.
     python3 bench/bench.py --smoke
 fi

@@ -18,6 +18,7 @@ def cargo_build(extra, what):
     r = subprocess.run(cmd, cwd=REPO, stdin=subprocess.DEVNULL)
     return r.returncode == 0
 
+
 def ensure_binary(opts):
     if opts.binary:
         b = Path(opts.binary).resolve()
@@ -39,6 +40,7 @@ def ensure_binary(opts):
     if not b.exists():
         raise BenchError(f"{b} missing after the build")
     return b
+
 
 def ensure_floor(opts, binary):
     """The floor example, built for the same target and profile as the
@@ -70,6 +72,7 @@ def elf_is_static(path):
             return False
     return True
 
+
 def sizes(opts, binary):
     out = {"release_binary": {"path": shown(binary), "bytes": binary.stat().st_size}}
     musl = REPO / "target" / MUSL / "release" / "pulse"
@@ -86,9 +89,11 @@ def sizes(opts, binary):
         out["musl_binary"] = {"path": shown(musl), "bytes": musl.stat().st_size,
                               "static": elf_is_static(musl)}
     else:
-        out["musl_binary"] = {"bytes": None, "note": note or "not built (--smoke/--no-build skip it)"}
+        out["musl_binary"] = {"bytes": None,
+                              "note": note or "not built (--smoke/--no-build skip it)"}
     out["image"] = docker_image_size()
     return out
+
 
 def docker_image_size():
     if not shutil.which("docker"):
@@ -99,7 +104,8 @@ def docker_image_size():
     except (subprocess.TimeoutExpired, OSError) as e:
         return {"bytes": None, "note": f"docker: {e}"}
     if r.returncode != 0:
-        return {"bytes": None, "note": "docker: " + (r.stderr.strip().splitlines() or ["error"])[-1]}
+        last = (r.stderr.strip().splitlines() or ["error"])[-1]
+        return {"bytes": None, "note": f"docker: {last}"}
     refs = [x for x in r.stdout.split() if x.split(":")[0].rsplit("/", 1)[-1] == "pulse"]
     if not refs:
         return {"bytes": None, "note": "no pulse image"}
@@ -111,6 +117,7 @@ def docker_image_size():
         return {"ref": ref, "bytes": int(r.stdout.strip())}
     except ValueError:
         return {"ref": ref, "bytes": None, "note": r.stderr.strip()}
+
 
 def raise_limits(max_n):
     notes = []
@@ -134,6 +141,7 @@ def raise_limits(max_n):
     if used + need > min(pid_max, threads_max):
         notes.append("WARNING: that may not fit; nodes may fail to start threads")
     return notes
+
 
 def fmt_lim(v):
     return "unlimited" if v == resource.RLIM_INFINITY else str(v)

@@ -12,7 +12,8 @@ import time
 from cluster import Cluster
 from common import PROCS, BenchError, gaps, log, median, ms, now, p95
 from lines import absent, all_true, lists, present
-from procfs import CLK_TCK, cpu_figures, cpu_reading, machine_ticks, self_cpu, status_field, trees_of
+from procfs import (CLK_TCK, cpu_figures, cpu_reading, machine_ticks, self_cpu, status_field,
+                    trees_of)
 from runtimes import HungPeer
 
 

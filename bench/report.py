@@ -82,6 +82,8 @@ def rows(interval_ms):
         ("CPU/ping (us, stat)", "",
          lambda r: stat_only(r, get(r, "cpu", "per_ping_us_stat")), "{:.1f}", None),
         ("CPU user/system (% of ticks)", "", split, fmt_split, None),
+        ("CPU ticks counted (all nodes)", "", lambda r: get(r, "cpu", "ticks_counted"), "{:.0f}",
+         None),
         ("cores, all nodes (stat)", "",
          lambda r: stat_only(r, get(r, "cpu", "cores_all_nodes_stat")), "{:.3f}", None),
         ("cores, all nodes (schedstat)", "<= 0.9 all true (N=150)",
@@ -113,7 +115,7 @@ def rows(interval_ms):
 # cluster, so no startup, convergence or rounds of status lines).
 FLOOR_ROWS = ("RSS median (MiB)", "threads per node (median)", "CPU/node/round (us, stat)",
               "CPU/node/round (us, schedstat)", "CPU/ping (us, schedstat)", "CPU/ping (us, stat)",
-              "CPU user/system (% of ticks)")
+              "CPU user/system (% of ticks)", "CPU ticks counted (all nodes)")
 
 # Rows that make no sense for the Elixir comparison.
 NOT_VS_ELIXIR = ("cores, machine busy (/proc/stat)", "cores, this harness",
