@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::config::Config;
-use crate::dist::Identity;
+use crate::erlang::Identity;
 use crate::membership::Outcome;
 use crate::probe::{Prober, Target};
 use crate::registry::{self, Record, Registry};
