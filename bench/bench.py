@@ -97,6 +97,10 @@ def parse_args(argv):
     opts.smoke = a.smoke
     opts.sizes = [11] if a.smoke else sizes_of(a.sizes)
     opts.elixir_sizes = [] if a.smoke else sizes_of(a.elixir_sizes)
+    if any(n > 49 for n in opts.elixir_sizes):
+        # The recipe logs `inspect(list)`, which shows at most 50 entries;
+        # the joiner makes N + 1.
+        ap.error("--elixir-sizes: at most 49 (the recipe's status line shows 50 entries)")
     opts.interval_ms = a.interval_ms
     opts.window_s = a.window_s or (3.0 if a.smoke else 10.0)
     opts.settle_rounds = 1 if a.smoke else 2
