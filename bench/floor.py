@@ -63,8 +63,12 @@ class Floor:
 
     def count(self):
         """(pings, failed) so far."""
-        self.proc.stdin.write(b"count\n")
-        self.proc.stdin.flush()
+        try:
+            self.proc.stdin.write(b"count\n")
+            self.proc.stdin.flush()
+        except OSError as e:
+            raise BenchError(f"floor (K={self.links}) stopped reading its stdin: {e} "
+                             f"(exit code {self.proc.poll()}); stderr {self.stderr()!r}")
         text = self.line(10, "count")
         m = COUNT_RE.match(text)
         if not m:
