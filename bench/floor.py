@@ -56,7 +56,7 @@ class Floor:
                 continue
             if not chunk:
                 raise BenchError(f"floor (K={self.links}) closed its stdout before its {what} "
-                                 f"(exit code {self.proc.poll()}); stderr {self.stderr()!r}")
+                                 f"(exit code {self.exit_code()}); stderr {self.stderr()!r}")
             self.buf += chunk
         raw, self.buf = self.buf.split(b"\n", 1)
         return raw.decode("utf-8", "replace")
@@ -75,6 +75,13 @@ class Floor:
             raise BenchError(f"floor answered {text!r} to count")
         return int(m.group(1)), int(m.group(2))
 
+    def exit_code(self):
+        """The exit code of a floor that closed its stdout (it is exiting)."""
+        try:
+            return self.proc.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            return "none yet"
+
     def stderr(self):
         try:
             return self.stderr_path.read_text(errors="replace")[-300:]
@@ -84,9 +91,12 @@ class Floor:
     def stop(self):
         """Closes stdin (its stop signal) and waits for a clean exit; kills
         its group if it does not come."""
+        if self.proc.poll() is not None:
+            stopped = f"exited early with code {self.proc.returncode}"
         try:
             self.proc.stdin.close()
-            stopped = self.line(10, "stopped line")
+            if self.proc.returncode is None:
+                stopped = self.line(10, "stopped line")
             self.proc.wait(timeout=10)
         except (BenchError, OSError, subprocess.TimeoutExpired) as e:
             stopped = f"killed: {e}"
