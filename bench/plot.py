@@ -61,7 +61,7 @@ def draw(doc, path):
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     meta = doc.get("meta", {})
-    fig, axes = plt.subplots(2, 2, figsize=(11, 8), constrained_layout=True)
+    fig, axes = plt.subplots(2, 2, figsize=(11, 8.5))
     ns = sorted({r["n"] for r in doc.get("runs", [])})
     plain = FuncFormatter(lambda v, _pos: f"{v:g}")
     for ax, (title, unit, getter, goal) in zip(axes.flat, PANELS):
@@ -96,10 +96,22 @@ def draw(doc, path):
         ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
         ax.yaxis.set_major_formatter(plain)
         ax.yaxis.set_minor_formatter(NullFormatter())
+        if ns:
+            # Room for the value labels right of the last point and above the top one.
+            ax.set_xlim(ns[0] / 1.2, ns[-1] * 1.35)
+            lo, hi = ax.get_ylim()
+            ax.set_ylim(lo, hi * 1.4)
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
+    # One legend for the four panels, below them, so none hides a point.
+    handles = {}
+    for ax in axes.flat:
+        for h, label in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(label, h)
+    fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=3, fontsize=9,
+               frameon=False)
     fig.suptitle(f"pulse benchmark, interval {meta.get('interval_ms', '?')} ms, "
                  f"{meta.get('cores', '?')} cores ({meta.get('host', '?')})", fontsize=11)
+    fig.tight_layout(rect=(0, 0.07, 1, 0.97))
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)
     plt.close(fig)

@@ -120,7 +120,7 @@ FLOOR_ROWS = ("RSS median (MiB)", "threads per node (median)", "CPU/node/round (
 # Rows that make no sense for the Elixir comparison.
 NOT_VS_ELIXIR = ("cores, machine busy (/proc/stat)", "cores, this harness",
                  "CPU/node/round (us, stat)", "cores, all nodes (stat)",
-                 "CPU/node/round, elixir/pulse")
+                 "CPU/node/round, elixir/pulse", "CPU ticks counted (all nodes)")
 
 
 def show(v, fmt):
