@@ -1,7 +1,7 @@
 """What every part of the benchmark shares: the repository's paths, the
 error that means "the benchmark broke", the clock, progress logging, the
 child processes (each in its own session, killed with its group at the
-end) and small statistics helpers."""
+end) and small statistics functions."""
 
 import math
 import os

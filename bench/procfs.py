@@ -91,7 +91,7 @@ def self_cpu():
 
 
 def trees_of(pids):
-    """{pid: [pid and its descendants]}: a BEAM's CPU includes its helpers'."""
+    """{pid: [pid and its descendants]}: a BEAM's CPU includes its child processes'."""
     kids = proc_children()
     return {p: tree(p, kids) for p in pids}
 
