@@ -13,31 +13,13 @@
 # Env: PULSE_TEST_INTERVAL_MS (default 500: short rounds keep the test fast).
 set -euo pipefail
 
-root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 self=tests/docker/cluster_test.sh
+# shellcheck source=tests/docker/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+need_docker
 interval=${PULSE_TEST_INTERVAL_MS:-500}
 ttl=$((5 * interval)) # pulse's default TTL: five intervals
 musl_bin=$root/target/x86_64-unknown-linux-musl/release/pulse
-
-skip() {
-    printf '\n*** SKIPPED (%s): %s ***\n\n' "$1" "$self"
-    if [[ ${PULSE_REQUIRE_EXTERNAL:-0} == 1 ]]; then
-        echo "PULSE_REQUIRE_EXTERNAL=1: a skip is a failure" >&2
-        exit 1
-    fi
-    exit 0
-}
-
-command -v docker >/dev/null || skip "no docker engine"
-timeout 20 docker info --format '{{.ServerVersion}}' >/dev/null 2>&1 || skip "no docker engine"
-# The same choice as run.sh: compose v2 when present, else Debian's v1.
-if docker compose version >/dev/null 2>&1; then
-    compose_cmd=(docker compose)
-elif command -v docker-compose >/dev/null && docker-compose version >/dev/null 2>&1; then
-    compose_cmd=(docker-compose)
-else
-    skip "no docker compose"
-fi
 
 # --- this run's own world ---------------------------------------------------
 
@@ -69,17 +51,7 @@ teardown() {
     local rc=$?
     trap - EXIT INT TERM
     if [[ -n $events_pid ]]; then kill "$events_pid" 2>/dev/null || true; fi
-    compose down --volumes --remove-orphans --rmi all --timeout 5 >/dev/null 2>&1 || true
-    docker rmi -f "$PULSE_IMAGE" >/dev/null 2>&1 || true
-    # Docker 20.10 may refuse to remove a network whose endpoints it is still
-    # releasing; ask again until it is gone (at most ~10 s).
-    local tries nets
-    for ((tries = 0; tries < 20; tries++)); do
-        nets=$(docker network ls -q --filter "label=com.docker.compose.project=$project")
-        [[ -n $nets ]] || break
-        # shellcheck disable=SC2086 # one network id per word
-        docker network rm $nets >/dev/null 2>&1 || sleep 0.5
-    done
+    remove_project
     rm -rf "$tmp"
     exit "$rc"
 }
@@ -94,12 +66,6 @@ docker events --since "$(date +%s)" \
 events_pid=$!
 
 # --- reporting --------------------------------------------------------------
-
-passed=0
-pass() {
-    passed=$((passed + 1))
-    printf 'ok %d - %s\n' "$passed" "$*"
-}
 
 diagnose() {
     echo "--- containers"
@@ -119,106 +85,25 @@ diagnose() {
     fi
 }
 
-fail() {
-    printf 'FAIL - %s\n' "$*"
-    diagnose
-    printf '%d passed, 1 failed\n' "$passed"
-    exit 1
-}
-
-now_ms() { date +%s%3N; }
-
-# wait_for MS WHAT CMD...: polls CMD until it succeeds; fails after MS.
-waited=0
-wait_for() {
-    local limit=$1 what=$2 start
-    shift 2
-    start=$(now_ms)
-    until "$@"; do
-        (($(now_ms) - start < limit)) || fail "$what (not within $limit ms)"
-        sleep 0.1
-    done
-    waited=$(($(now_ms) - start))
-}
-
 # --- reading the cluster's state --------------------------------------------
-
-running_ids() {
-    docker ps -q --no-trunc --filter "label=com.docker.compose.project=$project" \
-        --filter "label=com.docker.compose.service=node" | LC_ALL=C sort
-}
-
-# The last status line of each node in the shared log, as
-# "NAME<TAB>k=v k=v ...", keys unquoted, in the line's own order.
-latest_lines() {
-    awk '
-        match($0, /^[0-9][0-9]:[0-9][0-9]:[0-9][0-9]\.[0-9]+ \[(INFO|info)\] [^ \[]+\[/) {
-            n = split(substr($0, 1, RLENGTH - 1), head, " ")
-            body = substr($0, RLENGTH + 1)
-            sub(/\]$/, "", body)
-            last[head[n]] = body
-        }
-        END {
-            for (name in last) {
-                out = ""
-                k = split(last[name], entries, ", ")
-                for (i = 1; i <= k; i++) {
-                    e = entries[i]
-                    gsub(/"/, "", e)
-                    sub(/: /, "=", e)
-                    out = out (i > 1 ? " " : "") e
-                }
-                printf "%s\t%s\n", name, out
-            }
-        }' "$log" 2>/dev/null
-}
-
-declare -A latest=()
-refresh_latest() {
-    latest=()
-    local name entries
-    while IFS=$'\t' read -r name entries; do latest[$name]=$entries; done < <(latest_lines)
-}
-
-# A container's node name, from the first status line in its own output.
-declare -A name_of=()
-names=()
-learn_names() {
-    local id n
-    names=()
-    for id in $(running_ids); do
-        n=${name_of[$id]:-}
-        if [[ -z $n ]]; then
-            n=$(docker logs "$id" 2>&1 |
-                sed -nE 's/^[0-9:.]+ \[(INFO|info)\] ([^ []+)\[.*/\2/p' | awk 'NR == 1') || true
-            [[ -n $n ]] || return 1
-            name_of[$id]=$n
-        fi
-        names+=("$n")
-    done
-}
-
-# converged N: N containers run, and each one's latest line lists exactly
-# those N nodes, all true.
-converged() {
-    local want n
-    [[ $(running_ids | wc -l) -eq $1 ]] || return 1
-    learn_names || return 1
-    want=$(printf '%s=true\n' "${names[@]}" | LC_ALL=C sort | paste -sd ' ')
-    refresh_latest
-    for n in "${names[@]}"; do [[ ${latest[$n]:-} == "$want" ]] || return 1; done
-}
 
 exit_code_of() { awk -v id="$1" '$1 == id { print $2 }' "$tmp/events" | tail -n 1; }
 
 # --- build ------------------------------------------------------------------
 
-if command -v rustup >/dev/null &&
-    ! rustup target list --installed | grep -x x86_64-unknown-linux-musl >/dev/null; then
-    rustup target add x86_64-unknown-linux-musl
+# Without the binary, the image build fails and says how to build it: a
+# context of the Docker files alone.
+mkdir "$tmp/bare"
+cp -a "$root/Dockerfile" "$root/.dockerignore" "$root/docker" "$tmp/bare/"
+if docker build -t "$project-bare:latest" "$tmp/bare" >"$tmp/bare.log" 2>&1; then
+    docker rmi -f "$project-bare:latest" >/dev/null 2>&1 || true
+    fail "the image built without the binary"
 fi
-cargo build --release --quiet --target x86_64-unknown-linux-musl \
-    --manifest-path "$root/Cargo.toml" || fail "cargo build --target x86_64-unknown-linux-musl"
+grep -qF "cargo build --release --target x86_64-unknown-linux-musl" "$tmp/bare.log" ||
+    fail "the failed build does not name the command that builds the binary: $(cat "$tmp/bare.log")"
+pass "without the binary the build fails naming the command: $(grep -F 'cargo build' "$tmp/bare.log" | tail -n 1)"
+
+"$root/run.sh" build || fail "./run.sh build"
 compose build >"$tmp/build.log" 2>&1 || {
     cat "$tmp/build.log"
     fail "compose build"
@@ -287,13 +172,13 @@ for id in "${ids5[@]}"; do [[ $id == "$target_id" ]] || others+=("${name_of[$id]
 index=$(docker inspect -f '{{index .Config.Labels "com.docker.compose.container-number"}}' "$target_id")
 
 offset=$(stat -c %s "$log")
-t0=$(now_ms)
 said=$(chaos pause "$index") || fail "run.sh pause $index: $said"
+t0=$(now_ms)
 [[ $said == *"paused node_$index ($target)"* ]] || fail "run.sh pause said: $said"
 wait_for $((3 * interval + timeout_ms + 2000)) "every other node lists the paused $target false" \
     lists_after_offset "$target" false "${others[@]}"
 paused_ms=$(($(now_ms) - t0))
-echo "pause: every other node listed $target false after $paused_ms ms (interval $interval + timeout $timeout_ms)"
+echo "pause: every other node listed $target false $paused_ms ms after run.sh returned (interval $interval + timeout $timeout_ms)"
 said=$(chaos unpause "$target") || fail "run.sh unpause $target: $said"
 [[ $said == *"unpaused node_$index ($target)"* ]] || fail "run.sh unpause said: $said"
 t0=$(now_ms)
@@ -301,8 +186,8 @@ wait_for 20000 "all 5 true again after unpause" converged 5
 pass "pause: $target false on every other node ($paused_ms ms), unpause: all true again ($(($(now_ms) - t0)) ms)"
 
 offset=$(stat -c %s "$log")
-t0=$(now_ms)
 said=$(chaos cut "node_$index") || fail "run.sh cut node_$index: $said"
+t0=$(now_ms)
 [[ $said == *"cut node_$index ($target)"* ]] || fail "run.sh cut said: $said"
 # The cut node still writes the shared log (a bind mount, not the network).
 cut_both_sides() {

@@ -89,14 +89,23 @@ latest_lines() {
         }' "$log" 2>/dev/null
 }
 
-# converged N: N containers run, and the latest line of each lists exactly
-# those N nodes, all true (in any order). Sets names.
+# refresh_latest: latest[NAME] is the last status line of NAME as
+# "k=v k=v ...", sorted by key.
+declare -A latest=()
+refresh_latest() {
+    local n entries
+    latest=()
+    while IFS=$'\t' read -r n entries; do
+        latest[$n]=$(tr ' ' '\n' <<<"$entries" | LC_ALL=C sort | paste -sd ' ')
+    done < <(latest_lines)
+}
+
+# learn_names: names holds the node name of each running container (from the
+# first status line in its own output), name_of[ID] each one's.
 declare -A name_of=()
 names=()
-converged() {
-    local id n want
-    local -A latest=()
-    [[ $(running_ids | wc -l) -eq $1 ]] || return 1
+learn_names() {
+    local id n
     names=()
     for id in $(running_ids); do
         n=${name_of[$id]:-}
@@ -108,9 +117,15 @@ converged() {
         fi
         names+=("$n")
     done
-    while IFS=$'\t' read -r n want; do
-        latest[$n]=$(tr ' ' '\n' <<<"$want" | LC_ALL=C sort | paste -sd ' ')
-    done < <(latest_lines)
+}
+
+# converged N: N containers run, and the latest line of each lists exactly
+# those N nodes, all true (in any order).
+converged() {
+    local n want
+    [[ $(running_ids | wc -l) -eq $1 ]] || return 1
+    learn_names || return 1
+    refresh_latest
     want=$(printf '%s=true\n' "${names[@]}" | LC_ALL=C sort | paste -sd ' ')
     for n in "${names[@]}"; do [[ ${latest[$n]:-} == "$want" ]] || return 1; done
 }
