@@ -31,6 +31,7 @@ tests/docker/fresh_host_test.sh
 
 if [ -f bench/bench.py ]; then
     step "benchmark smoke run"
+    # Writes under target/bench-smoke/, never over the committed figures.
     python3 bench/bench.py --smoke
 fi
 
