@@ -10,6 +10,7 @@
 pub mod acceptor;
 pub mod config;
 pub mod dist;
+pub mod json;
 pub mod listener;
 pub mod logging;
 pub mod membership;
@@ -19,3 +20,4 @@ pub mod probe;
 pub mod registry;
 pub mod report;
 pub mod status;
+pub mod watch;
