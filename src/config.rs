@@ -21,7 +21,7 @@ Usage: pulse [run] [OPTIONS]      run a node (the default)
 
 Output of status and watch:
   --json                  status: one JSON document; watch: one JSON object per frame
-  --once                  watch: draw one frame and exit (0: every link up, else 1)
+  --once                  watch: draw one frame and exit
 
 Options (flags win over the environment):
   --name NAME@HOST        node name                                      PULSE_NAME
@@ -46,8 +46,9 @@ With no name, the node is called md5(`date -Ins`)[..10]@ADDR, ADDR being
 --ip or the first non-loopback IPv4 address. With no cookie, the cookie is
 read from $HOME/.erlang.cookie, which is created when missing.
 
-Exit codes: 0 ok; 1 runtime failure (status: some node is down);
-2 bad usage; 130 stopped by a second signal.
+Exit codes: 0 ok; 1 runtime failure (status: some node is down;
+watch --once: some link is down); 2 bad usage; 130 stopped by a second
+signal.
 ";
 
 /// Default registry directory, as in the recipe.

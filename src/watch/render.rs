@@ -182,13 +182,13 @@ fn row_start(out: &mut String, label: &str, label_width: usize, row: &FrameRow, 
 }
 
 fn row_end(out: &mut String, row: &FrameRow, p: &Painter) {
-    if row.stale {
-        out.push(' ');
-        p.paint(out, YELLOW, "stale");
-    }
     // No trailing spaces.
     while out.ends_with(' ') {
         out.pop();
+    }
+    if row.stale {
+        out.push_str("  ");
+        p.paint(out, YELLOW, "stale");
     }
     out.push('\n');
 }
