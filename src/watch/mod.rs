@@ -79,12 +79,13 @@ pub fn watch(opts: &Options, out: &mut impl Write, stop: &Receiver<()>) -> Resul
             .and_then(|m| SystemTime::now().duration_since(m).ok())
             .map_or(0, |d| d.as_millis() as u64);
         let frame = cluster.frame(since_written, ms(STALE_INTERVALS), ms(FORGET_INTERVALS));
+        let size = (opts.terminal && !opts.json).then(terminal_size).flatten();
         let mut body = if opts.json {
             render::json(&frame)
         } else {
             let width = opts
                 .width
-                .or_else(|| opts.terminal.then(terminal_width).flatten())
+                .or(size.map(|(_, cols)| cols))
                 .unwrap_or(DEFAULT_WIDTH);
             let style = Style {
                 colour: opts.colour,
@@ -94,6 +95,9 @@ pub fn watch(opts: &Options, out: &mut impl Write, stop: &Receiver<()>) -> Resul
         };
         if let Some(why) = trouble {
             body.insert_str(0, &why);
+        }
+        if let (Some((rows, _)), false) = (size, opts.once) {
+            body = fit_height(&body, rows);
         }
         let screen = placed(&body, opts, first);
         first = false;
@@ -133,9 +137,27 @@ fn placed(body: &str, opts: &Options, first: bool) -> String {
     screen
 }
 
-/// The terminal's width as `stty size` tells it for our stdout, waited for
-/// at most a second.
-fn terminal_width() -> Option<usize> {
+/// A frame redrawn in place must fit the screen, or its top scrolls away:
+/// the lines past the height go, except the summary (the last line).
+fn fit_height(body: &str, rows: usize) -> String {
+    let lines: Vec<&str> = body.lines().collect();
+    if lines.len() < rows || rows < 3 {
+        return body.to_string();
+    }
+    let keep = rows - 3;
+    let mut out: String = lines[..keep].iter().map(|l| format!("{l}\n")).collect();
+    let hidden = lines.len() - keep - 1;
+    out.push_str(&format!(
+        "… {hidden} more lines: a taller terminal shows them\n"
+    ));
+    out.push_str(lines[lines.len() - 1]);
+    out.push('\n');
+    out
+}
+
+/// The terminal's rows and columns as `stty size` tells them for our
+/// stdout, waited for at most a second.
+fn terminal_size() -> Option<(usize, usize)> {
     let tty = io::stdout().as_fd().try_clone_to_owned().ok()?;
     let mut child = Command::new("stty")
         .arg("size")
@@ -158,6 +180,47 @@ fn terminal_width() -> Option<usize> {
     }
     let mut text = String::new();
     child.stdout.take()?.read_to_string(&mut text).ok()?;
-    let cols: usize = text.split_whitespace().nth(1)?.parse().ok()?;
-    (cols > 0).then_some(cols)
+    let mut numbers = text.split_whitespace().map(|n| n.parse::<usize>().ok());
+    let (rows, cols) = (numbers.next()??, numbers.next()??);
+    (rows > 0 && cols > 0).then_some((rows, cols))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tall_frame_keeps_its_top_and_its_summary() {
+        let body: String = (1..=30).map(|i| format!("line {i}\n")).collect();
+        let fitted = fit_height(&body, 10);
+        let lines: Vec<&str> = fitted.lines().collect();
+        assert_eq!(lines.len(), 9, "{fitted}");
+        assert_eq!(lines[6], "line 7");
+        assert_eq!(lines[7], "… 22 more lines: a taller terminal shows them");
+        assert_eq!(lines[8], "line 30");
+        assert_eq!(fit_height("a\nb\n", 10), "a\nb\n");
+    }
+
+    #[test]
+    fn frames_on_a_terminal_redraw_in_place() {
+        let opts = Options {
+            log_file: "x".into(),
+            interval: Duration::from_secs(1),
+            once: false,
+            json: false,
+            terminal: true,
+            colour: false,
+            width: None,
+        };
+        assert_eq!(
+            placed("a\nb\n", &opts, true),
+            "\x1b[H\x1b[2Ja\x1b[K\nb\x1b[K\n\x1b[J"
+        );
+        assert_eq!(placed("a\n", &opts, false), "\x1b[Ha\x1b[K\n\x1b[J");
+        let piped = Options {
+            terminal: false,
+            ..opts
+        };
+        assert_eq!(placed("a\n", &piped, false), "\na\n");
+    }
 }
