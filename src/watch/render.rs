@@ -23,6 +23,8 @@ const UP: &str = "●";
 const DOWN: &str = "✗";
 const UNLISTED: &str = "·";
 const AGE_WIDTH: usize = 6;
+/// Room for `  stale` after a row's cells.
+const STALE_WIDTH: usize = 7;
 
 const GREEN: &str = "\x1b[32m";
 const RED: &str = "\x1b[1;31m";
@@ -198,7 +200,7 @@ fn named_matrix(frame: &Frame, p: &Painter, width: usize) -> Option<String> {
     let names: Vec<String> = frame.columns.iter().map(|c| clean(c)).collect();
     let label_width = frame.rows.iter().map(|r| width_of(&clean(&r.node))).max()?;
     let lead = label_width + 2 + AGE_WIDTH + 2;
-    let total = lead + names.iter().map(|n| width_of(n) + 2).sum::<usize>();
+    let total = lead + names.iter().map(|n| width_of(n) + 2).sum::<usize>() + STALE_WIDTH;
     if total > width {
         return None;
     }
@@ -240,7 +242,7 @@ fn numbered_matrix(frame: &Frame, p: &Painter, width: usize) -> String {
         .collect();
     let label_width = labels.iter().map(|l| width_of(l)).max().unwrap_or(0);
     let lead = label_width + 2 + AGE_WIDTH + 2;
-    let per_band = (width.saturating_sub(lead) / 2).max(1);
+    let per_band = (width.saturating_sub(lead + STALE_WIDTH) / 2).max(1);
     let mut out = String::new();
     for (band, start) in (0..n).step_by(per_band).enumerate() {
         let end = (start + per_band).min(n);
