@@ -445,6 +445,18 @@ mod tests {
                 .all(|l| width_of(l) <= 40 || l.starts_with("listed")),
             "{t}"
         );
+        let narrow = Style {
+            colour: false,
+            width: 40,
+        };
+        let stale = text(&frame(&refs, 5000), "w", narrow);
+        assert!(stale.contains("  stale\n"), "{stale}");
+        assert!(
+            stale
+                .lines()
+                .all(|l| width_of(l) <= 40 || l.starts_with("listed")),
+            "{stale}"
+        );
         // Tens digits over ones digits, and the row numbers.
         assert!(t.contains("                  1 1"), "{t}");
         assert!(t.contains(" 1 n01@172.19.0.1"), "{t}");
