@@ -379,7 +379,7 @@ impl Args {
             timeout: self.timeout_ms.map_or(interval / 2, Duration::from_millis),
             ttl: self.ttl_ms.map_or(interval * 5, Duration::from_millis),
             epmd: self.epmd.unwrap_or_default(),
-            epmd_port: self.epmd_port.unwrap_or(crate::dist::epmd::DEFAULT_PORT),
+            epmd_port: self.epmd_port.unwrap_or(crate::erlang::epmd::DEFAULT_PORT),
         })
     }
 
@@ -415,7 +415,7 @@ fn erlang_cookie(path: &Path) -> Result<String, String> {
         return read_cookie(path);
     }
     let cookie: String = (0..20)
-        .map(|_| char::from(b'A' + (crate::dist::random_u32() % 26) as u8))
+        .map(|_| char::from(b'A' + (crate::erlang::random_u32() % 26) as u8))
         .collect();
     let create = || -> std::io::Result<()> {
         use std::os::unix::fs::OpenOptionsExt;

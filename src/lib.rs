@@ -4,12 +4,10 @@
 //! directory, pings every registered node (itself included) over the Erlang
 //! distribution protocol, and logs one status line. See `node` for the
 //! threads and how they talk.
-#![forbid(unsafe_code)]
-#![deny(missing_docs)]
 
 pub mod acceptor;
 pub mod config;
-pub mod dist;
+pub mod erlang;
 pub mod json;
 pub mod listener;
 pub mod logging;
@@ -19,5 +17,6 @@ pub mod node;
 pub mod probe;
 pub mod registry;
 pub mod report;
+pub mod rounds;
 pub mod status;
 pub mod watch;

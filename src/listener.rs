@@ -18,11 +18,11 @@ use std::time::{Duration, Instant};
 use log::{debug, warn};
 
 use crate::acceptor::AcceptThread;
-use crate::dist::Identity;
-use crate::dist::frame::TICK;
-use crate::dist::handshake::HandshakeError;
-use crate::dist::link::{self, ReadError, Received};
-use crate::dist::message;
+use crate::erlang::Identity;
+use crate::erlang::frame::TICK;
+use crate::erlang::handshake::HandshakeError;
+use crate::erlang::link::{self, ReadError, Received};
+use crate::erlang::message;
 
 /// How long a connecting node may take over its handshake (Erlang's own
 /// `net_setuptime` is 7 s).

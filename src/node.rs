@@ -13,25 +13,23 @@ use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, select};
-use log::{info, warn};
+use crossbeam_channel::Sender;
+use log::info;
 
 use crate::config::{Config, EpmdMode};
-use crate::dist::{Identity, epmd};
+use crate::erlang::{Identity, epmd};
 use crate::listener::Listener;
 use crate::membership::{Membership, Reason};
 use crate::name::NodeName;
 use crate::probe::{self, Prober, Target};
-use crate::registry::{self, Record, Registry};
-use crate::report::{self, Report, Reporter};
+use crate::registry::Registry;
+use crate::report::Reporter;
+use crate::rounds::{Rounds, own_record};
 
 /// How long to wait for EPMD at start.
 const EPMD_TIMEOUT: Duration = Duration::from_secs(1);
-
-/// How soon a call from an Erlang node on a link we opened is answered.
-const SERVE_CALLS_EVERY: Duration = Duration::from_millis(20);
 
 /// Why a node could not start.
 #[derive(Debug)]
@@ -187,15 +185,6 @@ fn join_epmd(config: &Config, port: u16) -> Result<Option<EpmdPresence>, Error> 
     }
 }
 
-fn own_record(config: &Config, addr: SocketAddr) -> Record {
-    Record {
-        name: config.name.clone(),
-        addr: Some(addr),
-        heartbeat: registry::unix_ms(SystemTime::now()).to_string(),
-        version: 0,
-    }
-}
-
 /// Refuses to start under a name a live node answers to. "Live" means the
 /// node at the registered address completes the handshake's challenge with
 /// that name: a wrong cookie still proves it is there.
@@ -209,96 +198,11 @@ fn check_name_is_free(registry: &Registry, config: &Config, me: &Identity) -> Re
     };
     match probe::open(
         me,
-        crate::dist::epmd::DEFAULT_PORT,
+        crate::erlang::epmd::DEFAULT_PORT,
         &target,
         Instant::now() + config.timeout,
     ) {
         Ok(_) | Err(Reason::BadCookie) => Err(Error::Duplicate(config.name.clone(), addr)),
         Err(_) => Ok(()),
-    }
-}
-
-/// The round thread's state.
-struct Rounds {
-    config: Config,
-    addr: SocketAddr,
-    registry: Registry,
-    membership: Membership,
-    prober: Prober,
-    reports: Sender<Report>,
-    heartbeat_failing: bool,
-}
-
-impl Rounds {
-    fn run(mut self, stop: Receiver<()>) {
-        let ticker = crossbeam_channel::tick(self.config.interval);
-        'rounds: loop {
-            self.round();
-            // Between rounds, links an Erlang node makes calls on are
-            // answered within SERVE_CALLS_EVERY; without such links the
-            // thread just sleeps until the next tick.
-            loop {
-                let wait = if self.prober.has_peer_calls() {
-                    SERVE_CALLS_EVERY
-                } else {
-                    self.config.interval
-                };
-                select! {
-                    recv(stop) -> _ => break 'rounds,
-                    recv(ticker) -> _ => break,
-                    default(wait) => self.prober.serve_calls(),
-                }
-            }
-        }
-        if let Err(e) = self.registry.remove(&self.config.name) {
-            warn!("could not remove our registry entry: {e}");
-        }
-        info!(
-            "node {} left: registry entry removed, closing links",
-            self.config.name
-        );
-        self.prober.close();
-    }
-
-    fn round(&mut self) {
-        match self.registry.write(&own_record(&self.config, self.addr)) {
-            Ok(()) => self.heartbeat_failing = false,
-            Err(e) => {
-                if !self.heartbeat_failing {
-                    warn!(
-                        "cannot write our heartbeat to {}: {e}",
-                        self.registry.dir().display()
-                    );
-                }
-                self.heartbeat_failing = true;
-            }
-        }
-        let observed = self
-            .membership
-            .observe(self.registry.scan(), Instant::now());
-        for name in &observed.expired {
-            if let Err(e) = self.registry.remove(name) {
-                warn!("could not remove the expired entry {name}: {e}");
-            }
-        }
-        let targets: Vec<Target> = observed
-            .live
-            .into_iter()
-            .map(|r| Target {
-                name: r.name,
-                addr: r.addr,
-            })
-            .collect();
-        let results = self.prober.round(&targets, self.config.timeout);
-        for (name, outcome) in &results {
-            if !outcome.is_alive() {
-                // It may have restarted at another address: read it afresh.
-                self.registry.forget(name);
-            }
-        }
-        let mut events = observed.events;
-        events.extend(self.membership.apply(&results));
-        let line = report::status_line(&self.config.name, &results);
-        report::offer(&self.reports, Report { events, line });
     }
 }

@@ -17,12 +17,12 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
-use crate::dist::frame::TICK;
-use crate::dist::handshake::HandshakeError;
-use crate::dist::link::{self, DialError, Link, ReadError, Received};
-use crate::dist::message::{self, CallTemplate, Incoming};
-use crate::dist::term::{Pid, Term};
-use crate::dist::{Identity, epmd};
+use crate::erlang::frame::TICK;
+use crate::erlang::handshake::HandshakeError;
+use crate::erlang::link::{self, DialError, Link, ReadError, Received};
+use crate::erlang::message::{self, CallTemplate, Incoming};
+use crate::erlang::term::{Pid, Term};
+use crate::erlang::{Identity, epmd};
 use crate::membership::{Outcome, Reason};
 use crate::name::NodeName;
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::config::Config;
-use crate::dist::Identity;
+use crate::erlang::Identity;
 use crate::json;
 use crate::membership::Outcome;
 use crate::probe::{Prober, Target};

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::erlang::Epmd;
+use crate::util::erlang::Epmd;
 use crate::util::{Node, TempDir, parse_status, require, wait_until};
 
 /// `elixir -e CODE` as node `name` with `cookie`, against the test's EPMD;

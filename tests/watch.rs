@@ -7,7 +7,9 @@ use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use crate::util::{BIN, Node, TempDir, free_port, pulse_cmd, require, wait_until, write_record};
+use crate::util::{
+    BIN, Node, TempDir, free_port, pulse_cmd, require, wait_for, wait_until, write_record,
+};
 
 const UP: char = '●';
 const DOWN: char = '✗';
@@ -48,20 +50,27 @@ fn cluster_with_one_killed(dir: &TempDir, names: &[&str]) -> Vec<Node> {
         .iter()
         .map(|n| Node::start(dir, n, "c", &node_args()))
         .collect();
-    let all = wait_until(Duration::from_secs(20), || {
-        nodes.iter().all(|n| n.sees_all_alive(names))
-    });
-    assert!(all, "{}", dumps(&nodes.iter().collect::<Vec<_>>()));
+    wait_for(
+        "every node to see all alive",
+        Duration::from_secs(20),
+        &nodes.iter().collect::<Vec<_>>(),
+        || nodes.iter().all(|n| n.sees_all_alive(names)),
+    );
     let killed = names[names.len() - 1];
     nodes[names.len() - 1].signal("KILL");
     let _ = nodes[names.len() - 1].wait_exit(Duration::from_secs(5));
-    let seen = wait_until(Duration::from_secs(20), || {
-        nodes[..names.len() - 1].iter().all(|n| {
-            n.last_status()
-                .is_some_and(|s| s.get(killed) == Some(&false))
-        })
-    });
-    assert!(seen, "{}", dumps(&nodes.iter().collect::<Vec<_>>()));
+    let all: Vec<&Node> = nodes.iter().collect();
+    wait_for(
+        "the others to list the killed node as false",
+        Duration::from_secs(20),
+        &all,
+        || {
+            nodes[..names.len() - 1].iter().all(|n| {
+                n.last_status()
+                    .is_some_and(|s| s.get(killed) == Some(&false))
+            })
+        },
+    );
     nodes
 }
 
@@ -289,10 +298,9 @@ fn status_json_parses_and_matches_the_table() {
         .map(|n| Node::start(&dir, n, "c", &node_args()))
         .collect();
     let all: Vec<&Node> = nodes.iter().collect();
-    let ok = wait_until(Duration::from_secs(20), || {
+    wait_for("both to see both", Duration::from_secs(20), &all, || {
         nodes.iter().all(|n| n.sees_all_alive(&names))
     });
-    assert!(ok, "{}", dumps(&all));
     // A registered node that does not answer.
     write_record(
         &dir.sync_dir(),
@@ -371,10 +379,12 @@ fn json_stays_valid_for_any_name_or_reason() {
     // A real node's log, then lines anyone could append.
     let dir = TempDir::new("watchjson");
     let node = Node::start(&dir, "h1@127.0.0.49", "c", &node_args());
-    let ok = wait_until(Duration::from_secs(20), || {
-        node.sees_all_alive(&["h1@127.0.0.49"])
-    });
-    assert!(ok, "{}", node.dump());
+    wait_for(
+        "its first status line",
+        Duration::from_secs(20),
+        &[&node],
+        || node.sees_all_alive(&["h1@127.0.0.49"]),
+    );
     let mut log = std::fs::OpenOptions::new()
         .append(true)
         .open(dir.log_file())

@@ -12,6 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+pub mod erlang;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_pulse");
 
 /// A fresh directory, removed on drop.
@@ -59,6 +61,16 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
         }
         thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Polls `cond` until it holds or `timeout` passes; on failure panics
+/// naming `what` and dumping every node's output, so no wait fails silently.
+pub fn wait_for(what: &str, timeout: Duration, nodes: &[&Node], cond: impl FnMut() -> bool) {
+    if wait_until(timeout, cond) {
+        return;
+    }
+    let dumps: String = nodes.iter().map(|n| n.dump()).collect();
+    panic!("timed out after {timeout:?} waiting for {what}\n{dumps}");
 }
 
 /// A base command for the pulse binary with a clean environment: no PULSE_

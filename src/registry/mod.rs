@@ -24,10 +24,9 @@ use std::collections::HashMap;
 use std::fs::{self, File};
 use std::hash::{Hash, Hasher};
 use std::io::{self, Read, Write};
-use std::net::SocketAddr;
 use std::os::unix::fs::{DirEntryExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use log::warn;
 
@@ -37,98 +36,10 @@ use crate::name::NodeName;
 pub const MAX_RECORD: u64 = 4096;
 /// Most directory entries looked at in one scan.
 pub const MAX_ENTRIES: usize = 10_000;
-/// The first line of a record of the current version.
-const MAGIC: &str = "pulse 1";
 
-/// One node's registry record.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Record {
-    /// The node's name (equal to the file's name).
-    pub name: NodeName,
-    /// Where its distribution listener is; `None` for a bare entry.
-    pub addr: Option<SocketAddr>,
-    /// The heartbeat as written.
-    pub heartbeat: String,
-    /// Changes with every rewrite of the file (its inode, modification time
-    /// and size, hashed); 0 for a record not read from a file. Liveness is
-    /// judged by whether it changes, which also covers writers that rewrite
-    /// a file in place.
-    pub version: u64,
-}
+mod record;
 
-impl Record {
-    /// The heartbeat as Unix milliseconds, when it is one.
-    pub fn heartbeat_ms(&self) -> Option<u64> {
-        self.heartbeat.parse().ok()
-    }
-
-    /// The record's text.
-    pub fn to_text(&self) -> String {
-        let mut text = format!("{MAGIC}\nname {}\n", self.name);
-        if let Some(addr) = self.addr {
-            text.push_str(&format!("addr {addr}\n"));
-        }
-        text.push_str(&format!("heartbeat {}\n", self.heartbeat));
-        text
-    }
-
-    /// Parses a record found in the file called `name`.
-    pub fn parse(name: &NodeName, text: &str) -> Result<Record, String> {
-        let mut lines = text.lines();
-        let first = lines.next().unwrap_or("").trim();
-        if first != MAGIC {
-            if first.starts_with("pulse ") {
-                return Err(format!("unsupported record version '{first}'"));
-            }
-            // A bare entry: one short word, nothing else.
-            let bare = !first.is_empty()
-                && first.len() <= 64
-                && !first.contains(char::is_whitespace)
-                && lines.all(|l| l.trim().is_empty());
-            if bare && first.chars().all(|c| c.is_ascii_graphic()) {
-                return Ok(Record {
-                    name: name.clone(),
-                    addr: None,
-                    heartbeat: first.to_string(),
-                    version: 0,
-                });
-            }
-            return Err("not a pulse record".into());
-        }
-        let (mut rec_name, mut addr, mut heartbeat) = (None, None, None);
-        for line in lines {
-            let Some((key, value)) = line.trim().split_once(' ') else {
-                continue;
-            };
-            match key {
-                "name" => rec_name = Some(value.to_string()),
-                "addr" => {
-                    addr = Some(
-                        value
-                            .parse::<SocketAddr>()
-                            .map_err(|_| format!("bad addr '{value}'"))?,
-                    )
-                }
-                "heartbeat" => heartbeat = Some(value.to_string()),
-                _ => {}
-            }
-        }
-        if rec_name.as_deref() != Some(name.as_str()) {
-            return Err("the name inside differs from the file name".into());
-        }
-        let addr = addr.ok_or("no addr")?;
-        if addr.port() == 0 {
-            return Err("addr has port 0".into());
-        }
-        let heartbeat = heartbeat.filter(|h| !h.is_empty()).ok_or("no heartbeat")?;
-        Ok(Record {
-            name: name.clone(),
-            addr: Some(addr),
-            heartbeat,
-            version: 0,
-        })
-    }
-}
+pub use record::{Record, unix_ms};
 
 /// How long a record's text is trusted while only its heartbeat moves.
 ///
@@ -401,15 +312,11 @@ fn read_untrusted(path: &Path) -> io::Result<(String, fs::Metadata)> {
     Ok((text, meta))
 }
 
-/// Unix milliseconds now, the heartbeat pulse writes.
-pub fn unix_ms(now: SystemTime) -> u64 {
-    now.duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::SocketAddr;
+    use std::time::SystemTime;
 
     fn name(s: &str) -> NodeName {
         s.parse().expect("valid name")
@@ -444,47 +351,6 @@ mod tests {
         fn drop(&mut self) {
             let _ = fs::remove_dir_all(&self.0);
         }
-    }
-
-    #[test]
-    fn record_text_roundtrips() {
-        let r = record("a@127.0.0.1", 4000, 17);
-        assert_eq!(Record::parse(&r.name, &r.to_text()), Ok(r));
-    }
-
-    #[test]
-    fn bad_records_are_rejected() {
-        let n = name("a@127.0.0.1");
-        for (text, why) in [
-            (
-                "pulse 1\nname b@127.0.0.1\naddr 127.0.0.1:1\nheartbeat 1\n",
-                "differs",
-            ),
-            ("pulse 1\nname a@127.0.0.1\nheartbeat 1\n", "no addr"),
-            (
-                "pulse 1\nname a@127.0.0.1\naddr x\nheartbeat 1\n",
-                "bad addr",
-            ),
-            (
-                "pulse 1\nname a@127.0.0.1\naddr 127.0.0.1:0\nheartbeat 1\n",
-                "port 0",
-            ),
-            (
-                "pulse 1\nname a@127.0.0.1\naddr 127.0.0.1:1\n",
-                "no heartbeat",
-            ),
-            ("pulse 9\n", "version"),
-            ("two words\n", "not a pulse record"),
-            ("", "not a pulse record"),
-        ] {
-            let err = Record::parse(&n, text).expect_err(text);
-            assert!(err.contains(why), "{text:?}: {err}");
-        }
-        let bare = Record::parse(&n, "1795474399123\n").expect("bare entry");
-        assert_eq!(
-            (bare.addr, bare.heartbeat_ms()),
-            (None, Some(1_795_474_399_123))
-        );
     }
 
     #[test]

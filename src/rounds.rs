@@ -1,0 +1,111 @@
+//! The round thread: every interval, heartbeat, scan, expire, ping every
+//! member and hand the report to the reporter.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant, SystemTime};
+
+use crossbeam_channel::{Receiver, Sender, select};
+use log::{info, warn};
+
+use crate::config::Config;
+use crate::membership::Membership;
+use crate::probe::{Prober, Target};
+use crate::registry::{self, Record, Registry};
+use crate::report::{self, Report};
+
+/// How soon a call from an Erlang node on a link we opened is answered.
+const SERVE_CALLS_EVERY: Duration = Duration::from_millis(20);
+
+pub(crate) fn own_record(config: &Config, addr: SocketAddr) -> Record {
+    Record {
+        name: config.name.clone(),
+        addr: Some(addr),
+        heartbeat: registry::unix_ms(SystemTime::now()).to_string(),
+        version: 0,
+    }
+}
+
+/// The round thread's state.
+pub(crate) struct Rounds {
+    pub(crate) config: Config,
+    pub(crate) addr: SocketAddr,
+    pub(crate) registry: Registry,
+    pub(crate) membership: Membership,
+    pub(crate) prober: Prober,
+    pub(crate) reports: Sender<Report>,
+    pub(crate) heartbeat_failing: bool,
+}
+
+impl Rounds {
+    pub(crate) fn run(mut self, stop: Receiver<()>) {
+        let ticker = crossbeam_channel::tick(self.config.interval);
+        'rounds: loop {
+            self.round();
+            // Between rounds, links an Erlang node makes calls on are
+            // answered within SERVE_CALLS_EVERY; without such links the
+            // thread just sleeps until the next tick.
+            loop {
+                let wait = if self.prober.has_peer_calls() {
+                    SERVE_CALLS_EVERY
+                } else {
+                    self.config.interval
+                };
+                select! {
+                    recv(stop) -> _ => break 'rounds,
+                    recv(ticker) -> _ => break,
+                    default(wait) => self.prober.serve_calls(),
+                }
+            }
+        }
+        if let Err(e) = self.registry.remove(&self.config.name) {
+            warn!("could not remove our registry entry: {e}");
+        }
+        info!(
+            "node {} left: registry entry removed, closing links",
+            self.config.name
+        );
+        self.prober.close();
+    }
+
+    fn round(&mut self) {
+        match self.registry.write(&own_record(&self.config, self.addr)) {
+            Ok(()) => self.heartbeat_failing = false,
+            Err(e) => {
+                if !self.heartbeat_failing {
+                    warn!(
+                        "cannot write our heartbeat to {}: {e}",
+                        self.registry.dir().display()
+                    );
+                }
+                self.heartbeat_failing = true;
+            }
+        }
+        let observed = self
+            .membership
+            .observe(self.registry.scan(), Instant::now());
+        for name in &observed.expired {
+            if let Err(e) = self.registry.remove(name) {
+                warn!("could not remove the expired entry {name}: {e}");
+            }
+        }
+        let targets: Vec<Target> = observed
+            .live
+            .into_iter()
+            .map(|r| Target {
+                name: r.name,
+                addr: r.addr,
+            })
+            .collect();
+        let results = self.prober.round(&targets, self.config.timeout);
+        for (name, outcome) in &results {
+            if !outcome.is_alive() {
+                // It may have restarted at another address: read it afresh.
+                self.registry.forget(name);
+            }
+        }
+        let mut events = observed.events;
+        events.extend(self.membership.apply(&results));
+        let line = report::status_line(&self.config.name, &results);
+        report::offer(&self.reports, Report { events, line });
+    }
+}
