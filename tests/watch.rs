@@ -422,3 +422,32 @@ fn json_stays_valid_for_any_name_or_reason() {
     );
     assert!(text.contains("back\\u{1b}[2J\\u{7}"), "{text}");
 }
+
+#[test]
+fn watch_reads_the_recipes_elixir_nodes_too() {
+    let test = "watch_reads_the_recipes_elixir_nodes_too";
+    if !require("elixir", test) || !require("mix", test) || !require("epmd", test) {
+        return;
+    }
+    let dir = TempDir::new("watchmixed");
+    let epmd = crate::util::erlang::Epmd::start();
+    let names = ["ew1@127.0.0.1", "pw1@127.0.0.1"];
+    let elixir = crate::mixed::start_recipe_node(&dir, names[0], epmd.1);
+    let pulse = crate::mixed::pulse_with_epmd(&dir, names[1], "cookie", epmd.1, &[]);
+    let all = [&elixir, &pulse];
+    wait_for("both to see both", Duration::from_secs(40), &all, || {
+        all.iter().all(|n| n.sees_all_alive(&names))
+    });
+    let out = pulse_cmd(&dir)
+        .args(["watch", "--once", "--log-file"])
+        .arg(dir.log_file())
+        .output()
+        .expect("run pulse watch");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let why = format!("{text}\n{}", dumps(&all));
+    for node in names {
+        assert_eq!(row_glyphs(&text, node).as_deref(), Some("●●"), "{why}");
+    }
+    assert!(text.ends_with("2 nodes, 4/4 links up\n"), "{why}");
+    assert_eq!(out.status.code(), Some(0), "{why}");
+}

@@ -285,6 +285,32 @@ mod tests {
     }
 
     #[test]
+    fn a_mixed_log_from_a_real_run() {
+        // pulse (`[INFO]`) and the recipe's Elixir node (`[info]`) in one
+        // log; then the pulse node leaves.
+        let mut c = cluster(&[
+            "04:59:52.957 [INFO] px1@127.0.0.1[\"ex1@127.0.0.1\": true, \"px1@127.0.0.1\": true]",
+            "04:59:53.060 [info] ex1@127.0.0.1[\"ex1@127.0.0.1\": true, \"px1@127.0.0.1\": true]",
+        ]);
+        let f = c.frame(0, 3000, 60_000);
+        assert_eq!((f.rows.len(), f.links_up, f.links), (2, 4, 4));
+        c.add(
+            parse_line(
+                "04:59:53.453 [INFO] node px1@127.0.0.1 left: registry entry removed, closing links",
+            )
+            .expect("parses"),
+        );
+        c.add(
+            parse_line("04:59:53.556 [info] ex1@127.0.0.1[\"ex1@127.0.0.1\": true]")
+                .expect("parses"),
+        );
+        let f = c.frame(0, 3000, 60_000);
+        assert_eq!(f.columns, ["ex1@127.0.0.1"]);
+        assert!(f.all_up());
+        assert_eq!(f.events[0].what, What::Left);
+    }
+
+    #[test]
     fn unlisted_cells_and_bounded_events() {
         let mut lines = vec!["10:00:00.000 [info] a@h[a@h: true]".to_string()];
         lines.push("10:00:00.000 [info] b@h[a@h: true, b@h: false, c@h: true]".into());
