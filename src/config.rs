@@ -487,6 +487,9 @@ mod tests {
             (&["--name", "a@h", "--sname", "b"], "exclude"),
             (&["stray"], "unexpected argument"),
             (&["--epmd", "maybe"], "--epmd: expected auto, serve or off"),
+            (&["--once"], "--once: only for watch"),
+            (&["status", "--once"], "--once: only for watch"),
+            (&["health", "--json"], "--json: only for status and watch"),
         ];
         for (args, want) in cases {
             let err = parse_with(args, &[]).expect_err(want);
@@ -512,6 +515,17 @@ mod tests {
             parse_with(&["--help"], &[]).expect("ok").command(),
             Command::Help
         );
+        let a = parse_with(
+            &["watch", "--once", "--json"],
+            &[("NO_COLOR", "1"), ("COLUMNS", "120")],
+        )
+        .expect("ok");
+        assert_eq!(a.command(), Command::Watch);
+        assert!(a.once && a.json && a.no_color);
+        assert_eq!(a.columns, Some(120));
+        // An empty NO_COLOR means nothing; a bad COLUMNS is ignored.
+        let a = parse_with(&["watch"], &[("NO_COLOR", ""), ("COLUMNS", "wide")]).expect("ok");
+        assert!(!a.no_color && a.columns.is_none());
     }
 
     #[test]
