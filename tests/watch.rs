@@ -457,3 +457,14 @@ fn watch_reads_the_recipes_elixir_nodes_too() {
     assert!(text.ends_with("2 nodes, 4/4 links up\n"), "{why}");
     assert_eq!(out.status.code(), Some(0), "{why}");
 }
+
+#[test]
+fn watch_once_without_a_log_is_a_one_line_error() {
+    let dir = TempDir::new("watchnolog");
+    let out = watch_once(&dir, &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.starts_with("pulse: cannot read log file "), "{err}");
+    assert!(out.stdout.is_empty());
+}

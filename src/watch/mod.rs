@@ -57,6 +57,7 @@ pub fn watch(opts: &Options, out: &mut impl Write, stop: &Receiver<()>) -> Resul
     let ms = |n: u32| (opts.interval * n).as_millis() as u64;
     let title = format!("pulse watch  {}", opts.log_file.display());
     let mut first = true;
+    let mut last_trouble = None;
     loop {
         let trouble = match tail.read() {
             Ok(lines) => {
@@ -93,9 +94,15 @@ pub fn watch(opts: &Options, out: &mut impl Write, stop: &Receiver<()>) -> Resul
             };
             render::text(&frame, &title, style)
         };
-        if let Some(why) = trouble {
-            body.insert_str(0, &why);
+        // A JSON stream stays JSON: the trouble goes to stderr, once.
+        if opts.json && trouble != last_trouble {
+            if let Some(why) = &trouble {
+                eprint!("pulse: {why}");
+            }
+        } else if let Some(why) = &trouble {
+            body.insert_str(0, why);
         }
+        last_trouble = trouble;
         if let (Some((rows, _)), false) = (size, opts.once) {
             body = fit_height(&body, rows);
         }
