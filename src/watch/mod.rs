@@ -92,7 +92,10 @@ pub fn watch(opts: &Options, out: &mut impl Write, stop: &Receiver<()>) -> Resul
                 colour: opts.colour,
                 width,
             };
-            render::text(&frame, &title, style)
+            // A frame redrawn in place must fit the screen, or its top
+            // scrolls away.
+            let max_lines = size.filter(|_| !opts.once).map(|(rows, _)| rows);
+            render::text(&frame, &title, style, max_lines)
         };
         // A JSON stream stays JSON: the trouble goes to stderr, once.
         if opts.json && trouble != last_trouble {
@@ -103,9 +106,6 @@ pub fn watch(opts: &Options, out: &mut impl Write, stop: &Receiver<()>) -> Resul
             body.insert_str(0, why);
         }
         last_trouble = trouble;
-        if let (Some((rows, _)), false) = (size, opts.once) {
-            body = fit_height(&body, rows);
-        }
         let screen = placed(&body, opts, first);
         first = false;
         match out.write_all(screen.as_bytes()).and_then(|()| out.flush()) {
@@ -144,24 +144,6 @@ fn placed(body: &str, opts: &Options, first: bool) -> String {
     screen
 }
 
-/// A frame redrawn in place must fit the screen, or its top scrolls away:
-/// the lines past the height go, except the summary (the last line).
-fn fit_height(body: &str, rows: usize) -> String {
-    let lines: Vec<&str> = body.lines().collect();
-    if lines.len() < rows || rows < 3 {
-        return body.to_string();
-    }
-    let keep = rows - 3;
-    let mut out: String = lines[..keep].iter().map(|l| format!("{l}\n")).collect();
-    let hidden = lines.len() - keep - 1;
-    out.push_str(&format!(
-        "… {hidden} more lines: a taller terminal shows them\n"
-    ));
-    out.push_str(lines[lines.len() - 1]);
-    out.push('\n');
-    out
-}
-
 /// The terminal's rows and columns as `stty size` tells them for our
 /// stdout, waited for at most a second.
 fn terminal_size() -> Option<(usize, usize)> {
@@ -195,18 +177,6 @@ fn terminal_size() -> Option<(usize, usize)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_tall_frame_keeps_its_top_and_its_summary() {
-        let body: String = (1..=30).map(|i| format!("line {i}\n")).collect();
-        let fitted = fit_height(&body, 10);
-        let lines: Vec<&str> = fitted.lines().collect();
-        assert_eq!(lines.len(), 9, "{fitted}");
-        assert_eq!(lines[6], "line 7");
-        assert_eq!(lines[7], "… 22 more lines: a taller terminal shows them");
-        assert_eq!(lines[8], "line 30");
-        assert_eq!(fit_height("a\nb\n", 10), "a\nb\n");
-    }
 
     #[test]
     fn frames_on_a_terminal_redraw_in_place() {

@@ -97,32 +97,52 @@ impl Painter {
 }
 
 /// The whole screen: title, matrix, events, summary; each line ends in
-/// `\n`.
-pub fn text(frame: &Frame, title: &str, style: Style) -> String {
+/// `\n`. With `max_lines` (a terminal's height, for a frame redrawn in
+/// place) the matrix is cut short so the events and the summary stay in
+/// view.
+pub fn text(frame: &Frame, title: &str, style: Style, max_lines: Option<usize>) -> String {
     let p = Painter {
         colour: style.colour,
     };
-    let mut out = String::new();
-    p.paint(&mut out, BOLD, &clean(title));
-    let _ = writeln!(out, "   {UP} up  {DOWN} down  {UNLISTED} not listed\n");
-    if frame.rows.is_empty() {
-        out.push_str("(no status lines in the log yet)\n");
+    let mut head = String::new();
+    p.paint(&mut head, BOLD, &clean(title));
+    let _ = writeln!(head, "   {UP} up  {DOWN} down  {UNLISTED} not listed\n");
+    let matrix = if frame.rows.is_empty() {
+        "(no status lines in the log yet)\n".to_string()
     } else if let Some(matrix) = named_matrix(frame, &p, style.width) {
-        out.push_str(&matrix);
+        matrix
     } else {
-        out.push_str(&numbered_matrix(frame, &p, style.width));
-    }
+        numbered_matrix(frame, &p, style.width)
+    };
+    let mut foot = String::new();
     if frame.hidden_columns > 0 {
-        let _ = writeln!(out, "(+{} more nodes not shown)", frame.hidden_columns);
+        let _ = writeln!(foot, "(+{} more nodes not shown)", frame.hidden_columns);
     }
     if !frame.events.is_empty() {
-        out.push_str("\nlatest events:\n");
+        foot.push_str("\nlatest events:\n");
         for e in &frame.events {
-            event_line(&mut out, e, &p);
+            event_line(&mut foot, e, &p);
         }
     }
-    out.push('\n');
-    summary(&mut out, frame, &p);
+    foot.push('\n');
+    summary(&mut foot, frame, &p);
+    let lines = |s: &str| s.matches('\n').count();
+    let mut out = head;
+    match max_lines {
+        // One line is left for the cursor, so the screen never scrolls.
+        Some(max) if lines(&out) + lines(&matrix) + lines(&foot) >= max => {
+            let room = max.saturating_sub(lines(&out) + lines(&foot) + 2);
+            let matrix_lines: Vec<&str> = matrix.lines().collect();
+            for line in &matrix_lines[..room.min(matrix_lines.len())] {
+                out.push_str(line);
+                out.push('\n');
+            }
+            let hidden = matrix_lines.len() - room.min(matrix_lines.len());
+            let _ = writeln!(out, "… {hidden} more lines: a taller terminal shows them");
+        }
+        _ => out.push_str(&matrix),
+    }
+    out.push_str(&foot);
     out
 }
 
@@ -382,7 +402,7 @@ mod tests {
             colour: false,
             width: 120,
         };
-        let t = text(&f, "pulse watch", style);
+        let t = text(&f, "pulse watch", style, None);
         assert!(!t.contains('\x1b'), "{t}");
         let row = |name: &str| {
             t.lines()
@@ -413,6 +433,7 @@ mod tests {
                 colour: true,
                 width: 120,
             },
+            None,
         );
         assert!(t.contains(&format!("{GREEN}{UP}{RESET}")), "{t}");
         assert!(t.contains(&format!("{RED}{DOWN}{RESET}")), "{t}");
@@ -439,6 +460,7 @@ mod tests {
                 colour: false,
                 width: 40,
             },
+            None,
         );
         assert!(
             t.lines()
@@ -449,7 +471,7 @@ mod tests {
             colour: false,
             width: 40,
         };
-        let stale = text(&frame(&refs, 5000), "w", narrow);
+        let stale = text(&frame(&refs, 5000), "w", narrow, None);
         assert!(stale.contains("  stale\n"), "{stale}");
         assert!(
             stale
@@ -487,8 +509,34 @@ mod tests {
                 colour: false,
                 width: 80,
             },
+            None,
         );
         assert!(!t.contains('\x1b') && !t.contains('\x07'), "{t:?}");
+    }
+
+    #[test]
+    fn a_tall_frame_keeps_its_events_and_summary_in_view() {
+        let mut lines = Vec::new();
+        for i in 1..=30 {
+            lines.push(format!("10:00:00.000 [info] n{i:02}@h[n{i:02}@h: true]"));
+        }
+        lines.push("10:00:00.100 [info] node n30@h is down: timeout (reply)".into());
+        let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+        let style = Style {
+            colour: false,
+            width: 80,
+        };
+        let t = text(&frame(&refs, 0), "w", style, Some(20));
+        assert_eq!(t.lines().count(), 19, "{t}");
+        assert!(
+            t.contains("more lines: a taller terminal shows them"),
+            "{t}"
+        );
+        assert!(t.contains("node n30@h is down: timeout (reply)"), "{t}");
+        assert!(t.ends_with("30 nodes, 30/900 links up\n"), "{t}");
+        // A frame that fits is left whole.
+        let whole = text(&frame(&refs, 0), "w", style, None);
+        assert_eq!(text(&frame(&refs, 0), "w", style, Some(100)), whole);
     }
 
     #[test]
