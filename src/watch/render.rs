@@ -270,15 +270,14 @@ fn numbered_matrix(frame: &Frame, p: &Painter, width: usize) -> String {
             out.push('\n');
         }
         for d in 0..digits {
-            let _ = write!(out, "{:lead$}", "");
-            for i in start..end {
-                let num = format!("{:>digits$}", i + 1);
-                out.push(num.as_bytes()[d] as char);
-                out.push(' ');
+            let line: String = (start..end)
+                .map(|i| format!("{:>digits$} ", i + 1).as_bytes()[d] as char)
+                .flat_map(|c| [c, ' '])
+                .collect();
+            // A band of small numbers has no hundreds to show.
+            if !line.trim().is_empty() {
+                let _ = writeln!(out, "{:lead$}{}", "", line.trim_end());
             }
-            let trimmed = out.trim_end().len();
-            out.truncate(trimmed);
-            out.push('\n');
         }
         for (row, label) in frame.rows.iter().zip(&labels) {
             row_start(&mut out, label, label_width, row, p);
