@@ -12,6 +12,9 @@ use super::parse::{Kind, LogLine, What};
 
 /// Most rows kept; lines of further nodes are ignored.
 pub const MAX_ROWS: usize = 1000;
+/// Most bytes of names all rows may hold together (a 150-node cluster needs
+/// under 1 MiB); a line that would pass it is ignored.
+pub const MAX_ROW_BYTES: usize = 16 << 20;
 /// Most columns shown.
 pub const MAX_COLUMNS: usize = 1000;
 /// Events kept for the footer.
@@ -25,6 +28,8 @@ const DAY_MS: i64 = 24 * 3600 * 1000;
 struct Row {
     time_ms: u32,
     links: BTreeMap<String, bool>,
+    /// Bytes of the names it holds, for [`MAX_ROW_BYTES`].
+    bytes: usize,
 }
 
 /// An event for the footer, with how many observers logged it.
@@ -46,6 +51,8 @@ pub struct Seen {
 #[derive(Default)]
 pub struct Cluster {
     rows: BTreeMap<String, Row>,
+    /// The sum of the rows' `bytes`.
+    row_bytes: usize,
     events: VecDeque<Seen>,
     /// Time of day of the last line read.
     newest_ms: Option<u32>,
@@ -107,16 +114,30 @@ impl Cluster {
         self.newest_ms = Some(line.time_ms);
         match line.kind {
             Kind::Status { node, links } => {
-                if self.rows.len() < MAX_ROWS || self.rows.contains_key(&node) {
+                let bytes = node.len() + links.iter().map(|(n, _)| n.len()).sum::<usize>();
+                let old = self.rows.get(&node).map(|r| r.bytes);
+                let fits = old.is_some() || self.rows.len() < MAX_ROWS;
+                let row_bytes = self.row_bytes - old.unwrap_or(0) + bytes;
+                if fits && row_bytes <= MAX_ROW_BYTES {
                     let links = links.into_iter().collect();
                     let time_ms = line.time_ms;
-                    self.rows.insert(node, Row { time_ms, links });
+                    self.rows.insert(
+                        node,
+                        Row {
+                            time_ms,
+                            links,
+                            bytes,
+                        },
+                    );
+                    self.row_bytes = row_bytes;
                 }
             }
             Kind::Event(e) => {
                 // A node that left or expired after its last line has no row.
                 if matches!(e.what, What::Left | What::Expired) {
-                    self.rows.remove(&e.node);
+                    if let Some(row) = self.rows.remove(&e.node) {
+                        self.row_bytes -= row.bytes;
+                    }
                 }
                 let repeat = self.events.iter_mut().rev().find(|s| {
                     // The leaving node's own line adds a detail the others
@@ -151,7 +172,15 @@ impl Cluster {
     pub fn frame(&mut self, since_newest_ms: u64, stale_ms: u64, forget_ms: u64) -> Frame {
         let newest = self.newest_ms.unwrap_or(0);
         let age = |row: &Row| signed_diff(newest, row.time_ms).max(0) as u64 + since_newest_ms;
-        self.rows.retain(|_, row| age(row) <= forget_ms);
+        let mut forgotten = 0;
+        self.rows.retain(|_, row| {
+            let keep = age(row) <= forget_ms;
+            if !keep {
+                forgotten += row.bytes;
+            }
+            keep
+        });
+        self.row_bytes -= forgotten;
         let mut names: BTreeSet<&str> = BTreeSet::new();
         for (node, row) in &self.rows {
             names.insert(node);
@@ -308,6 +337,42 @@ mod tests {
         assert_eq!(f.columns, ["ex1@127.0.0.1"]);
         assert!(f.all_up());
         assert_eq!(f.events[0].what, What::Left);
+    }
+
+    #[test]
+    fn rows_are_bounded_in_number_and_bytes() {
+        let mut c = Cluster::default();
+        let line = |node: String, links: Vec<(String, bool)>| LogLine {
+            time_ms: 0,
+            kind: Kind::Status { node, links },
+        };
+        for i in 0..MAX_ROWS + 10 {
+            c.add(line(format!("n{i}@h"), vec![]));
+        }
+        assert_eq!(c.rows.len(), MAX_ROWS);
+        // A node already shown still gets its new line.
+        c.add(line("n0@h".into(), vec![("n0@h".into(), true)]));
+        assert_eq!(c.rows["n0@h"].links.len(), 1);
+        let mut c = Cluster::default();
+        let fat = |i: usize| {
+            let links = (0..1000)
+                .map(|j| (format!("{}{i}-{j}@h", "x".repeat(240)), true))
+                .collect();
+            line(format!("f{i}@h"), links)
+        };
+        for i in 0..100 {
+            c.add(fat(i));
+        }
+        assert!(
+            c.row_bytes <= MAX_ROW_BYTES && c.rows.len() < 100,
+            "{}",
+            c.rows.len()
+        );
+        let bytes: usize = c.rows.values().map(|r| r.bytes).sum();
+        assert_eq!(bytes, c.row_bytes);
+        // Forgetting gives the room back.
+        c.frame(1_000_000, 1, 10);
+        assert_eq!((c.rows.len(), c.row_bytes), (0, 0));
     }
 
     #[test]
