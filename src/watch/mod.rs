@@ -26,6 +26,8 @@ pub use tail::Tail;
 const STALE_INTERVALS: u32 = 3;
 /// A row older than this many intervals is dropped.
 const FORGET_INTERVALS: u32 = 60;
+/// How often the terminal's size is asked again.
+const SIZE_EVERY: Duration = Duration::from_secs(1);
 /// The width assumed when it cannot be known.
 const DEFAULT_WIDTH: usize = 80;
 
@@ -58,6 +60,8 @@ pub fn watch(opts: &Options, out: &mut impl Write, stop: &Receiver<()>) -> Resul
     let title = format!("pulse watch  {}", opts.log_file.display());
     let mut first = true;
     let mut last_trouble = None;
+    let mut size = None;
+    let mut size_asked: Option<Instant> = None;
     loop {
         let trouble = match tail.read() {
             Ok(lines) => {
@@ -80,7 +84,11 @@ pub fn watch(opts: &Options, out: &mut impl Write, stop: &Receiver<()>) -> Resul
             .and_then(|m| SystemTime::now().duration_since(m).ok())
             .map_or(0, |d| d.as_millis() as u64);
         let frame = cluster.frame(since_written, ms(STALE_INTERVALS), ms(FORGET_INTERVALS));
-        let size = (opts.terminal && !opts.json).then(terminal_size).flatten();
+        // Asked at most once a second: short intervals redraw often.
+        if opts.terminal && !opts.json && size_asked.is_none_or(|t| t.elapsed() >= SIZE_EVERY) {
+            size = terminal_size();
+            size_asked = Some(Instant::now());
+        }
         let mut body = if opts.json {
             render::json(&frame)
         } else {
