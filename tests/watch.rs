@@ -467,4 +467,30 @@ fn watch_once_without_a_log_is_a_one_line_error() {
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.starts_with("pulse: cannot read log file "), "{err}");
     assert!(out.stdout.is_empty());
+    // Live, it keeps trying; a JSON stream stays JSON, the trouble goes to
+    // stderr once, and SIGINT ends it with 0.
+    let mut cmd = pulse_cmd(&dir);
+    cmd.args(["watch", "--json", "--interval", "50", "--log-file"])
+        .arg(dir.log_file());
+    let mut watch = Node::spawn("watch", cmd);
+    wait_for("five frames", Duration::from_secs(10), &[&watch], || {
+        watch.output().len() >= 6
+    });
+    watch.signal("INT");
+    let code = watch
+        .wait_exit(Duration::from_secs(5))
+        .and_then(|s| s.code());
+    assert_eq!(code, Some(0), "{}", watch.dump());
+    let lines = watch.output();
+    let errors: Vec<&String> = lines.iter().filter(|l| l.starts_with("pulse: ")).collect();
+    assert_eq!(errors.len(), 1, "{}", watch.dump());
+    assert!(errors[0].contains("(retrying)"), "{}", watch.dump());
+    let frames: Vec<&String> = lines.iter().filter(|l| !l.starts_with("pulse: ")).collect();
+    assert!(
+        frames
+            .iter()
+            .all(|l| l.starts_with("{\"nodes\": [], \"rows\": []") && l.ends_with('}')),
+        "{}",
+        watch.dump()
+    );
 }

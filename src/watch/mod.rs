@@ -106,8 +106,8 @@ pub fn watch(opts: &Options, out: &mut impl Write, stop: &Receiver<()>) -> Resul
             render::text(&frame, &title, style, max_lines)
         };
         // A JSON stream stays JSON: the trouble goes to stderr, once.
-        if opts.json && trouble != last_trouble {
-            if let Some(why) = &trouble {
+        if opts.json {
+            if let Some(why) = trouble.as_ref().filter(|_| trouble != last_trouble) {
                 eprint!("pulse: {why}");
             }
         } else if let Some(why) = &trouble {
