@@ -50,6 +50,35 @@ fn width_of(s: &str) -> usize {
     s.chars().count()
 }
 
+/// `s` cut to `max` characters, the last one `…` when it was cut.
+fn clip(s: &str, max: usize) -> String {
+    if width_of(s) <= max {
+        return s.to_string();
+    }
+    let mut out: String = s.chars().take(max.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+/// Items joined by `, ` after `lead`, in lines of at most `width` (an item
+/// longer than that gets a line of its own).
+fn wrapped(lead: &str, items: &[String], width: usize) -> String {
+    let mut out = String::new();
+    let mut line = lead.to_string();
+    for (i, item) in items.iter().enumerate() {
+        let sep = if i + 1 < items.len() { "," } else { "" };
+        if width_of(&line) + 1 + width_of(item) + sep.len() > width && line.trim() != lead.trim() {
+            out.push_str(line.trim_end());
+            out.push('\n');
+            line = " ".repeat(width_of(lead));
+        }
+        let _ = write!(line, " {item}{sep}");
+    }
+    out.push_str(&line);
+    out.push('\n');
+    out
+}
+
 /// `HH:MM:SS.mmm` from milliseconds since midnight.
 pub fn time_of_day(ms: u32) -> String {
     let s = ms / 1000;
@@ -121,7 +150,7 @@ pub fn text(frame: &Frame, title: &str, style: Style, max_lines: Option<usize>) 
     if !frame.events.is_empty() {
         foot.push_str("\nlatest events:\n");
         for e in &frame.events {
-            event_line(&mut foot, e, &p);
+            event_line(&mut foot, e, &p, style.width);
         }
     }
     foot.push('\n');
@@ -146,7 +175,7 @@ pub fn text(frame: &Frame, title: &str, style: Style, max_lines: Option<usize>) 
     out
 }
 
-fn event_line(out: &mut String, e: &Seen, p: &Painter) {
+fn event_line(out: &mut String, e: &Seen, p: &Painter, width: usize) {
     let colour = match e.what {
         What::Joined | What::Back => GREEN,
         What::Down => RED,
@@ -160,7 +189,8 @@ fn event_line(out: &mut String, e: &Seen, p: &Painter) {
         What::Down => format!("node {} is down: {}", e.node, e.detail),
         What::Expired => format!("node {} expired: {}", e.node, e.detail),
     };
-    p.paint(out, colour, &clean(&text));
+    // One screen line each: the time before and the count after take 24.
+    p.paint(out, colour, &clip(&clean(&text), width.saturating_sub(24)));
     if e.count > 1 {
         let _ = write!(out, " (×{})", e.count);
     }
@@ -296,7 +326,7 @@ fn numbered_matrix(frame: &Frame, p: &Painter, width: usize) -> String {
         .map(|(i, c)| format!("{} {}", i + 1, clean(c)))
         .collect();
     if !rowless.is_empty() {
-        let _ = writeln!(out, "listed, no line of their own: {}", rowless.join(", "));
+        out.push_str(&wrapped("listed, no line of their own:", &rowless, width));
     }
     out
 }
@@ -482,7 +512,7 @@ mod tests {
         assert!(t.contains("                  1 1"), "{t}");
         assert!(t.contains(" 1 n01@172.19.0.1"), "{t}");
         assert!(
-            t.contains("listed, no line of their own: 12 n12@172.19.0.12"),
+            t.contains("listed, no line of their own: 12 n12@172.19.0.12\n"),
             "{t}"
         );
         let row_glyphs: String = t
@@ -536,6 +566,40 @@ mod tests {
         // A frame that fits is left whole.
         let whole = text(&frame(&refs, 0), "w", style, None);
         assert_eq!(text(&frame(&refs, 0), "w", style, Some(100)), whole);
+    }
+
+    #[test]
+    fn long_text_is_clipped_or_wrapped_to_the_width() {
+        assert_eq!(clip("abcdef", 4), "abc…");
+        assert_eq!(clip("abc", 4), "abc");
+        let items: Vec<String> = (1..=6).map(|i| format!("{i} n{i}@h")).collect();
+        assert_eq!(
+            wrapped("listed:", &items, 31),
+            "listed: 1 n1@h, 2 n2@h, 3 n3@h,\n        4 n4@h, 5 n5@h, 6 n6@h\n"
+        );
+        let long = vec!["x".repeat(40)];
+        assert_eq!(
+            wrapped("listed:", &long, 30),
+            format!("listed: {}\n", long[0])
+        );
+        let f = frame(
+            &[&format!(
+                "05:10:00.300 [WARN] node x@h is down: {}",
+                "why ".repeat(50)
+            )],
+            0,
+        );
+        let style = Style {
+            colour: false,
+            width: 60,
+        };
+        let t = text(&f, "t", style, None);
+        let event = t
+            .lines()
+            .find(|l| l.contains("x@h is down"))
+            .expect("event");
+        assert_eq!(width_of(event), 16 + 36, "{t}");
+        assert!(event.ends_with('…'), "{t}");
     }
 
     #[test]
