@@ -4,6 +4,7 @@
 //! the latest events and a summary. It needs no cookie and pings nothing, so
 //! it works from the host for nodes in containers too.
 
+mod json_frame;
 mod model;
 mod parse;
 mod render;
@@ -90,7 +91,7 @@ pub fn watch(opts: &Options, out: &mut impl Write, stop: &Receiver<()>) -> Resul
             size_asked = Some(Instant::now());
         }
         let mut body = if opts.json {
-            render::json(&frame)
+            json_frame::render(&frame)
         } else {
             let width = opts
                 .width

@@ -1,5 +1,5 @@
-//! Drawing a [`Frame`]: text for people (the matrix, the latest events, a
-//! summary), or one JSON object for scripts.
+//! Drawing a [`Frame`] as text for people: the matrix, the latest events, a
+//! summary.
 //!
 //! Everything shown comes from a file anyone can append to, so control and
 //! direction-override characters are escaped before they reach a terminal.
@@ -8,7 +8,6 @@ use std::fmt::Write;
 
 use super::model::{Cell, Frame, FrameRow, Seen};
 use super::parse::What;
-use crate::json;
 
 /// How the text is drawn.
 #[derive(Clone, Copy, Debug)]
@@ -331,71 +330,6 @@ fn numbered_matrix(frame: &Frame, p: &Painter, width: usize) -> String {
     out
 }
 
-/// One frame as one line of JSON (PROTOCOL.md has the schema).
-pub fn json(frame: &Frame) -> String {
-    let mut out = String::new();
-    let mut o = json::Object::new(&mut out);
-    let nodes = o.key("nodes");
-    nodes.push('[');
-    for (i, c) in frame.columns.iter().enumerate() {
-        if i > 0 {
-            nodes.push_str(", ");
-        }
-        json::string(nodes, c);
-    }
-    nodes.push(']');
-    let rows = o.key("rows");
-    rows.push('[');
-    for (i, row) in frame.rows.iter().enumerate() {
-        if i > 0 {
-            rows.push_str(", ");
-        }
-        let mut r = json::Object::new(rows);
-        r.str("node", &row.node)
-            .raw("age_ms", row.age_ms)
-            .raw("stale", row.stale);
-        let links = r.key("links");
-        links.push('{');
-        let listed = frame.columns.iter().zip(&row.cells);
-        for (j, (c, cell)) in listed.filter(|(_, c)| **c != Cell::Unlisted).enumerate() {
-            if j > 0 {
-                links.push_str(", ");
-            }
-            json::string(links, c);
-            links.push_str(if *cell == Cell::Up {
-                ": true"
-            } else {
-                ": false"
-            });
-        }
-        links.push('}');
-        r.end();
-    }
-    rows.push(']');
-    let events = o.key("events");
-    events.push('[');
-    for (i, e) in frame.events.iter().enumerate() {
-        if i > 0 {
-            events.push_str(", ");
-        }
-        let mut ev = json::Object::new(events);
-        ev.str("time", &time_of_day(e.time_ms))
-            .str("node", &e.node)
-            .str("event", e.what.word())
-            .str("detail", &e.detail)
-            .raw("count", e.count);
-        ev.end();
-    }
-    events.push(']');
-    o.raw("links_up", frame.links_up)
-        .raw("links", frame.links)
-        .raw("stale_rows", frame.stale_rows)
-        .raw("hidden_nodes", frame.hidden_columns);
-    o.end();
-    out.push('\n');
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::super::model::Cluster;
@@ -600,23 +534,5 @@ mod tests {
             .expect("event");
         assert_eq!(width_of(event), 16 + 36, "{t}");
         assert!(event.ends_with('…'), "{t}");
-    }
-
-    #[test]
-    fn json_frame() {
-        let f = frame(&KILLED, 2500);
-        let j = json(&f);
-        assert!(j.starts_with("{\"nodes\": [\"w1@127.0.0.61\", "), "{j}");
-        assert!(
-            j.contains("{\"node\": \"w1@127.0.0.61\", \"age_ms\": 2600, \"stale\": false, \"links\": {\"w1@127.0.0.61\": true, \"w2@127.0.0.62\": true, \"w3@127.0.0.63\": false}}"),
-            "{j}"
-        );
-        assert!(
-            j.contains("\"event\": \"down\", \"detail\": \"connection refused\", \"count\": 2")
-        );
-        assert!(
-            j.ends_with("\"links_up\": 4, \"links\": 6, \"stale_rows\": 1, \"hidden_nodes\": 0}\n")
-        );
-        assert_eq!(j.matches('\n').count(), 1);
     }
 }
