@@ -6,7 +6,7 @@
 //! file's modification time: so the watcher's own clock and time zone never
 //! matter, only that the writers share one.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 
 use super::parse::{Kind, LogLine, What};
 
@@ -27,7 +27,8 @@ const DAY_MS: i64 = 24 * 3600 * 1000;
 #[derive(Clone, Debug)]
 struct Row {
     time_ms: u32,
-    links: BTreeMap<String, bool>,
+    /// Sorted by name, each name once.
+    links: Vec<(String, bool)>,
     /// Bytes of the names it holds, for [`MAX_ROW_BYTES`].
     bytes: usize,
 }
@@ -119,7 +120,9 @@ impl Cluster {
                 let fits = old.is_some() || self.rows.len() < MAX_ROWS;
                 let row_bytes = self.row_bytes - old.unwrap_or(0) + bytes;
                 if fits && row_bytes <= MAX_ROW_BYTES {
-                    let links = links.into_iter().collect();
+                    let mut links = links;
+                    links.sort_unstable();
+                    links.dedup_by(|a, b| a.0 == b.0);
                     let time_ms = line.time_ms;
                     self.rows.insert(
                         node,
@@ -181,11 +184,13 @@ impl Cluster {
             keep
         });
         self.row_bytes -= forgotten;
-        let mut names: BTreeSet<&str> = BTreeSet::new();
+        let mut names: Vec<&str> = Vec::new();
         for (node, row) in &self.rows {
-            names.insert(node);
-            names.extend(row.links.keys().map(String::as_str));
+            names.push(node);
+            names.extend(row.links.iter().map(|(n, _)| n.as_str()));
         }
+        names.sort_unstable();
+        names.dedup();
         let hidden_columns = names.len().saturating_sub(MAX_COLUMNS);
         let columns: Vec<String> = names
             .into_iter()
@@ -206,11 +211,13 @@ impl Cluster {
             let stale = age_ms > stale_ms;
             let cells: Vec<Cell> = columns
                 .iter()
-                .map(|c| match row.links.get(c) {
-                    Some(true) => Cell::Up,
-                    Some(false) => Cell::Down,
-                    None => Cell::Unlisted,
-                })
+                .map(
+                    |c| match row.links.binary_search_by(|(n, _)| n.as_str().cmp(c)) {
+                        Ok(i) if row.links[i].1 => Cell::Up,
+                        Ok(_) => Cell::Down,
+                        Err(_) => Cell::Unlisted,
+                    },
+                )
                 .collect();
             if stale {
                 frame.stale_rows += 1;
