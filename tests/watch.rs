@@ -2,13 +2,15 @@
 //! real nodes: the matrix and its glyphs, colour only on a terminal (checked
 //! under tmux), JSON that parses for any name or reason.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use crate::util::{
-    BIN, Node, TempDir, free_port, pulse_cmd, require, wait_for, wait_until, write_record,
+    BIN, Node, TempDir, free_port, parse_status, pulse_cmd, require, wait_for, wait_until,
+    write_record,
 };
 
 const UP: char = '●';
@@ -43,32 +45,49 @@ fn row_glyphs(text: &str, node: &str) -> Option<String> {
     )
 }
 
-/// Starts nodes, waits until each sees all alive, kills the last with
-/// SIGKILL and waits until the others list it as false.
+/// The last status line of `node` in the dir's shared log, parsed.
+fn last_in_log(dir: &TempDir, node: &str) -> Option<BTreeMap<String, bool>> {
+    let log = std::fs::read_to_string(dir.log_file()).ok()?;
+    log.lines().rev().find_map(|l| parse_status(l, node))
+}
+
+/// Starts nodes, waits until each one's line in the shared log (what watch
+/// reads) sees all alive, kills the last with SIGKILL and waits until the
+/// others' lines in the log list it as false.
 fn cluster_with_one_killed(dir: &TempDir, names: &[&str]) -> Vec<Node> {
     let mut nodes: Vec<Node> = names
         .iter()
         .map(|n| Node::start(dir, n, "c", &node_args()))
         .collect();
+    let all_alive = |s: BTreeMap<String, bool>| {
+        s.len() == names.len() && names.iter().all(|n| s.get(*n) == Some(&true))
+    };
     wait_for(
-        "every node to see all alive",
+        "every node's line in the log to see all alive",
         Duration::from_secs(20),
         &nodes.iter().collect::<Vec<_>>(),
-        || nodes.iter().all(|n| n.sees_all_alive(names)),
+        || {
+            names
+                .iter()
+                .all(|n| last_in_log(dir, n).is_some_and(all_alive))
+        },
     );
     let killed = names[names.len() - 1];
     nodes[names.len() - 1].signal("KILL");
     let _ = nodes[names.len() - 1].wait_exit(Duration::from_secs(5));
+    // The killed node may have died between its stdout and its log line:
+    // whatever it wrote last, it must still list everyone as alive.
+    let last = last_in_log(dir, killed);
+    assert!(last.clone().is_some_and(all_alive), "{last:?}");
     let all: Vec<&Node> = nodes.iter().collect();
     wait_for(
-        "the others to list the killed node as false",
+        "the others' lines in the log to list the killed node as false",
         Duration::from_secs(20),
         &all,
         || {
-            nodes[..names.len() - 1].iter().all(|n| {
-                n.last_status()
-                    .is_some_and(|s| s.get(killed) == Some(&false))
-            })
+            names[..names.len() - 1]
+                .iter()
+                .all(|n| last_in_log(dir, n).is_some_and(|s| s.get(killed) == Some(&false)))
         },
     );
     nodes
