@@ -135,13 +135,7 @@ pub fn text(frame: &Frame, title: &str, style: Style, max_lines: Option<usize>) 
     let mut head = String::new();
     p.paint(&mut head, BOLD, &clean(title));
     let _ = writeln!(head, "   {UP} up  {DOWN} down  {UNLISTED} not listed\n");
-    let matrix = if frame.rows.is_empty() {
-        "(no status lines in the log yet)\n".to_string()
-    } else if let Some(matrix) = named_matrix(frame, &p, style.width) {
-        matrix
-    } else {
-        numbered_matrix(frame, &p, style.width)
-    };
+    let matrix = matrix(frame, &p, style.width);
     let mut foot = String::new();
     if frame.hidden_columns > 0 {
         let _ = writeln!(foot, "(+{} more nodes not shown)", frame.hidden_columns);
@@ -160,6 +154,13 @@ pub fn text(frame: &Frame, title: &str, style: Style, max_lines: Option<usize>) 
         // One line is left for the cursor, so the screen never scrolls.
         Some(max) if lines(&out) + lines(&matrix) + lines(&foot) >= max => {
             let room = max.saturating_sub(lines(&out) + lines(&foot) + 2);
+            // What is cut should be what all is well with: rows with a link
+            // down, a node not listed or a stale line come first.
+            let mut troubled = frame.clone();
+            troubled
+                .rows
+                .sort_by_key(|r| !r.stale && r.cells.iter().all(|c| *c == Cell::Up));
+            let matrix = self::matrix(&troubled, &p, style.width);
             let matrix_lines: Vec<&str> = matrix.lines().collect();
             for line in &matrix_lines[..room.min(matrix_lines.len())] {
                 out.push_str(line);
@@ -172,6 +173,16 @@ pub fn text(frame: &Frame, title: &str, style: Style, max_lines: Option<usize>) 
     }
     out.push_str(&foot);
     out
+}
+
+fn matrix(frame: &Frame, p: &Painter, width: usize) -> String {
+    if frame.rows.is_empty() {
+        "(no status lines in the log yet)\n".to_string()
+    } else if let Some(matrix) = named_matrix(frame, p, width) {
+        matrix
+    } else {
+        numbered_matrix(frame, p, width)
+    }
 }
 
 fn event_line(out: &mut String, e: &Seen, p: &Painter, width: usize) {
@@ -500,6 +511,34 @@ mod tests {
         // A frame that fits is left whole.
         let whole = text(&frame(&refs, 0), "w", style, None);
         assert_eq!(text(&frame(&refs, 0), "w", style, Some(100)), whole);
+    }
+
+    #[test]
+    fn a_cut_matrix_shows_the_rows_in_trouble_first() {
+        let all: Vec<String> = (1..=30).map(|j| format!("n{j:02}@h")).collect();
+        let lines: Vec<String> = all
+            .iter()
+            .map(|n| {
+                let links: Vec<String> = all
+                    .iter()
+                    .map(|m| format!("{m}: {}", !(n == "n25@h" && m == "n03@h")))
+                    .collect();
+                format!("10:00:00.000 [info] {n}[{}]", links.join(", "))
+            })
+            .collect();
+        let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+        let style = Style {
+            colour: false,
+            width: 200,
+        };
+        let row_of = |t: &str, name: &str| t.lines().position(|l| l.contains(&format!(" {name} ")));
+        let cut = text(&frame(&refs, 0), "w", style, Some(12));
+        let (n25, n01) = (row_of(&cut, "n25@h"), row_of(&cut, "n01@h"));
+        assert!(n25.is_some() && n01.is_some() && n25 < n01, "{cut}");
+        assert!(row_of(&cut, "n24@h").is_none(), "{cut}");
+        // Uncut, the rows keep their names' order.
+        let whole = text(&frame(&refs, 0), "w", style, None);
+        assert!(row_of(&whole, "n01@h") < row_of(&whole, "n25@h"), "{whole}");
     }
 
     #[test]
