@@ -10,6 +10,8 @@
 #   ./run.sh scale N            grow or shrink the running cluster to N nodes
 #   ./run.sh status             ping every registered node once, print a table
 #   ./run.sh logs               follow the shared log
+#   ./run.sh watch [FLAGS]      who reaches whom, redrawn every interval, from
+#                               the shared log (pulse watch: --once, --json)
 #   ./run.sh down               stop the cluster (every node leaves gracefully)
 #   ./run.sh help               this text; `./run.sh --help` is pulse's own
 #
@@ -371,7 +373,7 @@ down) cmd_down ;;
 status) cmd_status ;;
 logs) follow_log ;;
 kill | stop | pause | unpause | cut | heal | restart) cmd_chaos "$@" ;;
-# watch: the cluster's reachability matrix goes here.
+watch) exec "$(host_binary)" watch --log-file "$log_file" "${@:2}" ;;
 help) usage ;;
 *)
     # One node on this host, every argument passed through to pulse.

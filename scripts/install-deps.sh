@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Installs what the tests and the container build need, when it is missing:
 # the musl target (for the static binary in the scratch image), Erlang (the
-# judge of the wire code) and Elixir (the recipe's own node, for the mixed
-# cluster test), and matplotlib for the benchmark's plot. Without root or
-# apt it says what is missing and goes on: the tests that need it then skip
-# loudly (or fail, under PULSE_REQUIRE_EXTERNAL=1), and the benchmark skips
-# its plot with a note.
+# judge of the wire code), Elixir (the recipe's own node, for the mixed
+# cluster test), tmux (a terminal for the watch colour test), python3 (the
+# judge of the JSON output, and the benchmark) and matplotlib for the
+# benchmark's plot. Without root or apt it says what is missing and goes on:
+# the tests that need it then skip loudly (or fail, under
+# PULSE_REQUIRE_EXTERNAL=1), and the benchmark skips its plot with a note.
 set -euo pipefail
 
 if command -v rustup >/dev/null 2>&1; then
@@ -19,6 +20,8 @@ fi
 missing=()
 command -v erl >/dev/null 2>&1 || missing+=(erlang-base)
 command -v elixir >/dev/null 2>&1 || missing+=(elixir)
+command -v tmux >/dev/null 2>&1 || missing+=(tmux)
+command -v python3 >/dev/null 2>&1 || missing+=(python3)
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         echo "install-deps: installing ${missing[*]}"

@@ -8,6 +8,7 @@
 pub mod acceptor;
 pub mod config;
 pub mod erlang;
+pub mod json;
 pub mod listener;
 pub mod logging;
 pub mod membership;
@@ -18,3 +19,4 @@ pub mod registry;
 pub mod report;
 pub mod rounds;
 pub mod status;
+pub mod watch;

@@ -25,7 +25,7 @@ fn elixir_eval(name: &str, cookie: &str, epmd_port: u16, extra_erl: &str, code: 
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-fn pulse_with_epmd(
+pub fn pulse_with_epmd(
     dir: &TempDir,
     name: &str,
     cookie: &str,
@@ -106,7 +106,7 @@ fn elixir_node_ping_gets_pong_only_with_the_cookie_and_while_running() {
 }
 
 /// The recipe's Elixir node from the fixture, killed on drop.
-fn start_recipe_node(dir: &TempDir, name: &str, epmd_port: u16) -> Node {
+pub fn start_recipe_node(dir: &TempDir, name: &str, epmd_port: u16) -> Node {
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/recipe_node/run.sh");
     let mut cmd = Command::new(fixture);
     cmd.env("ERL_EPMD_PORT", epmd_port.to_string())

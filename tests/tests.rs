@@ -7,3 +7,4 @@ mod erlang;
 mod hostile;
 mod mixed;
 mod util;
+mod watch;

@@ -250,6 +250,13 @@ alive=$(grep -c ' true ' <<<"$status_out" || true)
 ((alive == 11)) || fail "run.sh status shows $alive alive, not 11: $status_out"
 pass "run.sh status: 11 alive"
 
+# The matrix from the host, read from the shared log the containers write.
+watch_out=$("$root/run.sh" watch --once 2>&1) ||
+    fail "run.sh watch --once exited non-zero: $watch_out"
+[[ $watch_out == *"11 nodes, 121/121 links up"* ]] ||
+    fail "run.sh watch --once does not show 121/121 links up: $watch_out"
+pass "run.sh watch --once from the host: 11 nodes, 121/121 links up"
+
 # --- scale down to 3: graceful leaves ---------------------------------------
 
 mapfile -t before < <(running_ids)
