@@ -309,7 +309,7 @@ fn await_reply(
         if call.is_yes(&frame) {
             return Ok(());
         }
-        if let Some(reply) = message::answer_call(&frame) {
+        if let Some(reply) = message::answer(&frame) {
             link.peer_calls = true;
             link.send(&reply).map_err(lost)?;
             continue;
@@ -336,7 +336,7 @@ fn serve_waiting_calls(link: &mut Link) -> Result<(), ReadError> {
     loop {
         let reply = match link.recv(Instant::now()) {
             Ok(Received::Tick) => TICK.to_vec(),
-            Ok(Received::Frame(frame)) => match message::answer_call(&frame) {
+            Ok(Received::Frame(frame)) => match message::answer(&frame) {
                 Some(reply) => reply,
                 None => continue,
             },
