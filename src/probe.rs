@@ -10,7 +10,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -404,19 +404,14 @@ pub fn open(
 }
 
 fn epmd_lookup(name: &NodeName, epmd_port: u16, deadline: Instant) -> Result<SocketAddr, Reason> {
-    let host = name.host();
-    let ip: IpAddr = match host.parse() {
-        Ok(ip) => ip,
-        Err(_) if host == "localhost" => IpAddr::from([127, 0, 0, 1]),
-        Err(_) => {
-            return Err(Reason::NoAddress(format!(
-                "no port in its record and '{host}' is not an IP address"
-            )));
-        }
+    let left = || {
+        deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(1))
     };
-    let left = deadline
-        .saturating_duration_since(Instant::now())
-        .max(Duration::from_millis(1));
+    let ip = crate::name::resolve_host(name.host(), left())
+        .map_err(|e| Reason::NoAddress(format!("no port in its record and {e}")))?;
+    let left = left();
     match epmd::port_please(SocketAddr::new(ip, epmd_port), name.alive(), left) {
         Ok(Some(port)) => Ok(SocketAddr::new(ip, port)),
         Ok(None) => Err(Reason::NoAddress("not registered in EPMD".into())),
