@@ -7,6 +7,20 @@ use crate::util::erlang::erl_eval;
 use crate::util::erlang::{Epmd, Erl, Refresher};
 use crate::util::{Node, TempDir, free_port, require, wait_for, wait_until};
 
+/// The pulse node `name`, started with `name_args` (interval 300 ms) on the
+/// dir's registry, registered with the test's own EPMD, never the machine's.
+fn pulse_on(dir: &TempDir, name: &str, name_args: &[&str], epmd_port: u16) -> Node {
+    let mut cmd = crate::util::pulse_cmd(dir);
+    cmd.env("ERL_EPMD_PORT", epmd_port.to_string())
+        .args(name_args)
+        .args(["--cookie", "c", "--interval", "300"])
+        .arg("--sync-dir")
+        .arg(dir.sync_dir())
+        .arg("--log-file")
+        .arg(dir.log_file());
+    Node::spawn(name, cmd)
+}
+
 fn pulse_sees_erl(cookie_of_erl: &str, want: bool, test: &str) {
     if !require("erl", test) || !require("epmd", test) {
         return;
@@ -16,7 +30,7 @@ fn pulse_sees_erl(cookie_of_erl: &str, want: bool, test: &str) {
     let port = free_port();
     let _erl = Erl::start("x@127.0.0.1", cookie_of_erl, port, epmd.1);
     let _record = Refresher::start(&dir, "x@127.0.0.1", port);
-    let node = Node::start(&dir, "p1@127.0.0.1", "c", &["--interval", "300"]);
+    let node = pulse_on(&dir, "p1@127.0.0.1", &["--name", "p1@127.0.0.1"], epmd.1);
     // erl takes a second or two to come up; until then it is false.
     let ok = wait_until(Duration::from_secs(15), || {
         node.last_status().is_some_and(|s| {
@@ -169,7 +183,7 @@ fn calls_monitors_and_links_fail_at_once_when_pulse_dials() {
         let epmd = Epmd::start();
         let port = free_port();
         let _record = Refresher::start(&dir, "x@127.0.0.1", port);
-        let node = Node::start(&dir, "p1@127.0.0.1", "c", &["--interval", "300"]);
+        let node = pulse_on(&dir, "p1@127.0.0.1", &["--name", "p1@127.0.0.1"], epmd.1);
         let port = port.to_string();
         let out = erl_eval(
             "-name",
@@ -200,4 +214,62 @@ fn calls_monitors_and_links_fail_at_once_when_pulse_dials() {
             node.dump()
         );
     }
+}
+
+/// `--sname` as `erl -sname` has it: pulse is `p1@<short host name>`,
+/// listens where that name resolves, and finds a short-named Erlang node
+/// from a bare registry entry by resolving its host before asking EPMD.
+/// Both directions ping. Only names the hosts file maps to loopback are used.
+#[test]
+fn short_names_ping_both_ways_with_erl() {
+    let test = "short_names_ping_both_ways_with_erl";
+    if !require("erl", test) || !require("epmd", test) {
+        return;
+    }
+    let raw = std::fs::read_to_string("/proc/sys/kernel/hostname").expect("hostname");
+    let host = raw.trim().split('.').next().unwrap_or_default().to_string();
+    let loopback = std::fs::read_to_string("/etc/hosts")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| {
+            let mut f = l.split('#').next().unwrap_or_default().split_whitespace();
+            f.next().is_some_and(|ip| ip.starts_with("127."))
+                && f.any(|n| n.eq_ignore_ascii_case(&host))
+        });
+    assert!(
+        loopback,
+        "{test}: /etc/hosts must map this host's name '{host}' to loopback"
+    );
+    let dir = TempDir::new("sname");
+    let epmd = Epmd::start();
+    let (p1, e1) = (format!("p1@{host}"), format!("e1@{host}"));
+    let node = pulse_on(&dir, &p1, &["--sname", "p1"], epmd.1);
+    wait_for("pulse in EPMD", Duration::from_secs(9), &[&node], || {
+        node.count_containing("registered p1 with EPMD") == 1
+    });
+
+    // Erlang to pulse.
+    let out = erl_eval(
+        "-sname",
+        "e2",
+        "c",
+        epmd.1,
+        &[],
+        &format!("{}P(ping, net_adm:ping(N)), halt().", header(&p1)),
+        Duration::from_secs(60),
+    );
+    assert_eq!(out, "ping pong\n", "{}", node.dump());
+
+    // pulse to Erlang, found through the host name and EPMD.
+    let _erl = Erl::start_as("-sname", "e1", "c", free_port(), epmd.1);
+    let _entry = Refresher::bare(&dir, &e1);
+    wait_for(
+        "pulse to see the short-named erl",
+        Duration::from_secs(20),
+        &[&node],
+        || {
+            node.last_status()
+                .is_some_and(|s| s.get(&e1) == Some(&true))
+        },
+    );
 }

@@ -81,13 +81,33 @@ pub struct Refresher(Arc<AtomicBool>, Option<thread::JoinHandle<()>>);
 
 impl Refresher {
     pub fn start(dir: &TempDir, name: &'static str, port: u16) -> Refresher {
+        let sd = dir.sync_dir();
+        Refresher::run(move || write_record(&sd, name, &format!("127.0.0.1:{port}")))
+    }
+
+    /// Keeps a bare entry (a file holding only a timestamp, as the recipe's
+    /// Elixir nodes write) fresh: its port must be asked of EPMD.
+    pub fn bare(dir: &TempDir, name: &str) -> Refresher {
+        let sd = dir.sync_dir();
+        let name = name.to_string();
+        Refresher::run(move || {
+            let ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis())
+                .unwrap_or_default();
+            let _ = std::fs::create_dir_all(&sd);
+            let _ = std::fs::write(sd.join(&name), ms.to_string());
+        })
+    }
+
+    fn run(write: impl Fn() + Send + 'static) -> Refresher {
         let stop = Arc::new(AtomicBool::new(false));
-        let (flag, sd) = (stop.clone(), dir.sync_dir());
+        let flag = stop.clone();
         let handle = thread::Builder::new()
             .name("test-refresher".into())
             .spawn(move || {
                 while !flag.load(Ordering::SeqCst) {
-                    write_record(&sd, name, &format!("127.0.0.1:{port}"));
+                    write();
                     thread::sleep(Duration::from_millis(100));
                 }
             })
