@@ -305,6 +305,88 @@ mod tests {
         );
     }
 
+    /// What an acceptor says to a raw send_name offering `offer`.
+    fn accept_offer(offer: u64) -> (Vec<u8>, Result<Peer, HandshakeError>) {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let server = thread::spawn(move || {
+            let (mut s, _) = listener.accept().expect("accept");
+            s.set_read_timeout(Some(Duration::from_secs(5)))
+                .expect("timeout");
+            let local = Local {
+                name: "b@h",
+                creation: 2,
+                cookie: "c",
+            };
+            accept(&mut s, &local)
+        });
+        let mut c = TcpStream::connect(addr).expect("connect");
+        c.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let mut send_name = vec![b'N'];
+        send_name.extend(offer.to_be_bytes());
+        send_name.extend([0, 0, 0, 1, 0, 3]);
+        send_name.extend(b"a@h");
+        write_handshake(&mut c, &send_name).expect("send_name");
+        let status = read_handshake(&mut c).expect("status");
+        drop(c);
+        (status, server.join().expect("server thread"))
+    }
+
+    #[test]
+    fn a_peer_without_otp_26_flags_is_refused_as_otp_26_does() {
+        let (status, result) = accept_offer(flags::MANDATORY_25);
+        assert_eq!(status, b"snot_allowed");
+        assert!(
+            matches!(result, Err(HandshakeError::MissingFlags { ref missing, .. })
+                if missing == "UNLINK_ID, V4_NC"),
+            "{result:?}"
+        );
+        // The OTP 25 shorthand with the OTP 26 flags is enough.
+        let shorthand = flags::MANDATORY_25_DIGEST | flags::V4_NC | flags::UNLINK_ID;
+        let (status, _) = accept_offer(shorthand);
+        assert_eq!(status, b"sok");
+    }
+
+    #[test]
+    fn both_sides_offer_todays_mandatory_flags_and_keep_the_shared_ones() {
+        let (client, server) = pair(("b@h", "c"), ("a@h", "c"), "b@h");
+        for peer in [client.expect("initiator"), server.expect("acceptor")] {
+            assert_eq!(peer.flags, flags::OFFERED);
+            assert!(flags::missing(peer.flags).is_empty());
+        }
+        let mut wire = Vec::new();
+        let local = Local {
+            name: "a@h",
+            creation: 1,
+            cookie: "c",
+        };
+        let _ = initiate(&mut Recorder(&mut wire), &local, "b@h");
+        // Length, 'N', then the flags pulse offers.
+        assert_eq!(wire[3..11], flags::OFFERED.to_be_bytes());
+        assert_eq!(wire[2], b'N');
+    }
+
+    /// Records what is written and reads nothing.
+    struct Recorder<'a>(&'a mut Vec<u8>);
+
+    impl Read for Recorder<'_> {
+        fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+            Ok(0)
+        }
+    }
+
+    impl Write for Recorder<'_> {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.extend(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
     #[test]
     fn truncated_and_garbled_messages_are_errors() {
         for bad in [

@@ -502,6 +502,135 @@ mod tests {
         }
     }
 
+    fn v4_pid(node: &str, id: u32) -> Term {
+        Term::Pid(Pid {
+            node: node.into(),
+            id,
+            serial: u32::MAX,
+            creation: 0xF00D_0001,
+        })
+    }
+
+    fn five_word_ref() -> Term {
+        Term::Ref(Ref {
+            node: "x@h".into(),
+            creation: 0xF00D_0001,
+            ids: vec![1, 2, 3, 4, 5],
+        })
+    }
+
+    /// The control tuple of an answer frame.
+    fn control_of(frame: &[u8]) -> Vec<Term> {
+        let (control, payload) = decode(&frame[4..]).expect("decodes");
+        assert_eq!(payload, None, "a signal has no payload");
+        control
+    }
+
+    #[test]
+    fn monitors_on_missing_processes_end_with_noproc() {
+        let watcher = v4_pid("x@h", 0x8000_0001);
+        let r = five_word_ref();
+        for watched in [
+            Term::atom("foo"),
+            v4_pid("me@h", 77),
+            v4_pid("me@h", u32::MAX),
+        ] {
+            let ask = signal(vec![
+                Term::Int(MONITOR_P),
+                watcher.clone(),
+                watched.clone(),
+                r.clone(),
+            ]);
+            let reply = answer(&ask[4..]).expect("an answer");
+            assert_eq!(
+                control_of(&reply),
+                [
+                    Term::Int(MONITOR_P_EXIT),
+                    watched,
+                    watcher.clone(),
+                    r.clone(),
+                    Term::atom("noproc")
+                ]
+            );
+        }
+        // The documented bytes of one: {21, foo, Watcher, Ref, noproc}.
+        let ask = signal(vec![
+            Term::Int(MONITOR_P),
+            watcher.clone(),
+            Term::atom("foo"),
+            r.clone(),
+        ]);
+        let mut want = vec![b'p', 131, 104, 5, 97, 21, 119, 3, b'f', b'o', b'o'];
+        watcher.encode(&mut want);
+        r.encode(&mut want);
+        want.extend([119, 6]);
+        want.extend(b"noproc");
+        assert_eq!(answer(&ask[4..]).expect("an answer")[4..], want);
+    }
+
+    #[test]
+    fn monitors_and_links_on_what_pulse_has_get_no_answer() {
+        let watcher = v4_pid("x@h", 5);
+        for watched in [Term::atom(NET_KERNEL), Term::Pid(our_pid("me@h", 9))] {
+            let ask = signal(vec![
+                Term::Int(MONITOR_P),
+                watcher.clone(),
+                watched.clone(),
+                five_word_ref(),
+            ]);
+            assert_eq!(answer(&ask[4..]), None);
+            let link = signal(vec![Term::Int(LINK), watcher.clone(), watched]);
+            assert_eq!(answer(&link[4..]), None);
+        }
+        // A demonitor, an exit and old-style unlink are dropped.
+        let me = Term::Pid(our_pid("me@h", 9));
+        for control in [
+            vec![Term::Int(20), watcher.clone(), me.clone(), five_word_ref()],
+            vec![
+                Term::Int(EXIT),
+                watcher.clone(),
+                me.clone(),
+                Term::atom("x"),
+            ],
+            vec![Term::Int(4), watcher.clone(), me.clone()],
+        ] {
+            assert_eq!(answer(&signal(control)[4..]), None);
+        }
+    }
+
+    #[test]
+    fn links_end_with_noproc_and_unlinks_are_acknowledged() {
+        let from = v4_pid("x@h", 0x8000_0001);
+        let to = v4_pid("me@h", 2);
+        let link = signal(vec![Term::Int(LINK), from.clone(), to.clone()]);
+        assert_eq!(
+            control_of(&answer(&link[4..]).expect("an answer")),
+            [
+                Term::Int(EXIT),
+                to.clone(),
+                from.clone(),
+                Term::atom("noproc")
+            ]
+        );
+        // Unlink ids are 64-bit: a big one travels as SMALL_BIG_EXT and
+        // comes back as it was.
+        let me = Term::Pid(our_pid("me@h", 9));
+        for id in [Term::Int(7), Term::Int(i64::MAX)] {
+            let unlink = signal(vec![Term::Int(UNLINK_ID), id, from.clone(), me.clone()]);
+            let (sent, _) = decode(&unlink[4..]).expect("decodes");
+            let reply = answer(&unlink[4..]).expect("an answer");
+            assert_eq!(
+                control_of(&reply),
+                [
+                    Term::Int(UNLINK_ID_ACK),
+                    sent[1].clone(),
+                    me.clone(),
+                    from.clone()
+                ]
+            );
+        }
+    }
+
     #[test]
     fn other_messages_and_garbage_are_other() {
         assert_eq!(parse(b""), Incoming::Other);
@@ -517,5 +646,28 @@ mod tests {
         ]);
         let frame = message(&control, &Term::atom("features_request"));
         assert_eq!(parse(&frame[4..]), Incoming::Other);
+        assert_eq!(answer(&frame[4..]), None);
+        // Every truncation of an answered signal, and random bytes, are
+        // dropped without a panic.
+        let ask = signal(vec![
+            Term::Int(MONITOR_P),
+            v4_pid("x@h", 1),
+            Term::atom("foo"),
+            five_word_ref(),
+        ]);
+        for end in 0..ask.len() - 4 {
+            assert_eq!(answer(&ask[4..4 + end]), None, "cut at {end}");
+        }
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        for _ in 0..5_000 {
+            let mut bytes = vec![PASS_THROUGH, VERSION, SMALL_TUPLE, 4, SMALL_INTEGER, 19];
+            for _ in 0..(seed % 48) {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                bytes.push((seed % 130) as u8);
+            }
+            let _ = answer(&bytes);
+        }
     }
 }

@@ -481,6 +481,78 @@ mod tests {
         assert_eq!(buf, want);
     }
 
+    /// `external_pid()` and `external_ref()` of OTP's
+    /// `erts/emulator/test/guard_SUITE.erl`: node names as `ATOM_EXT`.
+    #[test]
+    fn otp_test_suite_vectors_decode() {
+        let mut pid = vec![131, 88, 100, 0, 11];
+        pid.extend(b"arne@seldon");
+        pid.extend([0, 0, 0, 50, 0, 0, 0, 0, 96, 96, 14, 170]);
+        let want = Pid {
+            node: "arne@seldon".into(),
+            id: 50,
+            serial: 0,
+            creation: 0x6060_0EAA,
+        };
+        assert_eq!(Term::decode(&pid), Ok((Term::Pid(want), pid.len())));
+        let mut r = vec![131, 90, 0, 3, 100, 0, 11];
+        r.extend(b"arne@zaphod");
+        r.extend([
+            96, 96, 14, 188, 0, 1, 106, 122, 169, 196, 0, 1, 6, 56, 120, 157,
+        ]);
+        let want = Ref {
+            node: "arne@zaphod".into(),
+            creation: 0x6060_0EBC,
+            ids: vec![0x0001_6A7A, 0xA9C4_0001, 0x0638_789D],
+        };
+        assert_eq!(Term::decode(&r), Ok((Term::Ref(want), r.len())));
+    }
+
+    /// The larger encodings `V4_NC` allows, laid out as the external term
+    /// format documentation gives them (OTP 25's `binary_to_term` takes each
+    /// of these): full 32-bit pid fields, a 64-bit port number, a 5-word
+    /// reference.
+    #[test]
+    fn v4_pids_ports_and_references_decode() {
+        let node = |out: &mut Vec<u8>| {
+            out.extend([SMALL_ATOM_UTF8, 10]);
+            out.extend(b"other@host");
+        };
+        let mut pid = vec![VERSION, NEW_PID];
+        node(&mut pid);
+        pid.extend([0xFF; 8]);
+        pid.extend([0, 0, 0, 3]);
+        let want = Term::Pid(Pid {
+            node: "other@host".into(),
+            id: u32::MAX,
+            serial: u32::MAX,
+            creation: 3,
+        });
+        assert_eq!(Term::decode(&pid), Ok((want.clone(), pid.len())));
+        assert_eq!(roundtrip(&want), want);
+
+        let mut port = vec![VERSION, V4_PORT];
+        node(&mut port);
+        port.extend((1u64 << 40).to_be_bytes());
+        port.extend([0, 0, 0, 3]);
+        assert_eq!(
+            Term::decode(&port),
+            Ok((Term::Other(port[1..].to_vec()), port.len()))
+        );
+
+        let mut r = vec![VERSION, NEWER_REFERENCE, 0, 5];
+        node(&mut r);
+        r.extend([0, 0, 0, 3]);
+        (1u32..=5).for_each(|w| r.extend(w.to_be_bytes()));
+        let want = Term::Ref(Ref {
+            node: "other@host".into(),
+            creation: 3,
+            ids: vec![1, 2, 3, 4, 5],
+        });
+        assert_eq!(Term::decode(&r), Ok((want.clone(), r.len())));
+        assert_eq!(roundtrip(&want), want);
+    }
+
     #[test]
     fn garbage_never_panics() {
         // Every prefix of a valid term, and a spread of random bytes, must
