@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use crate::util::erlang::erl_eval;
 use crate::util::erlang::{Epmd, Erl, Refresher};
+use crate::util::erlang::{erl_eval, output_within};
 use crate::util::{Node, TempDir, free_port, require, wait_for, wait_until};
 
 /// The pulse node `name`, started with `name_args` (interval 300 ms) on the
@@ -221,8 +221,8 @@ fn calls_monitors_and_links_fail_at_once_when_pulse_dials() {
 /// from a bare registry entry by resolving its host before asking EPMD.
 /// Both directions ping. Only names the hosts file maps to loopback are used.
 #[test]
-fn short_names_ping_both_ways_with_erl() {
-    let test = "short_names_ping_both_ways_with_erl";
+fn short_names_ping_both_ways_with_erl_and_elixir() {
+    let test = "short_names_ping_both_ways_with_erl_and_elixir";
     if !require("erl", test) || !require("epmd", test) {
         return;
     }
@@ -259,6 +259,15 @@ fn short_names_ping_both_ways_with_erl() {
         Duration::from_secs(60),
     );
     assert_eq!(out, "ping pong\n", "{}", node.dump());
+    if require("elixir", test) {
+        let mut iex = std::process::Command::new("elixir");
+        iex.env("ERL_EPMD_PORT", epmd.1.to_string())
+            .args(["--sname", "x3", "--cookie", "c"])
+            .args(["--erl", "-kernel inet_dist_use_interface {127,0,0,1}"])
+            .args(["-e", &format!("IO.inspect Node.ping(:\"{p1}\")")]);
+        let out = output_within(iex, Duration::from_secs(60));
+        assert_eq!(out, ":pong\n", "{}", node.dump());
+    }
 
     // pulse to Erlang, found through the host name and EPMD.
     let _erl = Erl::start_as("-sname", "e1", "c", free_port(), epmd.1);

@@ -138,23 +138,30 @@ pub fn erl_eval(
     code: &str,
     limit: Duration,
 ) -> String {
-    let mut child = Command::new("erl")
-        .env("ERL_EPMD_PORT", epmd_port.to_string())
+    let mut cmd = Command::new("erl");
+    cmd.env("ERL_EPMD_PORT", epmd_port.to_string())
         .env_remove("ERL_FLAGS")
         .env_remove("ERL_AFLAGS")
         .env_remove("ERL_ZFLAGS")
         .args(["-noshell", name_flag, name, "-setcookie", cookie])
         .args(["-kernel", "inet_dist_use_interface", "{127,0,0,1}"])
         .args(args)
-        .args(["-eval", code])
+        .args(["-eval", code]);
+    output_within(cmd, limit)
+}
+
+/// Runs `cmd` and returns what it printed on stdout; a process still
+/// running after `limit` is killed and what it printed so far is returned.
+pub fn output_within(mut cmd: Command, limit: Duration) -> String {
+    let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
-        .expect("start erl");
-    let mut stdout = child.stdout.take().expect("erl stdout");
+        .expect("start a program under test");
+    let mut stdout = child.stdout.take().expect("stdout");
     let reader = thread::Builder::new()
-        .name("test-erl-out".into())
+        .name("test-output".into())
         .spawn(move || {
             let mut out = String::new();
             let _ = stdout.read_to_string(&mut out);
