@@ -22,7 +22,7 @@ use crate::erlang::handshake::HandshakeError;
 use crate::erlang::link::{self, DialError, Link, ReadError, Received};
 use crate::erlang::message::{self, CallTemplate, Incoming};
 use crate::erlang::term::{Pid, Term};
-use crate::erlang::{Identity, epmd};
+use crate::erlang::{Identity, Phase, epmd};
 use crate::membership::{Outcome, Reason};
 use crate::name::NodeName;
 
@@ -209,9 +209,9 @@ impl Prober {
                     .remove(&t.name)
                     .unwrap_or(Outcome::Down(Reason::Timeout(
                         if self.dialing.contains(&t.name) {
-                            "connect"
+                            Phase::Connect
                         } else {
-                            "reply"
+                            Phase::Reply
                         },
                     )));
                 (t.name.clone(), outcome)
@@ -302,7 +302,7 @@ fn await_reply(
                 link.send(&TICK).map_err(lost)?;
                 continue;
             }
-            Err(ReadError::Timeout) => return Err(Reason::Timeout("reply")),
+            Err(ReadError::Timeout) => return Err(Reason::Timeout(Phase::Reply)),
             Err(ReadError::Broken(e)) => return Err(lost(e)),
         };
         // The usual case, told from the bytes: our call answered `yes`.

@@ -53,6 +53,27 @@ mod tests {
     }
 }
 
+/// Where a ping ran out of time: the text after `timeout` in a down reason.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Phase {
+    /// Opening the TCP connection.
+    Connect,
+    /// The distribution handshake.
+    Handshake,
+    /// Waiting for the answer to a call.
+    Reply,
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Phase::Connect => "connect",
+            Phase::Handshake => "handshake",
+            Phase::Reply => "reply",
+        })
+    }
+}
+
 /// Who this node is on the wire.
 #[derive(Clone, Debug)]
 pub struct Identity {
