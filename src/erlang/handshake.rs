@@ -136,10 +136,13 @@ pub fn initiate<S: Read + Write>(
         Err(e) if is_closed(&e) => return Err(HandshakeError::BadCookie(name)),
         Err(e) => return Err(e.into()),
     };
-    if ack.len() != 17 || ack[0] != b'a' {
-        return Err(protocol("expected a challenge ack"));
-    }
-    if ack[1..] != digest(local.cookie, our_challenge) {
+    let mut c = Cursor::new(&ack);
+    let their_digest = c
+        .expect(b"a")
+        .and_then(|()| c.take(16))
+        .filter(|_| c.at_end())
+        .ok_or_else(|| protocol("expected a challenge ack"))?;
+    if their_digest != digest(local.cookie, our_challenge) {
         return Err(HandshakeError::BadCookie(name));
     }
     Ok(Peer {
@@ -170,13 +173,15 @@ pub fn accept<S: Read + Write>(stream: &mut S, local: &Local) -> Result<Peer, Ha
     write_handshake(stream, &challenge)?;
 
     let reply = read_handshake(stream)?;
-    if reply.len() != 21 || reply[0] != b'r' {
-        return Err(protocol("expected a challenge reply"));
-    }
-    if reply[5..] != digest(local.cookie, our_challenge) {
+    let mut c = Cursor::new(&reply);
+    let (their_challenge, their_digest) = c
+        .expect(b"r")
+        .and_then(|()| Some((c.u32()?, c.take(16)?)))
+        .filter(|_| c.at_end())
+        .ok_or_else(|| protocol("expected a challenge reply"))?;
+    if their_digest != digest(local.cookie, our_challenge) {
         return Err(HandshakeError::BadCookie(name));
     }
-    let their_challenge = u32::from_be_bytes([reply[1], reply[2], reply[3], reply[4]]);
     let mut ack = vec![b'a'];
     ack.extend(digest(local.cookie, their_challenge));
     write_handshake(stream, &ack)?;
