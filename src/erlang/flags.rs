@@ -3,7 +3,9 @@
 //!
 //! Values and sets follow `erts/emulator/beam/dist.h` of current OTP: from
 //! OTP 26 on, `V4_NC` and `UNLINK_ID` join OTP 25's mandatory set, and a node
-//! that lacks any mandatory flag is refused at the handshake.
+//! that lacks any mandatory flag is refused at the handshake. pulse offers
+//! that set, and asks of a peer only what it needs to read the peer's
+//! messages (OTP 25's set), so older pulse builds still reach it.
 
 /// The node is visible (not hidden); pulse never sets it.
 pub const PUBLISHED: u64 = 0x01;
@@ -60,9 +62,13 @@ pub const MANDATORY_25: u64 = EXTENDED_REFERENCES
     | BIT_BINARIES
     | HANDSHAKE_23;
 
-/// What OTP 26, 27 and 28 make mandatory. pulse insists on it too: it is
-/// the set under which both ends agree on the link protocol and encodings.
+/// What OTP 26, 27 and 28 make mandatory.
 pub const MANDATORY: u64 = MANDATORY_25 | V4_NC | UNLINK_ID;
+
+/// What pulse insists on: enough to read whatever the peer sends. Without
+/// `V4_NC` a peer sends the smaller encodings, without `UNLINK_ID` the old
+/// unlink, which pulse drops; both are read fine.
+pub const REQUIRED: u64 = MANDATORY_25;
 
 /// What pulse offers: the mandatory set plus monitors (so a monitor on a
 /// process pulse lacks fails at once with `noproc`). `PUBLISHED` is left
@@ -80,8 +86,9 @@ pub fn expand(flags: u64) -> u64 {
     }
 }
 
-/// The names of the mandatory flags `flags` lacks, for a one-line error.
-pub fn missing(flags: u64) -> Vec<&'static str> {
+/// The names of the flags of `set` that `flags` lacks, for a one-line
+/// error.
+pub fn missing(set: u64, flags: u64) -> Vec<&'static str> {
     const NAMES: [(u64, &str); 13] = [
         (EXTENDED_REFERENCES, "EXTENDED_REFERENCES"),
         (FUN_TAGS, "FUN_TAGS"),
@@ -100,7 +107,7 @@ pub fn missing(flags: u64) -> Vec<&'static str> {
     let flags = expand(flags);
     NAMES
         .iter()
-        .filter(|(bit, _)| flags & bit == 0)
+        .filter(|(bit, _)| set & bit != 0 && flags & bit == 0)
         .map(|&(_, name)| name)
         .collect()
 }
@@ -123,12 +130,18 @@ mod tests {
     }
 
     #[test]
-    fn missing_names_every_absent_mandatory_flag() {
-        assert!(missing(OFFERED).is_empty());
-        assert_eq!(missing(MANDATORY_25), ["UNLINK_ID", "V4_NC"]);
+    fn missing_names_every_absent_flag_of_a_set() {
+        assert!(missing(MANDATORY, OFFERED).is_empty());
+        assert_eq!(missing(MANDATORY, MANDATORY_25), ["UNLINK_ID", "V4_NC"]);
+        assert!(missing(REQUIRED, MANDATORY_25).is_empty());
         // The OTP 25 shorthand stands for the OTP 25 set only.
-        assert!(missing(MANDATORY_25_DIGEST | V4_NC | UNLINK_ID).is_empty());
-        assert_eq!(missing(MANDATORY & !BIG_CREATION), ["BIG_CREATION"]);
-        assert_eq!(missing(0).len(), 13);
+        assert!(missing(MANDATORY, MANDATORY_25_DIGEST | V4_NC | UNLINK_ID).is_empty());
+        assert!(missing(REQUIRED, MANDATORY_25_DIGEST).is_empty());
+        assert_eq!(
+            missing(REQUIRED, REQUIRED & !BIG_CREATION),
+            ["BIG_CREATION"]
+        );
+        assert_eq!(missing(MANDATORY, 0).len(), 13);
+        assert_eq!(missing(REQUIRED, 0).len(), 11);
     }
 }

@@ -4,9 +4,9 @@
 //! every read and write gets the time left until the caller's deadline, so
 //! the handshake as a whole ends by that deadline.
 //!
-//! Both sides check the other's flags as OTP 26 and later do: a peer that
-//! lacks a mandatory flag ([`flags::MANDATORY`]) is refused (`not_allowed`
-//! when it connected to us, an abort when we connected to it).
+//! Both sides check the other's flags as OTP does: a peer that lacks a flag
+//! pulse requires ([`flags::REQUIRED`]) is refused (`not_allowed` when it
+//! connected to us, an abort when we connected to it).
 
 use std::fmt;
 use std::io::{self, Read, Write};
@@ -42,7 +42,7 @@ pub enum HandshakeError {
     },
     /// The peer refused the connection with this status.
     Refused(String),
-    /// The peer lacks capabilities every current OTP node insists on.
+    /// The peer lacks capabilities pulse needs.
     MissingFlags {
         /// The name it gave.
         peer: String,
@@ -192,9 +192,9 @@ pub fn accept<S: Read + Write>(stream: &mut S, local: &Local) -> Result<Peer, Ha
     })
 }
 
-/// Refuses a peer that lacks a flag today's OTP makes mandatory.
+/// Refuses a peer that lacks a flag pulse requires.
 fn check_flags(name: &str, their_flags: u64) -> Result<(), HandshakeError> {
-    let missing = flags::missing(their_flags);
+    let missing = flags::missing(flags::REQUIRED, their_flags);
     if missing.is_empty() {
         return Ok(());
     }
@@ -339,18 +339,21 @@ mod tests {
     }
 
     #[test]
-    fn a_peer_without_otp_26_flags_is_refused_as_otp_26_does() {
-        let (status, result) = accept_offer(flags::MANDATORY_25);
+    fn a_peer_without_required_flags_is_refused_as_otp_does() {
+        let (status, result) = accept_offer(flags::MANDATORY & !flags::MAP_TAG);
         assert_eq!(status, b"snot_allowed");
         assert!(
             matches!(result, Err(HandshakeError::MissingFlags { ref missing, .. })
-                if missing == "UNLINK_ID, V4_NC"),
+                if missing == "MAP_TAG"),
             "{result:?}"
         );
-        // The OTP 25 shorthand with the OTP 26 flags is enough.
-        let shorthand = flags::MANDATORY_25_DIGEST | flags::V4_NC | flags::UNLINK_ID;
-        let (status, _) = accept_offer(shorthand);
-        assert_eq!(status, b"sok");
+        // OTP 25's set, as older pulse builds offer it, is enough; so is the
+        // OTP 25 shorthand.
+        for offer in [flags::MANDATORY_25, flags::MANDATORY_25_DIGEST] {
+            let (status, result) = accept_offer(offer);
+            assert_eq!(status, b"sok", "{offer:#x}");
+            assert!(matches!(result, Err(HandshakeError::Io(_))), "{result:?}");
+        }
     }
 
     #[test]
@@ -358,7 +361,7 @@ mod tests {
         let (client, server) = pair(("b@h", "c"), ("a@h", "c"), "b@h");
         for peer in [client.expect("initiator"), server.expect("acceptor")] {
             assert_eq!(peer.flags, flags::OFFERED);
-            assert!(flags::missing(peer.flags).is_empty());
+            assert!(flags::missing(flags::MANDATORY, peer.flags).is_empty());
         }
         let mut wire = Vec::new();
         let local = Local {
