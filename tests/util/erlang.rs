@@ -27,6 +27,8 @@ impl Erl {
             .env_remove("ERL_FLAGS")
             .env_remove("ERL_AFLAGS")
             .env_remove("ERL_ZFLAGS")
+            // A crashing test node writes no erl_crash.dump into the tree.
+            .env("ERL_CRASH_DUMP_SECONDS", "0")
             .args(["-noshell", name_flag, name, "-setcookie", cookie])
             .args(["-kernel", "inet_dist_use_interface", "{127,0,0,1}"])
             .args(["-kernel", "inet_dist_listen_min", &port.to_string()])
@@ -143,6 +145,8 @@ pub fn erl_eval(
         .env_remove("ERL_FLAGS")
         .env_remove("ERL_AFLAGS")
         .env_remove("ERL_ZFLAGS")
+        // A crashing test node writes no erl_crash.dump into the tree.
+        .env("ERL_CRASH_DUMP_SECONDS", "0")
         .args(["-noshell", name_flag, name, "-setcookie", cookie])
         .args(["-kernel", "inet_dist_use_interface", "{127,0,0,1}"])
         .args(args)
