@@ -1,5 +1,7 @@
 //! The wire code against real Erlang (Debian's `erlang-base`): pulse pings
-//! an `erl` node and gets `true`, and `false` when the cookies differ.
+//! an `erl` node and gets `true`, and `false` when the cookies differ; calls,
+//! monitors and links on processes pulse lacks fail at once, whichever side
+//! opened the connection; short names ping both ways.
 
 use std::time::Duration;
 
