@@ -186,7 +186,7 @@ fn serve(stream: TcpStream, me: &Identity, warnings: &CookieWarnings) {
     loop {
         match link.recv(Instant::now() + TICK_AFTER) {
             Ok(Received::Frame(frame)) => {
-                if let Some(reply) = message::answer_call(&frame) {
+                if let Some(reply) = message::answer(&frame) {
                     if link.send(&reply).is_err() {
                         return;
                     }

@@ -185,7 +185,7 @@ run_block() {
             continue
         fi
         case $line in
-        "" | "#"*) ;;
+        "" | "#"* | "** "* | " "*) ;; # comments and iex's further output lines
         "iex> "*)
             inputs+=("${line#iex> }")
             expect_next=1
@@ -269,6 +269,11 @@ check_iex() {
         sleep 0.5
     done
     pass "iex: '${inputs[*]}' printed $expect (session $((sessions + 1)), after $(($(now_ms) - t0)) ms)"
+    # Every answer the block shows, in the session that got the first one.
+    for expect in "${expects[@]:1}"; do
+        [[ $out == *"$expect"* ]] || fail "iex printed no '$expect'; it printed: $out"
+        pass "iex: printed $expect"
+    done
 }
 
 check_mixed() {
