@@ -3,6 +3,7 @@
 
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use log::error;
 use pulse::config::{self, Command, USAGE};
@@ -14,6 +15,8 @@ const OK: u8 = 0;
 const FAILURE: u8 = 1;
 const USAGE_ERROR: u8 = 2;
 const INTERRUPTED: i32 = 130;
+/// How long the console may take to show the last lines at exit.
+const CONSOLE_GRACE: Duration = Duration::from_secs(1);
 
 fn main() -> ExitCode {
     let args = match config::parse(std::env::args_os().skip(1), |var| std::env::var(var).ok()) {
@@ -55,7 +58,13 @@ fn main() -> ExitCode {
                 FAILURE
             }
         },
-        _ => run(&config),
+        _ => {
+            let code = run(&config);
+            // Lines still queued for a console that reads slowly; one nobody
+            // reads must not keep the process from exiting.
+            pulse::logging::finish(CONSOLE_GRACE);
+            code
+        }
     };
     ExitCode::from(code)
 }

@@ -151,7 +151,7 @@ running_ids() {
 # "NAME<TAB>k=v k=v ...", keys unquoted, in the line's own order.
 latest_lines() {
     awk '
-        match($0, /^[0-9][0-9]:[0-9][0-9]:[0-9][0-9]\.[0-9]+ \[INFO\] [^ \[]+\[/) {
+        match($0, /^[0-9][0-9]:[0-9][0-9]:[0-9][0-9]\.[0-9]+ \[info\] [^ \[]+\[/) {
             n = split(substr($0, 1, RLENGTH - 1), head, " ")
             body = substr($0, RLENGTH + 1)
             sub(/\]$/, "", body)
@@ -189,7 +189,7 @@ learn_names() {
         n=${name_of[$id]:-}
         if [[ -z $n ]]; then
             n=$(docker logs "$id" 2>&1 |
-                sed -nE 's/^[0-9:.]+ \[INFO\] ([^ []+)\[.*/\1/p' | awk 'NR == 1') || true
+                sed -nE 's/^[0-9:.]+ \[info\] ([^ []+)\[.*/\1/p' | awk 'NR == 1') || true
             [[ -n $n ]] || return 1
             name_of[$id]=$n
         fi
@@ -296,7 +296,7 @@ wait_for 5000 "every removed container exits 0" graceful
 for id in "${removed[@]}"; do
     n=${name_of[$id]}
     [[ ! -e $sync_dir/$n ]] || fail "$n left its registry file behind"
-    grep -qF "[INFO] node $n left" "$log" || fail "no 'node $n left' in the log"
+    grep -qF "[info] node $n left" "$log" || fail "no 'node $n left' in the log"
     # Not a failure: a peer calls a vanished entry "expired" rather than
     # "left" when it saw no heartbeat change for two intervals, which a
     # loaded machine can cause at short intervals (seen once with two test
@@ -324,7 +324,7 @@ offset=$(stat -c %s "$log")
 false_next_round() {
     local n line
     for n in "${survivors[@]}"; do
-        line=$(tail -c "+$((offset + 1))" "$log" | grep -F "[INFO] ${n}[" | awk 'NR == 2') || true
+        line=$(tail -c "+$((offset + 1))" "$log" | grep -F "[info] ${n}[" | awk 'NR == 2') || true
         [[ -n $line ]] || return 1
         [[ $line == *"\"$victim\": false"* ]] || fail "second round after the kill: $line"
     done
