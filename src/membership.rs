@@ -29,15 +29,18 @@ pub enum Reason {
     Failed(String),
 }
 
+use crate::logging::text::field;
+
 impl fmt::Display for Reason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Reason::Refused => write!(f, "connection refused"),
             Reason::Timeout(phase) => write!(f, "timeout ({phase})"),
             Reason::BadCookie => write!(f, "bad cookie"),
-            Reason::NameMismatch(got) => write!(f, "name mismatch (it answered as {got})"),
-            Reason::NoAddress(why) => write!(f, "no address ({why})"),
-            Reason::Failed(why) => write!(f, "{why}"),
+            // Text from the peer or EPMD: escaped and bounded wherever it is shown.
+            Reason::NameMismatch(got) => write!(f, "name mismatch (it answered as {})", field(got)),
+            Reason::NoAddress(why) => write!(f, "no address ({})", field(why)),
+            Reason::Failed(why) => write!(f, "{}", field(why)),
         }
     }
 }

@@ -1,5 +1,6 @@
-//! The status line and the membership events, written by one reporter
-//! thread so a slow console never delays a round.
+//! The status line, the membership events and the round's warnings,
+//! written by one reporter thread so the round thread never logs: a round
+//! hands over a [`Report`] without waiting, whatever the log is doing.
 
 use std::thread::{self, JoinHandle};
 
@@ -10,11 +11,17 @@ use crate::membership::{Event, Outcome};
 use crate::name::NodeName;
 
 /// What one round has to say.
+#[derive(Default)]
 pub struct Report {
     /// Changes since the last round.
     pub events: Vec<Event>,
     /// The status line.
     pub line: String,
+    /// Problems of the round: skipped registry entries, a heartbeat that
+    /// could not be written, an expired entry that could not be removed.
+    pub warnings: Vec<String>,
+    /// Reports dropped just before this one, the reporter being behind.
+    pub dropped_before: u64,
 }
 
 /// The recipe's status line: our name, then each member and whether it
@@ -64,8 +71,11 @@ impl Reporter {
     }
 
     /// A sender for the round thread.
-    pub fn sender(&self) -> Sender<Report> {
-        self.tx.clone()
+    pub fn sender(&self) -> Outbox {
+        Outbox {
+            tx: self.tx.clone(),
+            dropped: 0,
+        }
     }
 
     /// Writes what is queued, then stops.
@@ -77,23 +87,47 @@ impl Reporter {
     }
 }
 
-/// Queues a report; drops it if the reporter is far behind.
-pub fn offer(tx: &Sender<Report>, report: Report) {
-    if let Err(TrySendError::Full(_)) = tx.try_send(report) {
-        warn!("the console is not keeping up: a status line was dropped");
+/// The round thread's end: hands reports over without ever waiting.
+pub struct Outbox {
+    tx: Sender<Report>,
+    /// Reports dropped since the last one handed over.
+    dropped: u64,
+}
+
+impl Outbox {
+    /// Queues a report; drops it, and counts it for the next one, if the
+    /// reporter is far behind.
+    pub fn offer(&mut self, mut report: Report) {
+        report.dropped_before = self.dropped;
+        match self.tx.try_send(report) {
+            Ok(()) => self.dropped = 0,
+            Err(TrySendError::Full(_)) => self.dropped += 1,
+            Err(TrySendError::Disconnected(_)) => {}
+        }
     }
 }
 
 fn write_reports(rx: Receiver<Report>) {
     // Ends when every sender is dropped; nothing queued is lost.
     for report in rx {
+        if report.dropped_before > 0 {
+            warn!(
+                "the log was not keeping up: {} status reports were dropped",
+                report.dropped_before
+            );
+        }
+        for warning in &report.warnings {
+            warn!("{warning}");
+        }
         for event in &report.events {
             match event {
                 Event::Down(..) | Event::Expired(..) | Event::Gone(..) => warn!("{event}"),
                 _ => info!("{event}"),
             }
         }
-        info!("{}", report.line);
+        if !report.line.is_empty() {
+            info!("{}", report.line);
+        }
     }
 }
 
@@ -102,6 +136,20 @@ mod tests {
     use super::*;
     use crate::membership::Reason;
     use std::time::Duration;
+
+    #[test]
+    fn a_full_reporter_costs_the_round_nothing_and_the_drops_are_counted() {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let mut outbox = Outbox { tx, dropped: 0 };
+        for _ in 0..4 {
+            outbox.offer(Report::default());
+        }
+        assert_eq!(rx.try_recv().map(|r| r.dropped_before).ok(), Some(0));
+        outbox.offer(Report::default());
+        assert_eq!(rx.try_recv().map(|r| r.dropped_before).ok(), Some(3));
+        outbox.offer(Report::default());
+        assert_eq!(rx.try_recv().map(|r| r.dropped_before).ok(), Some(0));
+    }
 
     #[test]
     fn line_is_sorted_and_quoted_like_elixir() {

@@ -4,6 +4,7 @@
 mod cli;
 mod cluster;
 mod erlang;
+mod forged;
 mod hostile;
 mod mixed;
 mod util;
