@@ -8,6 +8,8 @@
 pub mod acceptor;
 pub mod config;
 pub mod erlang;
+pub mod fds;
+pub mod limiter;
 pub mod listener;
 pub mod logging;
 pub mod membership;

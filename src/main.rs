@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use log::error;
+use log::{error, warn};
 use pulse::config::{self, Command, USAGE};
 use pulse::node::Node;
 use pulse::{logging, status};
@@ -87,6 +87,15 @@ fn run(config: &config::Config) -> u8 {
     if let Err(e) = handler {
         error!("cannot install the signal handler: {e}");
         return FAILURE;
+    }
+    match pulse::fds::raise_limit() {
+        Ok(limit) => {
+            let cap = pulse::fds::link_cap(limit, pulse::listener::MAX_INBOUND);
+            if cap < pulse::listener::MAX_INBOUND {
+                warn!("descriptor limit {limit}: at most {cap} inbound links");
+            }
+        }
+        Err(e) => warn!("cannot read the descriptor limit: {e}"),
     }
     let node = match Node::start(config) {
         Ok(node) => node,
