@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 /// Lines the console may fall behind by before lines are dropped.
-const QUEUE: usize = 1024;
+const QUEUE: usize = 256;
 
 /// Which console stream a line is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
