@@ -23,7 +23,7 @@ const CLIENT_STACK: usize = 64 * 1024;
 /// thread "pulse-epmd" accepts; each connection is served on a thread of its
 /// own ("pulse-epmd-req") within a short deadline and a length cap, so a
 /// client that says nothing delays nobody else. At most [`MAX_CLIENTS`] are
-/// served at once; more connections are closed unanswered.
+/// served at once; one more closes the connection open longest.
 #[derive(Debug)]
 pub struct Responder(AcceptThread);
 
@@ -106,8 +106,14 @@ fn serve(listener: &TcpListener, closing: &AtomicBool, answers: &Arc<Answers>) {
         backoff.succeeded();
         reap(&mut clients);
         if clients.len() >= MAX_CLIENTS {
-            log::debug!("epmd responder: {MAX_CLIENTS} requests open, closing {peer}");
-            continue;
+            // A real client asks at once and is gone within a millisecond,
+            // so the connection open longest is the likeliest to be silent:
+            // it makes room, and a flood of silent ones cannot lock out
+            // lookups.
+            let (handle, oldest) = clients.remove(0);
+            let _ = oldest.shutdown(Shutdown::Both);
+            handle.join().expect("a request thread never panics");
+            log::debug!("epmd responder: {MAX_CLIENTS} requests open, closed the oldest");
         }
         let Ok(handle_to_shut) = stream.try_clone() else {
             continue;
