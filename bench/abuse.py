@@ -493,8 +493,24 @@ def main():
         err = (work / f"{name}.stderr").read_text(errors="replace").strip()
         if err:
             print(f"  stderr of {name}: {err[-300:]}")
-    shutil.rmtree(work, ignore_errors=True)
+    downs = {}
+    for line in cluster.log.read_text(errors="replace").splitlines():
+        m = LINE_RE.match(line)
+        if m and m.group(5) == "warning":
+            msg = m.group(6)
+            # Group by the message's shape: digits and names vary.
+            key = re.sub(r"\d+", "N", msg)[:70]
+            if any(f"node {n} is down" in msg for n in STABLE):
+                key = "STABLE DOWN: " + msg[:150]
+            downs[key] = downs.get(key, 0) + 1
+    print("  warnings by kind:")
+    for key, n in sorted(downs.items(), key=lambda kv: -kv[1])[:12]:
+        print(f"    {n:>5}  {key}")
     bad = cluster.crashes or torn or forged or false_live
+    if bad:
+        print(f"  kept for a look: {work}")
+    else:
+        shutil.rmtree(work, ignore_errors=True)
     return 1 if bad else 0
 
 
