@@ -60,7 +60,8 @@ pub fn format_line(level: Level, message: &str) -> String {
 
 /// The `log` backend: the file and the console.
 struct Logger {
-    file: Mutex<LogFile>,
+    /// None when the log goes to the console only (`-` as the file).
+    file: Option<Mutex<LogFile>>,
     console: Console,
 }
 
@@ -74,9 +75,9 @@ impl Log for Logger {
             return;
         }
         let line = format_line(record.level(), &record.args().to_string());
-        let note = match self.file.lock() {
-            Ok(mut file) => file.write_line(line.as_bytes()),
-            Err(_) => Note::Written,
+        let note = match self.file.as_ref().map(Mutex::lock) {
+            Some(Ok(mut file)) => file.write_line(line.as_bytes()),
+            _ => Note::Written,
         };
         match note {
             Note::Written | Note::Dropped(None) => {}
@@ -88,7 +89,7 @@ impl Log for Logger {
                     format!("the log file takes lines again: {n} lines were not written to it");
                 self.console
                     .offer(Stream::Stderr, format!("pulse: {back}\n"));
-                if let Ok(mut file) = self.file.lock() {
+                if let Some(Ok(mut file)) = self.file.as_ref().map(Mutex::lock) {
                     file.write_line(format_line(Level::Warn, &back).as_bytes());
                 }
             }
@@ -101,17 +102,18 @@ impl Log for Logger {
 
 static LOGGER: OnceLock<Logger> = OnceLock::new();
 
-/// Sets up logging to stdout and to `log_file` (its directory is created).
-/// Call it while the process has one thread, so the local time zone can be
-/// read.
+/// Sets up logging to stdout and to `log_file` (its directory is created;
+/// `-` means stdout only). Call it while the process has one thread, so the
+/// local time zone can be read.
 pub fn init(log_file: &Path) -> Result<(), String> {
-    let file = LogFile::open(log_file)?;
+    let file = if log_file == Path::new("-") {
+        None
+    } else {
+        Some(Mutex::new(LogFile::open(log_file)?))
+    };
     let _ = OFFSET.set(UtcOffset::current_local_offset().unwrap_or(UtcOffset::UTC));
     let console = Console::start().map_err(|e| format!("cannot start the console thread: {e}"))?;
-    let logger = LOGGER.get_or_init(|| Logger {
-        file: Mutex::new(file),
-        console,
-    });
+    let logger = LOGGER.get_or_init(|| Logger { file, console });
     log::set_logger(logger).map_err(|e| format!("cannot set up logging: {e}"))?;
     log::set_max_level(LevelFilter::Info);
     Ok(())

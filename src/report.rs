@@ -2,6 +2,7 @@
 //! written by one reporter thread so the round thread never logs: a round
 //! hands over a [`Report`] without waiting, whatever the log is doing.
 
+use std::cell::Cell;
 use std::thread::{self, JoinHandle};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
@@ -11,7 +12,6 @@ use crate::membership::{Event, Outcome};
 use crate::name::NodeName;
 
 /// What one round has to say.
-#[derive(Default)]
 pub struct Report {
     /// Changes since the last round.
     pub events: Vec<Event>,
@@ -20,8 +20,6 @@ pub struct Report {
     /// Problems of the round: skipped registry entries, a heartbeat that
     /// could not be written, an expired entry that could not be removed.
     pub warnings: Vec<String>,
-    /// Reports dropped just before this one, the reporter being behind.
-    pub dropped_before: u64,
 }
 
 /// The recipe's status line: our name, then each member and whether it
@@ -54,7 +52,7 @@ fn keyword_key(atom: &str) -> String {
 
 /// The reporter thread's end of the channel, and its handle.
 pub struct Reporter {
-    tx: Sender<Report>,
+    tx: Sender<(Report, u64)>,
     handle: JoinHandle<()>,
 }
 
@@ -74,7 +72,7 @@ impl Reporter {
     pub fn sender(&self) -> Outbox {
         Outbox {
             tx: self.tx.clone(),
-            dropped: 0,
+            dropped: Cell::new(0),
         }
     }
 
@@ -87,34 +85,31 @@ impl Reporter {
     }
 }
 
-/// The round thread's end: hands reports over without ever waiting.
+/// The round thread's end: hands reports over without ever waiting, and
+/// counts those it had to drop.
 pub struct Outbox {
-    tx: Sender<Report>,
+    /// Each report with the number dropped just before it.
+    tx: Sender<(Report, u64)>,
     /// Reports dropped since the last one handed over.
-    dropped: u64,
+    dropped: Cell<u64>,
 }
 
-impl Outbox {
-    /// Queues a report; drops it, and counts it for the next one, if the
-    /// reporter is far behind.
-    pub fn offer(&mut self, mut report: Report) {
-        report.dropped_before = self.dropped;
-        match self.tx.try_send(report) {
-            Ok(()) => self.dropped = 0,
-            Err(TrySendError::Full(_)) => self.dropped += 1,
-            Err(TrySendError::Disconnected(_)) => {}
-        }
+/// Queues a report; drops it, and counts it for the next one, if the
+/// reporter is far behind.
+pub fn offer(outbox: &Outbox, report: Report) {
+    let before = outbox.dropped.get();
+    match outbox.tx.try_send((report, before)) {
+        Ok(()) => outbox.dropped.set(0),
+        Err(TrySendError::Full(_)) => outbox.dropped.set(before + 1),
+        Err(TrySendError::Disconnected(_)) => {}
     }
 }
 
-fn write_reports(rx: Receiver<Report>) {
+fn write_reports(rx: Receiver<(Report, u64)>) {
     // Ends when every sender is dropped; nothing queued is lost.
-    for report in rx {
-        if report.dropped_before > 0 {
-            warn!(
-                "the log was not keeping up: {} status reports were dropped",
-                report.dropped_before
-            );
+    for (report, dropped_before) in rx {
+        if dropped_before > 0 {
+            warn!("the log was not keeping up: {dropped_before} status reports were dropped");
         }
         for warning in &report.warnings {
             warn!("{warning}");
@@ -140,15 +135,23 @@ mod tests {
     #[test]
     fn a_full_reporter_costs_the_round_nothing_and_the_drops_are_counted() {
         let (tx, rx) = crossbeam_channel::bounded(1);
-        let mut outbox = Outbox { tx, dropped: 0 };
+        let outbox = Outbox {
+            tx,
+            dropped: Cell::new(0),
+        };
+        let report = || Report {
+            events: Vec::new(),
+            line: String::new(),
+            warnings: Vec::new(),
+        };
         for _ in 0..4 {
-            outbox.offer(Report::default());
+            offer(&outbox, report());
         }
-        assert_eq!(rx.try_recv().map(|r| r.dropped_before).ok(), Some(0));
-        outbox.offer(Report::default());
-        assert_eq!(rx.try_recv().map(|r| r.dropped_before).ok(), Some(3));
-        outbox.offer(Report::default());
-        assert_eq!(rx.try_recv().map(|r| r.dropped_before).ok(), Some(0));
+        assert_eq!(rx.try_recv().map(|(_, n)| n).ok(), Some(0));
+        offer(&outbox, report());
+        assert_eq!(rx.try_recv().map(|(_, n)| n).ok(), Some(3));
+        offer(&outbox, report());
+        assert_eq!(rx.try_recv().map(|(_, n)| n).ok(), Some(0));
     }
 
     #[test]

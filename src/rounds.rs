@@ -110,11 +110,13 @@ impl Rounds {
         let mut events = observed.events;
         events.extend(self.membership.apply(&results));
         let line = report::status_line(&self.config.name, &results);
-        self.reports.offer(Report {
-            events,
-            line,
-            warnings,
-            dropped_before: 0,
-        });
+        report::offer(
+            &self.reports,
+            Report {
+                events,
+                line,
+                warnings,
+            },
+        );
     }
 }
