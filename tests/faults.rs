@@ -496,13 +496,22 @@ fn too_few_descriptors_hide_no_live_node_and_cause_no_warning_storm() {
         .iter()
         .filter_map(|l| parse_status(l, "e1@127.0.0.1"))
         .collect();
+    // Every line still lists both (a registry it cannot read would empty
+    // it); a ping lost to a busy machine may show false, so liveness is
+    // judged on the latest line.
     for status in &after {
         assert!(
-            both.iter().all(|n| status.get(*n) == Some(&true)) && status.len() == 2,
+            both.iter().all(|n| status.contains_key(*n)) && status.len() == 2,
             "a live node went missing: {status:?}\n{}",
             node.dump()
         );
     }
+    wait_for(
+        "e1 to see both alive",
+        Duration::from_secs(9),
+        &[&node, &peer],
+        || node.sees_all_alive(&both),
+    );
     let storm =
         node.count_containing("accept failed") + node.count_containing("out of file descriptors");
     assert!(storm <= 1, "{}", node.dump());
