@@ -53,7 +53,8 @@ INTERVAL_MS = 250
 FLAGS = 0x01070F94
 FORGED = '\n12:00:00.000 [info] forged@127.0.0.1["forged@127.0.0.1": true]'
 ESCAPES = "\x1b[2J\x1b]0;owned\x07"
-LINE_RE = re.compile(r"^(\d\d):(\d\d):(\d\d)\.(\d{3}) \[(info|warning|error)\] (.*)$")
+# pulse before the Logger format wrote [INFO] and [WARN]: still read, to compare.
+LINE_RE = re.compile(r"^(\d\d):(\d\d):(\d\d)\.(\d{3}) \[(info|warning|error|INFO|WARN|ERROR)\] (.*)$")
 MAX_HELD = 200  # silent connections held open per target at once
 
 # Names: stable nodes are never stopped or killed; their view is judged.
@@ -395,7 +396,7 @@ def judge_log(path, warm_until_ms):
             torn += 1
             continue
         h, mi, s, ms, level, message = m.groups()
-        warnings += level == "warning"
+        warnings += level in ("warning", "WARN")
         t = ((int(h) * 60 + int(mi)) * 60 + int(s)) * 1000 + int(ms)
         if message.startswith("forged") or "\x1b" in line:
             forged += 1
@@ -496,7 +497,7 @@ def main():
     downs = {}
     for line in cluster.log.read_text(errors="replace").splitlines():
         m = LINE_RE.match(line)
-        if m and m.group(5) == "warning":
+        if m and m.group(5) in ("warning", "WARN"):
             msg = m.group(6)
             # Group by the message's shape: digits and names vary.
             key = re.sub(r"\d+", "N", msg)[:70]
