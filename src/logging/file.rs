@@ -37,10 +37,12 @@ pub struct LogFile {
 impl LogFile {
     /// Opens (creating) the log file, and its directory when missing.
     pub fn open(path: &Path) -> Result<LogFile, String> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            fs::create_dir_all(dir)
-                .map_err(|e| format!("cannot create log directory {}: {e}", dir.display()))?;
-        }
+        create_dir(path).map_err(|e| {
+            format!(
+                "cannot create log directory {}: {e}",
+                parent(path).display()
+            )
+        })?;
         let mut log = LogFile {
             path: path.to_path_buf(),
             file: None,
@@ -52,12 +54,23 @@ impl LogFile {
         Ok(log)
     }
 
+    /// Opens the file at its path, creating it, and its directory when
+    /// that was removed too.
     fn reopen(&mut self) -> io::Result<()> {
         self.file = None;
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)?;
+        let open = || {
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.path)
+        };
+        let file = match open() {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                create_dir(&self.path)?;
+                open()?
+            }
+            other => other?,
+        };
         let meta = file.metadata()?;
         self.id = (meta.dev(), meta.ino());
         self.file = Some(file);
@@ -112,6 +125,17 @@ impl LogFile {
     }
 }
 
+/// The directory of `path` (`.` for a bare file name).
+fn parent(path: &Path) -> &Path {
+    path.parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
+fn create_dir(path: &Path) -> io::Result<()> {
+    fs::create_dir_all(parent(path))
+}
+
 /// Bytes this process may still write to the file system holding `file`
 /// (root may use the blocks reserved for it); None when unknown.
 // std has no statvfs: one libc call, on a descriptor we own, into a zeroed
@@ -161,19 +185,29 @@ mod tests {
     }
 
     #[test]
-    fn a_file_that_cannot_be_reopened_drops_lines_and_says_why_once() {
+    fn a_removed_log_directory_is_created_again() {
         let path = temp_path("gone");
         let mut log = LogFile::open(&path).expect("open");
         let dir = path.parent().expect("dir");
         fs::remove_dir_all(dir).expect("remove dir");
-        // The directory is gone: the file cannot be created again.
+        assert_eq!(log.write_line(b"a\n"), Note::Written);
+        assert_eq!(fs::read_to_string(&path).expect("read"), "a\n");
+        let _ = fs::remove_dir_all(dir.parent().expect("dir"));
+    }
+
+    #[test]
+    fn a_file_that_cannot_be_reopened_drops_lines_and_says_why_once() {
+        let path = temp_path("blocked");
+        let mut log = LogFile::open(&path).expect("open");
+        let dir = path.parent().expect("dir");
+        fs::remove_dir_all(dir).expect("remove dir");
+        // A plain file where the directory was: nothing can be created there.
+        fs::write(dir, "x").expect("file in the way");
         let first = log.write_line(b"a\n");
-        assert!(
-            matches!(&first, Note::Dropped(Some(why)) if why.contains("cannot reopen")),
-            "{first:?}"
-        );
+        let said = matches!(&first, Note::Dropped(Some(why)) if why.contains("cannot reopen"));
+        assert!(said, "{first:?}");
         assert_eq!(log.write_line(b"b\n"), Note::Dropped(None));
-        fs::create_dir_all(dir).expect("dir back");
+        fs::remove_file(dir).expect("out of the way");
         assert_eq!(log.write_line(b"c\n"), Note::Recovered(2));
         assert_eq!(fs::read_to_string(&path).expect("read"), "c\n");
         let _ = fs::remove_dir_all(dir.parent().expect("dir"));
