@@ -48,6 +48,20 @@ pub fn raise_limit() -> io::Result<u64> {
     Ok(u64::from(limit.rlim_cur))
 }
 
+/// At start: raises the limit, and says so when it still leaves room for
+/// fewer than `max_links` inbound links.
+pub fn raise_for(max_links: usize) {
+    match raise_limit() {
+        Ok(limit) => {
+            let cap = link_cap(limit, max_links);
+            if cap < max_links {
+                warn!("descriptor limit {limit}: at most {cap} inbound links");
+            }
+        }
+        Err(e) => warn!("cannot read the descriptor limit: {e}"),
+    }
+}
+
 /// The soft descriptor limit in force (u64::MAX when unknown or unlimited).
 // std offers no getrlimit: one libc call on a struct we own.
 #[allow(unsafe_code)]

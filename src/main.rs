@@ -5,10 +5,10 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use log::{error, warn};
+use log::error;
 use pulse::config::{self, Command, USAGE};
 use pulse::node::Node;
-use pulse::{logging, status};
+use pulse::{fds, listener, logging, status};
 
 /// Exit codes, as documented in `--help`.
 const OK: u8 = 0;
@@ -62,7 +62,7 @@ fn main() -> ExitCode {
             let code = run(&config);
             // Lines still queued for a console that reads slowly; one nobody
             // reads must not keep the process from exiting.
-            pulse::logging::finish(CONSOLE_GRACE);
+            logging::finish(CONSOLE_GRACE);
             code
         }
     };
@@ -88,15 +88,7 @@ fn run(config: &config::Config) -> u8 {
         error!("cannot install the signal handler: {e}");
         return FAILURE;
     }
-    match pulse::fds::raise_limit() {
-        Ok(limit) => {
-            let cap = pulse::fds::link_cap(limit, pulse::listener::MAX_INBOUND);
-            if cap < pulse::listener::MAX_INBOUND {
-                warn!("descriptor limit {limit}: at most {cap} inbound links");
-            }
-        }
-        Err(e) => warn!("cannot read the descriptor limit: {e}"),
-    }
+    fds::raise_for(listener::MAX_INBOUND);
     let node = match Node::start(config) {
         Ok(node) => node,
         Err(e) => {

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::{Duration, Instant};
 
+use crate::logging::text::field;
 use crate::name::NodeName;
 use crate::registry::Record;
 
@@ -28,8 +29,6 @@ pub enum Reason {
     /// Anything else: a closed link, a protocol error.
     Failed(String),
 }
-
-use crate::logging::text::field;
 
 impl fmt::Display for Reason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
