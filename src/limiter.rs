@@ -5,13 +5,14 @@
 //! choose freely: its address, and the whole node's rate. Each source gets
 //! at most one warning a minute, the node at most [`MAX_PER_WINDOW`]; the
 //! rest are counted and summed up in one line ("N more rejected handshakes
-//! in the last minute"). Only warned sources are remembered, for one
-//! window, so the table holds at most twice [`MAX_PER_WINDOW`] entries
-//! whatever the number of sources.
+//! in the last minute"), written when the next rejection comes after the
+//! minute or, at the latest, by the reporter's next round. Only warned
+//! sources are remembered, for one window, so the table holds at most twice
+//! [`MAX_PER_WINDOW`] entries whatever the number of sources.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use log::warn;
@@ -44,6 +45,13 @@ struct State {
 
 /// The limits, shared by the reader threads behind a lock.
 pub struct Limiter(Mutex<State>);
+
+/// The node's wrong-cookie limits: the listener's readers decide with them,
+/// the reporter writes the summary of a minute that ended quietly.
+pub fn wrong_cookies() -> &'static Limiter {
+    static LIMITER: OnceLock<Limiter> = OnceLock::new();
+    LIMITER.get_or_init(|| Limiter::new(Instant::now()))
+}
 
 impl Limiter {
     /// A limiter whose first window starts at `now`.
@@ -79,6 +87,11 @@ impl Limiter {
         Decision { warn, summary }
     }
 
+    /// Ends the window if it is over at `now`: what it did not warn about.
+    pub fn due(&self, now: Instant) -> Option<(u64, Duration)> {
+        self.0.lock().ok()?.roll(now)
+    }
+
     /// Ends the window at `now` (the node stops): what was not warned about.
     pub fn finish(&self, now: Instant) -> Option<(u64, Duration)> {
         let mut s = self.0.lock().ok()?;
@@ -101,6 +114,13 @@ impl Limiter {
         }
         if decision.warn {
             warn!("rejected {} from {addr}: wrong cookie", field(peer));
+        }
+    }
+
+    /// Logs what the limits held back in a window that is over.
+    pub fn log_due(&self) {
+        if let Some(summary) = self.due(Instant::now()) {
+            warn_summary(summary);
         }
     }
 
@@ -161,6 +181,12 @@ mod tests {
         assert!(d.warn);
         assert_eq!(d.summary, Some((99, WINDOW + Duration::from_secs(1))));
         assert_eq!(l.finish(later), None);
+        // A quiet end of a window is summed up by whoever asks first.
+        assert!(!l.allow(ip(1), later).warn);
+        assert_eq!(l.due(later + Duration::from_secs(1)), None);
+        let end = later + WINDOW;
+        assert_eq!(l.due(end), Some((1, WINDOW)));
+        assert_eq!(l.due(end), None);
     }
 
     #[test]

@@ -24,7 +24,7 @@ use crate::erlang::handshake::HandshakeError;
 use crate::erlang::link::{self, ReadError, Received};
 use crate::erlang::message;
 use crate::fds;
-use crate::limiter::Limiter;
+use crate::limiter::{self, Limiter};
 
 /// How long a connecting node may take over its handshake (Erlang's own
 /// `net_setuptime` is 7 s).
@@ -70,7 +70,7 @@ impl Listener {
 
 fn accept_loop(socket: TcpListener, me: Arc<Identity>, stop: Arc<AtomicBool>) {
     let open: OpenLinks = Arc::default();
-    let warnings = Arc::new(Limiter::new(Instant::now()));
+    let warnings = limiter::wrong_cookies();
     let mut readers: Vec<JoinHandle<()>> = Vec::new();
     let mut next_id = 0u64;
     let mut full_warned = false;
@@ -104,12 +104,12 @@ fn accept_loop(socket: TcpListener, me: Arc<Identity>, stop: Arc<AtomicBool>) {
                 map.insert(id, clone);
             }
         }
-        let (me, open2, warnings) = (me.clone(), open.clone(), warnings.clone());
+        let (me, open2) = (me.clone(), open.clone());
         let spawned = thread::Builder::new()
             .name("pulse-in".into())
             .stack_size(READER_STACK)
             .spawn(move || {
-                serve(stream, &me, &warnings);
+                serve(stream, &me, warnings);
                 if let Ok(mut map) = open2.lock() {
                     map.remove(&id);
                 }

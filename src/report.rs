@@ -123,6 +123,9 @@ fn write_reports(rx: Receiver<(Report, u64)>) {
         if !report.line.is_empty() {
             info!("{}", report.line);
         }
+        // A minute of rejected handshakes that ended quietly is summed up
+        // here rather than at the next rejection, which may never come.
+        crate::limiter::wrong_cookies().log_due();
     }
 }
 
