@@ -150,7 +150,9 @@ fn free_bytes(file: &File) -> Option<u64> {
         let rc = libc::fstatvfs(file.as_raw_fd(), &mut stat);
         (rc, stat, libc::geteuid() == 0)
     };
-    if rc != 0 {
+    // A file system that reports no size at all (some pseudo and network
+    // ones) says nothing about its room: the write decides.
+    if rc != 0 || stat.f_blocks == 0 {
         return None;
     }
     let blocks = if root { stat.f_bfree } else { stat.f_bavail };
