@@ -421,7 +421,24 @@ impl Args {
     }
 }
 
+/// Reads a cookie file. As Erlang does, a file that others may read or
+/// write is refused: the cookie is the cluster's only secret.
 fn read_cookie(path: &Path) -> Result<String, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = fs::metadata(path).map_err(|e| format!("cookie file {}: {e}", path.display()))?;
+    if !meta.is_file() {
+        return Err(format!(
+            "cookie file {}: not a regular file",
+            path.display()
+        ));
+    }
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(format!(
+            "cookie file {} must be accessible by owner only (its mode is {mode:o}; chmod 400 it)",
+            path.display()
+        ));
+    }
     let text =
         fs::read_to_string(path).map_err(|e| format!("cookie file {}: {e}", path.display()))?;
     Ok(text.trim().to_string())
@@ -584,6 +601,29 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o400);
+        // Readable by its group or by others: refused, as Erlang refuses it.
+        for loose in [0o440, 0o404, 0o600 | 0o002] {
+            let file = dir.join(".erlang.cookie");
+            fs::set_permissions(&file, fs::Permissions::from_mode(loose)).expect("chmod");
+            let refused = parse_with(&["--name", "a@127.0.0.1"], &[("HOME", &home)])
+                .and_then(|a| a.resolve())
+                .expect_err("loose cookie file");
+            assert!(
+                refused.contains("must be accessible by owner only"),
+                "{refused}"
+            );
+            let given = parse_with(
+                &[
+                    "--name",
+                    "a@127.0.0.1",
+                    "--cookie-file",
+                    &file.to_string_lossy(),
+                ],
+                &[],
+            )
+            .and_then(|a| a.resolve());
+            assert!(given.is_err(), "{loose:o}");
+        }
         fs::remove_dir_all(&dir).expect("cleanup");
     }
 

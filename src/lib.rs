@@ -8,7 +8,9 @@
 pub mod acceptor;
 pub mod config;
 pub mod erlang;
+pub mod fds;
 pub mod json;
+pub mod limiter;
 pub mod listener;
 pub mod logging;
 pub mod membership;

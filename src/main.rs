@@ -9,13 +9,15 @@ use std::time::Duration;
 use log::error;
 use pulse::config::{self, Command, USAGE};
 use pulse::node::Node;
-use pulse::{logging, status};
+use pulse::{fds, listener, logging, status};
 
 /// Exit codes, as documented in `--help`.
 const OK: u8 = 0;
 const FAILURE: u8 = 1;
 const USAGE_ERROR: u8 = 2;
 const INTERRUPTED: i32 = 130;
+/// How long the console may take to show the last lines at exit.
+const CONSOLE_GRACE: Duration = Duration::from_secs(1);
 
 fn main() -> ExitCode {
     let args = match config::parse(std::env::args_os().skip(1), |var| std::env::var(var).ok()) {
@@ -60,7 +62,13 @@ fn main() -> ExitCode {
                 FAILURE
             }
         },
-        _ => run(&config),
+        _ => {
+            let code = run(&config);
+            // Lines still queued for a console that reads slowly; one nobody
+            // reads must not keep the process from exiting.
+            logging::finish(CONSOLE_GRACE);
+            code
+        }
     };
     ExitCode::from(code)
 }
@@ -120,6 +128,7 @@ fn run(config: &config::Config) -> u8 {
         error!("cannot install the signal handler: {e}");
         return FAILURE;
     }
+    fds::raise_for(listener::MAX_INBOUND);
     let node = match Node::start(config) {
         Ok(node) => node,
         Err(e) => {

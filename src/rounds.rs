@@ -4,14 +4,14 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
 
-use crossbeam_channel::{Receiver, Sender, select};
+use crossbeam_channel::{Receiver, select};
 use log::{info, warn};
 
 use crate::config::Config;
 use crate::membership::Membership;
 use crate::probe::{Prober, Target};
 use crate::registry::{self, Record, Registry};
-use crate::report::{self, Report};
+use crate::report::{self, Outbox, Report};
 
 /// How soon a call from an Erlang node on a link we opened is answered.
 const SERVE_CALLS_EVERY: Duration = Duration::from_millis(20);
@@ -32,7 +32,7 @@ pub(crate) struct Rounds {
     pub(crate) registry: Registry,
     pub(crate) membership: Membership,
     pub(crate) prober: Prober,
-    pub(crate) reports: Sender<Report>,
+    pub(crate) reports: Outbox,
     pub(crate) heartbeat_failing: bool,
 }
 
@@ -67,15 +67,18 @@ impl Rounds {
         self.prober.close();
     }
 
+    /// One round. It logs nothing itself: what it has to say goes to the
+    /// reporter in its report, so the log never delays a round.
     fn round(&mut self) {
+        let mut warnings = Vec::new();
         match self.registry.write(&own_record(&self.config, self.addr)) {
             Ok(()) => self.heartbeat_failing = false,
             Err(e) => {
                 if !self.heartbeat_failing {
-                    warn!(
+                    warnings.push(format!(
                         "cannot write our heartbeat to {}: {e}",
                         self.registry.dir().display()
-                    );
+                    ));
                 }
                 self.heartbeat_failing = true;
             }
@@ -83,9 +86,10 @@ impl Rounds {
         let observed = self
             .membership
             .observe(self.registry.scan(), Instant::now());
+        warnings.extend(self.registry.take_warnings());
         for name in &observed.expired {
             if let Err(e) = self.registry.remove(name) {
-                warn!("could not remove the expired entry {name}: {e}");
+                warnings.push(format!("could not remove the expired entry {name}: {e}"));
             }
         }
         let targets: Vec<Target> = observed
@@ -106,6 +110,13 @@ impl Rounds {
         let mut events = observed.events;
         events.extend(self.membership.apply(&results));
         let line = report::status_line(&self.config.name, &results);
-        report::offer(&self.reports, Report { events, line });
+        report::offer(
+            &self.reports,
+            Report {
+                events,
+                line,
+                warnings,
+            },
+        );
     }
 }

@@ -4,6 +4,8 @@
 mod cli;
 mod cluster;
 mod erlang;
+mod faults;
+mod forged;
 mod hostile;
 mod mixed;
 mod util;
