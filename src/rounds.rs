@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
 
-use crossbeam_channel::{Receiver, Sender, select};
+use crossbeam_channel::{Receiver, select};
 use log::{info, warn};
 
 use crate::config::Config;
@@ -12,7 +12,7 @@ use crate::discovery::Discovery;
 use crate::membership::Membership;
 use crate::probe::{Prober, Target};
 use crate::registry::{self, Record};
-use crate::report::{self, Report};
+use crate::report::{self, Outbox, Report};
 
 /// How soon a call from an Erlang node on a link we opened is answered.
 const SERVE_CALLS_EVERY: Duration = Duration::from_millis(20);
@@ -34,7 +34,7 @@ pub(crate) struct Rounds {
     pub(crate) discovery: Option<Discovery>,
     pub(crate) membership: Membership,
     pub(crate) prober: Prober,
-    pub(crate) reports: Sender<Report>,
+    pub(crate) reports: Outbox,
     pub(crate) heartbeat_failing: bool,
 }
 
@@ -72,18 +72,21 @@ impl Rounds {
         self.prober.close();
     }
 
+    /// One round. It logs nothing itself: what it has to say goes to the
+    /// reporter in its report, so the log never delays a round.
     fn round(&mut self) {
         let Some(discovery) = self.discovery.as_mut() else {
             return;
         };
+        let mut warnings = Vec::new();
         match discovery.heartbeat(&own_record(&self.config, self.addr)) {
             Ok(()) => self.heartbeat_failing = false,
             Err(e) => {
                 if !self.heartbeat_failing {
-                    warn!(
+                    warnings.push(format!(
                         "cannot write our heartbeat to {}: {e}",
                         discovery.describe()
-                    );
+                    ));
                 }
                 self.heartbeat_failing = true;
             }
@@ -94,9 +97,10 @@ impl Rounds {
             .filter_map(|n| self.membership.leave(n))
             .collect();
         let observed = self.membership.observe(candidates, Instant::now());
+        warnings.extend(discovery.take_warnings());
         for name in &observed.expired {
             if let Err(e) = discovery.remove(name) {
-                warn!("could not remove the expired entry {name}: {e}");
+                warnings.push(format!("could not remove the expired entry {name}: {e}"));
             }
         }
         let targets: Vec<Target> = observed
@@ -112,6 +116,13 @@ impl Rounds {
         events.extend(observed.events);
         events.extend(self.membership.apply(&results));
         let line = report::status_line(&self.config.name, &results);
-        report::offer(&self.reports, Report { events, line });
+        report::offer(
+            &self.reports,
+            Report {
+                events,
+                line,
+                warnings,
+            },
+        );
     }
 }

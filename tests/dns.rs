@@ -469,7 +469,7 @@ fn dns_with_a_fixed_port_needs_no_epmd() {
     // Being asked for our name by a handshake is no cause for a warning.
     for n in &refs {
         assert!(
-            !n.output().iter().any(|l| l.contains("[WARN]")),
+            !n.output().iter().any(|l| l.contains("[warning]")),
             "{}",
             n.dump()
         );

@@ -15,8 +15,10 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
+use crate::config::Config;
+use crate::erlang::Identity;
 use crate::membership::Outcome;
 use crate::name::NodeName;
 use crate::registry::{self, Record, Registry};
@@ -101,6 +103,15 @@ impl Discovery {
         }
     }
 
+    /// Warnings about the registry's entries since the last call, for the
+    /// round's report (the DNS thread logs its own).
+    pub fn take_warnings(&mut self) -> Vec<String> {
+        match self {
+            Discovery::Dir(registry) => registry.take_warnings(),
+            Discovery::Dns(_) => Vec::new(),
+        }
+    }
+
     /// Drops an expired member.
     pub fn remove(&mut self, name: &NodeName) -> io::Result<()> {
         match self {
@@ -137,6 +148,57 @@ impl Discovery {
                 Ok(())
             }
         }
+    }
+}
+
+/// Where nodes are registered, for messages.
+pub fn source(config: &Config) -> String {
+    match &config.dns {
+        Some(source) => source.to_string(),
+        None => config.sync_dir.display().to_string(),
+    }
+}
+
+/// Every node registered now, for a one-shot check: the directory's records,
+/// or one DNS lookup with each address named. `me` speaks any handshake.
+pub fn registered(config: &Config, me: &Identity) -> Result<Vec<Record>, String> {
+    let Some(source) = &config.dns else {
+        return Ok(Registry::new(&config.sync_dir).scan());
+    };
+    let settings = resolver::settings(config, source)?;
+    let deadline = Instant::now() + settings.timeout;
+    let ips = resolver::resolve(&settings.resolv, &source.name, deadline)
+        .map_err(|e| format!("DNS lookup of {}: {e}", source.name))?;
+    let mut records = Vec::new();
+    for ip in ips {
+        match resolver::names_at(ip, source.port, config.epmd_port, me, config.timeout) {
+            Ok(found) => records.extend(found.into_iter().map(unpinged)),
+            Err(e) => eprintln!("pulse: cannot name the node at {ip}: {e}"),
+        }
+    }
+    records.sort_by(|a, b| a.name.cmp(&b.name));
+    records.dedup_by(|a, b| a.name == b.name);
+    Ok(records)
+}
+
+/// The nodes this host registered, for a health check: in the directory,
+/// every record (the caller picks ours); in DNS mode the nodes our own EPMD
+/// (or port) names, so neither DNS nor any peer is needed.
+pub fn on_this_host(config: &Config, me: &Identity) -> Result<Vec<Record>, String> {
+    let Some(source) = &config.dns else {
+        return Ok(Registry::new(&config.sync_dir).scan());
+    };
+    let found = resolver::names_at(config.ip, source.port, config.epmd_port, me, config.timeout)?;
+    Ok(found.into_iter().map(unpinged).collect())
+}
+
+/// A record for a node found through DNS, not pinged yet.
+fn unpinged(c: resolver::Candidate) -> Record {
+    Record {
+        name: c.name,
+        addr: Some(c.addr),
+        heartbeat: "-".into(),
+        version: 0,
     }
 }
 

@@ -134,7 +134,7 @@ learn_names() {
         n=${name_of[$id]:-}
         if [[ -z $n ]]; then
             n=$(docker logs "$id" 2>&1 |
-                sed -nE 's/^[0-9:.]+ \[INFO\] node ([^ ]+) listening on .*/\1/p' | head -n 1) || true
+                sed -nE 's/^[0-9:.]+ \[info\] node ([^ ]+) listening on .*/\1/p' | head -n 1) || true
             [[ -n $n ]] || return 1
             name_of[$id]=$n
         fi
@@ -145,8 +145,8 @@ learn_names() {
 # The last status line of a container, as sorted "name=bool" words.
 latest_of() {
     docker logs "$1" 2>&1 |
-        grep -E "^[0-9:.]+ \[INFO\] ${2//./\\.}\[" | tail -n 1 |
-        sed -E 's/^[^[]+\[INFO\] [^[]+\[//; s/\]$//; s/"//g; s/: /=/g; s/, /\n/g' |
+        grep -E "^[0-9:.]+ \[info\] ${2//./\\.}\[" | tail -n 1 |
+        sed -E 's/^[^[]+\[info\] [^[]+\[//; s/\]$//; s/"//g; s/: /=/g; s/, /\n/g' |
         LC_ALL=C sort | paste -sd ' '
 }
 

@@ -1,6 +1,6 @@
 //! Tests of the EPMD client and responder.
 
-use super::responder::Answers;
+use super::responder::{Answers, MAX_CLIENTS};
 use super::*;
 use std::net::Ipv4Addr;
 use std::net::TcpListener;
@@ -167,6 +167,14 @@ fn kind<T: std::fmt::Debug>(r: io::Result<T>) -> (io::ErrorKind, String) {
     (e.kind(), e.to_string())
 }
 
+/// The I/O error kind of a failed registration.
+fn reg_kind(r: Result<Registration, RegisterError>) -> (io::ErrorKind, String) {
+    match r.expect_err("expected an error") {
+        RegisterError::Io(e) => (e.kind(), e.to_string()),
+        other => panic!("expected an I/O error, got {other}"),
+    }
+}
+
 // ---- 1, 2: the client against a real epmd ----
 
 #[test]
@@ -194,19 +202,21 @@ fn register_then_port_please_then_unregister_on_drop() {
 }
 
 #[test]
-fn duplicate_registration_is_already_exists_and_reregister_after_drop_works() {
+fn duplicate_registration_is_name_taken_and_reregister_after_drop_works() {
     if !tool_available(
         "epmd",
-        "duplicate_registration_is_already_exists_and_reregister_after_drop_works",
+        "duplicate_registration_is_name_taken_and_reregister_after_drop_works",
     ) {
         return;
     }
     let epmd = start_epmd();
     let first = register(epmd.addr, "pulse_t2", 40200, T).expect("first register");
     let started = Instant::now();
-    let (k, msg) = kind(register(epmd.addr, "pulse_t2", 40201, T));
-    assert_eq!(k, io::ErrorKind::AlreadyExists, "{msg}");
-    assert!(msg.contains("pulse_t2"), "{msg}");
+    let taken = register(epmd.addr, "pulse_t2", 40201, T);
+    assert!(
+        matches!(taken, Err(RegisterError::NameTaken(ref msg)) if msg.contains("pulse_t2")),
+        "{taken:?}"
+    );
     assert!(
         started.elapsed() >= Duration::from_millis(400),
         "duplicate was not retried: failed after {:?}",
@@ -261,11 +271,11 @@ fn truncated_or_wrong_replies_are_invalid_data() {
         h.join().expect("fake epmd");
     }
     let (addr, h) = fake_epmd(vec![b'?', 0, 0, 0, 0, 1], 6);
-    let (k, msg) = kind(register(addr, "pulse_reg", 1, T));
+    let (k, msg) = reg_kind(register(addr, "pulse_reg", 1, T));
     assert_eq!(k, io::ErrorKind::InvalidData, "{msg}");
     h.join().expect("fake epmd");
     let (addr, h) = fake_epmd(vec![ALIVE2_X_RESP, 0, 0], 6);
-    let (k, msg) = kind(register(addr, "pulse_reg", 1, T));
+    let (k, msg) = reg_kind(register(addr, "pulse_reg", 1, T));
     assert_eq!(k, io::ErrorKind::InvalidData, "{msg}");
     assert!(msg.contains("short ALIVE2"), "{msg}");
     h.join().expect("fake epmd");
@@ -308,7 +318,7 @@ fn bad_alive_names_are_rejected_before_any_io() {
     for bad in ["", "a@b", &"x".repeat(256)] {
         let (k, msg) = kind(port_please(nowhere, bad, T));
         assert_eq!(k, io::ErrorKind::InvalidInput, "{bad:?}: {msg}");
-        let (k, _) = kind(register(nowhere, bad, 1, T));
+        let (k, _) = reg_kind(register(nowhere, bad, 1, T));
         assert_eq!(k, io::ErrorKind::InvalidInput);
         assert!(Responder::start(lo(0), bad, 1).is_err());
     }
@@ -351,7 +361,7 @@ fn responder_answers_and_survives_bad_clients() {
         assert_eq!(port_please(addr, "pulse_t3", T).expect("pp"), Some(42424));
     }
 
-    // A silent client holds the (single) thread for at most ~1 s.
+    // A silent client delays nobody.
     let silent = connect(addr, T).expect("connect");
     let started = Instant::now();
     assert_eq!(port_please(addr, "pulse_t3", T).expect("pp"), Some(42424));
@@ -373,6 +383,53 @@ fn responder_answers_and_survives_bad_clients() {
     r.stop();
     assert!(started.elapsed() < Duration::from_secs(3));
     assert!(port_please(addr, "pulse_t3", Duration::from_millis(500)).is_err());
+}
+
+#[test]
+fn silent_clients_delay_no_lookup_and_are_bounded() {
+    let r = Responder::start(lo(0), "pulse_t5", 4242).expect("start");
+    let addr = r.local_addr();
+    // Twenty clients that connect and say nothing, as in a slow scan.
+    let silent: Vec<_> = (0..20)
+        .map(|_| connect(addr, T).expect("connect"))
+        .collect();
+    let started = Instant::now();
+    assert_eq!(port_please(addr, "pulse_t5", T).expect("pp"), Some(4242));
+    // Well under one client's 1 s deadline, let alone twenty of them.
+    assert!(
+        started.elapsed() < Duration::from_millis(900),
+        "{:?}",
+        started.elapsed()
+    );
+    // Past MAX_CLIENTS silent ones, each new connection closes the oldest,
+    // so a lookup is still answered at once.
+    let more: Vec<_> = (0..MAX_CLIENTS + 5)
+        .map(|_| connect(addr, T).expect("connect"))
+        .collect();
+    let started = Instant::now();
+    assert_eq!(port_please(addr, "pulse_t5", T).expect("pp"), Some(4242));
+    assert!(
+        started.elapsed() < Duration::from_millis(900),
+        "{:?}",
+        started.elapsed()
+    );
+    let mut oldest = silent[0].try_clone().expect("clone");
+    oldest
+        .set_read_timeout(Some(Duration::from_millis(800)))
+        .expect("timeout");
+    let mut buf = [0u8; 1];
+    assert!(
+        matches!(oldest.read(&mut buf), Ok(0)),
+        "the oldest was not closed"
+    );
+    drop((silent, more));
+    // Their deadlines pass, and lookups are answered again.
+    assert!(wait_until(Duration::from_secs(5), || {
+        port_please(addr, "pulse_t5", T).ok() == Some(Some(4242))
+    }));
+    let started = Instant::now();
+    r.stop();
+    assert!(started.elapsed() < Duration::from_secs(3));
 }
 
 #[test]
