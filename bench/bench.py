@@ -47,7 +47,7 @@ from common import PROCS, REPO, BenchError, log, shown
 from lines import Reader
 from phases import scenario
 from report import render, targets
-from runtimes import ElixirRuntime, PulseRuntime
+from runtimes import ElixirRuntime, PulseDnsRuntime, PulseRuntime
 
 
 class Opts:
@@ -64,6 +64,9 @@ def parse_args(argv):
     ap.add_argument("--elixir-sizes", default="2,11",
                     help="sizes for the Elixir recipe node ('' to skip; skipped when elixir "
                          "is missing)")
+    ap.add_argument("--dns-sizes", default="11,50",
+                    help="sizes for pulse with peers from DNS (--registry dns:NAME) instead "
+                         "of the directory ('' to skip)")
     ap.add_argument("--interval", type=int, default=1000, dest="interval_ms",
                     help="interval in ms")
     ap.add_argument("--window", type=float, default=None, dest="window_s",
@@ -97,6 +100,7 @@ def parse_args(argv):
     opts.smoke = a.smoke
     opts.sizes = [11] if a.smoke else sizes_of(a.sizes)
     opts.elixir_sizes = [] if a.smoke else sizes_of(a.elixir_sizes)
+    opts.dns_sizes = [] if a.smoke else sizes_of(a.dns_sizes)
     if any(n > 49 for n in opts.elixir_sizes):
         # The recipe logs `inspect(list)`, which shows at most 50 entries;
         # the joiner makes N + 1.
@@ -121,14 +125,17 @@ def on_signal(signum, _frame):
 
 
 def plan_runs(opts, have_floor):
-    """(kind, N) in the order they run: for each N the floor and then pulse,
-    close in time so they see the same machine; the Elixir node last."""
+    """(kind, N) in the order they run: for each N the floor, pulse and
+    pulse with peers from DNS, close in time so they see the same machine;
+    the Elixir node last."""
     plan = []
-    for n in sorted(set(opts.sizes) | set(opts.elixir_sizes)):
+    for n in sorted(set(opts.sizes) | set(opts.elixir_sizes) | set(opts.dns_sizes)):
         if have_floor:
             plan.append(("floor", n))
         if n in opts.sizes:
             plan.append(("pulse", n))
+        if n in opts.dns_sizes:
+            plan.append(("pulse-dns", n))
     return plan + [("elixir", n) for n in opts.elixir_sizes]
 
 
@@ -140,12 +147,18 @@ def measure_all(opts, binary, floor_bin, reader, base_dir, broken):
         tight = floor.measure(floor_bin, 1, 0, min(opts.window_s, 3.0), base_dir)
         broken += [f"floor tight loop: {e}" for e in tight["errors"]]
     pulse_rt = PulseRuntime(binary, opts.interval_ms)
+    dns_rt = None
     ex = None
     for kind, n in plan_runs(opts, floor_bin is not None):
         if kind == "floor":
             r = floor.measure(floor_bin, n, opts.interval_ms, opts.window_s, base_dir)
         elif kind == "pulse":
             r = scenario(pulse_rt, n, opts, reader, base_dir)
+        elif kind == "pulse-dns":
+            if dns_rt is None:
+                dns_rt = PulseDnsRuntime(binary, opts.interval_ms)
+                dns_rt.setup(base_dir)
+            r = scenario(dns_rt, n, opts, reader, base_dir)
         else:
             if ex is None:
                 ex = ElixirRuntime(opts.interval_ms)
@@ -160,6 +173,8 @@ def measure_all(opts, binary, floor_bin, reader, base_dir, broken):
         broken += [f"{r['runtime']} N={n}: {e}" for e in r["errors"]]
     if ex is not None:
         ex.teardown()
+    if dns_rt is not None:
+        dns_rt.teardown()
     return results, tight
 
 
@@ -189,7 +204,7 @@ def main(argv):
         binary = ensure_binary(opts)
         floor_bin = ensure_floor(opts, binary) if opts.floor else None
         size_info = sizes(opts, binary)
-        limit_notes = raise_limits(max(opts.sizes + opts.elixir_sizes))
+        limit_notes = raise_limits(max(opts.sizes + opts.elixir_sizes + opts.dns_sizes))
         elixir_ok = bool(shutil.which("elixir") and shutil.which("mix") and shutil.which("epmd"))
         header = [
             f"pulse benchmark  {time.strftime('%Y-%m-%d %H:%M:%S')}  host {platform.node()}, "

@@ -97,6 +97,8 @@ def window(run):
 
 def hung_peer(run):
     """Round period with a peer that accepts TCP and never answers."""
+    if not getattr(run.rt, "has_hung_peer", True):
+        return
     cl, rounds = run.cl, run.opts.hung_rounds
     hung = run.hung = HungPeer("hung@127.0.0.1", cl.sync, run.dir, run.interval)
     t_h = now()

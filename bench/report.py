@@ -117,6 +117,11 @@ FLOOR_ROWS = ("RSS median (MiB)", "threads per node (median)", "CPU/node/round (
               "CPU/node/round (us, schedstat)", "CPU/ping (us, schedstat)", "CPU/ping (us, stat)",
               "CPU user/system (% of ticks)", "CPU ticks counted (all nodes)")
 
+# Rows that make no sense for the DNS comparison (no hung peer there).
+NOT_VS_DNS = ("cores, machine busy (/proc/stat)", "cores, this harness",
+              "CPU/node/round, elixir/pulse", "hung peer: round gap mean (ms)",
+              "hung peer: round gap max (ms)")
+
 # Rows that make no sense for the Elixir comparison.
 NOT_VS_ELIXIR = ("cores, machine busy (/proc/stat)", "cores, this harness",
                  "CPU/node/round (us, stat)", "cores, all nodes (stat)",
@@ -239,6 +244,7 @@ def render(results, floor_tight, interval_ms, size_info, header):
     pulse = {r["n"]: r for r in results if r["runtime"] == "pulse"}
     elixir = {r["n"]: r for r in results if r["runtime"] == "elixir"}
     floor = {r["n"]: r for r in results if r["runtime"] == "floor"}
+    dns = {r["n"]: r for r in results if r["runtime"] == "pulse-dns"}
     spec = rows(interval_ms)
     out, misses = ["", *header, ""], []
     if pulse:
@@ -252,6 +258,12 @@ def render(results, floor_tight, interval_ms, size_info, header):
                 if key in r:
                     out.append(f"  elixir N={r['n']}: {key.split('_note')[0]}: {r[key]}")
             out += [f"  BROKEN elixir N={r['n']}: {e}" for e in r["errors"]]
+    if dns:
+        out += side_by_side("pulse with peers from the registry directory vs from DNS "
+                            "(--registry dns:NAME, a test DNS server on 127.0.0.1)", pulse, dns,
+                            "dns", [s for s in spec if s[0] not in NOT_VS_DNS])
+        for r in dns.values():
+            out += [f"  BROKEN pulse-dns N={r['n']}: {e}" for e in r["errors"]]
     if floor or floor_tight:
         out += side_by_side(f"pulse vs the floor: K links pinged every {interval_ms} ms "
                             "(K = N)", pulse, floor, "floor",

@@ -11,6 +11,7 @@ import threading
 import time
 
 from common import COOKIE, FIXTURE, PROCS, BenchError, log, now
+from dns_server import DnsServer
 
 
 class PulseRuntime:
@@ -43,6 +44,47 @@ class PulseRuntime:
 
     def register_hung(self, name, port):
         return None
+
+
+class PulseDnsRuntime(PulseRuntime):
+    """pulse finding its peers in DNS (--registry dns:NAME) instead of the
+    directory: a DNS server of the benchmark's own on 127.0.0.1 answers with
+    the addresses of the nodes started so far (over TCP past 512 bytes), and
+    each node answers EPMD's names request itself on its own address."""
+
+    label = "pulse-dns"
+    has_hung_peer = False  # the hung peer is a registry record; DNS has no such entry
+    dns_name = "pulse.bench"
+
+    def __init__(self, binary, interval_ms):
+        super().__init__(binary, interval_ms)
+        self.dns = None
+        self.epmd_port = None
+
+    def name(self, i):
+        # Apart from the directory runs' 127.0.0.x, in case one lingers.
+        return f"d{i}@127.0.3.{i + 1}"
+
+    def setup(self, run_dir):
+        self.dns = DnsServer(self.dns_name)
+        self.epmd_port = free_port()
+
+    def teardown(self):
+        if self.dns is not None:
+            self.dns.stop()
+            self.dns = None
+
+    def spawn(self, name, sync_dir, log_file, stderr):
+        self.dns.add(name.split("@")[1])
+        argv = [
+            str(self.binary), "--name", name, "--cookie", COOKIE,
+            "--registry", f"dns:{self.dns_name}", "--dns-server", self.dns.addr,
+            "--epmd", "serve", "--log-file", str(log_file),
+            "--interval", str(self.interval_ms),
+        ]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PULSE_")}
+        env["ERL_EPMD_PORT"] = str(self.epmd_port)
+        return PROCS.spawn(argv, stdout=subprocess.PIPE, stderr=stderr, env=env)
 
 
 class ElixirRuntime:
