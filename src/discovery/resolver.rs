@@ -13,10 +13,11 @@ use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, select};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use log::{debug, info, warn};
 
 use super::dns::{self, LookupError, ResolvConf};
@@ -71,10 +72,19 @@ pub struct Settings {
     pub timeout: Duration,
 }
 
+/// What the round asks of the thread.
+enum Request {
+    /// Ask again who is at this address: this member failed a ping there.
+    Check(NodeName, SocketAddr),
+    /// Finish.
+    Stop,
+}
+
 /// The running thread.
 pub struct Resolver {
-    stop: Sender<()>,
-    checks: Sender<(NodeName, SocketAddr)>,
+    requests: Sender<Request>,
+    /// Set at stop, so a long round of questions ends early.
+    stopping: Arc<AtomicBool>,
     found: Receiver<Found>,
     thread: JoinHandle<()>,
 }
@@ -83,23 +93,24 @@ impl Resolver {
     /// Starts the thread; the first lookup runs at once. `me` is who we are
     /// in a handshake that only asks a node's name.
     pub fn start(settings: Settings, me: Arc<Identity>) -> io::Result<Resolver> {
-        let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);
-        let (check_tx, check_rx) = crossbeam_channel::unbounded();
+        let (request_tx, request_rx) = crossbeam_channel::unbounded();
         let (found_tx, found_rx) = crossbeam_channel::unbounded();
+        let stopping = Arc::new(AtomicBool::new(false));
         let mut state = State {
             settings,
             me,
             named: HashMap::new(),
             checked: HashMap::new(),
             failing: false,
+            stopping: stopping.clone(),
             found: found_tx,
         };
         let thread = thread::Builder::new()
             .name("pulse-dns".into())
-            .spawn(move || state.run(&stop_rx, &check_rx))?;
+            .spawn(move || state.run(&request_rx))?;
         Ok(Resolver {
-            stop: stop_tx,
-            checks: check_tx,
+            requests: request_tx,
+            stopping,
             found: found_rx,
             thread,
         })
@@ -112,12 +123,13 @@ impl Resolver {
 
     /// Asks again who is at `addr`, because `name` failed a ping there.
     pub fn check(&self, name: NodeName, addr: SocketAddr) {
-        let _ = self.checks.send((name, addr));
+        let _ = self.requests.send(Request::Check(name, addr));
     }
 
     /// Stops the thread (it finishes the question under way) and joins it.
     pub fn stop(self) {
-        let _ = self.stop.send(());
+        self.stopping.store(true, Ordering::SeqCst);
+        let _ = self.requests.send(Request::Stop);
         self.thread.join().expect("the DNS thread never panics");
     }
 }
@@ -133,31 +145,32 @@ struct State {
     checked: HashMap<NodeName, Instant>,
     /// Whether lookups fail: logged once, until one works again.
     failing: bool,
+    stopping: Arc<AtomicBool>,
     found: Sender<Found>,
 }
 
 impl State {
-    fn run(&mut self, stop: &Receiver<()>, checks: &Receiver<(NodeName, SocketAddr)>) {
+    /// Lookups every interval; between them, the round's requests. A
+    /// lookup that is due goes before the next request, so no stream of
+    /// checks can hold lookups back.
+    fn run(&mut self, requests: &Receiver<Request>) {
         let mut next = Instant::now();
         loop {
-            let wait = next.saturating_duration_since(Instant::now());
-            select! {
-                recv(stop) -> _ => return,
-                recv(checks) -> check => match check {
-                    Ok((name, addr)) => self.check(name, addr),
-                    Err(_) => return,
-                },
-                default(wait) => {
-                    self.lookup(stop);
-                    next = Instant::now() + self.settings.interval;
-                }
+            if Instant::now() >= next {
+                self.lookup();
+                next = Instant::now() + self.settings.interval;
+            }
+            match requests.recv_timeout(next.saturating_duration_since(Instant::now())) {
+                Ok(Request::Check(name, addr)) => self.check(name, addr),
+                Ok(Request::Stop) | Err(RecvTimeoutError::Disconnected) => return,
+                Err(RecvTimeoutError::Timeout) => {}
             }
         }
     }
 
     /// One lookup, then the new or stale addresses named, for at most one
     /// interval (the rest wait for the next lookup) and never past a stop.
-    fn lookup(&mut self, stop: &Receiver<()>) {
+    fn lookup(&mut self) {
         let deadline = Instant::now() + self.settings.timeout;
         let ips = match resolve(&self.settings.resolv, &self.settings.name, deadline) {
             Ok(ips) => ips,
@@ -197,7 +210,7 @@ impl State {
                 .named
                 .get(&ip)
                 .is_none_or(|(_, at)| at.elapsed() >= refresh);
-            if stale && Instant::now() < budget && stop.is_empty() {
+            if stale && Instant::now() < budget && !self.stopping.load(Ordering::SeqCst) {
                 match self.ask(ip) {
                     Ok(found) if !found.is_empty() => {
                         self.named.insert(ip, (found, Instant::now()));
