@@ -1,39 +1,33 @@
 //! The round thread: every interval, heartbeat, scan, expire, ping every
 //! member and hand the report to the reporter.
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, Sender, select};
 use log::{info, warn};
 
 use crate::config::Config;
-use crate::membership::Membership;
+use crate::membership::{Membership, Outcome, Reason};
+use crate::name::NodeName;
 use crate::probe::{Prober, Target};
-use crate::registry::{self, Record, Registry};
+use crate::registry::own::{Beat, OwnEntry};
+use crate::registry::{Record, Registry};
 use crate::report::{self, Report};
 
 /// How soon a call from an Erlang node on a link we opened is answered.
 const SERVE_CALLS_EVERY: Duration = Duration::from_millis(20);
 
-pub(crate) fn own_record(config: &Config, addr: SocketAddr) -> Record {
-    Record {
-        name: config.name.clone(),
-        addr: Some(addr),
-        heartbeat: registry::unix_ms(SystemTime::now()).to_string(),
-        version: 0,
-    }
-}
-
 /// The round thread's state.
 pub(crate) struct Rounds {
     pub(crate) config: Config,
-    pub(crate) addr: SocketAddr,
     pub(crate) registry: Registry,
+    /// Our entry, held until we leave.
+    pub(crate) own: OwnEntry,
     pub(crate) membership: Membership,
     pub(crate) prober: Prober,
     pub(crate) reports: Sender<Report>,
     pub(crate) heartbeat_failing: bool,
+    pub(crate) listing_failing: bool,
 }
 
 impl Rounds {
@@ -57,7 +51,7 @@ impl Rounds {
                 }
             }
         }
-        if let Err(e) = self.registry.remove(&self.config.name) {
+        if let Err(e) = self.own.remove() {
             warn!("could not remove our registry entry: {e}");
         }
         info!(
@@ -67,45 +61,118 @@ impl Rounds {
         self.prober.close();
     }
 
-    fn round(&mut self) {
-        match self.registry.write(&own_record(&self.config, self.addr)) {
-            Ok(()) => self.heartbeat_failing = false,
-            Err(e) => {
-                if !self.heartbeat_failing {
-                    warn!(
-                        "cannot write our heartbeat to {}: {e}",
-                        self.registry.dir().display()
-                    );
-                }
+    /// Touches our entry; says once when that starts or stops failing.
+    fn heartbeat(&mut self) {
+        let failure = match self.own.beat(SystemTime::now()) {
+            Ok(Beat::Touched) => None,
+            Ok(Beat::Recreated) => {
+                info!(
+                    "our registry entry was gone: written again in {}",
+                    self.registry.dir().display()
+                );
+                None
+            }
+            Ok(Beat::Replaced) => Some(format!(
+                "another file stands under our name {} in {}: another node may be using the name",
+                self.config.name,
+                self.registry.dir().display()
+            )),
+            Err(e) => Some(format!(
+                "cannot write our heartbeat to {}: {e}; other nodes will expire this node, \
+                 and it expires no one meanwhile",
+                self.registry.dir().display()
+            )),
+        };
+        match failure {
+            Some(why) if !self.heartbeat_failing => {
+                warn!("{why}");
                 self.heartbeat_failing = true;
             }
+            None if self.heartbeat_failing => {
+                info!("our heartbeat is written again");
+                self.heartbeat_failing = false;
+            }
+            _ => {}
         }
-        let observed = self
-            .membership
-            .observe(self.registry.scan(), Instant::now());
-        for name in &observed.expired {
-            if let Err(e) = self.registry.remove(name) {
-                warn!("could not remove the expired entry {name}: {e}");
+        self.membership.pause_expiry(self.heartbeat_failing);
+    }
+
+    fn round(&mut self) {
+        self.heartbeat();
+        let now = Instant::now();
+        let (live, expired, mut events) = match self.registry.scan() {
+            Ok(scan) => {
+                if self.listing_failing {
+                    info!(
+                        "registry {} can be listed again",
+                        self.registry.dir().display()
+                    );
+                    self.listing_failing = false;
+                }
+                let observed = self
+                    .membership
+                    .observe(scan.records, scan.dir_replaced, now);
+                (observed.live, observed.expired, observed.events)
+            }
+            // The members are whoever we knew: a registry we cannot list
+            // says nothing about them.
+            Err(e) => {
+                if !self.listing_failing {
+                    warn!(
+                        "registry: cannot list {}: {e}; pinging the nodes known so far",
+                        self.registry.dir().display()
+                    );
+                    self.listing_failing = true;
+                }
+                (self.membership.records(), Vec::new(), Vec::new())
+            }
+        };
+        for record in &expired {
+            if let Err(e) = self.registry.remove_if_unchanged(record) {
+                warn!("could not remove the expired entry {}: {e}", record.name);
             }
         }
-        let targets: Vec<Target> = observed
-            .live
-            .into_iter()
-            .map(|r| Target {
-                name: r.name,
-                addr: r.addr,
-            })
-            .collect();
-        let results = self.prober.round(&targets, self.config.timeout);
+        let targets: Vec<Target> = live.iter().map(Record::target).collect();
+        let mut results = self.prober.round(&targets, self.config.timeout);
+        self.retry_moved(&mut results, &targets);
         for (name, outcome) in &results {
             if !outcome.is_alive() {
                 // It may have restarted at another address: read it afresh.
                 self.registry.forget(name);
             }
         }
-        let mut events = observed.events;
-        events.extend(self.membership.apply(&results));
+        events.extend(self.membership.apply(&results, Instant::now()));
         let line = report::status_line(&self.config.name, &results);
         report::offer(&self.reports, Report { events, line });
+    }
+
+    /// A node refused at the address we had may have restarted elsewhere
+    /// since the scan: its entry is read again at once and, when its
+    /// address changed, the round is run again with the new one (rare: a
+    /// restart between our scan and our ping), so a planned restart is not
+    /// reported as a failure.
+    fn retry_moved(&mut self, results: &mut Vec<(NodeName, Outcome)>, targets: &[Target]) {
+        let mut moved = false;
+        let retargeted: Vec<Target> = targets
+            .iter()
+            .map(|t| {
+                let refused = results
+                    .iter()
+                    .any(|(n, o)| *n == t.name && *o == Outcome::Down(Reason::Refused));
+                if !refused {
+                    return t.clone();
+                }
+                match self.registry.read(&t.name).map(|r| r.target()) {
+                    Some(now) if now.addr != t.addr => {
+                        moved = true;
+                        now
+                    }
+                    _ => t.clone(),
+                }
+            })
+            .collect();
+        if moved {
+            *results = self.prober.round(&retargeted, self.config.timeout);
+        }
     }
 }

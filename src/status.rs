@@ -18,13 +18,7 @@ fn checker(config: &Config, what: &str) -> Arc<Identity> {
 }
 
 fn ping_all(me: Arc<Identity>, records: &[Record], config: &Config) -> io::Result<Vec<Outcome>> {
-    let targets: Vec<Target> = records
-        .iter()
-        .map(|r| Target {
-            name: r.name.clone(),
-            addr: r.addr,
-        })
-        .collect();
+    let targets: Vec<Target> = records.iter().map(Record::target).collect();
     let mut prober = Prober::start(me, config.epmd_port)?;
     let results = prober.round(&targets, config.timeout);
     prober.close();
@@ -34,7 +28,7 @@ fn ping_all(me: Arc<Identity>, records: &[Record], config: &Config) -> io::Resul
 /// Pings every registered node once and prints a table to `out`. Returns
 /// whether every node answered (false for an empty registry too).
 pub fn status(config: &Config, out: &mut impl Write) -> io::Result<bool> {
-    let records = Registry::new(&config.sync_dir).scan();
+    let records = Registry::new(&config.sync_dir).scan()?.records;
     let outcomes = ping_all(checker(config, "status"), &records, config)?;
     let now = registry::unix_ms(SystemTime::now());
     let width = records
@@ -50,9 +44,11 @@ pub fn status(config: &Config, out: &mut impl Write) -> io::Result<bool> {
     )?;
     for (record, outcome) in records.iter().zip(&outcomes) {
         let addr = record.addr.map_or("(epmd)".to_string(), |a| a.to_string());
-        let age = record.heartbeat_ms().map_or("-".to_string(), |hb| {
-            format!("{:.1}s", now.saturating_sub(hb) as f64 / 1000.0)
-        });
+        // The heartbeat is the file's modification time, whoever wrote it.
+        let age = format!(
+            "{:.1}s",
+            now.saturating_sub(record.modified_ms) as f64 / 1000.0
+        );
         let (alive, rtt, reason) = match outcome {
             Outcome::Alive(rtt) => (
                 "true",
@@ -81,7 +77,10 @@ pub fn status(config: &Config, out: &mut impl Write) -> io::Result<bool> {
 /// or else the one whose record carries this host's address. Ok(false) when
 /// it does not answer; an error when none can be found.
 pub fn health(config: &Config, name_given: bool) -> Result<bool, String> {
-    let records = Registry::new(&config.sync_dir).scan();
+    let records = Registry::new(&config.sync_dir)
+        .scan()
+        .map_err(|e| format!("cannot list {}: {e}", config.sync_dir.display()))?
+        .records;
     let own: Vec<Record> = records
         .into_iter()
         .filter(|r| {
