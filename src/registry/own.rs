@@ -87,10 +87,10 @@ impl OwnEntry {
         let path = dir.join(record.name.as_str());
         match path.symlink_metadata() {
             Ok(meta) => {
-                if meta.is_file() {
-                    if let Some(why) = judge(&holder(&path)?) {
-                        return Err(ClaimError::Taken(why));
-                    }
+                if meta.is_file()
+                    && let Some(why) = judge(&holder(&path)?)
+                {
+                    return Err(ClaimError::Taken(why));
                 }
                 // Stale, or not a file at all: unlinking never follows a link.
                 match fs::remove_file(&path) {
