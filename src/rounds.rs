@@ -146,20 +146,26 @@ impl Rounds {
         report::offer(&self.reports, Report { events, line });
     }
 
-    /// A node refused at the address we had may have restarted elsewhere
-    /// since the scan: its entry is read again at once and, when its
-    /// address changed, the round is run again with the new one (rare: a
-    /// restart between our scan and our ping), so a planned restart is not
-    /// reported as a failure.
+    /// A node refused at the address we had may have restarted or left
+    /// since the scan: its entry is read again at once. Gone, it left (its
+    /// result is dropped; the next scan says so); at a new address, the
+    /// round is run again with it (rare: a restart between our scan and our
+    /// ping). So a planned restart is not reported as a failure.
     fn retry_moved(&mut self, results: &mut Vec<(NodeName, Outcome)>, targets: &[Target]) {
+        let refused: Vec<NodeName> = results
+            .iter()
+            .filter(|(_, o)| *o == Outcome::Down(Reason::Refused))
+            .map(|(n, _)| n.clone())
+            .collect();
+        if refused.is_empty() {
+            return;
+        }
         let mut moved = false;
+        let mut left = Vec::new();
         let retargeted: Vec<Target> = targets
             .iter()
             .map(|t| {
-                let refused = results
-                    .iter()
-                    .any(|(n, o)| *n == t.name && *o == Outcome::Down(Reason::Refused));
-                if !refused {
+                if !refused.contains(&t.name) {
                     return t.clone();
                 }
                 match self.registry.read(&t.name).map(|r| r.target()) {
@@ -167,12 +173,17 @@ impl Rounds {
                         moved = true;
                         now
                     }
-                    _ => t.clone(),
+                    Some(_) => t.clone(),
+                    None => {
+                        left.push(t.name.clone());
+                        t.clone()
+                    }
                 }
             })
             .collect();
         if moved {
             *results = self.prober.round(&retargeted, self.config.timeout);
         }
+        results.retain(|(n, _)| !left.contains(n));
     }
 }
