@@ -6,4 +6,5 @@ mod cluster;
 mod erlang;
 mod hostile;
 mod mixed;
+mod registry;
 mod util;
