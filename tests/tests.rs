@@ -3,6 +3,7 @@
 
 mod cli;
 mod cluster;
+mod epmd;
 mod erlang;
 mod hostile;
 mod mixed;
