@@ -25,10 +25,19 @@ fn ping_all(me: Arc<Identity>, records: &[Record], config: &Config) -> io::Resul
     Ok(results.into_iter().map(|(_, o)| o).collect())
 }
 
+/// Every node entry in the registry; none when the directory does not exist.
+fn registered(config: &Config) -> io::Result<Vec<Record>> {
+    match Registry::new(&config.sync_dir).scan() {
+        Ok(scan) => Ok(scan.records),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
+}
+
 /// Pings every registered node once and prints a table to `out`. Returns
 /// whether every node answered (false for an empty registry too).
 pub fn status(config: &Config, out: &mut impl Write) -> io::Result<bool> {
-    let records = Registry::new(&config.sync_dir).scan()?.records;
+    let records = registered(config)?;
     let outcomes = ping_all(checker(config, "status"), &records, config)?;
     let now = registry::unix_ms(SystemTime::now());
     let width = records
@@ -77,10 +86,8 @@ pub fn status(config: &Config, out: &mut impl Write) -> io::Result<bool> {
 /// or else the one whose record carries this host's address. Ok(false) when
 /// it does not answer; an error when none can be found.
 pub fn health(config: &Config, name_given: bool) -> Result<bool, String> {
-    let records = Registry::new(&config.sync_dir)
-        .scan()
-        .map_err(|e| format!("cannot list {}: {e}", config.sync_dir.display()))?
-        .records;
+    let records = registered(config)
+        .map_err(|e| format!("cannot list {}: {e}", config.sync_dir.display()))?;
     let own: Vec<Record> = records
         .into_iter()
         .filter(|r| {
