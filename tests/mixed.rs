@@ -450,3 +450,59 @@ fn five_recipe_and_six_pulse_nodes_for_three_minutes() {
         }
     }
 }
+
+#[test]
+fn a_live_recipe_nodes_name_is_taken_even_without_epmd_registration() {
+    let test = "a_live_recipe_nodes_name_is_taken_even_without_epmd_registration";
+    if !require("elixir", test) || !require("mix", test) || !require("epmd", test) {
+        return;
+    }
+    let dir = TempDir::new("taken");
+    let epmd = Epmd::start();
+    let name = "e1@127.0.0.1";
+    let e1 = start_recipe_node(&dir, name, epmd.1);
+    wait_for("e1's first line", Duration::from_secs(60), &[&e1], || {
+        !status_lines(&e1).is_empty()
+    });
+    let entry = dir.sync_dir().join(name);
+    let age = || {
+        std::fs::metadata(&entry)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+    };
+    let off = ["--epmd", "off", "--ttl", "2000"];
+    // Fresh file: taken. Frozen, its file goes stale, but EPMD still knows it.
+    for (frozen, why) in [(false, "written"), (true, "EPMD at 127.0.0.1")] {
+        if frozen {
+            e1.signal("STOP");
+            wait_for(
+                "e1's entry to go stale",
+                Duration::from_secs(10),
+                &[&e1],
+                || age().is_some_and(|a| a > Duration::from_secs(3)),
+            );
+        }
+        let mut impostor = pulse_with_epmd(&dir, name, "cookie", epmd.1, &off);
+        let status = impostor.wait_exit(Duration::from_secs(10));
+        if frozen {
+            e1.signal("CONT");
+        }
+        assert_eq!(
+            status.and_then(|s| s.code()),
+            Some(1),
+            "{}",
+            impostor.dump()
+        );
+        assert_eq!(
+            impostor.count_containing(&format!("the name {name} is taken")),
+            1,
+            "{}",
+            impostor.dump()
+        );
+        assert_eq!(impostor.count_containing(why), 1, "{}", impostor.dump());
+        // The recipe node's file is untouched: still its text, not a record.
+        let text = std::fs::read_to_string(&entry).expect("e1's entry");
+        assert!(text.starts_with("{{"), "{text:?}");
+    }
+}
