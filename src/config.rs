@@ -297,20 +297,20 @@ impl Args {
                 "interval: must be {MIN_INTERVAL_MS} to {MAX_INTERVAL_MS} ms, got {interval}"
             ));
         }
-        if let Some(t) = self.timeout_ms
-            && (t == 0 || t > interval)
-        {
-            return Err(format!(
-                "timeout: must be 1 ms up to the interval ({interval} ms), got {t}"
-            ));
+        if let Some(t) = self.timeout_ms {
+            if t == 0 || t > interval {
+                return Err(format!(
+                    "timeout: must be 1 ms up to the interval ({interval} ms), got {t}"
+                ));
+            }
         }
-        if let Some(ttl) = self.ttl_ms
-            && ttl < 2 * interval
-        {
-            return Err(format!(
-                "ttl: must be at least two intervals ({} ms), got {ttl}",
-                2 * interval
-            ));
+        if let Some(ttl) = self.ttl_ms {
+            if ttl < 2 * interval {
+                return Err(format!(
+                    "ttl: must be at least two intervals ({} ms), got {ttl}",
+                    2 * interval
+                ));
+            }
         }
         Ok(())
     }

@@ -123,10 +123,10 @@ fn accept_loop(socket: TcpListener, me: Arc<Identity>, stop: Arc<AtomicBool>) {
         full_warned = false;
         next_id += 1;
         let id = next_id;
-        if let Ok(clone) = stream.try_clone()
-            && let Ok(mut map) = open.lock()
-        {
-            map.insert(id, clone);
+        if let Ok(clone) = stream.try_clone() {
+            if let Ok(mut map) = open.lock() {
+                map.insert(id, clone);
+            }
         }
         let (me, open2, warnings) = (me.clone(), open.clone(), warnings.clone());
         let spawned = thread::Builder::new()
@@ -186,10 +186,10 @@ fn serve(stream: TcpStream, me: &Identity, warnings: &CookieWarnings) {
     loop {
         match link.recv(Instant::now() + TICK_AFTER) {
             Ok(Received::Frame(frame)) => {
-                if let Some(reply) = message::answer_call(&frame)
-                    && link.send(&reply).is_err()
-                {
-                    return;
+                if let Some(reply) = message::answer_call(&frame) {
+                    if link.send(&reply).is_err() {
+                        return;
+                    }
                 }
             }
             // Answering every tick keeps the link up whatever the peer's

@@ -83,11 +83,12 @@ pub fn recipe_alive() -> String {
 /// it is asked first; without it (a scratch container has none) the time is
 /// written in UTC, which is what `date` prints there too.
 fn date_ins_now() -> String {
-    if let Ok(out) = Command::new("date").arg("-Ins").output()
-        && out.status.success()
-        && let Ok(text) = String::from_utf8(out.stdout)
-    {
-        return text;
+    if let Ok(out) = Command::new("date").arg("-Ins").output() {
+        if out.status.success() {
+            if let Ok(text) = String::from_utf8(out.stdout) {
+                return text;
+            }
+        }
     }
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -250,10 +250,10 @@ impl Prober {
         let still_wanted = wanted
             .get(&done.target.name)
             .is_some_and(|t| **t == done.target);
-        if let Some(link) = done.link
-            && still_wanted
-        {
-            self.links.insert(done.target.name.clone(), link);
+        if let Some(link) = done.link {
+            if still_wanted {
+                self.links.insert(done.target.name.clone(), link);
+            }
         }
         if done.round == self.round {
             outcomes.insert(done.target.name, done.outcome);
@@ -318,13 +318,14 @@ fn await_reply(
             reference: r,
             value,
         } = message::parse(&frame)
-            && r == message::our_ref(&me.name, me.creation, reference)
         {
-            return if value == Term::atom("yes") {
-                Ok(())
-            } else {
-                Err(Reason::Failed(format!("answered {value:?}")))
-            };
+            if r == message::our_ref(&me.name, me.creation, reference) {
+                return if value == Term::atom("yes") {
+                    Ok(())
+                } else {
+                    Err(Reason::Failed(format!("answered {value:?}")))
+                };
+            }
         }
         // A late reply to an earlier round, or a message we ignore.
     }

@@ -421,12 +421,12 @@ mod tests {
             Term::Binary(b"xyz".to_vec()),
         ] {
             let back = roundtrip(&t);
-            if let Term::Int(i) = t
-                && i32::try_from(i).is_err()
-            {
-                // A big integer comes back as raw bytes: pulse never needs its value.
-                assert!(matches!(back, Term::Other(_)));
-                continue;
+            if let Term::Int(i) = t {
+                if i32::try_from(i).is_err() {
+                    // A big integer comes back as raw bytes: pulse never needs its value.
+                    assert!(matches!(back, Term::Other(_)));
+                    continue;
+                }
             }
             assert_eq!(back, t);
         }
