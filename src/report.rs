@@ -15,6 +15,9 @@ pub struct Report {
     pub events: Vec<Event>,
     /// The status line.
     pub line: String,
+    /// Problems of the round: skipped registry entries, a heartbeat that
+    /// could not be written, an expired entry that could not be removed.
+    pub warnings: Vec<String>,
 }
 
 /// The recipe's status line: our name, then each member and whether it
@@ -87,6 +90,9 @@ pub fn offer(tx: &Sender<Report>, report: Report) {
 fn write_reports(rx: Receiver<Report>) {
     // Ends when every sender is dropped; nothing queued is lost.
     for report in rx {
+        for warning in &report.warnings {
+            warn!("{warning}");
+        }
         for event in &report.events {
             match event {
                 Event::Down(..) | Event::Expired(..) | Event::Gone(..) => warn!("{event}"),

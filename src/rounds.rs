@@ -61,35 +61,34 @@ impl Rounds {
         self.prober.close();
     }
 
-    /// Touches our entry; says once when that starts or stops failing.
-    fn heartbeat(&mut self) {
+    /// Touches our entry; says once (in `warnings`) when that starts
+    /// failing, and pauses expiry meanwhile.
+    fn heartbeat(&mut self, warnings: &mut Vec<String>) {
+        let dir = self.registry.dir().display().to_string();
         let failure = match self.own.beat(SystemTime::now()) {
             Ok(Beat::Touched) => None,
             Ok(Beat::Recreated) => {
-                info!(
-                    "our registry entry was gone: written again in {}",
-                    self.registry.dir().display()
-                );
+                warnings.push(format!(
+                    "our registry entry was gone: written again in {dir}"
+                ));
                 None
             }
             Ok(Beat::Replaced) => Some(format!(
-                "another file stands under our name {} in {}: another node may be using the name",
-                self.config.name,
-                self.registry.dir().display()
+                "another file stands under our name {} in {dir}: another node may be using the name",
+                self.config.name
             )),
             Err(e) => Some(format!(
-                "cannot write our heartbeat to {}: {e}; other nodes will expire this node, \
-                 and it expires no one meanwhile",
-                self.registry.dir().display()
+                "cannot write our heartbeat to {dir}: {e}; other nodes will expire this node, \
+                 and it expires no one meanwhile"
             )),
         };
         match failure {
             Some(why) if !self.heartbeat_failing => {
-                warn!("{why}");
+                warnings.push(why);
                 self.heartbeat_failing = true;
             }
             None if self.heartbeat_failing => {
-                info!("our heartbeat is written again");
+                info!("our heartbeat is written again to {dir}");
                 self.heartbeat_failing = false;
             }
             _ => {}
@@ -98,7 +97,8 @@ impl Rounds {
     }
 
     fn round(&mut self) {
-        self.heartbeat();
+        let mut warnings = Vec::new();
+        self.heartbeat(&mut warnings);
         let now = Instant::now();
         let (live, expired, mut events) = match self.registry.scan() {
             Ok(scan) => {
@@ -118,18 +118,22 @@ impl Rounds {
             // says nothing about them.
             Err(e) => {
                 if !self.listing_failing {
-                    warn!(
+                    warnings.push(format!(
                         "registry: cannot list {}: {e}; pinging the nodes known so far",
                         self.registry.dir().display()
-                    );
+                    ));
                     self.listing_failing = true;
                 }
                 (self.membership.records(), Vec::new(), Vec::new())
             }
         };
+        warnings.extend(self.registry.take_warnings());
         for record in &expired {
             if let Err(e) = self.registry.remove_if_unchanged(record) {
-                warn!("could not remove the expired entry {}: {e}", record.name);
+                warnings.push(format!(
+                    "could not remove the expired entry {}: {e}",
+                    record.name
+                ));
             }
         }
         let targets: Vec<Target> = live.iter().map(Record::target).collect();
@@ -143,7 +147,14 @@ impl Rounds {
         }
         events.extend(self.membership.apply(&results, Instant::now()));
         let line = report::status_line(&self.config.name, &results);
-        report::offer(&self.reports, Report { events, line });
+        report::offer(
+            &self.reports,
+            Report {
+                events,
+                line,
+                warnings,
+            },
+        );
     }
 
     /// A node refused at the address we had may have restarted or left

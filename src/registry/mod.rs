@@ -22,7 +22,7 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use log::{debug, warn};
+use log::debug;
 
 use crate::name::NodeName;
 
@@ -129,6 +129,8 @@ pub struct Registry {
     dir_id: Option<(u64, u64)>,
     /// Node entries left out of the last scan for the cap.
     over_cap: usize,
+    /// Warnings from scans, for the round to pass on in its report.
+    warnings: Vec<String>,
 }
 
 impl Registry {
@@ -140,6 +142,7 @@ impl Registry {
             warned: HashMap::new(),
             dir_id: None,
             over_cap: 0,
+            warnings: Vec::new(),
         }
     }
 
@@ -220,9 +223,9 @@ impl Registry {
             }
         }
         if over_cap > 0 && over_cap != self.over_cap {
-            warn!(
+            self.warnings.push(format!(
                 "registry: {over_cap} node entries over the {MAX_ENTRIES}-entry limit are left out"
-            );
+            ));
         }
         self.over_cap = over_cap;
         self.warn_skipped(&skipped);
@@ -237,7 +240,7 @@ impl Registry {
 
     /// Warns about entries skipped for a new reason: each one up to a few,
     /// then one summary line.
-    fn warn_skipped(&self, skipped: &HashMap<String, Skip>) {
+    fn warn_skipped(&mut self, skipped: &HashMap<String, Skip>) {
         let mut news: Vec<(&String, &Skip)> = skipped
             .iter()
             .filter(|(name, why)| self.warned.get(*name) != Some(why))
@@ -252,21 +255,29 @@ impl Registry {
             news.len()
         };
         for (name, why) in &news[..each] {
-            warn!("registry: skipping '{}': {why}", name.escape_debug());
+            self.warnings.push(format!(
+                "registry: skipping '{}': {why}",
+                name.escape_debug()
+            ));
         }
         if news.len() > each {
             let names = news[each..]
                 .iter()
                 .filter(|(_, why)| **why == Skip::NotANodeName)
                 .count();
-            warn!(
+            self.warnings.push(format!(
                 "registry: skipping {} more entries that cannot be node entries \
                  ({names} not node names, {} other), {} skipped in all",
                 news.len() - each,
                 news.len() - each - names,
                 skipped.len()
-            );
+            ));
         }
+    }
+
+    /// The warnings of the scans since the last call.
+    pub fn take_warnings(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.warnings)
     }
 
     /// Forgets what it read of a node's file, so the next scan reads it
