@@ -213,6 +213,20 @@ fn what_cannot_be_a_node_entry_is_skipped() {
         assert_eq!(names(&mut reg), ["good@127.0.0.1"]);
     }
     assert_eq!(reg.warned.len(), 7, "{:?}", reg.warned);
+    // Seven new at once: three named, then one summary; none the second time.
+    let warnings = reg.take_warnings();
+    assert_eq!(warnings.len(), 4, "{warnings:?}");
+    assert!(
+        warnings[3].contains("skipping 4 more entries"),
+        "{warnings:?}"
+    );
+    assert!(reg.take_warnings().is_empty());
+    // A new one alone is named.
+    fs::create_dir(dir.join("dir2@127.0.0.1")).expect("dir");
+    names(&mut reg);
+    let warnings = reg.take_warnings();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].contains("'dir2@127.0.0.1': not a regular file (a directory)"));
     assert!(read_untrusted(&fifo).is_err());
     own.remove().expect("remove");
 }
@@ -228,6 +242,9 @@ fn junk_never_crowds_out_a_node() {
     let mut reg = Registry::new(dir);
     assert_eq!(names(&mut reg), ["zz@127.0.0.1"]);
     assert_eq!(reg.warned.len(), MAX_ENTRIES + 500);
+    assert_eq!(reg.take_warnings().len(), 4, "three named and a summary");
+    assert_eq!(names(&mut reg), ["zz@127.0.0.1"]);
+    assert!(reg.take_warnings().is_empty());
     own.remove().expect("remove");
 }
 
