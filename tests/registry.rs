@@ -4,12 +4,25 @@
 //! deleted under running nodes.
 
 use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::Duration;
 
-use crate::util::{Node, TempDir, parse_status, registry_names, wait_for};
+use crate::util::{
+    Node, TempDir, parse_status, registry_names, require_root, split_log_line, wait_for,
+};
 
 /// No EPMD: the registry alone decides.
 const SOLO: &[&str] = &["--interval", "200", "--epmd", "off"];
+
+/// Warning lines, whatever the level's spelling.
+fn warnings(node: &Node) -> usize {
+    node.output()
+        .iter()
+        .filter_map(|l| split_log_line(l))
+        .filter(|(level, _)| level.to_ascii_lowercase().starts_with("warn"))
+        .count()
+}
 
 fn status_lines(node: &Node) -> Vec<std::collections::BTreeMap<String, bool>> {
     node.output()
@@ -178,7 +191,7 @@ fn junk_by_the_thousand_is_summarised_and_hides_no_node() {
         || a.sees_all_alive(&names) && b.sees_all_alive(&names),
     );
     for node in [&a, &b] {
-        let warnings = node.count_containing("[WARN]");
+        let warnings = warnings(node);
         assert!(warnings <= 5, "{warnings} warnings:\n{}", node.dump());
         assert_eq!(
             node.count_containing("skipping 19997 more entries"),
@@ -227,4 +240,95 @@ fn a_deleted_registry_is_no_leave_and_comes_back() {
             assert_eq!(events, expected, "{word}:\n{}", node.dump());
         }
     }
+}
+
+/// A tmpfs mounted at a test's path, unmounted on drop.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &Path) -> Tmpfs {
+        std::fs::create_dir_all(at).expect("mount point");
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=1m,mode=0755", "tmpfs"])
+            .arg(at)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "mount -t tmpfs at {} failed", at.display());
+        Tmpfs(at.to_path_buf())
+    }
+
+    fn remount(&self, mode: &str) {
+        let ok = Command::new("mount")
+            .args(["-o", &format!("remount,{mode}")])
+            .arg(&self.0)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "remount {mode} of {} failed", self.0.display());
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_read_only_registry_expires_no_one_and_says_so_once() {
+    if !require_root("a_read_only_registry_expires_no_one_and_says_so_once") {
+        return;
+    }
+    let dir = TempDir::new("readonly");
+    let mount = Tmpfs::mount(&dir.sync_dir());
+    let names = ["o1@127.0.0.1", "o2@127.0.0.2"];
+    let a = Node::start(&dir, names[0], "c", SOLO);
+    let b = Node::start(&dir, names[1], "c", SOLO);
+    wait_for(
+        "both to list both",
+        Duration::from_secs(9),
+        &[&a, &b],
+        || a.sees_all_alive(&names) && b.sees_all_alive(&names),
+    );
+    mount.remount("ro");
+    let seen: Vec<usize> = [&a, &b].iter().map(|n| status_lines(n).len()).collect();
+    // 25 rounds of 200 ms: five times the TTL with every heartbeat still.
+    wait_for(
+        "25 rounds on a read-only registry",
+        Duration::from_secs(30),
+        &[&a, &b],
+        || {
+            [&a, &b]
+                .iter()
+                .zip(&seen)
+                .all(|(n, s)| status_lines(n).len() > s + 25)
+        },
+    );
+    mount.remount("rw");
+    for node in [&a, &b] {
+        assert_eq!(
+            node.count_containing("cannot write our heartbeat"),
+            1,
+            "{}",
+            node.dump()
+        );
+        assert_eq!(node.count_containing("expired"), 0, "{}", node.dump());
+        assert_eq!(node.count_containing(" joined"), 2, "{}", node.dump());
+        assert!(
+            status_lines(node)
+                .iter()
+                .all(|s| s.values().all(|alive| *alive)),
+            "{}",
+            node.dump()
+        );
+    }
+    wait_for(
+        "heartbeats written again",
+        Duration::from_secs(9),
+        &[&a, &b],
+        || {
+            [&a, &b]
+                .iter()
+                .all(|n| n.count_containing("our heartbeat is written again") == 1)
+        },
+    );
 }

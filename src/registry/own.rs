@@ -222,8 +222,11 @@ fn holder(path: &Path) -> io::Result<Holder> {
     })
 }
 
-/// Creates our file (never an existing one, never through a link), locks
-/// it, then writes the record in one write.
+/// Creates our file (never an existing one, never through a link) and
+/// writes the record in one write, then holds it open read-only and locked:
+/// a touch needs no write access (we own the file), and an open writable
+/// descriptor would keep the file system from being remounted read-only.
+/// Runs under the directory lock, so no other claim sees the file unlocked.
 fn create(path: &Path, text: &str) -> io::Result<File> {
     let mut file = fs::OpenOptions::new()
         .write(true)
@@ -231,17 +234,29 @@ fn create(path: &Path, text: &str) -> io::Result<File> {
         .mode(0o644)
         .custom_flags(libc::O_NOFOLLOW)
         .open(path)?;
-    let written = match file.try_lock() {
-        Ok(()) => file.write_all(text.as_bytes()),
-        Err(TryLockError::WouldBlock) => Err(io::Error::new(
-            io::ErrorKind::WouldBlock,
-            "our new file is locked by someone else",
-        )),
-        Err(TryLockError::Error(e)) => Err(e),
-    };
-    if let Err(e) = written {
+    let meta = file.metadata()?;
+    let made = (meta.dev(), meta.ino());
+    if let Err(e) = file.write_all(text.as_bytes()) {
         let _ = fs::remove_file(path);
         return Err(e);
     }
-    Ok(file)
+    drop(file);
+    let (held, meta) = open_untrusted(path)?;
+    if (meta.dev(), meta.ino()) != made {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            "our new file was replaced at once",
+        ));
+    }
+    match held.try_lock() {
+        Ok(()) => Ok(held),
+        Err(TryLockError::WouldBlock) => Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            "our new file is locked by someone else",
+        )),
+        Err(TryLockError::Error(e)) => {
+            let _ = fs::remove_file(path);
+            Err(e)
+        }
+    }
 }

@@ -295,6 +295,27 @@ pub fn require(tool: &str, test: &str) -> bool {
     false
 }
 
+/// Whether the tests run as root (full disks need a mount). When not, the
+/// test says so loudly and is skipped, unless PULSE_REQUIRE_EXTERNAL=1 (CI
+/// runs as root), which makes a skip a failure.
+pub fn require_root(test: &str) -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let root = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|ids| ids.split_whitespace().nth(1))
+        == Some("0");
+    if root {
+        return true;
+    }
+    let msg = format!("SKIPPED (needs root): {test}");
+    if std::env::var("PULSE_REQUIRE_EXTERNAL").as_deref() == Ok("1") {
+        panic!("{msg} (PULSE_REQUIRE_EXTERNAL=1 forbids skips)");
+    }
+    eprintln!("{msg}");
+    false
+}
+
 /// A free TCP port on 127.0.0.1 (bound then released).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
