@@ -5,7 +5,8 @@
 //! once under one name never both win: the current holder of the name is
 //! judged, a stale entry is removed, and the record is created with
 //! `O_CREAT | O_EXCL | O_NOFOLLOW`, so no link is ever followed and no
-//! existing file is reused. The file then stays open with a lock on it,
+//! existing file is reused. The file then stays open (read-only) with a
+//! lock on it,
 //! which tells other pulse nodes that the name is held, even by a frozen
 //! node. The heartbeat is a touch of that open file's modification time: no
 //! rewrite, and never a second name of ours in the directory (the recipe's
