@@ -6,9 +6,8 @@
 //! judged, a stale entry is removed, and the record is created with
 //! `O_CREAT | O_EXCL | O_NOFOLLOW`, so no link is ever followed and no
 //! existing file is reused. The file then stays open (read-only) with a
-//! lock on it,
-//! which tells other pulse nodes that the name is held, even by a frozen
-//! node. The heartbeat is a touch of that open file's modification time: no
+//! lock on it, which tells other pulse nodes that the name is held, even by
+//! a frozen node. The heartbeat is a touch of that open file's modification time: no
 //! rewrite, and never a second name of ours in the directory (the recipe's
 //! nodes list every entry there).
 
