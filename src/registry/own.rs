@@ -193,9 +193,21 @@ fn lock_dir(dir: &Path) -> io::Result<File> {
                     ),
                 ));
             }
+            // A file system without locks (some network or FUSE ones):
+            // claims are then judged without it.
+            Err(TryLockError::Error(e)) if locks_unsupported(&e) => return Ok(handle),
             Err(TryLockError::Error(e)) => return Err(e),
         }
     }
+}
+
+/// Whether a lock failed only because the file system has no locks.
+fn locks_unsupported(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::Unsupported
+        || matches!(
+            e.raw_os_error(),
+            Some(libc::ENOLCK | libc::EOPNOTSUPP | libc::ENOSYS)
+        )
 }
 
 /// Looks at the regular file under a name we want.
@@ -208,6 +220,7 @@ fn holder(path: &Path) -> io::Result<Holder> {
     let locked = match file.try_lock() {
         Ok(()) => false,
         Err(TryLockError::WouldBlock) => true,
+        Err(TryLockError::Error(e)) if locks_unsupported(&e) => false,
         Err(TryLockError::Error(e)) => return Err(e),
     };
     let mut bytes = Vec::new();
@@ -250,6 +263,7 @@ fn create(path: &Path, text: &str) -> io::Result<File> {
     }
     match held.try_lock() {
         Ok(()) => Ok(held),
+        Err(TryLockError::Error(e)) if locks_unsupported(&e) => Ok(held),
         Err(TryLockError::WouldBlock) => Err(io::Error::new(
             io::ErrorKind::AlreadyExists,
             "our new file is locked by someone else",
