@@ -87,8 +87,8 @@ fn a_registry_anyone_may_write_needs_the_sticky_bit() {
 fn one_name_started_twice_at_once_runs_once_and_a_frozen_holder_keeps_it() {
     let dir = TempDir::new("twice");
     for attempt in 0..5 {
-        let mut a = Node::start(&dir, "t1@127.0.0.1", "c", SOLO);
-        let mut b = Node::start(&dir, "t1@127.0.0.1", "c", SOLO);
+        let a = Node::start(&dir, "t1@127.0.0.1", "c", SOLO);
+        let b = Node::start(&dir, "t1@127.0.0.1", "c", SOLO);
         // Exactly one of them exits at once, refused.
         let mut refused = 0;
         wait_for(
@@ -104,13 +104,16 @@ fn one_name_started_twice_at_once_runs_once_and_a_frozen_holder_keeps_it() {
             },
         );
         let lasting = if a.count_containing("is taken") == 1 {
-            &mut b
+            &b
         } else {
-            &mut a
+            &a
         };
-        wait_for("the winner's line", Duration::from_secs(9), &[], || {
-            lasting.sees_all_alive(&["t1@127.0.0.1"])
-        });
+        wait_for(
+            "the winner's line",
+            Duration::from_secs(9),
+            &[&a, &b],
+            || lasting.sees_all_alive(&["t1@127.0.0.1"]),
+        );
         assert_eq!(refused, 1, "attempt {attempt}:\n{}{}", a.dump(), b.dump());
         if attempt < 4 {
             continue;
