@@ -79,8 +79,8 @@ enum EpmdPresence {
 }
 
 impl Node {
-    /// Starts a node: listens, registers with EPMD, claims its name in the
-    /// registry and starts the rounds. The first round runs at once.
+    /// Starts a node: listens, claims its name in the registry, registers
+    /// with EPMD and starts the rounds. The first round runs at once.
     pub fn start(config: &Config) -> Result<Node, Error> {
         let me = Arc::new(Identity::new(config.name.as_str(), &config.cookie));
         let bind = SocketAddr::new(config.ip, config.port);
