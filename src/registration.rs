@@ -25,47 +25,70 @@ pub struct Registrar {
     handle: JoinHandle<()>,
 }
 
-/// Tries to register once. A name EPMD already holds is an error the caller
-/// decides about; any other failure is logged (once per kind, tracked in
-/// `last`) and gives `None`.
-fn try_register(
+/// What the log last said about our registration, so each change is said
+/// once.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Said {
+    Nothing,
+    Registered,
+    /// No EPMD answers (or it closed our registration).
+    Unregistered,
+    /// EPMD gives our name to another node.
+    Taken,
+}
+
+/// Takes the outcome of one registration attempt, saying what changed.
+fn note(
     at: SocketAddr,
     alive: &str,
-    port: u16,
-    last: &mut Option<io::ErrorKind>,
-) -> io::Result<Option<Registration>> {
-    match epmd::register(at, alive, port, EPMD_TIMEOUT) {
-        Ok(registration) => {
-            info!("registered {alive} with EPMD at {at}: Erlang nodes find this node through it");
-            *last = None;
-            Ok(Some(registration))
-        }
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && last.is_none() => Err(e),
+    outcome: io::Result<Registration>,
+    said: &mut Said,
+) -> Option<Registration> {
+    let (now, registration) = match outcome {
+        Ok(registration) => (Said::Registered, Some(registration)),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => (Said::Taken, None),
         Err(e) => {
-            if *last != Some(e.kind()) {
+            if *said != Said::Unregistered {
                 warn!(
-                    "no registration with EPMD at {at} ({e}): Erlang nodes cannot find \
-                     this node until it registers; trying again every interval"
+                    "no EPMD at {at} ({e}): Erlang nodes cannot find this node until it \
+                     registers; trying again every interval"
                 );
             }
-            *last = Some(e.kind());
-            Ok(None)
+            (Said::Unregistered, None)
+        }
+    };
+    if now != *said {
+        match now {
+            Said::Registered => info!(
+                "registered {alive} with EPMD at {at}: Erlang nodes find this node through it"
+            ),
+            Said::Taken => warn!(
+                "EPMD at {at} gives the name {alive} to another node: Erlang nodes cannot \
+                 find this node; trying again every interval"
+            ),
+            Said::Nothing | Said::Unregistered => {}
         }
     }
+    *said = now;
+    registration
 }
 
 impl Registrar {
     /// Registers `alive` (distribution port `port`) with the EPMD at `at`
     /// and keeps it registered, checking every `interval`. Fails only when
-    /// EPMD answers that the name is already taken.
+    /// EPMD answers at once that the name is already taken.
     pub fn start(
         at: SocketAddr,
         alive: &str,
         port: u16,
         interval: Duration,
     ) -> io::Result<Registrar> {
-        let mut last_failure = None;
-        let mut registration = try_register(at, alive, port, &mut last_failure)?;
+        let first = match epmd::register(at, alive, port, EPMD_TIMEOUT) {
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Err(e),
+            other => other,
+        };
+        let mut said = Said::Nothing;
+        let mut registration = note(at, alive, first, &mut said);
         let (stop, stopped) = crossbeam_channel::bounded::<()>(1);
         let alive = alive.to_string();
         let handle = thread::Builder::new()
@@ -79,18 +102,11 @@ impl Registrar {
                              this node until it registers again"
                         );
                         registration = None;
-                        last_failure = Some(io::ErrorKind::ConnectionReset);
+                        said = Said::Unregistered;
                     }
                     if registration.is_none() {
-                        // Taken meanwhile: say so once and keep trying.
-                        registration = try_register(at, &alive, port, &mut last_failure)
-                            .unwrap_or_else(|e| {
-                                if last_failure != Some(e.kind()) {
-                                    warn!("EPMD at {at}: {e}; trying again every interval");
-                                }
-                                last_failure = Some(e.kind());
-                                None
-                            });
+                        let outcome = epmd::register(at, &alive, port, EPMD_TIMEOUT);
+                        registration = note(at, &alive, outcome, &mut said);
                     }
                 }
                 // Dropping the registration takes our name out of EPMD.
