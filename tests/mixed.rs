@@ -315,6 +315,14 @@ fn pulse_registers_again_when_epmd_restarts() {
         elixir_eval("x2@127.0.0.1", "cookie", port, "", ping),
         ":pong"
     );
+    // Each change said once: the failed attempts in between said nothing.
+    assert_eq!(p1.count_containing("no EPMD at"), 0, "{}", p1.dump());
+    assert_eq!(
+        p1.count_containing("closed our registration"),
+        1,
+        "{}",
+        p1.dump()
+    );
 }
 
 #[test]
