@@ -335,3 +335,66 @@ fn a_read_only_registry_expires_no_one_and_says_so_once() {
         },
     );
 }
+
+#[test]
+fn a_foreign_entry_caught_mid_write_stays_listed_without_events() {
+    let dir = TempDir::new("midwrite");
+    let sd = dir.sync_dir();
+    std::fs::create_dir_all(&sd).expect("sync dir");
+    let entry = sd.join("f1@127.0.0.1");
+    std::fs::write(&entry, "{{2026, 11, 24}, {3, 16, 5}}").expect("write");
+    let node = Node::start(
+        &dir,
+        "m1@127.0.0.1",
+        "c",
+        &["--interval", "50", "--epmd", "off"],
+    );
+    // As the recipe's node writes: truncate, then write, then close, over and
+    // over, so scans find it empty, half-written or whole.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (stop, entry) = (stop.clone(), entry.clone());
+        std::thread::Builder::new()
+            .name("test-recipe-writer".into())
+            .spawn(move || {
+                use std::io::Write;
+                let mut second = 0u32;
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    second = (second + 1) % 60;
+                    if let Ok(mut file) = std::fs::File::create(&entry) {
+                        let text = format!("{{{{2026, 11, 24}}, {{3, 16, {second}}}}}");
+                        let (head, tail) = text.split_at(text.len() / 2);
+                        let _ = file.write_all(head.as_bytes());
+                        std::thread::yield_now();
+                        let _ = file.write_all(tail.as_bytes());
+                    }
+                    std::thread::sleep(Duration::from_millis(3));
+                }
+            })
+            .expect("spawn writer")
+    };
+    let enough = |n: &Node| status_lines(n).len() >= 60;
+    let waited = crate::util::wait_until(Duration::from_secs(20), || enough(&node));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    writer.join().expect("writer");
+    assert!(waited, "{}", node.dump());
+    let lines = status_lines(&node);
+    assert!(
+        lines.iter().all(|s| s.contains_key("f1@127.0.0.1")),
+        "a line without f1:\n{}",
+        node.dump()
+    );
+    assert_eq!(
+        node.count_containing("node f1@127.0.0.1 joined"),
+        1,
+        "{}",
+        node.dump()
+    );
+    for word in [
+        "node f1@127.0.0.1 left",
+        "node f1@127.0.0.1 expired",
+        "'f1@127.0.0.1'",
+    ] {
+        assert_eq!(node.count_containing(word), 0, "{word}:\n{}", node.dump());
+    }
+}
