@@ -185,8 +185,8 @@ fn join_epmd(config: &Config, port: u16) -> Result<Option<EpmdPresence>, Error> 
         }
         EpmdMode::Auto => match Registrar::start(at, alive, port, config.interval) {
             Ok(registrar) => Ok(Some(EpmdPresence::Registered(registrar))),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(Error::Epmd(e.to_string())),
-            Err(e) => Err(Error::Thread(e)),
+            Err(e @ epmd::RegisterError::NameTaken(_)) => Err(Error::Epmd(e.to_string())),
+            Err(epmd::RegisterError::Io(e)) => Err(Error::Thread(e)),
         },
     }
 }

@@ -6,7 +6,6 @@
 //! again, as an Erlang node does. Each change is logged once, with what it
 //! means.
 
-use std::io;
 use std::net::SocketAddr;
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
@@ -14,7 +13,7 @@ use std::time::Duration;
 use crossbeam_channel::{RecvTimeoutError, Sender};
 use log::{info, warn};
 
-use crate::erlang::epmd::{self, Registration};
+use crate::erlang::epmd::{self, RegisterError, Registration};
 
 /// How long one registration attempt may take.
 pub const EPMD_TIMEOUT: Duration = Duration::from_secs(1);
@@ -41,13 +40,13 @@ enum Said {
 fn note(
     at: SocketAddr,
     alive: &str,
-    outcome: io::Result<Registration>,
+    outcome: Result<Registration, RegisterError>,
     said: &mut Said,
 ) -> Option<Registration> {
     let (now, registration) = match outcome {
         Ok(registration) => (Said::Registered, Some(registration)),
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => (Said::Taken, None),
-        Err(e) => {
+        Err(RegisterError::NameTaken(_)) => (Said::Taken, None),
+        Err(RegisterError::Io(e)) => {
             if *said != Said::Unregistered {
                 warn!(
                     "no EPMD at {at} ({e}): Erlang nodes cannot find this node until it \
@@ -76,15 +75,16 @@ fn note(
 impl Registrar {
     /// Registers `alive` (distribution port `port`) with the EPMD at `at`
     /// and keeps it registered, checking every `interval`. Fails only when
-    /// EPMD answers at once that the name is already taken.
+    /// EPMD answers at once that the name is already taken (or the thread
+    /// cannot be started).
     pub fn start(
         at: SocketAddr,
         alive: &str,
         port: u16,
         interval: Duration,
-    ) -> io::Result<Registrar> {
+    ) -> Result<Registrar, RegisterError> {
         let first = match epmd::register(at, alive, port, EPMD_TIMEOUT) {
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Err(e),
+            Err(e @ RegisterError::NameTaken(_)) => return Err(e),
             other => other,
         };
         let mut said = Said::Nothing;

@@ -68,21 +68,27 @@ pub struct Registration {
     pub creation: u32,
 }
 
-impl Registration {
-    /// Whether EPMD still holds the connection. EPMD never writes on it, so
-    /// a readable socket means it was closed (EPMD stopped or restarted) and
-    /// the name is no longer registered.
-    pub fn is_open(&self) -> bool {
-        let mut byte = [0u8; 1];
-        if self.stream.set_nonblocking(true).is_err() {
-            return false;
+/// Why [`register`] failed.
+#[derive(Debug)]
+pub enum RegisterError {
+    /// EPMD kept refusing the name: another node holds it.
+    NameTaken(String),
+    /// No EPMD answered, or it broke the protocol or timed out.
+    Io(io::Error),
+}
+
+impl std::fmt::Display for RegisterError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RegisterError::NameTaken(why) => f.write_str(why),
+            RegisterError::Io(e) => write!(f, "{e}"),
         }
-        let open = matches!(
-            self.stream.peek(&mut byte),
-            Err(ref e) if e.kind() == io::ErrorKind::WouldBlock
-        );
-        let _ = self.stream.set_nonblocking(false);
-        open
+    }
+}
+
+impl From<io::Error> for RegisterError {
+    fn from(e: io::Error) -> Self {
+        RegisterError::Io(e)
     }
 }
 
@@ -90,13 +96,13 @@ impl Registration {
 ///
 /// Handles both `ALIVE2_X_RESP` (32-bit creation) and `ALIVE2_RESP` (16-bit
 /// creation). EPMD frees a closed registration late, so a refusal is retried
-/// for about 500 ms before failing with [`io::ErrorKind::AlreadyExists`].
+/// for about 500 ms before failing with [`RegisterError::NameTaken`].
 pub fn register(
     epmd: SocketAddr,
     alive: &str,
     port: u16,
     timeout: Duration,
-) -> io::Result<Registration> {
+) -> Result<Registration, RegisterError> {
     check_alive(alive)?;
     let retry_until = Instant::now() + DUPLICATE_RETRY_FOR;
     let mut attempts = 0u32;
@@ -109,14 +115,11 @@ pub fn register(
                 thread::sleep(DUPLICATE_RETRY_PAUSE);
             }
             None => {
-                return Err(io::Error::new(
-                    io::ErrorKind::AlreadyExists,
-                    format!(
-                        "epmd: name {alive:?} is already registered at {epmd} \
-                         (refused {attempts} times over {} ms)",
-                        DUPLICATE_RETRY_FOR.as_millis()
-                    ),
-                ));
+                return Err(RegisterError::NameTaken(format!(
+                    "epmd: name {alive:?} is already registered at {epmd} \
+                     (refused {attempts} times over {} ms)",
+                    DUPLICATE_RETRY_FOR.as_millis()
+                )));
             }
         }
     }
@@ -160,4 +163,22 @@ fn register_once(
         return Ok(None);
     }
     Ok(Some(Registration { stream, creation }))
+}
+
+impl Registration {
+    /// Whether EPMD still holds the connection. EPMD never writes on it, so
+    /// a readable socket means it was closed (EPMD stopped or restarted) and
+    /// the name is no longer registered.
+    pub fn is_open(&self) -> bool {
+        let mut byte = [0u8; 1];
+        if self.stream.set_nonblocking(true).is_err() {
+            return false;
+        }
+        let open = matches!(
+            self.stream.peek(&mut byte),
+            Err(ref e) if e.kind() == io::ErrorKind::WouldBlock
+        );
+        let _ = self.stream.set_nonblocking(false);
+        open
+    }
 }

@@ -45,6 +45,14 @@ fn kind<T: std::fmt::Debug>(r: io::Result<T>) -> (io::ErrorKind, String) {
     (e.kind(), e.to_string())
 }
 
+/// The I/O error kind of a failed registration.
+fn reg_kind(r: Result<Registration, RegisterError>) -> (io::ErrorKind, String) {
+    match r.expect_err("expected an error") {
+        RegisterError::Io(e) => (e.kind(), e.to_string()),
+        other => panic!("expected an I/O error, got {other}"),
+    }
+}
+
 #[test]
 fn port2_resp_split_into_single_bytes_is_read_by_length() {
     let (addr, h) = fake_epmd(port2_ok(41000, "pulse_split"), 1);
@@ -72,11 +80,11 @@ fn truncated_or_wrong_replies_are_invalid_data() {
         h.join().expect("fake epmd");
     }
     let (addr, h) = fake_epmd(vec![b'?', 0, 0, 0, 0, 1], 6);
-    let (k, msg) = kind(register(addr, "pulse_reg", 1, T));
+    let (k, msg) = reg_kind(register(addr, "pulse_reg", 1, T));
     assert_eq!(k, io::ErrorKind::InvalidData, "{msg}");
     h.join().expect("fake epmd");
     let (addr, h) = fake_epmd(vec![ALIVE2_X_RESP, 0, 0], 6);
-    let (k, msg) = kind(register(addr, "pulse_reg", 1, T));
+    let (k, msg) = reg_kind(register(addr, "pulse_reg", 1, T));
     assert_eq!(k, io::ErrorKind::InvalidData, "{msg}");
     assert!(msg.contains("short ALIVE2"), "{msg}");
     h.join().expect("fake epmd");
@@ -119,7 +127,7 @@ fn bad_alive_names_are_rejected_before_any_io() {
     for bad in ["", "a@b", &"x".repeat(256)] {
         let (k, msg) = kind(port_please(nowhere, bad, T));
         assert_eq!(k, io::ErrorKind::InvalidInput, "{bad:?}: {msg}");
-        let (k, _) = kind(register(nowhere, bad, 1, T));
+        let (k, _) = reg_kind(register(nowhere, bad, 1, T));
         assert_eq!(k, io::ErrorKind::InvalidInput);
         assert!(Responder::start(lo(0), bad, 1).is_err());
     }
