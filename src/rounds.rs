@@ -88,7 +88,7 @@ impl Rounds {
                 self.heartbeat_failing = true;
             }
             None if self.heartbeat_failing => {
-                info!("our heartbeat is written again to {dir}");
+                warnings.push(format!("our heartbeat is written again to {dir}"));
                 self.heartbeat_failing = false;
             }
             _ => {}
@@ -96,6 +96,8 @@ impl Rounds {
         self.membership.pause_expiry(self.heartbeat_failing);
     }
 
+    /// One round. It logs nothing itself: what it has to say goes to the
+    /// reporter in its report, so the log never delays a round.
     fn round(&mut self) {
         let mut warnings = Vec::new();
         self.heartbeat(&mut warnings);
@@ -103,10 +105,10 @@ impl Rounds {
         let (live, expired, mut events) = match self.registry.scan() {
             Ok(scan) => {
                 if self.listing_failing {
-                    info!(
+                    warnings.push(format!(
                         "registry {} can be listed again",
                         self.registry.dir().display()
-                    );
+                    ));
                     self.listing_failing = false;
                 }
                 let observed = self
