@@ -160,7 +160,9 @@ impl Rounds {
     }
 
     /// A node refused at the address we had may have restarted or left
-    /// since the scan: its entry is read again at once. Gone, it left (its
+    /// since the scan (a file system may give its new file the old one's
+    /// inode, so the scan cannot always tell): its entry is read again at
+    /// once. Gone, it left (its
     /// result is dropped; the next scan says so); at a new address, the
     /// round is run again with it (rare: a restart between our scan and our
     /// ping). So a planned restart is not reported as a failure.
@@ -183,6 +185,9 @@ impl Rounds {
                 }
                 match self.registry.read(&t.name).map(|r| r.target()) {
                     Some(now) if now.addr != t.addr => {
+                        // Its file may have the old one's inode and size:
+                        // the next scan must read it too.
+                        self.registry.forget(&t.name);
                         moved = true;
                         now
                     }

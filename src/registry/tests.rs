@@ -263,3 +263,27 @@ fn an_expired_entry_is_removed_only_if_unchanged() {
     assert!(names(&mut reg).is_empty());
     reg.remove_if_unchanged(&now).expect("gone already is fine");
 }
+
+#[test]
+fn a_restarted_node_is_read_afresh_when_its_file_changes_or_it_is_forgotten() {
+    let tmp = TempDir::new("restart");
+    let dir = &tmp.0;
+    let mut reg = Registry::new(dir);
+    let addr = |reg: &mut Registry| reg.scan().expect("scan").records[0].addr;
+    let first = claim(dir, "a@127.0.0.1", 4001);
+    assert_eq!(addr(&mut reg), record("a@127.0.0.1", 4001).addr);
+    // Restarted at a port of another length: another size, read at once.
+    first.remove().expect("leave");
+    let second = claim(dir, "a@127.0.0.1", 40020);
+    assert_eq!(addr(&mut reg), record("a@127.0.0.1", 40020).addr);
+    // Restarted at a port of the same length: the file system may hand out
+    // the same inode again, so the size and inode may not tell. A direct
+    // read does, and so does the scan after `forget` (the round does both
+    // when the old address refuses).
+    second.remove().expect("leave");
+    let _third = claim(dir, "a@127.0.0.1", 40030);
+    let read = reg.read(&name("a@127.0.0.1")).expect("read");
+    assert_eq!(read.addr, record("a@127.0.0.1", 40030).addr);
+    reg.forget(&name("a@127.0.0.1"));
+    assert_eq!(addr(&mut reg), record("a@127.0.0.1", 40030).addr);
+}
