@@ -23,6 +23,8 @@ use crate::erlang::frame::TICK;
 use crate::erlang::handshake::HandshakeError;
 use crate::erlang::link::{self, ReadError, Received};
 use crate::erlang::message;
+use crate::fds;
+use crate::limiter::{self, Limiter};
 
 /// How long a connecting node may take over its handshake (Erlang's own
 /// `net_setuptime` is 7 s).
@@ -31,44 +33,17 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(7);
 const TICK_AFTER: Duration = Duration::from_secs(15);
 /// A link we have heard nothing on for this long is dead (Erlang: 60 s).
 const DEAD_AFTER: Duration = Duration::from_secs(60);
-/// Most inbound links at once; beyond it new connections are closed at once.
-const MAX_INBOUND: usize = 2048;
+/// Most inbound links at once; beyond it new connections are closed at
+/// once. Lower when the descriptor limit is ([`fds::link_cap`]).
+pub const MAX_INBOUND: usize = 2048;
 /// Stack of a reader thread: it decodes small terms (nesting is capped), so
 /// a small stack keeps thousands of links cheap.
 const READER_STACK: usize = 128 * 1024;
-/// Least time between two warnings about the same peer's wrong cookie.
-const WARN_EVERY: Duration = Duration::from_secs(60);
 
 /// Sockets of the live inbound links, so `stop` can wake their readers.
 /// Shared state behind a lock, the named exception: the accept thread adds,
 /// each reader removes its own, `stop` shuts them all.
 type OpenLinks = Arc<Mutex<HashMap<u64, TcpStream>>>;
-
-/// Wrong-cookie warnings, limited to one per peer per [`WARN_EVERY`].
-/// Shared by the reader threads behind a lock.
-#[derive(Default)]
-struct CookieWarnings(Mutex<HashMap<String, (Instant, u32)>>);
-
-impl CookieWarnings {
-    fn warn(&self, peer: &str, addr: SocketAddr) {
-        let Ok(mut seen) = self.0.lock() else { return };
-        let now = Instant::now();
-        let entry = seen
-            .entry(peer.to_string())
-            .or_insert((now - WARN_EVERY - WARN_EVERY, 0));
-        if now.duration_since(entry.0) >= WARN_EVERY {
-            let more = if entry.1 > 0 {
-                format!(" ({} more since the last warning)", entry.1)
-            } else {
-                String::new()
-            };
-            warn!("rejected {peer} from {addr}: wrong cookie{more}");
-            *entry = (now, 0);
-        } else {
-            entry.1 += 1;
-        }
-    }
-}
 
 /// A running listener.
 pub struct Listener(AcceptThread);
@@ -95,10 +70,12 @@ impl Listener {
 
 fn accept_loop(socket: TcpListener, me: Arc<Identity>, stop: Arc<AtomicBool>) {
     let open: OpenLinks = Arc::default();
-    let warnings = Arc::new(CookieWarnings::default());
+    let warnings = limiter::wrong_cookies();
     let mut readers: Vec<JoinHandle<()>> = Vec::new();
     let mut next_id = 0u64;
     let mut full_warned = false;
+    let cap = fds::link_cap(fds::limit(), MAX_INBOUND);
+    let mut backoff = fds::AcceptBackoff::default();
     for incoming in socket.incoming() {
         if stop.load(Ordering::SeqCst) {
             break;
@@ -106,16 +83,15 @@ fn accept_loop(socket: TcpListener, me: Arc<Identity>, stop: Arc<AtomicBool>) {
         let stream = match incoming {
             Ok(s) => s,
             Err(e) => {
-                // Out of descriptors, say: back off a little rather than spin.
-                warn!("accept failed: {e}");
-                thread::sleep(Duration::from_millis(50));
+                thread::sleep(backoff.failed("listener", &e));
                 continue;
             }
         };
+        backoff.succeeded();
         reap(&mut readers);
-        if readers.len() >= MAX_INBOUND {
+        if readers.len() >= cap {
             if !full_warned {
-                warn!("{MAX_INBOUND} inbound links open: refusing more until some close");
+                warn!("{cap} inbound links open: refusing more until some close");
                 full_warned = true;
             }
             continue;
@@ -128,12 +104,12 @@ fn accept_loop(socket: TcpListener, me: Arc<Identity>, stop: Arc<AtomicBool>) {
                 map.insert(id, clone);
             }
         }
-        let (me, open2, warnings) = (me.clone(), open.clone(), warnings.clone());
+        let (me, open2) = (me.clone(), open.clone());
         let spawned = thread::Builder::new()
             .name("pulse-in".into())
             .stack_size(READER_STACK)
             .spawn(move || {
-                serve(stream, &me, &warnings);
+                serve(stream, &me, warnings);
                 if let Ok(mut map) = open2.lock() {
                     map.remove(&id);
                 }
@@ -156,6 +132,7 @@ fn accept_loop(socket: TcpListener, me: Arc<Identity>, stop: Arc<AtomicBool>) {
     for handle in readers {
         handle.join().expect("a reader thread never panics");
     }
+    warnings.log_finish();
 }
 
 /// Joins the reader threads that have finished.
@@ -168,13 +145,13 @@ fn reap(readers: &mut Vec<JoinHandle<()>>) {
 }
 
 /// One inbound link, from handshake to close.
-fn serve(stream: TcpStream, me: &Identity, warnings: &CookieWarnings) {
+fn serve(stream: TcpStream, me: &Identity, warnings: &Limiter) {
     let addr = stream.peer_addr().ok();
     let mut link = match link::accept(stream, me, Instant::now() + HANDSHAKE_TIMEOUT) {
         Ok(link) => link,
         Err(HandshakeError::BadCookie(peer)) => {
             if let Some(addr) = addr {
-                warnings.warn(&peer, addr);
+                warnings.wrong_cookie(&peer, addr);
             }
             return;
         }
@@ -186,7 +163,7 @@ fn serve(stream: TcpStream, me: &Identity, warnings: &CookieWarnings) {
     loop {
         match link.recv(Instant::now() + TICK_AFTER) {
             Ok(Received::Frame(frame)) => {
-                if let Some(reply) = message::answer_call(&frame) {
+                if let Some(reply) = message::answer(&frame) {
                     if link.send(&reply).is_err() {
                         return;
                     }

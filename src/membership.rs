@@ -12,6 +12,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::{Duration, Instant};
 
+use crate::erlang::Phase;
+use crate::logging::text::field;
 use crate::name::NodeName;
 use crate::registry::Record;
 
@@ -21,7 +23,7 @@ pub enum Reason {
     /// Nothing listens at the address.
     Refused,
     /// No answer within the timeout (the phase is named).
-    Timeout(&'static str),
+    Timeout(Phase),
     /// The handshake failed on the cookie.
     BadCookie,
     /// The node at the address has another name.
@@ -38,9 +40,10 @@ impl fmt::Display for Reason {
             Reason::Refused => write!(f, "connection refused"),
             Reason::Timeout(phase) => write!(f, "timeout ({phase})"),
             Reason::BadCookie => write!(f, "bad cookie"),
-            Reason::NameMismatch(got) => write!(f, "name mismatch (it answered as {got})"),
-            Reason::NoAddress(why) => write!(f, "no address ({why})"),
-            Reason::Failed(why) => write!(f, "{why}"),
+            // Text from the peer or EPMD: escaped and bounded wherever it is shown.
+            Reason::NameMismatch(got) => write!(f, "name mismatch (it answered as {})", field(got)),
+            Reason::NoAddress(why) => write!(f, "no address ({})", field(why)),
+            Reason::Failed(why) => write!(f, "{}", field(why)),
         }
     }
 }
@@ -351,7 +354,7 @@ mod tests {
                 .is_empty()
         );
         // A different kind of reason is news.
-        let timeout = Outcome::Down(Reason::Timeout("reply"));
+        let timeout = Outcome::Down(Reason::Timeout(Phase::Reply));
         assert_eq!(m.apply(&[(b.clone(), timeout)], t0).len(), 1);
         assert_eq!(
             m.apply(&[(b.clone(), Outcome::Alive(SEC))], t0),

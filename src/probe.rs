@@ -10,7 +10,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -22,7 +22,7 @@ use crate::erlang::handshake::HandshakeError;
 use crate::erlang::link::{self, DialError, Link, ReadError, Received};
 use crate::erlang::message::{self, CallTemplate, Incoming};
 use crate::erlang::term::{Pid, Term};
-use crate::erlang::{Identity, epmd};
+use crate::erlang::{Identity, Phase, epmd};
 use crate::membership::{Outcome, Reason};
 use crate::name::NodeName;
 
@@ -209,9 +209,9 @@ impl Prober {
                     .remove(&t.name)
                     .unwrap_or(Outcome::Down(Reason::Timeout(
                         if self.dialing.contains(&t.name) {
-                            "connect"
+                            Phase::Connect
                         } else {
-                            "reply"
+                            Phase::Reply
                         },
                     )));
                 (t.name.clone(), outcome)
@@ -302,14 +302,14 @@ fn await_reply(
                 link.send(&TICK).map_err(lost)?;
                 continue;
             }
-            Err(ReadError::Timeout) => return Err(Reason::Timeout("reply")),
+            Err(ReadError::Timeout) => return Err(Reason::Timeout(Phase::Reply)),
             Err(ReadError::Broken(e)) => return Err(lost(e)),
         };
         // The usual case, told from the bytes: our call answered `yes`.
         if call.is_yes(&frame) {
             return Ok(());
         }
-        if let Some(reply) = message::answer_call(&frame) {
+        if let Some(reply) = message::answer(&frame) {
             link.peer_calls = true;
             link.send(&reply).map_err(lost)?;
             continue;
@@ -336,7 +336,7 @@ fn serve_waiting_calls(link: &mut Link) -> Result<(), ReadError> {
     loop {
         let reply = match link.recv(Instant::now()) {
             Ok(Received::Tick) => TICK.to_vec(),
-            Ok(Received::Frame(frame)) => match message::answer_call(&frame) {
+            Ok(Received::Frame(frame)) => match message::answer(&frame) {
                 Some(reply) => reply,
                 None => continue,
             },
@@ -404,19 +404,14 @@ pub fn open(
 }
 
 fn epmd_lookup(name: &NodeName, epmd_port: u16, deadline: Instant) -> Result<SocketAddr, Reason> {
-    let host = name.host();
-    let ip: IpAddr = match host.parse() {
-        Ok(ip) => ip,
-        Err(_) if host == "localhost" => IpAddr::from([127, 0, 0, 1]),
-        Err(_) => {
-            return Err(Reason::NoAddress(format!(
-                "no port in its record and '{host}' is not an IP address"
-            )));
-        }
+    let left = || {
+        deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(1))
     };
-    let left = deadline
-        .saturating_duration_since(Instant::now())
-        .max(Duration::from_millis(1));
+    let ip = crate::name::resolve_host(name.host(), left())
+        .map_err(|e| Reason::NoAddress(format!("no port in its record and {e}")))?;
+    let left = left();
     match epmd::port_please(SocketAddr::new(ip, epmd_port), name.alive(), left) {
         Ok(Some(port)) => Ok(SocketAddr::new(ip, port)),
         Ok(None) => Err(Reason::NoAddress("not registered in EPMD".into())),

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
-use crossbeam_channel::{Receiver, Sender, select};
+use crossbeam_channel::{Receiver, select};
 use log::{info, warn};
 
 use crate::config::Config;
@@ -12,7 +12,7 @@ use crate::name::NodeName;
 use crate::probe::{Prober, Target};
 use crate::registry::own::{Beat, OwnEntry};
 use crate::registry::{Record, Registry};
-use crate::report::{self, Report};
+use crate::report::{self, Outbox, Report};
 
 /// How soon a call from an Erlang node on a link we opened is answered.
 const SERVE_CALLS_EVERY: Duration = Duration::from_millis(20);
@@ -25,7 +25,7 @@ pub(crate) struct Rounds {
     pub(crate) own: OwnEntry,
     pub(crate) membership: Membership,
     pub(crate) prober: Prober,
-    pub(crate) reports: Sender<Report>,
+    pub(crate) reports: Outbox,
     pub(crate) heartbeat_failing: bool,
     pub(crate) listing_failing: bool,
 }

@@ -8,9 +8,9 @@ use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use super::Identity;
 use super::frame::{FrameReader, Next};
 use super::handshake::{self, HandshakeError, Peer};
+use super::{Identity, Phase};
 
 /// How long one write may block. A healthy peer always has room in its
 /// receive buffer for a ping; one that stops reading loses its link.
@@ -181,7 +181,7 @@ pub enum DialError {
     /// Nothing listens there.
     Refused,
     /// The deadline passed; the phase says where.
-    Timeout(&'static str),
+    Timeout(Phase),
     /// The handshake failed.
     Handshake(HandshakeError),
     /// Another socket error.
@@ -209,11 +209,11 @@ pub fn dial(
 ) -> Result<Link, DialError> {
     let left = deadline.saturating_duration_since(Instant::now());
     if left.is_zero() {
-        return Err(DialError::Timeout("connect"));
+        return Err(DialError::Timeout(Phase::Connect));
     }
     let stream = TcpStream::connect_timeout(&addr, left).map_err(|e| match e.kind() {
         io::ErrorKind::ConnectionRefused => DialError::Refused,
-        _ if is_timeout(&e) => DialError::Timeout("connect"),
+        _ if is_timeout(&e) => DialError::Timeout(Phase::Connect),
         _ => DialError::Io(e),
     })?;
     stream.set_nodelay(true).map_err(DialError::Io)?;
@@ -226,7 +226,7 @@ pub fn dial(
         peer_name,
     )
     .map_err(|e| match e {
-        HandshakeError::Io(io) if is_timeout(&io) => DialError::Timeout("handshake"),
+        HandshakeError::Io(io) if is_timeout(&io) => DialError::Timeout(Phase::Handshake),
         other => DialError::Handshake(other),
     })?;
     Link::new(stream, peer, addr).map_err(DialError::Io)

@@ -202,7 +202,7 @@ impl Drop for Node {
     }
 }
 
-/// Parses `HH:MM:SS.mmm [INFO] NAME["a@h": true, b@h: false]` for node `me`.
+/// Parses `HH:MM:SS.mmm [info] NAME["a@h": true, b@h: false]` for node `me`.
 pub fn parse_status(line: &str, me: &str) -> Option<BTreeMap<String, bool>> {
     let (_, rest) = split_log_line(line)?;
     let list = rest
@@ -241,7 +241,7 @@ pub fn split_log_line(line: &str) -> Option<(&str, &str)> {
     }
     let rest = rest.strip_prefix('[')?;
     let (level, message) = rest.split_once("] ")?;
-    // Upper case from pulse (simplelog), lower case from Elixir's Logger.
+    // Elixir's Logger words, which pulse writes too; upper case from older pulse.
     let known = [
         "error", "warn", "warning", "notice", "info", "debug", "trace",
     ];
