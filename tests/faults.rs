@@ -76,12 +76,12 @@ fn status_lines_in_file(dir: &TempDir, name: &str) -> usize {
         .count()
 }
 
-fn heartbeat(dir: &TempDir, name: &str) -> Option<String> {
-    let record = fs::read_to_string(dir.sync_dir().join(name)).ok()?;
-    record
-        .lines()
-        .find_map(|l| l.strip_prefix("heartbeat "))
-        .map(str::to_string)
+/// A node's heartbeat: its record file's modification time (the record is
+/// written once and then touched).
+fn heartbeat(dir: &TempDir, name: &str) -> Option<std::time::SystemTime> {
+    fs::metadata(dir.sync_dir().join(name))
+        .and_then(|m| m.modified())
+        .ok()
 }
 
 /// A pulse process whose stdout nobody reads (until asked to); its stderr

@@ -189,8 +189,10 @@ fn pulse_and_the_recipes_elixir_nodes_form_one_cluster() {
         "{}",
         p1.dump()
     );
+    // Once, or again when the reason changes kind (reset while it dies,
+    // then no longer in EPMD).
     assert!(
-        p1.count_containing("node e2@127.0.0.1 is down") == 1,
+        p1.count_containing("node e2@127.0.0.1 is down") >= 1,
         "{}",
         p1.dump()
     );
