@@ -517,3 +517,42 @@ fn too_few_descriptors_hide_no_live_node_and_cause_no_warning_storm() {
     assert!(storm <= 1, "{}", node.dump());
     drop(held);
 }
+
+#[test]
+fn a_cookie_file_others_may_read_is_refused_as_erlang_refuses_it() {
+    let dir = TempDir::new("loose-cookie");
+    let cookie = dir.path().join(".erlang.cookie");
+    fs::write(&cookie, "secret").expect("cookie");
+    let run = || {
+        pulse_cmd(&dir)
+            .args([
+                "--name",
+                "c1@127.0.0.1",
+                "--epmd",
+                "off",
+                "--interval",
+                "100",
+            ])
+            .arg("--sync-dir")
+            .arg(dir.sync_dir())
+            .arg("--log-file")
+            .arg(dir.log_file())
+            .output()
+            .expect("run")
+    };
+    for mode in [0o644, 0o440] {
+        let loose = std::os::unix::fs::PermissionsExt::from_mode(mode);
+        fs::set_permissions(&cookie, loose).expect("chmod");
+        let out = run();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "mode {mode:o}: {stderr}");
+        assert!(
+            stderr.contains("must be accessible by owner only"),
+            "mode {mode:o}: {stderr}"
+        );
+        assert!(
+            !dir.sync_dir().exists(),
+            "a node started with mode {mode:o}"
+        );
+    }
+}
