@@ -1,41 +1,36 @@
 //! The round thread: every interval, heartbeat, scan, expire, ping every
 //! member and hand the report to the reporter.
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, select};
 use log::{info, warn};
 
 use crate::config::Config;
-use crate::discovery::Discovery;
-use crate::membership::Membership;
+use crate::discovery::DnsPeers;
+use crate::membership::{Membership, Outcome, Reason};
+use crate::name::NodeName;
 use crate::probe::{Prober, Target};
-use crate::registry::{self, Record};
+use crate::registry::own::{Beat, OwnEntry};
+use crate::registry::{Record, Registry};
 use crate::report::{self, Outbox, Report};
 
 /// How soon a call from an Erlang node on a link we opened is answered.
 const SERVE_CALLS_EVERY: Duration = Duration::from_millis(20);
 
-pub(crate) fn own_record(config: &Config, addr: SocketAddr) -> Record {
-    Record {
-        name: config.name.clone(),
-        addr: Some(addr),
-        heartbeat: registry::unix_ms(SystemTime::now()).to_string(),
-        version: 0,
-    }
-}
-
 /// The round thread's state.
 pub(crate) struct Rounds {
     pub(crate) config: Config,
-    pub(crate) addr: SocketAddr,
-    /// Where members are found; taken when the node leaves.
-    pub(crate) discovery: Option<Discovery>,
+    pub(crate) registry: Registry,
+    /// Our entry, held until we leave; none in DNS mode.
+    pub(crate) own: Option<OwnEntry>,
+    /// In DNS mode, what the round asks instead of the directory.
+    pub(crate) dns: Option<DnsPeers>,
     pub(crate) membership: Membership,
     pub(crate) prober: Prober,
     pub(crate) reports: Outbox,
     pub(crate) heartbeat_failing: bool,
+    pub(crate) listing_failing: bool,
 }
 
 impl Rounds {
@@ -60,11 +55,12 @@ impl Rounds {
             }
         }
         let mut how = "registry entry removed";
-        if let Some(discovery) = self.discovery.take() {
-            if matches!(discovery, Discovery::Dns(_)) {
-                how = "its EPMD now answers without it";
-            }
-            if let Err(e) = discovery.leave(&self.config.name) {
+        if let Some(dns) = self.dns.take() {
+            dns.stop();
+            how = "its EPMD now answers without it";
+        }
+        if let Some(own) = self.own.take() {
+            if let Err(e) = own.remove() {
                 warn!("could not remove our registry entry: {e}");
             }
         }
@@ -72,49 +68,99 @@ impl Rounds {
         self.prober.close();
     }
 
+    /// Touches our entry; says once (in `warnings`) when that starts
+    /// failing, and pauses expiry meanwhile.
+    fn heartbeat(&mut self, warnings: &mut Vec<String>) {
+        let Some(own) = self.own.as_mut() else {
+            return;
+        };
+        let dir = self.registry.dir().display().to_string();
+        let failure = match own.beat(SystemTime::now()) {
+            Ok(Beat::Touched) => None,
+            Ok(Beat::Recreated) => {
+                warnings.push(format!(
+                    "our registry entry was gone: written again in {dir}"
+                ));
+                None
+            }
+            Ok(Beat::Replaced) => Some(format!(
+                "another file stands under our name {} in {dir}: another node may be using the name",
+                self.config.name
+            )),
+            Err(e) => Some(format!(
+                "cannot write our heartbeat to {dir}: {e}; other nodes will expire this node, \
+                 and it expires no one meanwhile"
+            )),
+        };
+        match failure {
+            Some(why) if !self.heartbeat_failing => {
+                warnings.push(why);
+                self.heartbeat_failing = true;
+            }
+            None if self.heartbeat_failing => {
+                warnings.push(format!("our heartbeat is written again to {dir}"));
+                self.heartbeat_failing = false;
+            }
+            _ => {}
+        }
+        self.membership.pause_expiry(self.heartbeat_failing);
+    }
+
     /// One round. It logs nothing itself: what it has to say goes to the
     /// reporter in its report, so the log never delays a round.
     fn round(&mut self) {
-        let Some(discovery) = self.discovery.as_mut() else {
-            return;
-        };
+        if self.dns.is_some() {
+            return self.round_dns();
+        }
         let mut warnings = Vec::new();
-        match discovery.heartbeat(&own_record(&self.config, self.addr)) {
-            Ok(()) => self.heartbeat_failing = false,
-            Err(e) => {
-                if !self.heartbeat_failing {
+        self.heartbeat(&mut warnings);
+        let now = Instant::now();
+        let (live, expired, mut events) = match self.registry.scan() {
+            Ok(scan) => {
+                if self.listing_failing {
                     warnings.push(format!(
-                        "cannot write our heartbeat to {}: {e}",
-                        discovery.describe()
+                        "registry {} can be listed again",
+                        self.registry.dir().display()
                     ));
+                    self.listing_failing = false;
                 }
-                self.heartbeat_failing = true;
+                let observed = self
+                    .membership
+                    .observe(scan.records, scan.dir_replaced, now);
+                (observed.live, observed.expired, observed.events)
+            }
+            // The members are whoever we knew: a registry we cannot list
+            // says nothing about them.
+            Err(e) => {
+                if !self.listing_failing {
+                    warnings.push(format!(
+                        "registry: cannot list {}: {e}; pinging the nodes known so far",
+                        self.registry.dir().display()
+                    ));
+                    self.listing_failing = true;
+                }
+                (self.membership.records(), Vec::new(), Vec::new())
+            }
+        };
+        warnings.extend(self.registry.take_warnings());
+        for record in &expired {
+            if let Err(e) = self.registry.remove_if_unchanged(record) {
+                warnings.push(format!(
+                    "could not remove the expired entry {}: {e}",
+                    record.name
+                ));
             }
         }
-        let (candidates, left) = discovery.candidates();
-        let mut events: Vec<_> = left
-            .iter()
-            .filter_map(|n| self.membership.leave(n))
-            .collect();
-        let observed = self.membership.observe(candidates, Instant::now());
-        warnings.extend(discovery.take_warnings());
-        for name in &observed.expired {
-            if let Err(e) = discovery.remove(name) {
-                warnings.push(format!("could not remove the expired entry {name}: {e}"));
+        let targets: Vec<Target> = live.iter().map(Record::target).collect();
+        let mut results = self.prober.round(&targets, self.config.timeout);
+        self.retry_moved(&mut results, &targets);
+        for (name, outcome) in &results {
+            if !outcome.is_alive() {
+                // It may have restarted at another address: read it afresh.
+                self.registry.forget(name);
             }
         }
-        let targets: Vec<Target> = observed
-            .live
-            .into_iter()
-            .map(|r| Target {
-                name: r.name,
-                addr: r.addr,
-            })
-            .collect();
-        let results = self.prober.round(&targets, self.config.timeout);
-        discovery.pinged(&results);
-        events.extend(observed.events);
-        events.extend(self.membership.apply(&results));
+        events.extend(self.membership.apply(&results, Instant::now()));
         let line = report::status_line(&self.config.name, &results);
         report::offer(
             &self.reports,
@@ -124,5 +170,84 @@ impl Rounds {
                 warnings,
             },
         );
+    }
+
+    /// One round in DNS mode: the candidates found so far instead of a
+    /// scan; they go only by a leave or the TTL without a successful ping.
+    fn round_dns(&mut self) {
+        let Some(dns) = self.dns.as_mut() else {
+            return;
+        };
+        let now = Instant::now();
+        let (candidates, left) = dns.candidates();
+        let mut events: Vec<_> = left
+            .iter()
+            .filter_map(|n| self.membership.leave(n))
+            .collect();
+        let observed = self.membership.observe(candidates, false, now);
+        for record in &observed.expired {
+            dns.remove(&record.name);
+        }
+        events.extend(observed.events);
+        let targets: Vec<Target> = observed.live.iter().map(Record::target).collect();
+        let results = self.prober.round(&targets, self.config.timeout);
+        dns.pinged(&results);
+        events.extend(self.membership.apply(&results, Instant::now()));
+        let line = report::status_line(&self.config.name, &results);
+        let warnings = Vec::new();
+        report::offer(
+            &self.reports,
+            Report {
+                events,
+                line,
+                warnings,
+            },
+        );
+    }
+
+    /// A node refused at the address we had may have restarted or left
+    /// since the scan (a file system may give its new file the old one's
+    /// inode, so the scan cannot always tell): its entry is read again at
+    /// once. Gone, it left (its
+    /// result is dropped; the next scan says so); at a new address, the
+    /// round is run again with it (rare: a restart between our scan and our
+    /// ping). So a planned restart is not reported as a failure.
+    fn retry_moved(&mut self, results: &mut Vec<(NodeName, Outcome)>, targets: &[Target]) {
+        let refused: Vec<NodeName> = results
+            .iter()
+            .filter(|(_, o)| *o == Outcome::Down(Reason::Refused))
+            .map(|(n, _)| n.clone())
+            .collect();
+        if refused.is_empty() {
+            return;
+        }
+        let mut moved = false;
+        let mut left = Vec::new();
+        let retargeted: Vec<Target> = targets
+            .iter()
+            .map(|t| {
+                if !refused.contains(&t.name) {
+                    return t.clone();
+                }
+                match self.registry.read(&t.name).map(|r| r.target()) {
+                    Some(now) if now.addr != t.addr => {
+                        // Its file may have the old one's inode and size:
+                        // the next scan must read it too.
+                        self.registry.forget(&t.name);
+                        moved = true;
+                        now
+                    }
+                    Some(_) => t.clone(),
+                    None => {
+                        left.push(t.name.clone());
+                        t.clone()
+                    }
+                }
+            })
+            .collect();
+        if moved {
+            *results = self.prober.round(&retargeted, self.config.timeout);
+        }
+        results.retain(|(n, _)| !left.contains(n));
     }
 }

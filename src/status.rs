@@ -11,7 +11,7 @@ use crate::erlang::Identity;
 use crate::json;
 use crate::membership::Outcome;
 use crate::probe::{Prober, Target};
-use crate::registry::{self, Record};
+use crate::registry::{self, Record, Registry};
 
 /// The name a one-shot check speaks as: unique per process, on our address.
 fn checker(config: &Config, what: &str) -> Arc<Identity> {
@@ -20,17 +20,30 @@ fn checker(config: &Config, what: &str) -> Arc<Identity> {
 }
 
 fn ping_all(me: Arc<Identity>, records: &[Record], config: &Config) -> io::Result<Vec<Outcome>> {
-    let targets: Vec<Target> = records
-        .iter()
-        .map(|r| Target {
-            name: r.name.clone(),
-            addr: r.addr,
-        })
-        .collect();
+    let targets: Vec<Target> = records.iter().map(Record::target).collect();
     let mut prober = Prober::start(me, config.epmd_port)?;
     let results = prober.round(&targets, config.timeout);
     prober.close();
     Ok(results.into_iter().map(|(_, o)| o).collect())
+}
+
+/// Every node entry in the registry; none when the directory does not exist.
+/// In DNS mode the nodes behind the name, or with `own_host` only those our
+/// own EPMD names (no DNS needed). `me` speaks any handshake that names one.
+fn registered(config: &Config, me: &Identity, own_host: bool) -> io::Result<Vec<Record>> {
+    if let Some(source) = &config.dns {
+        let found = if own_host {
+            discovery::on_this_host(config, source, me)
+        } else {
+            discovery::registered(config, source, me)
+        };
+        return found.map_err(io::Error::other);
+    }
+    match Registry::new(&config.sync_dir).scan() {
+        Ok(scan) => Ok(scan.records),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
 }
 
 /// One registered node as `pulse status` saw it.
@@ -38,7 +51,7 @@ fn ping_all(me: Arc<Identity>, records: &[Record], config: &Config) -> io::Resul
 pub struct NodeStatus {
     /// The registered name.
     pub name: String,
-    /// The record's address; `None` for a bare entry (asked of EPMD).
+    /// The record's address; `None` for a foreign entry (asked of EPMD).
     pub address: Option<String>,
     /// Whether it answered the ping.
     pub alive: bool,
@@ -53,7 +66,7 @@ pub struct NodeStatus {
 /// Pings every registered node once and describes each.
 pub fn check_all(config: &Config) -> io::Result<Vec<NodeStatus>> {
     let me = checker(config, "status");
-    let records = discovery::registered(config, &me).map_err(io::Error::other)?;
+    let records = registered(config, &me, false)?;
     let outcomes = ping_all(me, &records, config)?;
     let now = registry::unix_ms(SystemTime::now());
     Ok(records
@@ -69,7 +82,8 @@ pub fn check_all(config: &Config) -> io::Result<Vec<NodeStatus>> {
                 address: record.addr.map(|a| a.to_string()),
                 alive,
                 rtt,
-                heartbeat_age_ms: record.heartbeat_ms().map(|hb| now.saturating_sub(hb)),
+                // The heartbeat is the file's modification time, whoever wrote it.
+                heartbeat_age_ms: Some(now.saturating_sub(record.modified_ms)),
                 reason,
             }
         })
@@ -154,7 +168,8 @@ pub fn to_json(nodes: &[NodeStatus]) -> String {
 /// it does not answer; an error when none can be found.
 pub fn health(config: &Config, name_given: bool) -> Result<bool, String> {
     let me = checker(config, "health");
-    let records = discovery::on_this_host(config, &me)?;
+    let records = registered(config, &me, true)
+        .map_err(|e| format!("cannot list {}: {e}", discovery::source(config)))?;
     let own: Vec<Record> = records
         .into_iter()
         .filter(|r| {

@@ -4,10 +4,12 @@
 mod cli;
 mod cluster;
 mod dns;
+mod epmd;
 mod erlang;
 mod faults;
 mod forged;
 mod hostile;
 mod mixed;
+mod registry;
 mod util;
 mod watch;

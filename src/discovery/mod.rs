@@ -13,7 +13,6 @@ pub mod resolver;
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::io;
 use std::net::SocketAddr;
 use std::time::{Instant, SystemTime};
 
@@ -21,7 +20,7 @@ use crate::config::Config;
 use crate::erlang::Identity;
 use crate::membership::Outcome;
 use crate::name::NodeName;
-use crate::registry::{self, Record, Registry};
+use crate::registry::{self, Record};
 use resolver::{Found, Resolver};
 
 /// The `dns:NAME[:PORT]` form of `--registry`.
@@ -68,89 +67,6 @@ impl std::str::FromStr for DnsName {
     }
 }
 
-/// The source of one node's candidates.
-pub enum Discovery {
-    /// The shared registry directory.
-    Dir(Registry),
-    /// DNS, through the resolver thread.
-    Dns(DnsPeers),
-}
-
-impl Discovery {
-    /// Where candidates come from, for messages.
-    pub fn describe(&self) -> String {
-        match self {
-            Discovery::Dir(registry) => registry.dir().display().to_string(),
-            Discovery::Dns(peers) => peers.source.to_string(),
-        }
-    }
-
-    /// Makes us findable: the directory gets our record; in DNS mode the
-    /// orchestrator's DNS and our EPMD already do it.
-    pub fn heartbeat(&mut self, own: &Record) -> io::Result<()> {
-        match self {
-            Discovery::Dir(registry) => registry.write(own),
-            Discovery::Dns(_) => Ok(()),
-        }
-    }
-
-    /// This round's candidates, and the members that left since the last
-    /// round without a record to vanish (DNS mode only).
-    pub fn candidates(&mut self) -> (Vec<Record>, Vec<NodeName>) {
-        match self {
-            Discovery::Dir(registry) => (registry.scan(), Vec::new()),
-            Discovery::Dns(peers) => peers.candidates(),
-        }
-    }
-
-    /// Warnings about the registry's entries since the last call, for the
-    /// round's report (the DNS thread logs its own).
-    pub fn take_warnings(&mut self) -> Vec<String> {
-        match self {
-            Discovery::Dir(registry) => registry.take_warnings(),
-            Discovery::Dns(_) => Vec::new(),
-        }
-    }
-
-    /// Drops an expired member.
-    pub fn remove(&mut self, name: &NodeName) -> io::Result<()> {
-        match self {
-            Discovery::Dir(registry) => registry.remove(name),
-            Discovery::Dns(peers) => {
-                peers.members.known.remove(name);
-                Ok(())
-            }
-        }
-    }
-
-    /// Takes a round's ping results: a success is a DNS member's heartbeat;
-    /// a failure has its record (or its address) looked at afresh.
-    pub fn pinged(&mut self, results: &[(NodeName, Outcome)]) {
-        match self {
-            Discovery::Dir(registry) => {
-                for (name, outcome) in results {
-                    if !outcome.is_alive() {
-                        // It may have restarted at another address.
-                        registry.forget(name);
-                    }
-                }
-            }
-            Discovery::Dns(peers) => peers.pinged(results),
-        }
-    }
-
-    /// Takes us out: removes our record, or stops the DNS thread.
-    pub fn leave(self, me: &NodeName) -> io::Result<()> {
-        match self {
-            Discovery::Dir(registry) => registry.remove(me),
-            Discovery::Dns(peers) => {
-                peers.resolver.stop();
-                Ok(())
-            }
-        }
-    }
-}
-
 /// Where nodes are registered, for messages.
 pub fn source(config: &Config) -> String {
     match &config.dns {
@@ -159,12 +75,9 @@ pub fn source(config: &Config) -> String {
     }
 }
 
-/// Every node registered now, for a one-shot check: the directory's records,
-/// or one DNS lookup with each address named. `me` speaks any handshake.
-pub fn registered(config: &Config, me: &Identity) -> Result<Vec<Record>, String> {
-    let Some(source) = &config.dns else {
-        return Ok(Registry::new(&config.sync_dir).scan());
-    };
+/// Every node behind the name now, for a one-shot check: one lookup, each
+/// address named. `me` speaks any handshake.
+pub fn registered(config: &Config, source: &DnsName, me: &Identity) -> Result<Vec<Record>, String> {
     let settings = resolver::settings(config, source)?;
     let deadline = Instant::now() + settings.timeout;
     let ips = resolver::resolve(&settings.resolv, &source.name, deadline)
@@ -181,13 +94,13 @@ pub fn registered(config: &Config, me: &Identity) -> Result<Vec<Record>, String>
     Ok(records)
 }
 
-/// The nodes this host registered, for a health check: in the directory,
-/// every record (the caller picks ours); in DNS mode the nodes our own EPMD
-/// (or port) names, so neither DNS nor any peer is needed.
-pub fn on_this_host(config: &Config, me: &Identity) -> Result<Vec<Record>, String> {
-    let Some(source) = &config.dns else {
-        return Ok(Registry::new(&config.sync_dir).scan());
-    };
+/// The nodes on this host, for a health check: those our own EPMD (or
+/// port) names, so neither DNS nor any peer is needed.
+pub fn on_this_host(
+    config: &Config,
+    source: &DnsName,
+    me: &Identity,
+) -> Result<Vec<Record>, String> {
     let found = resolver::names_at(config.ip, source.port, config.epmd_port, me, config.timeout)?;
     Ok(found.into_iter().map(unpinged).collect())
 }
@@ -195,40 +108,51 @@ pub fn on_this_host(config: &Config, me: &Identity) -> Result<Vec<Record>, Strin
 /// A record for a node found through DNS, not pinged yet.
 fn unpinged(c: resolver::Candidate) -> Record {
     Record {
-        name: c.name,
-        addr: Some(c.addr),
         heartbeat: "-".into(),
-        version: 0,
+        ..Record::new(c.name, c.addr, SystemTime::now())
     }
 }
 
-/// The members found through DNS, with the thread that finds them.
+/// The members found through DNS, with the thread that finds them: what
+/// the round asks instead of scanning the directory.
 pub struct DnsPeers {
-    source: DnsName,
     resolver: Resolver,
     members: DnsMembers,
 }
 
 impl DnsPeers {
-    /// Members found by `resolver` for `source`, with `own` always among them.
-    pub fn new(source: DnsName, resolver: Resolver, own: Record) -> DnsPeers {
+    /// Members found by `resolver`, with `own` always among them.
+    pub fn new(resolver: Resolver, own: Record) -> DnsPeers {
         DnsPeers {
-            source,
             resolver,
             members: DnsMembers::new(own),
         }
     }
 
-    fn candidates(&mut self) -> (Vec<Record>, Vec<NodeName>) {
+    /// This round's candidates, and the members that left since the last
+    /// round (their EPMD answers without them).
+    pub fn candidates(&mut self) -> (Vec<Record>, Vec<NodeName>) {
         let left = self.members.take(self.resolver.found());
         (self.members.records(), left)
     }
 
-    fn pinged(&mut self, results: &[(NodeName, Outcome)]) {
+    /// Takes a round's ping results: a success is a member's heartbeat; a
+    /// failure has its address asked about again.
+    pub fn pinged(&mut self, results: &[(NodeName, Outcome)]) {
         let now = registry::unix_ms(SystemTime::now());
         for (name, addr) in self.members.pinged(results, now) {
             self.resolver.check(name, addr);
         }
+    }
+
+    /// Drops a member that expired.
+    pub fn remove(&mut self, name: &NodeName) {
+        self.members.known.remove(name);
+    }
+
+    /// Stops the DNS thread.
+    pub fn stop(self) {
+        self.resolver.stop();
     }
 }
 
@@ -258,12 +182,10 @@ impl DnsMembers {
             match found {
                 Found::Candidates(candidates) => {
                     for c in candidates.into_iter().filter(|c| c.name != self.own.name) {
-                        let record = self.known.entry(c.name.clone()).or_insert(Record {
-                            name: c.name,
-                            addr: Some(c.addr),
-                            heartbeat: "-".into(),
-                            version: 0,
-                        });
+                        let record = self
+                            .known
+                            .entry(c.name.clone())
+                            .or_insert_with(|| unpinged(c.clone()));
                         record.addr = Some(c.addr);
                     }
                 }
@@ -338,9 +260,9 @@ mod tests {
     ) -> Vec<Event> {
         let left = members.take(found);
         let mut events: Vec<Event> = left.iter().filter_map(|n| membership.leave(n)).collect();
-        let observed = membership.observe(members.records(), now);
-        for n in &observed.expired {
-            members.known.remove(n);
+        let observed = membership.observe(members.records(), false, now);
+        for r in &observed.expired {
+            members.known.remove(&r.name);
         }
         events.extend(observed.events);
         let results: Vec<(NodeName, Outcome)> = observed
@@ -357,18 +279,13 @@ mod tests {
             })
             .collect();
         members.pinged(&results, 0);
-        events.extend(membership.apply(&results));
+        events.extend(membership.apply(&results, now));
         events
     }
 
     #[test]
     fn partial_answers_and_failed_lookups_remove_nobody() {
-        let own = Record {
-            name: name(0),
-            addr: Some(candidate(0).addr),
-            heartbeat: "-".into(),
-            version: 0,
-        };
+        let own = Record::new(name(0), candidate(0).addr, SystemTime::now());
         let mut members = DnsMembers::new(own);
         let mut membership = Membership::new(name(0), SEC, 5 * SEC);
         let t0 = Instant::now();
@@ -393,12 +310,7 @@ mod tests {
 
     #[test]
     fn only_a_leave_or_the_ttl_without_a_ping_removes() {
-        let own = Record {
-            name: name(0),
-            addr: Some(candidate(0).addr),
-            heartbeat: "-".into(),
-            version: 0,
-        };
+        let own = Record::new(name(0), candidate(0).addr, SystemTime::now());
         let mut members = DnsMembers::new(own);
         let mut membership = Membership::new(name(0), SEC, 5 * SEC);
         let t0 = Instant::now();
