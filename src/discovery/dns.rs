@@ -132,7 +132,7 @@ struct Query<'a> {
 
 impl Query<'_> {
     fn bytes(&self) -> Result<Vec<u8>, LookupError> {
-        message::query(self.id, self.name, self.qtype).map_err(LookupError::BadName)
+        message::query(self.id, self.name, self.qtype).map_err(|e| LookupError::BadName(e.into()))
     }
 
     /// Whether `reply` is a response with our id (cheap, before parsing).

@@ -41,20 +41,20 @@ pub struct Reply {
 
 /// A query for `name` (without a trailing dot) and `qtype`, recursion
 /// desired.
-pub fn query(id: u16, name: &str, qtype: u16) -> Result<Vec<u8>, String> {
+pub fn query(id: u16, name: &str, qtype: u16) -> Result<Vec<u8>, &'static str> {
     let mut msg = Vec::with_capacity(18 + name.len());
     for v in [id, FLAG_RD, 1, 0, 0, 0] {
         msg.extend_from_slice(&v.to_be_bytes());
     }
     if name.is_empty() || name.len() + 2 > MAX_NAME {
-        return Err(format!("name of {} bytes", name.len()));
+        return Err("the name must be 1 to 253 bytes");
     }
     for label in name.split('.') {
         if label.is_empty() || label.len() > MAX_LABEL {
-            return Err(format!("label '{label}' must be 1 to 63 bytes"));
+            return Err("every label must be 1 to 63 bytes");
         }
         if !label.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(format!("label '{label}' is not printable ASCII"));
+            return Err("a label is not printable ASCII");
         }
         msg.push(label.len() as u8);
         msg.extend_from_slice(label.as_bytes());
@@ -74,21 +74,21 @@ pub fn is_response_to(msg: &[u8], id: u16) -> bool {
 
 /// Parses a reply to our query (`id`, `name`, `qtype`). A reply to another
 /// question is an error.
-pub fn parse_reply(msg: &[u8], id: u16, name: &str, qtype: u16) -> Result<Reply, String> {
+pub fn parse_reply(msg: &[u8], id: u16, name: &str, qtype: u16) -> Result<Reply, &'static str> {
     let mut r = Reader { msg, pos: 0 };
     let (got_id, flags) = (r.u16()?, r.u16()?);
     let (qdcount, ancount) = (r.u16()?, r.u16()?);
     r.skip(4)?; // authority and additional counts: not read
     if got_id != id || flags & FLAG_QR == 0 {
-        return Err("not a response to our query".into());
+        return Err("not a response to our query");
     }
     if qdcount != 1 {
-        return Err(format!("{qdcount} questions in the reply"));
+        return Err("not one question in the reply");
     }
     let asked = r.name()?;
     let (got_type, got_class) = (r.u16()?, r.u16()?);
     if !asked.eq_ignore_ascii_case(name) || got_type != qtype || got_class != CLASS_IN {
-        return Err(format!("a reply about '{asked}' type {got_type}"));
+        return Err("a reply to another question");
     }
     let truncated = flags & FLAG_TC != 0;
     let rcode = (flags & 0x000f) as u8;
@@ -129,26 +129,26 @@ struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], &'static str> {
         let end = self.pos.checked_add(n).filter(|e| *e <= self.msg.len());
-        let end = end.ok_or_else(|| format!("message cut short at byte {}", self.pos))?;
+        let end = end.ok_or("message cut short")?;
         let bytes = &self.msg[self.pos..end];
         self.pos = end;
         Ok(bytes)
     }
 
-    fn skip(&mut self, n: usize) -> Result<(), String> {
+    fn skip(&mut self, n: usize) -> Result<(), &'static str> {
         self.take(n).map(|_| ())
     }
 
-    fn u16(&mut self) -> Result<u16, String> {
+    fn u16(&mut self) -> Result<u16, &'static str> {
         let b = self.take(2)?;
         Ok(u16::from_be_bytes([b[0], b[1]]))
     }
 
     /// Reads a name, following compression pointers, which must point
     /// before the label that holds them.
-    fn name(&mut self) -> Result<String, String> {
+    fn name(&mut self) -> Result<String, &'static str> {
         let mut name = String::new();
         let mut at = self.pos;
         let mut resume = None;
@@ -169,7 +169,7 @@ impl<'a> Reader<'a> {
                     }
                     name.extend(label.iter().map(|&b| char::from(b)));
                     if name.len() > MAX_NAME {
-                        return Err("name longer than 255 bytes".into());
+                        return Err("name longer than 255 bytes");
                     }
                     at += 1 + usize::from(len);
                 }
@@ -177,12 +177,12 @@ impl<'a> Reader<'a> {
                     let low = *self.msg.get(at + 1).ok_or("pointer cut short")?;
                     let target = usize::from(u16::from_be_bytes([len & 0x3f, low]));
                     if target >= at {
-                        return Err("compression pointer points forward".into());
+                        return Err("compression pointer points forward");
                     }
                     resume.get_or_insert(at + 2);
                     at = target;
                 }
-                _ => return Err(format!("unknown label type {len:#04x}")),
+                _ => return Err("unknown label type"),
             }
         }
         self.pos = resume.unwrap_or(at);
