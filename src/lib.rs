@@ -8,6 +8,7 @@
 pub mod acceptor;
 pub mod config;
 pub mod erlang;
+pub mod links;
 pub mod listener;
 pub mod logging;
 pub mod membership;

@@ -1,8 +1,9 @@
 //! A running node: starts its threads, wires their channels, stops them.
 //!
 //! ```text
-//! pulse-listen ── pulse-in (one per inbound link): handshake, answer pings and ticks
-//! pulse-round  ── every interval: heartbeat, scan, expire, ping all (pulse-dial-N open links)
+//! pulse-listen ── pulse-in (one per inbound link): handshake, then read it
+//! pulse-round  ── every interval: heartbeat, scan, expire, ping all over the link table
+//!      │           (pulse-dial: one per missing link; pulse-link: reads a link we opened)
 //!      │ Report
 //!      ▼
 //! pulse-report ── events and the status line to the log
@@ -20,6 +21,7 @@ use log::info;
 
 use crate::config::{Config, EpmdMode};
 use crate::erlang::{Identity, epmd};
+use crate::links::Links;
 use crate::listener::Listener;
 use crate::membership::{Membership, Reason};
 use crate::name::NodeName;
@@ -95,12 +97,13 @@ impl Node {
         let registry = Registry::new(&config.sync_dir);
         check_name_is_free(&registry, config, &me)?;
 
-        let listener = Listener::start(socket, me.clone()).map_err(Error::Thread)?;
+        let (links, link_events) = Links::new(me.clone());
+        let listener = Listener::start(socket, links.clone()).map_err(Error::Thread)?;
         // Known to EPMD and the registry only once the listener answers, so
         // a node that finds us can connect at once.
         let epmd_presence = join_epmd(config, addr.port())?;
         let reporter = Reporter::start().map_err(Error::Thread)?;
-        let prober = Prober::start(me.clone(), config.epmd_port).map_err(Error::Thread)?;
+        let prober = Prober::new(links, link_events, config.epmd_port);
         // Written here, not only by the first round, so a registry we cannot
         // write to stops the start with a clear error.
         registry

@@ -13,7 +13,7 @@ use crate::name::NodeName;
 pub struct Report {
     /// Changes since the last round.
     pub events: Vec<Event>,
-    /// The status line.
+    /// The status line; empty for events that cannot wait for the round.
     pub line: String,
 }
 
@@ -93,7 +93,9 @@ fn write_reports(rx: Receiver<Report>) {
                 _ => info!("{event}"),
             }
         }
-        info!("{}", report.line);
+        if !report.line.is_empty() {
+            info!("{}", report.line);
+        }
     }
 }
 

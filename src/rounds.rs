@@ -1,20 +1,20 @@
 //! The round thread: every interval, heartbeat, scan, expire, ping every
-//! member and hand the report to the reporter.
+//! member and hand the report to the reporter. Between rounds it waits for
+//! the next tick, and for links that close: a member whose link closes
+//! while its record is still there was killed, and is reported down at once.
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, Sender, select};
 use log::{info, warn};
 
 use crate::config::Config;
-use crate::membership::Membership;
+use crate::membership::{Membership, Outcome, Reason};
+use crate::name::NodeName;
 use crate::probe::{Prober, Target};
 use crate::registry::{self, Record, Registry};
 use crate::report::{self, Report};
-
-/// How soon a call from an Erlang node on a link we opened is answered.
-const SERVE_CALLS_EVERY: Duration = Duration::from_millis(20);
 
 pub(crate) fn own_record(config: &Config, addr: SocketAddr) -> Record {
     Record {
@@ -41,19 +41,16 @@ impl Rounds {
         let ticker = crossbeam_channel::tick(self.config.interval);
         'rounds: loop {
             self.round();
-            // Between rounds, links an Erlang node makes calls on are
-            // answered within SERVE_CALLS_EVERY; without such links the
-            // thread just sleeps until the next tick.
             loop {
-                let wait = if self.prober.has_peer_calls() {
-                    SERVE_CALLS_EVERY
-                } else {
-                    self.config.interval
-                };
                 select! {
                     recv(stop) -> _ => break 'rounds,
                     recv(ticker) -> _ => break,
-                    default(wait) => self.prober.serve_calls(),
+                    recv(self.prober.events()) -> event => {
+                        let closed = event.ok().and_then(|e| self.prober.link_closed(e));
+                        if let Some((name, why)) = closed {
+                            self.link_closed(name, why);
+                        }
+                    }
                 }
             }
         }
@@ -65,6 +62,24 @@ impl Rounds {
             self.config.name
         );
         self.prober.close();
+    }
+
+    /// A member's link closed between rounds. Unless its record is gone (a
+    /// leave removes the record before closing links) it is down now; the
+    /// status line still waits for the round.
+    fn link_closed(&mut self, name: NodeName, why: String) {
+        if name == self.config.name || self.registry.read(&name).is_none() {
+            return;
+        }
+        let events = self
+            .membership
+            .apply(&[(name.clone(), Outcome::Down(Reason::Closed(why)))]);
+        // It may come back at another address: read its record afresh.
+        self.registry.forget(&name);
+        if !events.is_empty() {
+            let line = String::new();
+            report::offer(&self.reports, Report { events, line });
+        }
     }
 
     fn round(&mut self) {

@@ -7,6 +7,7 @@ use std::time::SystemTime;
 
 use crate::config::Config;
 use crate::erlang::Identity;
+use crate::links::Links;
 use crate::membership::Outcome;
 use crate::probe::{Prober, Target};
 use crate::registry::{self, Record, Registry};
@@ -25,7 +26,8 @@ fn ping_all(me: Arc<Identity>, records: &[Record], config: &Config) -> io::Resul
             addr: r.addr,
         })
         .collect();
-    let mut prober = Prober::start(me, config.epmd_port)?;
+    let (links, events) = Links::new(me);
+    let mut prober = Prober::new(links, events, config.epmd_port);
     let results = prober.round(&targets, config.timeout);
     prober.close();
     Ok(results.into_iter().map(|(_, o)| o).collect())

@@ -1,0 +1,377 @@
+//! The link table: at most one link per node pair, whoever opened it, as
+//! Erlang keeps it. The listener adds the links peers open, the dialers the
+//! links we open, and the round pings over whichever is there.
+//!
+//! Every link has one reader thread for its life ([`Links::serve`]). The
+//! reader answers the peer's calls and ticks itself and hands everything
+//! else (the replies to our pings) and the link's end to the round thread as
+//! [`LinkEvent`]s on one channel.
+//!
+//! Simultaneous connects follow OTP's status rules: while our own attempt
+//! to node X is under way, X's attempt to us is refused (`nok`) when our
+//! name sorts after X's, and else accepted (`ok_simultaneous`) and ours
+//! abandoned; when a link to X is already up, X is asked (`alive`) whether
+//! it replaces it.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{SocketAddr, TcpStream};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread::{self, JoinHandle};
+use std::time::Instant;
+
+use crossbeam_channel::{Receiver, Sender};
+use log::debug;
+
+use crate::erlang::Identity;
+use crate::erlang::handshake::{Admit, HandshakeError};
+use crate::erlang::link::{self, DialError, Link, Pace};
+
+/// Stack of a reader thread: it decodes small terms (nesting is capped), so
+/// a small stack keeps thousands of links cheap.
+pub const READER_STACK: usize = 128 * 1024;
+
+/// Frames waiting for the round thread; beyond this a reply is dropped (and
+/// counts as missed) rather than let a flooding peer grow our memory.
+const EVENTS_CAPACITY: usize = 8192;
+
+/// What a link's reader tells the round thread.
+#[derive(Debug)]
+pub enum LinkEvent {
+    /// A frame that is not a call or a tick: maybe a reply to our ping.
+    Frame {
+        /// The peer's name.
+        peer: String,
+        /// Which link it came on.
+        link: u64,
+        /// The frame's body.
+        frame: Vec<u8>,
+    },
+    /// The peer closed the link, or it broke; not sent for links we close.
+    Closed {
+        /// The peer's name.
+        peer: String,
+        /// Which link.
+        link: u64,
+        /// What the reader saw.
+        why: String,
+    },
+}
+
+/// An attempt to connect under way, ours or the peer's.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Pending {
+    /// Our dial, by its number.
+    Dial(u64),
+    /// The peer's connection to us, in its handshake.
+    Inbound,
+}
+
+#[derive(Default)]
+struct Table {
+    up: HashMap<String, Arc<Link>>,
+    pending: HashMap<String, Pending>,
+    /// Reader threads of the links we opened (the listener joins its own).
+    readers: Vec<JoinHandle<()>>,
+    closed: bool,
+    next_dial: u64,
+}
+
+/// The link table. Shared state behind a lock, the named exception: the
+/// listener, the dialers, the readers and the round thread all use it, each
+/// holding the lock only to look up or change an entry.
+pub struct Links {
+    me: Arc<Identity>,
+    pace: Pace,
+    table: Mutex<Table>,
+    /// Woken whenever a link comes up or an attempt ends.
+    changed: Condvar,
+    events: Sender<LinkEvent>,
+}
+
+impl Links {
+    /// An empty table for node `me`, and the channel its readers report on.
+    pub fn new(me: Arc<Identity>) -> (Arc<Links>, Receiver<LinkEvent>) {
+        Links::with_pace(me, Pace::DEFAULT)
+    }
+
+    /// The same with another pace (tests use a fast one).
+    pub fn with_pace(me: Arc<Identity>, pace: Pace) -> (Arc<Links>, Receiver<LinkEvent>) {
+        let (tx, rx) = crossbeam_channel::bounded(EVENTS_CAPACITY);
+        let links = Links {
+            me,
+            pace,
+            table: Mutex::default(),
+            changed: Condvar::new(),
+            events: tx,
+        };
+        (Arc::new(links), rx)
+    }
+
+    /// Who we are.
+    pub fn me(&self) -> &Arc<Identity> {
+        &self.me
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The link to `peer`, if one is up.
+    pub fn get(&self, peer: &str) -> Option<Arc<Link>> {
+        self.lock().up.get(peer).cloned()
+    }
+
+    /// How many links are up.
+    pub fn len(&self) -> usize {
+        self.lock().up.len()
+    }
+
+    /// Whether no link is up.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Closes the link to `peer` if it is still link `id`.
+    pub fn drop_link(&self, peer: &str, id: u64) {
+        let mut table = self.lock();
+        if table.up.get(peer).is_some_and(|l| l.id == id) {
+            if let Some(link) = table.up.remove(peer) {
+                link.close();
+            }
+        }
+    }
+
+    /// Opens a link to `peer` at `addr` by `deadline`, or returns the one
+    /// that is up already or that the peer's own attempt brings up.
+    pub fn dial(
+        self: &Arc<Self>,
+        addr: SocketAddr,
+        peer: &str,
+        deadline: Instant,
+    ) -> Result<Arc<Link>, DialError> {
+        let ours = {
+            let mut table = self.lock();
+            if let Some(link) = table.up.get(peer) {
+                return Ok(link.clone());
+            }
+            if table.closed {
+                return Err(DialError::Io(closed()));
+            }
+            if table.pending.contains_key(peer) {
+                None
+            } else {
+                table.next_dial += 1;
+                let id = table.next_dial;
+                table.pending.insert(peer.to_string(), Pending::Dial(id));
+                Some(id)
+            }
+        };
+        // Someone else's attempt is under way: its link is ours too.
+        let Some(id) = ours else {
+            return self.wait_for(peer, deadline);
+        };
+        let still_ours = || self.lock().pending.get(peer) == Some(&Pending::Dial(id));
+        let result = link::dial(addr, &self.me, peer, deadline, still_ours);
+        let mut table = self.lock();
+        if table.pending.get(peer) == Some(&Pending::Dial(id)) {
+            table.pending.remove(peer);
+        }
+        self.changed.notify_all();
+        match result {
+            Ok(link) => {
+                let link = Arc::new(link);
+                if table.closed || table.up.contains_key(peer) {
+                    // The peer's attempt won meanwhile (`ok_simultaneous`).
+                    link.close();
+                    return table.up.get(peer).cloned().ok_or(DialError::Io(closed()));
+                }
+                table.up.insert(peer.to_string(), link.clone());
+                let (links, reader) = (self.clone(), link.clone());
+                let spawned = thread::Builder::new()
+                    .name("pulse-link".into())
+                    .stack_size(READER_STACK)
+                    .spawn(move || links.serve(reader));
+                match spawned {
+                    Ok(handle) => {
+                        table.readers.retain(|h| !h.is_finished());
+                        table.readers.push(handle);
+                        self.changed.notify_all();
+                        Ok(link)
+                    }
+                    Err(e) => {
+                        table.up.remove(peer);
+                        link.close();
+                        Err(DialError::Io(e))
+                    }
+                }
+            }
+            // The peer's attempt wins (`nok`), or it keeps the link it has
+            // (`alive` answered `false`): wait for that link.
+            Err(DialError::Handshake(HandshakeError::Refused(status)))
+                if status == "nok" || status == "alive" =>
+            {
+                drop(table);
+                self.wait_for(peer, deadline)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Waits until a link to `peer` is up, or no attempt is left, or the
+    /// deadline.
+    fn wait_for(&self, peer: &str, deadline: Instant) -> Result<Arc<Link>, DialError> {
+        let mut table = self.lock();
+        loop {
+            if let Some(link) = table.up.get(peer) {
+                return Ok(link.clone());
+            }
+            if table.closed {
+                return Err(DialError::Io(closed()));
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(DialError::Timeout("handshake"));
+            }
+            if !table.pending.contains_key(peer) {
+                return Err(DialError::Handshake(HandshakeError::Refused(
+                    "simultaneous connect: neither link came up".into(),
+                )));
+            }
+            table = self
+                .changed
+                .wait_timeout(table, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+
+    /// Does the acceptor's handshake on an inbound connection by `deadline`
+    /// and enters the link in the table. The link to ourselves (a node pings
+    /// itself too) is never entered: its other end is our own dial.
+    pub fn accept(
+        &self,
+        stream: TcpStream,
+        deadline: Instant,
+    ) -> Result<Arc<Link>, HandshakeError> {
+        let mut marked: Option<String> = None;
+        let admit = |peer: &str| {
+            let mut table = self.lock();
+            if peer == self.me.name {
+                return Admit::Ok;
+            }
+            if table.closed {
+                return Admit::Refuse;
+            }
+            let admit = match table.pending.get(peer) {
+                _ if table.up.contains_key(peer) => Admit::Alive,
+                Some(Pending::Inbound) => Admit::Refuse,
+                Some(Pending::Dial(_)) if self.me.name.as_str() > peer => Admit::Refuse,
+                Some(Pending::Dial(_)) => Admit::Simultaneous,
+                None => Admit::Ok,
+            };
+            if admit != Admit::Refuse {
+                table.pending.insert(peer.to_string(), Pending::Inbound);
+                marked = Some(peer.to_string());
+            }
+            admit
+        };
+        let result = link::accept(stream, &self.me, deadline, admit);
+        let mut table = self.lock();
+        if let Some(peer) = &marked {
+            if table.pending.get(peer) == Some(&Pending::Inbound) {
+                table.pending.remove(peer);
+            }
+        }
+        self.changed.notify_all();
+        let link = Arc::new(result?);
+        if link.peer.name == self.me.name {
+            return Ok(link);
+        }
+        if table.closed {
+            link.close();
+            return Err(HandshakeError::Io(closed()));
+        }
+        // A new link from a node replaces the old one (it answered `alive`
+        // with `true`: it knows the old one is dead).
+        if let Some(old) = table.up.insert(link.peer.name.clone(), link.clone()) {
+            old.close();
+        }
+        self.changed.notify_all();
+        Ok(link)
+    }
+
+    /// Reads `link` until it ends: the link's reader thread. Its end is
+    /// reported unless we closed it ourselves.
+    pub fn serve(&self, link: Arc<Link>) {
+        let why = match link.reader(self.pace) {
+            Ok(mut reader) => loop {
+                match reader.recv(&link) {
+                    Ok(frame) => {
+                        let event = LinkEvent::Frame {
+                            peer: link.peer.name.clone(),
+                            link: link.id,
+                            frame,
+                        };
+                        let _ = self.events.try_send(event);
+                    }
+                    Err(e) => break e,
+                }
+            },
+            Err(e) => e,
+        };
+        {
+            let mut table = self.lock();
+            if table
+                .up
+                .get(&link.peer.name)
+                .is_some_and(|l| l.id == link.id)
+            {
+                table.up.remove(&link.peer.name);
+            }
+        }
+        if link.closed_by_us() {
+            return;
+        }
+        debug!("link to {} ended: {why}", link.peer.name);
+        link.close();
+        let _ = self.events.try_send(LinkEvent::Closed {
+            peer: link.peer.name.clone(),
+            link: link.id,
+            why: closed_reason(&why),
+        });
+    }
+
+    /// Closes every link and joins the readers of the links we opened; from
+    /// now on no link is entered. Dials under way are not waited for.
+    pub fn close_all(&self) {
+        let readers = {
+            let mut table = self.lock();
+            table.closed = true;
+            for link in table.up.values() {
+                link.close();
+            }
+            table.up.clear();
+            std::mem::take(&mut table.readers)
+        };
+        self.changed.notify_all();
+        for handle in readers {
+            handle.join().expect("a link reader never panics");
+        }
+    }
+}
+
+fn closed() -> io::Error {
+    io::Error::new(io::ErrorKind::NotConnected, "node is stopping")
+}
+
+/// The reason a down event gives for a link that ended.
+fn closed_reason(e: &io::Error) -> String {
+    match e.kind() {
+        io::ErrorKind::UnexpectedEof
+        | io::ErrorKind::ConnectionReset
+        | io::ErrorKind::BrokenPipe
+        | io::ErrorKind::ConnectionAborted => "connection closed".into(),
+        _ => format!("link lost: {e}"),
+    }
+}
