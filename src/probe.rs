@@ -37,8 +37,11 @@ const MAX_DIALS: usize = 256;
 const DIAL_STACK: usize = 128 * 1024;
 
 /// Pings in a row a link may leave unanswered before it is closed (and the
-/// next round dials afresh). A busy peer keeps its link for a while.
+/// next round dials afresh), if the peer has also sent nothing at all for
+/// [`SILENT_FOR`]: a busy peer that answers late, or ticks, keeps its link.
 const MAX_MISSED_REPLIES: u32 = 3;
+/// See [`MAX_MISSED_REPLIES`].
+const SILENT_FOR: Duration = Duration::from_secs(1);
 
 /// The first wait before a member whose dial timed out is dialled again.
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
@@ -196,7 +199,11 @@ impl Prober {
                 _ => 1,
             };
             self.missed.insert(name.clone(), (waiting.link, missed));
-            if missed >= MAX_MISSED_REPLIES {
+            let silent = self
+                .links
+                .get(name.as_str())
+                .is_some_and(|l| l.id == waiting.link && l.since_read() >= SILENT_FOR);
+            if missed >= MAX_MISSED_REPLIES && silent {
                 self.links.drop_link(name.as_str(), waiting.link);
                 self.missed.remove(&name);
             }

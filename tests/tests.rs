@@ -5,5 +5,6 @@ mod cli;
 mod cluster;
 mod erlang;
 mod hostile;
+mod links;
 mod mixed;
 mod util;

@@ -74,6 +74,8 @@ pub struct Link {
     born: Instant,
     /// Milliseconds after `born` of our last write.
     last_write_ms: AtomicU64,
+    /// Milliseconds after `born` of the last bytes read.
+    last_read_ms: AtomicU64,
     /// Set when we close the link ourselves, so its end is not news.
     closing: AtomicBool,
 }
@@ -101,6 +103,7 @@ impl Link {
             write_lock: Mutex::new(()),
             born: Instant::now(),
             last_write_ms: AtomicU64::new(0),
+            last_read_ms: AtomicU64::new(0),
             closing: AtomicBool::new(false),
         })
     }
@@ -131,8 +134,22 @@ impl Link {
 
     /// How long since we last wrote.
     pub fn since_write(&self) -> Duration {
-        let at = Duration::from_millis(self.last_write_ms.load(Ordering::Relaxed));
+        self.since(&self.last_write_ms)
+    }
+
+    /// How long since the peer last sent anything (ticks included).
+    pub fn since_read(&self) -> Duration {
+        self.since(&self.last_read_ms)
+    }
+
+    fn since(&self, ms: &AtomicU64) -> Duration {
+        let at = Duration::from_millis(ms.load(Ordering::Relaxed));
         self.born.elapsed().saturating_sub(at)
+    }
+
+    fn mark_read(&self) {
+        let ms = self.born.elapsed().as_millis() as u64;
+        self.last_read_ms.store(ms, Ordering::Relaxed);
     }
 
     /// Closes the link on purpose: its reader stops without reporting it.
@@ -153,7 +170,6 @@ impl Link {
         Ok(LinkReader {
             stream,
             frames: FrameReader::default(),
-            last_read: Instant::now(),
             pace,
         })
     }
@@ -163,7 +179,6 @@ impl Link {
 pub struct LinkReader {
     stream: TcpStream,
     frames: FrameReader,
-    last_read: Instant,
     pace: Pace,
 }
 
@@ -188,12 +203,13 @@ impl LinkReader {
                     }
                 }
                 Next::Incomplete => match self.frames.fill(&mut self.stream) {
-                    Ok(_) => self.last_read = Instant::now(),
+                    Ok(_) => link.mark_read(),
                     Err(e) if is_timeout(&e) => {
-                        if self.last_read.elapsed() >= self.pace.silence_limit {
+                        let silent = link.since_read();
+                        if silent >= self.pace.silence_limit {
                             return Err(io::Error::new(
                                 io::ErrorKind::TimedOut,
-                                format!("silent for {} s", self.last_read.elapsed().as_secs()),
+                                format!("silent for {} s", silent.as_secs()),
                             ));
                         }
                     }

@@ -1,0 +1,284 @@
+//! Links against real Erlang and between pulse nodes: one link per node
+//! pair whoever opens it, ticks that keep a link up at any pace, a killed
+//! node reported down at once, a restarted node back at once.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::util::erlang::{Epmd, Refresher};
+use crate::util::{Node, TempDir, free_port, require, wait_for};
+
+/// A pulse node registered with the test's EPMD.
+fn pulse(dir: &TempDir, name: &str, epmd_port: u16, interval: &str) -> Node {
+    let mut cmd = crate::util::pulse_cmd(dir);
+    cmd.env("ERL_EPMD_PORT", epmd_port.to_string())
+        .args(["--name", name, "--cookie", "c", "--interval", interval])
+        // Records the test keeps fresh are rewritten every 100 ms: a TTL of
+        // five intervals of 10 ms would expire them.
+        .args(["--ttl", if interval == "10" { "5000" } else { "30000" }])
+        .arg("--sync-dir")
+        .arg(dir.sync_dir())
+        .arg("--log-file")
+        .arg(dir.log_file());
+    Node::spawn(name, cmd)
+}
+
+/// An `erl` node called `x@127.0.0.1` that prints every node going up and
+/// down (`nodeup`/`nodedown` lines), pings `p1@127.0.0.1` after
+/// `ping_after_ms`, watches for `hold_ms` more, then prints the hidden
+/// nodes it is connected to, pings again and prints `done`.
+fn watching_erl(
+    port: u16,
+    epmd_port: u16,
+    ticktime: u32,
+    ping_after_ms: u64,
+    hold_ms: u64,
+) -> Node {
+    let script = format!(
+        "net_kernel:monitor_nodes(true, [{{node_type, all}}, nodedown_reason]), \
+         Watch = fun W(Until) -> \
+             Left = max(0, Until - erlang:monotonic_time(millisecond)), \
+             receive \
+                 {{nodeup, N, _}} -> io:format(\"nodeup ~s~n\", [N]), W(Until); \
+                 {{nodedown, N, I}} -> io:format(\"nodedown ~s ~p~n\", [N, I]), W(Until) \
+             after Left -> ok end \
+         end, \
+         Now = fun() -> erlang:monotonic_time(millisecond) end, \
+         Watch(Now() + {ping_after_ms}), \
+         io:format(\"ping ~s~n\", [net_adm:ping('p1@127.0.0.1')]), \
+         Watch(Now() + {hold_ms}), \
+         io:format(\"hidden ~p~n\", [nodes(hidden)]), \
+         io:format(\"ping ~s~n\", [net_adm:ping('p1@127.0.0.1')]), \
+         io:format(\"done~n\"), \
+         timer:sleep(infinity)."
+    );
+    let mut cmd = Command::new("erl");
+    cmd.env("ERL_EPMD_PORT", epmd_port.to_string())
+        .env_remove("ERL_FLAGS")
+        .env_remove("ERL_AFLAGS")
+        .env_remove("ERL_ZFLAGS")
+        .args(["-noshell", "-name", "x@127.0.0.1", "-setcookie", "c"])
+        .args(["-kernel", "net_ticktime", &ticktime.to_string()])
+        .args(["-kernel", "inet_dist_use_interface", "{127,0,0,1}"])
+        .args(["-kernel", "inet_dist_listen_min", &port.to_string()])
+        .args(["-kernel", "inet_dist_listen_max", &port.to_string()])
+        .args(["-eval", &script])
+        .stdin(Stdio::null());
+    Node::spawn("x@127.0.0.1", cmd)
+}
+
+/// pulse and an `erl` node at `ticktime` share one link for `hold`, with
+/// pulse pinging every `interval` ms; `erl_first`: the Erlang node opens
+/// the link (pulse learns of it only afterwards), else pulse does.
+fn one_link_held(test: &str, ticktime: u32, interval: &str, erl_first: bool, hold: Duration) {
+    if !require("erl", test) || !require("epmd", test) {
+        return;
+    }
+    let dir = TempDir::new("onelink");
+    let epmd = Epmd::start();
+    let port = free_port();
+    let p1 = pulse(&dir, "p1@127.0.0.1", epmd.1, interval);
+    wait_for(
+        "pulse to register with EPMD",
+        Duration::from_secs(10),
+        &[&p1],
+        || p1.count_containing("registered p1 with EPMD") == 1,
+    );
+    let hold_ms = hold.as_millis() as u64;
+    // With pulse first, erl pings only once pulse has had time to open the
+    // link (its record is written before erl starts).
+    let (ping_after, record) = if erl_first {
+        (0, None)
+    } else {
+        (3000, Some(Refresher::start(&dir, "x@127.0.0.1", port)))
+    };
+    let erl = watching_erl(port, epmd.1, ticktime, ping_after, hold_ms);
+    let nodes = [&p1, &erl];
+    let x_true = |n: &Node| {
+        n.last_status()
+            .is_some_and(|s| s.get("x@127.0.0.1") == Some(&true))
+    };
+    let _record = match record {
+        Some(r) => {
+            wait_for("pulse to see erl", Duration::from_secs(15), &nodes, || {
+                x_true(&p1)
+            });
+            r
+        }
+        None => {
+            wait_for("erl's first ping", Duration::from_secs(15), &nodes, || {
+                erl.count_containing("ping ") == 1
+            });
+            Refresher::start(&dir, "x@127.0.0.1", port)
+        }
+    };
+    wait_for(
+        "erl to finish",
+        hold + Duration::from_secs(20),
+        &nodes,
+        || erl.count_containing("done") == 1,
+    );
+    let out = erl.output();
+    let dump = format!("{}{}", p1.dump(), erl.dump());
+    assert_eq!(
+        out.iter().filter(|l| *l == "ping pong").count(),
+        2,
+        "{dump}"
+    );
+    assert!(out.iter().any(|l| l == "hidden ['p1@127.0.0.1']"), "{dump}");
+    // One link all along: never a nodedown, at most one nodeup.
+    assert_eq!(erl.count_containing("nodedown"), 0, "{dump}");
+    assert!(erl.count_containing("nodeup") <= 1, "{dump}");
+    // At a 10 ms interval (5 ms timeout) a busy machine makes a reply late
+    // now and then; at 6 s none may be.
+    if interval == "10" {
+        wait_for("pulse to see erl", Duration::from_secs(5), &nodes, || {
+            x_true(&p1)
+        });
+    } else {
+        assert!(x_true(&p1), "{dump}");
+        assert_eq!(p1.count_containing("node x@127.0.0.1 is down"), 0, "{dump}");
+    }
+}
+
+#[test]
+fn erl_opens_first_ticktime_4_pulse_every_6_s() {
+    one_link_held(
+        "erl_opens_first_ticktime_4_pulse_every_6_s",
+        4,
+        "6000",
+        true,
+        Duration::from_secs(20),
+    );
+}
+
+#[test]
+fn pulse_opens_first_ticktime_4_pulse_every_10_ms() {
+    one_link_held(
+        "pulse_opens_first_ticktime_4_pulse_every_10_ms",
+        4,
+        "10",
+        false,
+        Duration::from_secs(12),
+    );
+}
+
+#[test]
+fn pulse_opens_first_ticktime_4_pulse_every_6_s() {
+    one_link_held(
+        "pulse_opens_first_ticktime_4_pulse_every_6_s",
+        4,
+        "6000",
+        false,
+        Duration::from_secs(20),
+    );
+}
+
+/// Past the 60 s a silent link used to be given: an Erlang node at
+/// net_ticktime 300 ticks only every 75 s.
+#[test]
+fn ticktime_300_link_outlives_a_minute_both_ways() {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            one_link_held(
+                "ticktime_300_link_outlives_a_minute (erl first, 10 ms)",
+                300,
+                "10",
+                true,
+                Duration::from_secs(75),
+            )
+        });
+        s.spawn(|| {
+            one_link_held(
+                "ticktime_300_link_outlives_a_minute (pulse first, 6 s)",
+                300,
+                "6000",
+                false,
+                Duration::from_secs(75),
+            )
+        });
+    });
+}
+
+/// Milliseconds from `since` until `node` prints a line containing
+/// `needle`, polled every millisecond; `None` after `timeout`.
+fn time_until(node: &Node, needle: &str, since: Instant, timeout: Duration) -> Option<u128> {
+    while since.elapsed() < timeout {
+        if node.count_containing(needle) > 0 {
+            return Some(since.elapsed().as_millis());
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    None
+}
+
+#[test]
+fn a_killed_node_is_down_at_once_on_every_survivor_and_back_at_once() {
+    let dir = TempDir::new("downnow");
+    let names = [
+        "k1@127.0.0.1",
+        "k2@127.0.0.1",
+        "k3@127.0.0.1",
+        "k4@127.0.0.1",
+    ];
+    // A long interval: a round would see the death seconds later.
+    let args = ["--interval", "5000", "--epmd", "off"];
+    let start = |n| Node::start(&dir, n, "c", &args);
+    let survivors: Vec<Node> = names[..3].iter().map(|n| start(*n)).collect();
+    let victim = start(names[3]);
+    let all: Vec<&Node> = survivors.iter().chain([&victim]).collect();
+    wait_for("all four true", Duration::from_secs(30), &all, || {
+        all.iter().all(|n| n.sees_all_alive(&names))
+    });
+    // Right after a status line, so the next round is seconds away.
+    let lines = survivors[0].output().len();
+    wait_for("a fresh round", Duration::from_secs(10), &all, || {
+        survivors[0].output().len() > lines
+    });
+    victim.signal("KILL");
+    let killed = Instant::now();
+    let down = "node k4@127.0.0.1 is down: connection closed";
+    let mut figures = Vec::new();
+    for n in &survivors {
+        let ms = time_until(n, down, killed, Duration::from_secs(4));
+        figures.push(ms);
+    }
+    eprintln!("kill -9 to `down` on each survivor (ms): {figures:?}");
+    let dumps: String = all.iter().map(|n| n.dump()).collect();
+    // 50 ms on an idle machine; a loose bound under test load, still well
+    // below the 5 s interval.
+    assert!(
+        figures.iter().all(|f| f.is_some_and(|ms| ms < 1500)),
+        "{figures:?}\n{dumps}"
+    );
+    // The status line follows at the round, once, with k4 false; no second
+    // down line for the same outage.
+    wait_for(
+        "k4 false in a status line",
+        Duration::from_secs(12),
+        &all,
+        || {
+            survivors.iter().all(|n| {
+                n.last_status()
+                    .is_some_and(|s| s.get(names[3]) == Some(&false))
+            })
+        },
+    );
+    for n in &survivors {
+        assert_eq!(
+            n.count_containing("node k4@127.0.0.1 is down"),
+            1,
+            "{}",
+            n.dump()
+        );
+    }
+
+    // Restarted under its name at a new port: back at the next round.
+    let back = start(names[3]);
+    let all: Vec<&Node> = survivors.iter().chain([&back]).collect();
+    wait_for("k4 back everywhere", Duration::from_secs(15), &all, || {
+        survivors.iter().all(|n| {
+            n.count_containing("node k4@127.0.0.1 is back") == 1 && n.sees_all_alive(&names)
+        }) && back.sees_all_alive(&names)
+    });
+}
