@@ -169,7 +169,7 @@ impl Links {
         };
         // Someone else's attempt is under way: its link is ours too.
         let Some(id) = ours else {
-            return self.wait_for(peer, deadline);
+            return self.wait_for(peer, deadline, true);
         };
         let still_ours = || self.lock().pending.get(peer) == Some(&Pending::Dial(id));
         let result = link::dial(addr, &self.me, peer, deadline, still_ours);
@@ -207,20 +207,26 @@ impl Links {
                 }
             }
             // The peer's attempt wins (`nok`), or it keeps the link it has
-            // (`alive` answered `false`): wait for that link.
+            // (`alive` answered `false`): wait for that link, which may not
+            // have reached our listener yet.
             Err(DialError::Handshake(HandshakeError::Refused(status)))
                 if status == "nok" || status == "alive" =>
             {
                 drop(table);
-                self.wait_for(peer, deadline)
+                self.wait_for(peer, deadline, false)
             }
             Err(e) => Err(e),
         }
     }
 
-    /// Waits until a link to `peer` is up, or no attempt is left, or the
-    /// deadline.
-    fn wait_for(&self, peer: &str, deadline: Instant) -> Result<Arc<Link>, DialError> {
+    /// Waits until a link to `peer` is up, or the deadline, or (with
+    /// `while_pending`) until no attempt is left.
+    fn wait_for(
+        &self,
+        peer: &str,
+        deadline: Instant,
+        while_pending: bool,
+    ) -> Result<Arc<Link>, DialError> {
         let mut table = self.lock();
         loop {
             if let Some(link) = table.up.get(peer) {
@@ -233,7 +239,7 @@ impl Links {
             if left.is_zero() {
                 return Err(DialError::Timeout("handshake"));
             }
-            if !table.pending.contains_key(peer) {
+            if while_pending && !table.pending.contains_key(peer) {
                 return Err(DialError::Handshake(HandshakeError::Refused(
                     "simultaneous connect: neither link came up".into(),
                 )));

@@ -43,6 +43,12 @@ const MAX_MISSED_REPLIES: u32 = 3;
 /// See [`MAX_MISSED_REPLIES`].
 const SILENT_FOR: Duration = Duration::from_secs(1);
 
+/// The least time a dial is given, whatever the round's timeout: a dial may
+/// finish after the round that started it, and its link then serves the
+/// next round (at a 10 ms interval a handshake under load can take longer
+/// than the 5 ms a round waits).
+const MIN_DIAL_TIME: Duration = Duration::from_secs(1);
+
 /// The first wait before a member whose dial timed out is dialled again.
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 /// The longest such wait.
@@ -280,7 +286,7 @@ impl Prober {
         }
         let (links, done, target) = (self.links.clone(), self.done_tx.clone(), t.clone());
         let epmd_port = self.epmd_port;
-        let deadline = Instant::now() + timeout;
+        let deadline = Instant::now() + timeout.max(MIN_DIAL_TIME);
         let spawned = thread::Builder::new()
             .name("pulse-dial".into())
             .stack_size(DIAL_STACK)
@@ -493,3 +499,7 @@ fn epmd_lookup(name: &NodeName, epmd_port: u16, deadline: Instant) -> Result<Soc
         ))),
     }
 }
+
+#[cfg(test)]
+#[path = "probe_tests.rs"]
+mod tests;
