@@ -35,6 +35,9 @@ pub const READER_STACK: usize = 128 * 1024;
 /// counts as missed) rather than let a flooding peer grow our memory.
 const EVENTS_CAPACITY: usize = 8192;
 
+/// Most notes of failed inbound attempts kept at once.
+const MAX_FAILED_NOTES: usize = 1024;
+
 /// What a link's reader tells the round thread.
 #[derive(Debug)]
 pub enum LinkEvent {
@@ -58,6 +61,12 @@ pub enum LinkEvent {
     },
 }
 
+/// How the peer's own attempt to connect failed.
+enum Failed {
+    BadCookie,
+    Other(String),
+}
+
 /// An attempt to connect under way, ours or the peer's.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Pending {
@@ -71,6 +80,9 @@ enum Pending {
 struct Table {
     up: HashMap<String, Arc<Link>>,
     pending: HashMap<String, Pending>,
+    /// Peers whose own attempt to connect failed in its handshake (a wrong
+    /// cookie, say), for a dial of ours that waits on that attempt.
+    failed: HashMap<String, Failed>,
     /// Reader threads of the links we opened (the listener joins its own).
     readers: Vec<JoinHandle<()>>,
     closed: bool,
@@ -163,6 +175,7 @@ impl Links {
             } else {
                 table.next_dial += 1;
                 let id = table.next_dial;
+                table.failed.remove(peer);
                 table.pending.insert(peer.to_string(), Pending::Dial(id));
                 Some(id)
             }
@@ -235,6 +248,17 @@ impl Links {
             if table.closed {
                 return Err(DialError::Io(closed()));
             }
+            match table.failed.remove(peer) {
+                Some(Failed::BadCookie) => {
+                    let e = HandshakeError::BadCookie(peer.to_string());
+                    return Err(DialError::Handshake(e));
+                }
+                Some(Failed::Other(why)) => {
+                    let e = HandshakeError::Refused(format!("its own connection failed: {why}"));
+                    return Err(DialError::Handshake(e));
+                }
+                None => {}
+            }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return Err(DialError::Timeout("handshake"));
@@ -287,6 +311,17 @@ impl Links {
         if let Some(peer) = &marked {
             if table.pending.get(peer) == Some(&Pending::Inbound) {
                 table.pending.remove(peer);
+            }
+            if let Err(e) = &result {
+                let failed = match e {
+                    HandshakeError::BadCookie(_) => Failed::BadCookie,
+                    other => Failed::Other(other.to_string()),
+                };
+                // Any name may knock: the notes stay few.
+                if table.failed.len() >= MAX_FAILED_NOTES {
+                    table.failed.clear();
+                }
+                table.failed.insert(peer.clone(), failed);
             }
         }
         self.changed.notify_all();
