@@ -112,6 +112,9 @@ impl Rounds {
             })
             .collect();
         let results = self.prober.round(&targets, self.config.timeout);
+        if self.prober.stopping() {
+            return;
+        }
         for (name, outcome) in &results {
             if !outcome.is_alive() {
                 // It may have restarted at another address: read it afresh.

@@ -3,10 +3,12 @@
 //! node reported down at once, a restarted node back at once.
 
 use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::util::erlang::{Epmd, Refresher};
-use crate::util::{Node, TempDir, free_port, require, wait_for};
+use crate::util::{Node, TempDir, free_port, require, wait_for, write_record};
 
 /// A pulse node registered with the test's EPMD.
 fn pulse(dir: &TempDir, name: &str, epmd_port: u16, interval: &str) -> Node {
@@ -281,4 +283,116 @@ fn a_killed_node_is_down_at_once_on_every_survivor_and_back_at_once() {
             n.count_containing("node k4@127.0.0.1 is back") == 1 && n.sees_all_alive(&names)
         }) && back.sees_all_alive(&names)
     });
+}
+
+/// Keeps fresh records for `names` pointing at `ports` until dropped.
+struct Records(Arc<AtomicBool>, Option<std::thread::JoinHandle<()>>);
+
+impl Records {
+    fn start(dir: &TempDir, entries: Vec<(String, u16)>) -> Records {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (flag, sd) = (stop.clone(), dir.sync_dir());
+        let handle = std::thread::Builder::new()
+            .name("test-records".into())
+            .spawn(move || {
+                while !flag.load(Ordering::SeqCst) {
+                    for (name, port) in &entries {
+                        write_record(&sd, name, &format!("127.0.0.1:{port}"));
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            })
+            .expect("spawn records");
+        Records(stop, Some(handle))
+    }
+}
+
+impl Drop for Records {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+        if let Some(h) = self.1.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+#[test]
+fn twenty_hung_entries_clog_nothing() {
+    let dir = TempDir::new("hung20");
+    // Listeners that never accept: the kernel completes the TCP handshake,
+    // then nothing ever answers.
+    let hung: Vec<std::net::TcpListener> = (0..20)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind"))
+        .collect();
+    let entries = hung
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            (
+                format!("hung{i}@127.0.0.1"),
+                l.local_addr().expect("addr").port(),
+            )
+        })
+        .collect();
+    let _records = Records::start(&dir, entries);
+    let args = ["--interval", "1000", "--epmd", "off"];
+    let mut a = Node::start(&dir, "a1@127.0.0.1", "c", &args);
+    let b = Node::start(&dir, "b1@127.0.0.1", "c", &args);
+    let b_true = |a: &Node| {
+        a.last_status()
+            .is_some_and(|s| s.get("b1@127.0.0.1") == Some(&true))
+    };
+    wait_for("a1 to see b1", Duration::from_secs(15), &[&a, &b], || {
+        b_true(&a)
+    });
+    // b1 restarts under its name at a new port: a1 sees it again within
+    // about one interval (the next round), hung peers or not.
+    b.signal("KILL");
+    drop(b);
+    wait_for("a1 to see b1 gone", Duration::from_secs(10), &[&a], || {
+        !b_true(&a)
+    });
+    let restarted = Instant::now();
+    let b = Node::start(&dir, "b1@127.0.0.1", "c", &args);
+    wait_for(
+        "a1 to see b1 back",
+        Duration::from_secs(15),
+        &[&a, &b],
+        || b_true(&a),
+    );
+    let back_ms = restarted.elapsed().as_millis();
+    // `pulse status` waits for the timeout (500 ms), not for the hung dials.
+    let started = Instant::now();
+    let out = crate::util::pulse_cmd(&dir)
+        .args(["status", "--ip", "127.0.0.1", "--cookie", "c"])
+        .arg("--sync-dir")
+        .arg(dir.sync_dir())
+        .output()
+        .expect("run status");
+    let status_ms = started.elapsed().as_millis();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // SIGTERM: out in well under a second, dials or not.
+    let started = Instant::now();
+    a.signal("TERM");
+    let code = a.wait_exit(Duration::from_secs(5)).and_then(|s| s.code());
+    let term_ms = started.elapsed().as_millis();
+    eprintln!(
+        "with 20 hung entries: restarted node true after {back_ms} ms, \
+         `pulse status` {status_ms} ms, SIGTERM to exit {term_ms} ms"
+    );
+    assert_eq!(code, Some(0), "{}", a.dump());
+    // Loose bounds for a loaded machine; the figures above are the measure.
+    assert!(
+        back_ms < 4000,
+        "restarted node seen after {back_ms} ms\n{}{}",
+        a.dump(),
+        b.dump()
+    );
+    assert!(status_ms < 2000, "status took {status_ms} ms");
+    assert!(term_ms < 1000, "SIGTERM took {term_ms} ms\n{}", a.dump());
 }
