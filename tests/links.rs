@@ -396,3 +396,84 @@ fn twenty_hung_entries_clog_nothing() {
     assert!(status_ms < 2000, "status took {status_ms} ms");
     assert!(term_ms < 1000, "SIGTERM took {term_ms} ms\n{}", a.dump());
 }
+
+/// An `erl` node that drops its link to `p1@127.0.0.1` and pings it again
+/// at once, `rounds` times, while pulse (at a 10 ms interval) dials it back
+/// as soon as the link is gone: the two connect at the same moment, again
+/// and again. Prints the pings that failed and the nodedowns seen.
+fn racing_erl(name: &str, port: u16, epmd_port: u16, rounds: u32) -> Node {
+    let script = format!(
+        "P = 'p1@127.0.0.1', \
+         net_kernel:monitor_nodes(true, [{{node_type, all}}]), \
+         pong = net_adm:ping(P), \
+         Flush = fun F(N) -> receive {{nodedown, _, _}} -> F(N + 1); \
+                                     {{nodeup, _, _}} -> F(N) \
+                             after 0 -> N end end, \
+         Race = fun R(0, Pangs) -> Pangs; \
+                    R(K, Pangs) -> \
+                        erlang:disconnect_node(P), \
+                        timer:sleep(K rem 7), \
+                        R(K - 1, Pangs + case net_adm:ping(P) of pong -> 0; pang -> 1 end) \
+                end, \
+         Pangs = Race({rounds}, 0), \
+         timer:sleep(2000), \
+         io:format(\"pangs ~p nodedowns ~p connected ~p~n\", [Pangs, Flush(0), nodes(hidden)]), \
+         timer:sleep(infinity)."
+    );
+    let mut cmd = Command::new("erl");
+    cmd.env("ERL_EPMD_PORT", epmd_port.to_string())
+        .env_remove("ERL_FLAGS")
+        .env_remove("ERL_AFLAGS")
+        .env_remove("ERL_ZFLAGS")
+        .args(["-noshell", "-name", name, "-setcookie", "c"])
+        .args(["-kernel", "inet_dist_use_interface", "{127,0,0,1}"])
+        .args(["-kernel", "inet_dist_listen_min", &port.to_string()])
+        .args(["-kernel", "inet_dist_listen_max", &port.to_string()])
+        .args(["-eval", &script])
+        .stdin(Stdio::null());
+    Node::spawn(name, cmd)
+}
+
+/// Both sides open at once, on either side of the name order (`a0` sorts
+/// before `p1`, `z0` after): every ping of the Erlang node gets `pong`, and
+/// at the end one link stands, which pulse shows true.
+#[test]
+fn simultaneous_connects_with_erl_settle_on_one_link() {
+    let test = "simultaneous_connects_with_erl_settle_on_one_link";
+    if !require("erl", test) || !require("epmd", test) {
+        return;
+    }
+    for name in ["a0@127.0.0.1", "z0@127.0.0.1"] {
+        let dir = TempDir::new("simul");
+        let epmd = Epmd::start();
+        let port = free_port();
+        let p1 = pulse(&dir, "p1@127.0.0.1", epmd.1, "10");
+        wait_for("pulse in EPMD", Duration::from_secs(10), &[&p1], || {
+            p1.count_containing("registered p1 with EPMD") == 1
+        });
+        let _records = Records::start(&dir, vec![(name.to_string(), port)]);
+        let rounds = 30;
+        let erl = racing_erl(name, port, epmd.1, rounds);
+        let nodes = [&p1, &erl];
+        wait_for("the races to end", Duration::from_secs(40), &nodes, || {
+            erl.count_containing("pangs ") == 1
+        });
+        let line = erl
+            .output()
+            .into_iter()
+            .find(|l| l.starts_with("pangs "))
+            .unwrap_or_default();
+        eprintln!("{name} against p1: {line}");
+        let dump = format!("{}{}", p1.dump(), erl.dump());
+        // One nodedown per dropped link and no more: no link was ever
+        // replaced by a second one.
+        let want = format!("pangs 0 nodedowns {rounds} connected ['p1@127.0.0.1']");
+        assert_eq!(line, want, "{dump}");
+        wait_for(
+            "pulse to show it true",
+            Duration::from_secs(5),
+            &nodes,
+            || p1.last_status().is_some_and(|s| s.get(name) == Some(&true)),
+        );
+    }
+}
