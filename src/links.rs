@@ -33,7 +33,12 @@ pub const READER_STACK: usize = 128 * 1024;
 
 /// Frames waiting for the round thread; beyond this a reply is dropped (and
 /// counts as missed) rather than let a flooding peer grow our memory.
-const EVENTS_CAPACITY: usize = 8192;
+const EVENTS_CAPACITY: usize = 4096;
+
+/// The longest frame handed to the round thread: a reply to our ping is a
+/// few hundred bytes even with the longest node names; anything longer is
+/// some other message, and dropped.
+const MAX_REPLY: usize = 2048;
 
 /// Most notes of failed inbound attempts kept at once.
 const MAX_FAILED_NOTES: usize = 1024;
@@ -132,16 +137,6 @@ impl Links {
     /// The link to `peer`, if one is up.
     pub fn get(&self, peer: &str) -> Option<Arc<Link>> {
         self.lock().up.get(peer).cloned()
-    }
-
-    /// How many links are up.
-    pub fn len(&self) -> usize {
-        self.lock().up.len()
-    }
-
-    /// Whether no link is up.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     /// Closes the link to `peer` if it is still link `id`.
@@ -348,6 +343,7 @@ impl Links {
         let why = match link.reader(self.pace) {
             Ok(mut reader) => loop {
                 match reader.recv(&link) {
+                    Ok(frame) if frame.len() > MAX_REPLY => {}
                     Ok(frame) => {
                         let event = LinkEvent::Frame {
                             peer: link.peer.name.clone(),

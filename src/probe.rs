@@ -361,7 +361,9 @@ impl Prober {
         let Some(t) = wanted.get(&done.target.name).copied() else {
             return;
         };
-        if *t != done.target || round.outcomes.contains_key(&t.name) {
+        let settled =
+            round.outcomes.contains_key(&t.name) || round.waiting.contains_key(t.name.as_str());
+        if *t != done.target || settled {
             return;
         }
         match done.result {

@@ -83,6 +83,12 @@ impl Rounds {
     }
 
     fn round(&mut self) {
+        // Links that closed just before the tick are news too.
+        while let Ok(event) = self.prober.events().try_recv() {
+            if let Some((name, why)) = self.prober.link_closed(event) {
+                self.link_closed(name, why);
+            }
+        }
         match self.registry.write(&own_record(&self.config, self.addr)) {
             Ok(()) => self.heartbeat_failing = false,
             Err(e) => {
