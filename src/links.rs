@@ -16,6 +16,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::Instant;
@@ -46,7 +47,8 @@ const MAX_FAILED_NOTES: usize = 1024;
 /// What a link's reader tells the round thread.
 #[derive(Debug)]
 pub enum LinkEvent {
-    /// A frame that is not a call or a tick: maybe a reply to our ping.
+    /// A frame that is not a call, a tick or the reply the round expects:
+    /// maybe a reply in another form.
     Frame {
         /// The peer's name.
         peer: String,
@@ -104,6 +106,11 @@ pub struct Links {
     /// Woken whenever a link comes up or an attempt ends.
     changed: Condvar,
     events: Sender<LinkEvent>,
+    /// Replies the round still waits for; the reader that takes the last
+    /// one sends on `all_in`.
+    outstanding: AtomicUsize,
+    all_in_tx: Sender<()>,
+    all_in: Receiver<()>,
 }
 
 impl Links {
@@ -115,12 +122,16 @@ impl Links {
     /// The same with another pace (tests use a fast one).
     pub fn with_pace(me: Arc<Identity>, pace: Pace) -> (Arc<Links>, Receiver<LinkEvent>) {
         let (tx, rx) = crossbeam_channel::bounded(EVENTS_CAPACITY);
+        let (all_in_tx, all_in) = crossbeam_channel::bounded(1);
         let links = Links {
             me,
             pace,
             table: Mutex::default(),
             changed: Condvar::new(),
             events: tx,
+            outstanding: AtomicUsize::new(0),
+            all_in_tx,
+            all_in,
         };
         (Arc::new(links), rx)
     }
@@ -132,6 +143,33 @@ impl Links {
 
     fn lock(&self) -> MutexGuard<'_, Table> {
         self.table.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Starts counting a round's replies afresh.
+    pub fn reset_replies(&self) {
+        self.outstanding.store(0, Ordering::SeqCst);
+        while self.all_in.try_recv().is_ok() {}
+    }
+
+    /// One more reply to wait for (before its ping is written).
+    pub fn await_reply(&self) {
+        self.outstanding.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// One awaited reply came (or will not be counted any more); the last
+    /// one wakes the round.
+    pub fn reply_came(&self) {
+        let before = self
+            .outstanding
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        if before == Ok(1) {
+            let _ = self.all_in_tx.try_send(());
+        }
+    }
+
+    /// Ready when every awaited reply has come.
+    pub fn all_in(&self) -> &Receiver<()> {
+        &self.all_in
     }
 
     /// The link to `peer`, if one is up.
@@ -343,6 +381,7 @@ impl Links {
         let why = match link.reader(self.pace) {
             Ok(mut reader) => loop {
                 match reader.recv(&link) {
+                    Ok(frame) if link.take_reply(&frame) => self.reply_came(),
                     Ok(frame) if frame.len() > MAX_REPLY => {}
                     Ok(frame) => {
                         let event = LinkEvent::Frame {

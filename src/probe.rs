@@ -78,7 +78,7 @@ struct Backoff {
 
 /// A ping written and not yet answered.
 struct Waiting {
-    link: u64,
+    link: Arc<Link>,
     reference: u64,
     sent: Instant,
 }
@@ -174,6 +174,7 @@ impl Prober {
         self.backoff
             .retain(|name, b| wanted.get(name).is_some_and(|t| **t == b.target));
         let mut round = Round::default();
+        self.links.reset_replies();
         // Dials that finished since the last round: their links are in the
         // table already; only the backoff needs their news.
         while let Ok(done) = self.done.try_recv() {
@@ -196,15 +197,21 @@ impl Prober {
                 None => self.dial(t, timeout, &mut round),
             }
         }
+        let links = self.links.clone();
         loop {
-            let dialing = targets
-                .iter()
-                .any(|t| self.dialing.contains(&t.name) && !round.outcomes.contains_key(&t.name));
+            // A dial is waited for unless its member's last dial timed out:
+            // a hung peer never holds up the status line.
+            let dialing = targets.iter().any(|t| {
+                self.dialing.contains(&t.name)
+                    && !self.backoff.contains_key(&t.name)
+                    && !round.outcomes.contains_key(&t.name)
+            });
             if round.waiting.is_empty() && !dialing {
                 break;
             }
             let left = deadline.saturating_duration_since(Instant::now());
             select! {
+                recv(links.all_in()) -> _ => self.collect(&mut round),
                 recv(self.events) -> event => match event {
                     Ok(event) => self.take_event(event, &wanted, &mut round, timeout),
                     Err(_) => break,
@@ -217,18 +224,17 @@ impl Prober {
                 default(left) => break,
             }
         }
+        self.collect(&mut round);
         for (_, (name, waiting)) in round.waiting.drain() {
+            let link = waiting.link;
+            link.forget_reply();
             let missed = match self.missed.get(&name) {
-                Some((link, n)) if *link == waiting.link => n + 1,
+                Some((id, n)) if *id == link.id => n + 1,
                 _ => 1,
             };
-            self.missed.insert(name.clone(), (waiting.link, missed));
-            let silent = self
-                .links
-                .get(name.as_str())
-                .is_some_and(|l| l.id == waiting.link && l.since_read() >= SILENT_FOR);
-            if missed >= MAX_MISSED_REPLIES && silent {
-                self.links.drop_link(name.as_str(), waiting.link);
+            self.missed.insert(name.clone(), (link.id, missed));
+            if missed >= MAX_MISSED_REPLIES && link.since_read() >= SILENT_FOR {
+                self.links.drop_link(name.as_str(), link.id);
                 self.missed.remove(&name);
             }
             round
@@ -264,20 +270,42 @@ impl Prober {
             .templates
             .entry(t.name.clone())
             .or_insert_with(|| CallTemplate::new(pid, &me.name, me.creation, t.name.as_str()));
+        template.call(reference);
+        self.links.await_reply();
+        link.expect(template.yes_reply());
+        let sent = Instant::now();
         match link.send(template.call(reference)) {
             Ok(()) => {
                 let waiting = Waiting {
-                    link: link.id,
+                    link: link.clone(),
                     reference,
-                    sent: Instant::now(),
+                    sent,
                 };
                 round
                     .waiting
                     .insert(t.name.as_str().to_string(), (t.name.clone(), waiting));
             }
             Err(_) => {
+                link.forget_reply();
+                self.links.reply_came();
                 self.links.drop_link(t.name.as_str(), link.id);
                 self.dial(t, timeout, round);
+            }
+        }
+    }
+
+    /// Takes the replies the links' readers have noted.
+    fn collect(&mut self, round: &mut Round) {
+        let answered: Vec<(String, Instant)> = round
+            .waiting
+            .iter()
+            .filter_map(|(peer, (_, w))| w.link.answered().map(|at| (peer.clone(), at)))
+            .collect();
+        for (peer, at) in answered {
+            if let Some((name, waiting)) = round.waiting.remove(&peer) {
+                self.missed.remove(&name);
+                let rtt = at.saturating_duration_since(waiting.sent);
+                round.outcomes.insert(name, Outcome::Alive(rtt));
             }
         }
     }
@@ -384,16 +412,16 @@ impl Prober {
         timeout: Duration,
     ) {
         match event {
+            // The usual reply is taken by the link's reader; this is any
+            // other form of it, decoded.
             LinkEvent::Frame { peer, frame, .. } => {
-                let Some((name, waiting)) = round.waiting.get(&peer) else {
+                let Some((_, waiting)) = round.waiting.get(&peer) else {
                     return;
                 };
-                let answer = match self.templates.get(name) {
-                    Some(template) if template.is_yes(&frame) => Some(Ok(())),
-                    _ => self.decode_reply(&frame, waiting.reference),
-                };
-                if let Some(answer) = answer {
+                if let Some(answer) = self.decode_reply(&frame, waiting.reference) {
                     if let Some((name, waiting)) = round.waiting.remove(&peer) {
+                        waiting.link.forget_reply();
+                        self.links.reply_came();
                         self.missed.remove(&name);
                         let outcome = match answer {
                             Ok(()) => Outcome::Alive(waiting.sent.elapsed()),
@@ -411,11 +439,13 @@ impl Prober {
                 let ours = round
                     .waiting
                     .get(&peer)
-                    .is_some_and(|(_, waiting)| waiting.link == link);
+                    .is_some_and(|(_, waiting)| waiting.link.id == link);
                 if !ours {
                     return;
                 }
-                if let Some((name, _)) = round.waiting.remove(&peer) {
+                if let Some((name, waiting)) = round.waiting.remove(&peer) {
+                    waiting.link.forget_reply();
+                    self.links.reply_came();
                     if let Some(t) = wanted.get(&name).copied() {
                         self.dial(t, timeout, round);
                     }

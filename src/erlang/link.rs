@@ -78,6 +78,19 @@ pub struct Link {
     last_read_ms: AtomicU64,
     /// Set when we close the link ourselves, so its end is not news.
     closing: AtomicBool,
+    /// The reply the round waits for on this link, matched by the reader
+    /// itself, so the round thread is woken once for all its replies
+    /// rather than once per reply.
+    awaited: Mutex<Awaited>,
+}
+
+/// See [`Link::expect`].
+#[derive(Debug, Default)]
+struct Awaited {
+    /// The message term of the reply (see [`message::is_yes_reply`]).
+    reply: Vec<u8>,
+    active: bool,
+    answered: Option<Instant>,
 }
 
 /// Whether an I/O error is a timeout (`WouldBlock` is what a timed-out read
@@ -105,7 +118,45 @@ impl Link {
             last_write_ms: AtomicU64::new(0),
             last_read_ms: AtomicU64::new(0),
             closing: AtomicBool::new(false),
+            awaited: Mutex::default(),
         })
+    }
+
+    fn awaited(&self) -> std::sync::MutexGuard<'_, Awaited> {
+        self.awaited.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Makes the reader watch for `reply` (the message term answering our
+    /// next ping); set before the ping is written.
+    pub fn expect(&self, reply: &[u8]) {
+        let mut awaited = self.awaited();
+        awaited.reply.clear();
+        awaited.reply.extend_from_slice(reply);
+        awaited.active = true;
+        awaited.answered = None;
+    }
+
+    /// When the expected reply came, if it did; stops watching once it has.
+    pub fn answered(&self) -> Option<Instant> {
+        self.awaited().answered.take()
+    }
+
+    /// Stops watching for a reply (the round is over).
+    pub fn forget_reply(&self) {
+        let mut awaited = self.awaited();
+        awaited.active = false;
+        awaited.answered = None;
+    }
+
+    /// Whether `frame` is the expected reply; it is noted as answered.
+    pub fn take_reply(&self, frame: &[u8]) -> bool {
+        let mut awaited = self.awaited();
+        if !awaited.active || !message::is_yes_reply(frame, &awaited.reply) {
+            return false;
+        }
+        awaited.active = false;
+        awaited.answered = Some(Instant::now());
+        true
     }
 
     /// Writes a whole frame within [`WRITE_TIMEOUT`]. A partial write leaves
