@@ -20,8 +20,9 @@ Usage: pulse [run] [OPTIONS]      run a node (the default)
 
 Options (flags win over the environment):
   --name NAME@HOST        node name                                      PULSE_NAME
-  --sname NAME            node name NAME@<this host's name>
+  --sname NAME            node name NAME@<short host name>, as erl -sname
   --ip ADDR               address to listen on and publish               PULSE_IP
+                          [where the name's host resolves]
   --port PORT             distribution port, 0 = any free one [0]        PULSE_PORT
   --cookie COOKIE         shared secret                                  PULSE_COOKIE
   --cookie-file PATH      read the cookie from this file                 PULSE_COOKIE_FILE
@@ -38,7 +39,8 @@ Options (flags win over the environment):
   -V, --version           print the version
 
 With no name, the node is called md5(`date -Ins`)[..10]@ADDR, ADDR being
---ip or the first non-loopback IPv4 address. With no cookie, the cookie is
+--ip or the first non-loopback IPv4 address. A name's host is looked up in
+/etc/hosts, then by the system resolver. With no cookie, the cookie is
 read from $HOME/.erlang.cookie, which is created when missing.
 
 Exit codes: 0 ok; 1 runtime failure (status: some node is down);
@@ -53,6 +55,8 @@ pub const DEFAULT_LOG_FILE: &str = "/tmp/log/cluster.log";
 pub const MAX_INTERVAL_MS: u64 = 15_000;
 /// Shortest interval.
 pub const MIN_INTERVAL_MS: u64 = 10;
+/// How long a node may wait at startup for its name's host to resolve.
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How a node deals with EPMD, Erlang's port mapper.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -316,17 +320,32 @@ impl Args {
     }
 
     /// Does the side effects: finds the address, the name and the cookie.
+    ///
+    /// A node listens where its name's host resolves, as an Erlang node
+    /// does: `--sname` takes the short host name, which must resolve; a
+    /// `--name` host that does not resolve falls back to the first
+    /// non-loopback IPv4.
     pub fn resolve(&self) -> Result<Config, String> {
-        let name_ip = self
-            .name
-            .as_deref()
-            .and_then(|n| n.split_once('@'))
-            .and_then(|(_, host)| host.parse::<IpAddr>().ok());
-        let ip = self.ip.or(name_ip).unwrap_or_else(name::detect_ipv4);
-        let name_text = match (&self.name, &self.sname) {
-            (Some(n), _) => n.clone(),
-            (None, Some(s)) => format!("{s}@{}", name::host_name()?),
-            (None, None) => format!("{}@{ip}", name::recipe_alive()),
+        let host = match (&self.name, &self.sname) {
+            (Some(n), _) => n.split_once('@').map(|(_, h)| h.to_string()),
+            (None, Some(_)) => Some(name::short_host_name()?),
+            (None, None) => None,
+        };
+        let ip = match (self.ip, &host) {
+            (Some(ip), _) => ip,
+            (None, Some(h)) => match name::resolve_host(h, RESOLVE_TIMEOUT) {
+                Ok(ip) => ip,
+                Err(e) if self.sname.is_some() => {
+                    return Err(format!("--sname: {e}; give --ip or --name"));
+                }
+                Err(_) => name::detect_ipv4(),
+            },
+            (None, None) => name::detect_ipv4(),
+        };
+        let name_text = match (&self.name, &self.sname, host) {
+            (Some(n), _, _) => n.clone(),
+            (None, Some(s), Some(h)) => format!("{s}@{h}"),
+            _ => format!("{}@{ip}", name::recipe_alive()),
         };
         let name: NodeName = name_text.parse()?;
         let interval = Duration::from_millis(self.interval_ms());

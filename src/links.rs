@@ -24,9 +24,9 @@ use std::time::Instant;
 use crossbeam_channel::{Receiver, Sender};
 use log::debug;
 
-use crate::erlang::Identity;
 use crate::erlang::handshake::{Admit, HandshakeError};
 use crate::erlang::link::{self, DialError, Link, Pace};
+use crate::erlang::{Identity, Phase};
 
 /// Stack of a reader thread: it decodes small terms (nesting is capped), so
 /// a small stack keeps thousands of links cheap.
@@ -294,7 +294,7 @@ impl Links {
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(DialError::Timeout("handshake"));
+                return Err(DialError::Timeout(Phase::Handshake));
             }
             if while_pending && !table.pending.contains_key(peer) {
                 return Err(DialError::Handshake(HandshakeError::Refused(

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::{Duration, Instant};
 
+use crate::erlang::Phase;
 use crate::name::NodeName;
 use crate::registry::Record;
 
@@ -18,7 +19,7 @@ pub enum Reason {
     /// Nothing listens at the address.
     Refused,
     /// No answer within the timeout (the phase is named).
-    Timeout(&'static str),
+    Timeout(Phase),
     /// The handshake failed on the cookie.
     BadCookie,
     /// The node at the address has another name.
@@ -294,7 +295,7 @@ mod tests {
                 .is_empty()
         );
         // A different kind of reason is news.
-        let timeout = Outcome::Down(Reason::Timeout("reply"));
+        let timeout = Outcome::Down(Reason::Timeout(Phase::Reply));
         assert_eq!(m.apply(&[(b.clone(), timeout)]).len(), 1);
         assert_eq!(
             m.apply(&[(b.clone(), Outcome::Alive(SEC))]),

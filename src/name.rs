@@ -6,9 +6,12 @@
 //! before the `@`; letters, digits, `.`, `-` and `_` after it, never `..`.
 
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr};
+use std::io::Read;
+use std::net::{IpAddr, Ipv4Addr, ToSocketAddrs};
 use std::process::Command;
 use std::str::FromStr;
+use std::thread;
+use std::time::Duration;
 
 /// Longest name accepted (Erlang's atom limit).
 pub const MAX_LEN: usize = 255;
@@ -138,11 +141,70 @@ pub fn detect_ipv4() -> IpAddr {
         .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
 }
 
-/// This machine's host name, for `--sname`.
-pub fn host_name() -> Result<String, String> {
+/// This machine's short host name (up to the first `.`), the host part
+/// `erl -sname` gives a node.
+pub fn short_host_name() -> Result<String, String> {
     let name = hostname::get().map_err(|e| format!("cannot read the host name: {e}"))?;
-    name.into_string()
-        .map_err(|_| "the host name is not valid UTF-8".to_string())
+    let name = name
+        .into_string()
+        .map_err(|_| "the host name is not valid UTF-8".to_string())?;
+    Ok(name.split('.').next().unwrap_or_default().to_string())
+}
+
+/// The hosts file, read before any resolver is asked.
+const HOSTS_FILE: &str = "/etc/hosts";
+/// Largest hosts file read; the rest is ignored.
+const MAX_HOSTS_FILE: u64 = 1 << 20;
+
+/// The IPv4 address a host name stands for, as Erlang's distribution finds
+/// it: an address literal as it is, else the hosts file, else the system
+/// resolver, which may ask DNS. The resolver has no timeout of its own, so
+/// it runs on a thread of its own that is left behind (detached) when it
+/// takes longer than `timeout`.
+pub fn resolve_host(host: &str, timeout: Duration) -> Result<IpAddr, String> {
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(ip);
+    }
+    let mut text = String::new();
+    let read = std::fs::File::open(HOSTS_FILE)
+        .and_then(|f| f.take(MAX_HOSTS_FILE).read_to_string(&mut text));
+    if read.is_ok() {
+        if let Some(ip) = hosts_lookup(&text, host) {
+            return Ok(IpAddr::V4(ip));
+        }
+    }
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    let query = format!("{host}:0");
+    thread::Builder::new()
+        .name("pulse-resolve".into())
+        .spawn(move || {
+            let found = query
+                .to_socket_addrs()
+                .map(|addrs| addrs.map(|a| a.ip()).find(IpAddr::is_ipv4));
+            // The asker may have given up; then nobody reads this.
+            let _ = tx.send(found);
+        })
+        .map_err(|e| format!("cannot resolve '{host}': {e}"))?;
+    match rx.recv_timeout(timeout) {
+        Ok(Ok(Some(ip))) => Ok(ip),
+        Ok(Ok(None)) => Err(format!("'{host}' has no IPv4 address")),
+        Ok(Err(e)) => Err(format!("'{host}' does not resolve: {e}")),
+        Err(_) => Err(format!(
+            "'{host}' did not resolve within {} ms",
+            timeout.as_millis()
+        )),
+    }
+}
+
+/// The first IPv4 address a hosts file's text gives `host` (names compare
+/// without regard to case).
+fn hosts_lookup(text: &str, host: &str) -> Option<Ipv4Addr> {
+    text.lines().find_map(|line| {
+        let line = line.split('#').next().unwrap_or_default();
+        let mut fields = line.split_whitespace();
+        let ip = fields.next()?.parse::<Ipv4Addr>().ok()?;
+        fields.any(|n| n.eq_ignore_ascii_case(host)).then_some(ip)
+    })
 }
 
 #[cfg(test)]
@@ -168,6 +230,38 @@ mod tests {
         ] {
             assert!(bad.parse::<NodeName>().is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn hosts_file_lines_are_read_as_the_resolver_reads_them() {
+        let text = "# comment 10.0.0.9 vm\n\
+                    ::1 localhost ip6-localhost vm6\n\
+                    127.0.1.1\tVM.example vm # the host\n\
+                    10.1.2.3 other vm\n\
+                    garbage line\n";
+        let at = |h| hosts_lookup(text, h);
+        assert_eq!(at("vm"), Some(Ipv4Addr::new(127, 0, 1, 1)));
+        assert_eq!(at("vm.EXAMPLE"), Some(Ipv4Addr::new(127, 0, 1, 1)));
+        assert_eq!(at("other"), Some(Ipv4Addr::new(10, 1, 2, 3)));
+        assert_eq!(at("vm6"), None, "IPv6 entries are skipped");
+        assert_eq!(at("comment"), None);
+        assert_eq!(at("the"), None);
+        assert_eq!(at("line"), None);
+    }
+
+    #[test]
+    fn literals_and_our_own_host_name_resolve_without_dns() {
+        let quick = Duration::from_secs(5);
+        assert_eq!(
+            resolve_host("10.0.0.1", quick),
+            Ok(IpAddr::from([10, 0, 0, 1]))
+        );
+        // The hosts file maps localhost to loopback on every machine
+        // these tests run on.
+        let ip = resolve_host("localhost", quick).expect("localhost resolves");
+        assert!(ip.is_loopback(), "{ip}");
+        let short = short_host_name().expect("host name");
+        assert!(!short.is_empty() && !short.contains('.'), "{short}");
     }
 
     #[test]

@@ -179,7 +179,7 @@ fn join_epmd(config: &Config, port: u16) -> Result<Option<EpmdPresence>, Error> 
                 info!("registered {alive} with EPMD at {at}");
                 Ok(Some(EpmdPresence::Registered(registration)))
             }
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(Error::Epmd(e.to_string())),
+            Err(e @ epmd::RegisterError::NameTaken(_)) => Err(Error::Epmd(e.to_string())),
             Err(e) => {
                 info!(
                     "no EPMD at {at} ({e}): Erlang nodes reach this node only through the registry"

@@ -14,7 +14,7 @@
 //! thread at most once per backoff, and never delay a live peer's dial.
 
 use std::collections::{HashMap, HashSet};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -25,7 +25,7 @@ use crate::erlang::handshake::HandshakeError;
 use crate::erlang::link::{self, DialError, Link};
 use crate::erlang::message::{self, CallTemplate, Incoming};
 use crate::erlang::term::{Pid, Term};
-use crate::erlang::{Identity, epmd};
+use crate::erlang::{Identity, Phase, epmd};
 use crate::links::{LinkEvent, Links};
 use crate::membership::{Outcome, Reason};
 use crate::name::NodeName;
@@ -239,7 +239,7 @@ impl Prober {
             }
             round
                 .outcomes
-                .insert(name, Outcome::Down(Reason::Timeout("reply")));
+                .insert(name, Outcome::Down(Reason::Timeout(Phase::Reply)));
         }
         targets
             .iter()
@@ -250,9 +250,9 @@ impl Prober {
                         .remove(&t.name)
                         .unwrap_or(Outcome::Down(Reason::Timeout(
                             if self.dialing.contains(&t.name) {
-                                "connect"
+                                Phase::Connect
                             } else {
-                                "reply"
+                                Phase::Reply
                             },
                         )));
                 (t.name.clone(), outcome)
@@ -325,9 +325,10 @@ impl Prober {
             }
         }
         if self.dialing.len() >= MAX_DIALS {
-            round
-                .outcomes
-                .insert(t.name.clone(), Outcome::Down(Reason::Timeout("connect")));
+            round.outcomes.insert(
+                t.name.clone(),
+                Outcome::Down(Reason::Timeout(Phase::Connect)),
+            );
             return;
         }
         let (links, done, target) = (self.links.clone(), self.done_tx.clone(), t.clone());
@@ -528,19 +529,14 @@ pub fn open(
 }
 
 fn epmd_lookup(name: &NodeName, epmd_port: u16, deadline: Instant) -> Result<SocketAddr, Reason> {
-    let host = name.host();
-    let ip: IpAddr = match host.parse() {
-        Ok(ip) => ip,
-        Err(_) if host == "localhost" => IpAddr::from([127, 0, 0, 1]),
-        Err(_) => {
-            return Err(Reason::NoAddress(format!(
-                "no port in its record and '{host}' is not an IP address"
-            )));
-        }
+    let left = || {
+        deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(1))
     };
-    let left = deadline
-        .saturating_duration_since(Instant::now())
-        .max(Duration::from_millis(1));
+    let ip = crate::name::resolve_host(name.host(), left())
+        .map_err(|e| Reason::NoAddress(format!("no port in its record and {e}")))?;
+    let left = left();
     match epmd::port_please(SocketAddr::new(ip, epmd_port), name.alive(), left) {
         Ok(Some(port)) => Ok(SocketAddr::new(ip, port)),
         Ok(None) => Err(Reason::NoAddress("not registered in EPMD".into())),

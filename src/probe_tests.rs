@@ -9,10 +9,10 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use super::{Prober, Target};
-use crate::erlang::Identity;
 use crate::erlang::frame::frame;
 use crate::erlang::handshake::{self, Admit, Local};
 use crate::erlang::message;
+use crate::erlang::{Identity, Phase};
 use crate::links::Links;
 use crate::listener::Listener;
 use crate::membership::{Outcome, Reason};
@@ -72,7 +72,7 @@ fn read_frame(s: &mut TcpStream) -> Option<Vec<u8>> {
 /// Answers every call until the link closes.
 fn answer(_: usize, mut s: TcpStream) {
     while let Some(body) = read_frame(&mut s) {
-        if let Some(reply) = message::answer_call(&body) {
+        if let Some(reply) = message::answer(&body) {
             if s.write_all(&reply).is_err() {
                 return;
             }
@@ -134,7 +134,7 @@ fn the_third_missed_reply_of_a_silent_peer_drops_the_link() {
         let got = outcome(&mut prober, &t, timeout);
         assert_eq!(
             got,
-            Outcome::Down(Reason::Timeout("reply")),
+            Outcome::Down(Reason::Timeout(Phase::Reply)),
             "round {round}"
         );
         ids.push(prober.links.get("s@127.0.0.1").map(|l| l.id));
@@ -152,7 +152,7 @@ fn a_dial_finishing_after_the_rounds_deadline_hands_its_link_over() {
     let t = target("d@127.0.0.1", peer.addr);
     let mut prober = prober();
     let got = outcome(&mut prober, &t, Duration::from_millis(50));
-    assert_eq!(got, Outcome::Down(Reason::Timeout("connect")));
+    assert_eq!(got, Outcome::Down(Reason::Timeout(Phase::Connect)));
     let deadline = Instant::now() + Duration::from_secs(5);
     while prober.links.get("d@127.0.0.1").is_none() {
         assert!(Instant::now() < deadline, "the late dial's link never came");
@@ -257,7 +257,7 @@ fn a_frame_flood_costs_no_reply() {
         let mut reader = s.try_clone().expect("clone");
         thread::spawn(move || {
             while let Some(body) = read_frame(&mut reader) {
-                if let Some(reply) = message::answer_call(&body) {
+                if let Some(reply) = message::answer(&body) {
                     let _ = (&reader).write_all(&reply);
                 }
             }

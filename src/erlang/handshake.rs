@@ -1,19 +1,20 @@
 //! The version-6 distribution handshake (OTP 23 and later), both sides.
 //!
-//! The caller sets the socket's read and write timeouts first; every step
-//! here is one blocking read or write, so the handshake as a whole is bounded
-//! by a few timeouts.
+//! The stream given is bounded by the caller: `link` wraps the socket so that
+//! every read and write gets the time left until the caller's deadline, so
+//! the handshake as a whole ends by that deadline.
+//!
+//! Both sides check the other's flags as OTP does: a peer that lacks a flag
+//! pulse requires ([`flags::REQUIRED`]) is refused (`not_allowed` when it
+//! connected to us, an abort when we connected to it).
 
 use std::fmt;
 use std::io::{self, Read, Write};
 
+use super::cursor::Cursor;
+use super::flags;
 use super::frame::{read_handshake, write_handshake};
-use super::{FLAGS, digest, random_u32};
-
-/// The flags OTP 25 insists on; a peer without them is refused as OTP does.
-const MANDATORY: u64 = 0x0107_0F94;
-/// Shorthand flag a peer may send for the mandatory set.
-const MANDATORY_25_DIGEST: u64 = 0x0400_0000;
+use super::{digest, random_u32};
 
 /// The far end of a finished handshake.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -41,6 +42,13 @@ pub enum HandshakeError {
     },
     /// The peer refused the connection with this status.
     Refused(String),
+    /// The peer lacks capabilities pulse needs.
+    MissingFlags {
+        /// The name it gave.
+        peer: String,
+        /// The missing flags' names.
+        missing: String,
+    },
     /// The peer broke the protocol.
     Protocol(String),
 }
@@ -54,6 +62,9 @@ impl fmt::Display for HandshakeError {
                 write!(f, "name mismatch: it answered as {got}")
             }
             HandshakeError::Refused(status) => write!(f, "handshake refused: {status}"),
+            HandshakeError::MissingFlags { peer, missing } => {
+                write!(f, "handshake: {peer} lacks mandatory flags {missing}")
+            }
             HandshakeError::Protocol(why) => write!(f, "handshake: {why}"),
         }
     }
@@ -109,7 +120,7 @@ pub fn initiate<S: Read + Write>(
     still_ours: impl FnOnce() -> bool,
 ) -> Result<Peer, HandshakeError> {
     let mut send_name = vec![b'N'];
-    send_name.extend(FLAGS.to_be_bytes());
+    send_name.extend(flags::OFFERED.to_be_bytes());
     send_name.extend(local.creation.to_be_bytes());
     send_name.extend((local.name.len() as u16).to_be_bytes());
     send_name.extend(local.name.as_bytes());
@@ -135,10 +146,11 @@ pub fn initiate<S: Read + Write>(
     }
 
     let challenge = read_handshake(stream)?;
-    let (flags, their_challenge, creation, name) = parse_challenge(&challenge)?;
+    let (their_flags, their_challenge, creation, name) = parse_challenge(&challenge)?;
     if name != peer_name {
         return Err(HandshakeError::NameMismatch { got: name });
     }
+    check_flags(&name, their_flags)?;
     let our_challenge = random_u32();
     let mut reply = vec![b'r'];
     reply.extend(our_challenge.to_be_bytes());
@@ -150,16 +162,19 @@ pub fn initiate<S: Read + Write>(
         Err(e) if is_closed(&e) => return Err(HandshakeError::BadCookie(name)),
         Err(e) => return Err(e.into()),
     };
-    if ack.len() != 17 || ack[0] != b'a' {
-        return Err(protocol("expected a challenge ack"));
-    }
-    if ack[1..] != digest(local.cookie, our_challenge) {
+    let mut c = Cursor::new(&ack);
+    let their_digest = c
+        .expect(b"a")
+        .and_then(|()| c.take(16))
+        .filter(|_| c.at_end())
+        .ok_or_else(|| protocol("expected a challenge ack"))?;
+    if their_digest != digest(local.cookie, our_challenge) {
         return Err(HandshakeError::BadCookie(name));
     }
     Ok(Peer {
         name,
         creation,
-        flags: flags & FLAGS,
+        flags: flags::expand(their_flags) & flags::OFFERED,
     })
 }
 
@@ -172,12 +187,10 @@ pub fn accept<S: Read + Write>(
     admit: impl FnOnce(&str) -> Admit,
 ) -> Result<Peer, HandshakeError> {
     let send_name = read_handshake(stream)?;
-    let (flags, creation, name) = parse_send_name(&send_name)?;
-    if flags & MANDATORY != MANDATORY && flags & MANDATORY_25_DIGEST == 0 {
+    let (their_flags, creation, name) = parse_send_name(&send_name)?;
+    if let Err(e) = check_flags(&name, their_flags) {
         write_handshake(stream, b"snot_allowed")?;
-        return Err(HandshakeError::Refused(format!(
-            "{name} lacks mandatory flags"
-        )));
+        return Err(e);
     }
     match admit(&name) {
         Admit::Ok => write_handshake(stream, b"sok")?,
@@ -198,7 +211,7 @@ pub fn accept<S: Read + Write>(
 
     let our_challenge = random_u32();
     let mut challenge = vec![b'N'];
-    challenge.extend(FLAGS.to_be_bytes());
+    challenge.extend(flags::OFFERED.to_be_bytes());
     challenge.extend(our_challenge.to_be_bytes());
     challenge.extend(local.creation.to_be_bytes());
     challenge.extend((local.name.len() as u16).to_be_bytes());
@@ -206,20 +219,34 @@ pub fn accept<S: Read + Write>(
     write_handshake(stream, &challenge)?;
 
     let reply = read_handshake(stream)?;
-    if reply.len() != 21 || reply[0] != b'r' {
-        return Err(protocol("expected a challenge reply"));
-    }
-    if reply[5..] != digest(local.cookie, our_challenge) {
+    let mut c = Cursor::new(&reply);
+    let (their_challenge, their_digest) = c
+        .expect(b"r")
+        .and_then(|()| Some((c.u32()?, c.take(16)?)))
+        .filter(|_| c.at_end())
+        .ok_or_else(|| protocol("expected a challenge reply"))?;
+    if their_digest != digest(local.cookie, our_challenge) {
         return Err(HandshakeError::BadCookie(name));
     }
-    let their_challenge = u32::from_be_bytes([reply[1], reply[2], reply[3], reply[4]]);
     let mut ack = vec![b'a'];
     ack.extend(digest(local.cookie, their_challenge));
     write_handshake(stream, &ack)?;
     Ok(Peer {
         name,
         creation,
-        flags: flags & FLAGS,
+        flags: flags::expand(their_flags) & flags::OFFERED,
+    })
+}
+
+/// Refuses a peer that lacks a flag pulse requires.
+fn check_flags(name: &str, their_flags: u64) -> Result<(), HandshakeError> {
+    let missing = flags::missing(flags::REQUIRED, their_flags);
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(HandshakeError::MissingFlags {
+        peer: name.to_string(),
+        missing: missing.join(", "),
     })
 }
 
@@ -230,48 +257,34 @@ fn is_closed(e: &io::Error) -> bool {
     )
 }
 
-fn be_u64(b: &[u8]) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[..8]);
-    u64::from_be_bytes(a)
-}
-
-fn be_u32(b: &[u8]) -> u32 {
-    u32::from_be_bytes([b[0], b[1], b[2], b[3]])
-}
-
 /// A name field: u16 length then the bytes, which must end the message.
-fn name_at(msg: &[u8], at: usize) -> Result<String, HandshakeError> {
-    let len_bytes = msg
-        .get(at..at + 2)
-        .ok_or_else(|| protocol("truncated name"))?;
-    let len = u16::from_be_bytes([len_bytes[0], len_bytes[1]]) as usize;
-    let raw = msg
-        .get(at + 2..)
-        .filter(|r| r.len() == len)
-        .ok_or_else(|| protocol("bad name length"))?;
-    String::from_utf8(raw.to_vec()).map_err(|_| protocol("name is not utf-8"))
+fn name_at(c: &mut Cursor) -> Result<String, HandshakeError> {
+    let len = c.u16().ok_or_else(|| protocol("truncated name"))?;
+    if c.left() != usize::from(len) {
+        return Err(protocol("bad name length"));
+    }
+    String::from_utf8(c.rest().to_vec()).map_err(|_| protocol("name is not utf-8"))
 }
 
 /// `'N' flags:u64 creation:u32 name` from an initiator.
 fn parse_send_name(msg: &[u8]) -> Result<(u64, u32, String), HandshakeError> {
-    if msg.len() < 15 || msg[0] != b'N' {
-        return Err(protocol("expected a version-6 send_name"));
-    }
-    Ok((be_u64(&msg[1..9]), be_u32(&msg[9..13]), name_at(msg, 13)?))
+    let mut c = Cursor::new(msg);
+    let bad = || protocol("expected a version-6 send_name");
+    c.expect(b"N").ok_or_else(bad)?;
+    let their_flags = c.u64().ok_or_else(bad)?;
+    let creation = c.u32().ok_or_else(bad)?;
+    Ok((their_flags, creation, name_at(&mut c)?))
 }
 
 /// `'N' flags:u64 challenge:u32 creation:u32 name` from an acceptor.
 fn parse_challenge(msg: &[u8]) -> Result<(u64, u32, u32, String), HandshakeError> {
-    if msg.len() < 19 || msg[0] != b'N' {
-        return Err(protocol("expected a version-6 challenge"));
-    }
-    Ok((
-        be_u64(&msg[1..9]),
-        be_u32(&msg[9..13]),
-        be_u32(&msg[13..17]),
-        name_at(msg, 17)?,
-    ))
+    let mut c = Cursor::new(msg);
+    let bad = || protocol("expected a version-6 challenge");
+    c.expect(b"N").ok_or_else(bad)?;
+    let their_flags = c.u64().ok_or_else(bad)?;
+    let challenge = c.u32().ok_or_else(bad)?;
+    let creation = c.u32().ok_or_else(bad)?;
+    Ok((their_flags, challenge, creation, name_at(&mut c)?))
 }
 
 #[cfg(test)]
@@ -341,6 +354,91 @@ mod tests {
             matches!(client, Err(HandshakeError::NameMismatch { ref got }) if got == "b@h"),
             "{client:?}"
         );
+    }
+
+    /// What an acceptor says to a raw send_name offering `offer`.
+    fn accept_offer(offer: u64) -> (Vec<u8>, Result<Peer, HandshakeError>) {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let server = thread::spawn(move || {
+            let (mut s, _) = listener.accept().expect("accept");
+            s.set_read_timeout(Some(Duration::from_secs(5)))
+                .expect("timeout");
+            let local = Local {
+                name: "b@h",
+                creation: 2,
+                cookie: "c",
+            };
+            accept(&mut s, &local, |_| Admit::Ok)
+        });
+        let mut c = TcpStream::connect(addr).expect("connect");
+        c.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let mut send_name = vec![b'N'];
+        send_name.extend(offer.to_be_bytes());
+        send_name.extend([0, 0, 0, 1, 0, 3]);
+        send_name.extend(b"a@h");
+        write_handshake(&mut c, &send_name).expect("send_name");
+        let status = read_handshake(&mut c).expect("status");
+        drop(c);
+        (status, server.join().expect("server thread"))
+    }
+
+    #[test]
+    fn a_peer_without_required_flags_is_refused_as_otp_does() {
+        let (status, result) = accept_offer(flags::MANDATORY & !flags::MAP_TAG);
+        assert_eq!(status, b"snot_allowed");
+        assert!(
+            matches!(result, Err(HandshakeError::MissingFlags { ref missing, .. })
+                if missing == "MAP_TAG"),
+            "{result:?}"
+        );
+        // OTP 25's set, as older pulse builds offer it, is enough; so is the
+        // OTP 25 shorthand.
+        for offer in [flags::MANDATORY_25, flags::MANDATORY_25_DIGEST] {
+            let (status, result) = accept_offer(offer);
+            assert_eq!(status, b"sok", "{offer:#x}");
+            assert!(matches!(result, Err(HandshakeError::Io(_))), "{result:?}");
+        }
+    }
+
+    #[test]
+    fn both_sides_offer_todays_mandatory_flags_and_keep_the_shared_ones() {
+        let (client, server) = pair(("b@h", "c"), ("a@h", "c"), "b@h");
+        for peer in [client.expect("initiator"), server.expect("acceptor")] {
+            assert_eq!(peer.flags, flags::OFFERED);
+            assert!(flags::missing(flags::MANDATORY, peer.flags).is_empty());
+        }
+        let mut wire = Vec::new();
+        let local = Local {
+            name: "a@h",
+            creation: 1,
+            cookie: "c",
+        };
+        let _ = initiate(&mut Recorder(&mut wire), &local, "b@h", || true);
+        // Length, 'N', then the flags pulse offers.
+        assert_eq!(wire[3..11], flags::OFFERED.to_be_bytes());
+        assert_eq!(wire[2], b'N');
+    }
+
+    /// Records what is written and reads nothing.
+    struct Recorder<'a>(&'a mut Vec<u8>);
+
+    impl Read for Recorder<'_> {
+        fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+            Ok(0)
+        }
+    }
+
+    impl Write for Recorder<'_> {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.extend(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
     }
 
     #[test]

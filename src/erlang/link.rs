@@ -18,10 +18,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use super::Identity;
 use super::frame::{FrameReader, Next, TICK};
 use super::handshake::{self, Admit, HandshakeError, Peer};
 use super::message;
+use super::{Identity, Phase};
 
 /// How long one write may block. A healthy peer always has room in its
 /// receive buffer for a ping; one that stops reading loses its link.
@@ -247,7 +247,7 @@ impl LinkReader {
     pub fn recv(&mut self, link: &Link) -> io::Result<Vec<u8>> {
         loop {
             match self.frames.next_frame()? {
-                Next::Frame(frame) => match message::answer_call(&frame) {
+                Next::Frame(frame) => match message::answer(&frame) {
                     Some(answer) => link.send(&answer)?,
                     None => return Ok(frame),
                 },
@@ -321,7 +321,7 @@ pub enum DialError {
     /// Nothing listens there.
     Refused,
     /// The deadline passed; the phase says where.
-    Timeout(&'static str),
+    Timeout(Phase),
     /// The handshake failed.
     Handshake(HandshakeError),
     /// Another socket error.
@@ -351,11 +351,11 @@ pub fn dial(
 ) -> Result<Link, DialError> {
     let left = deadline.saturating_duration_since(Instant::now());
     if left.is_zero() {
-        return Err(DialError::Timeout("connect"));
+        return Err(DialError::Timeout(Phase::Connect));
     }
     let stream = TcpStream::connect_timeout(&addr, left).map_err(|e| match e.kind() {
         io::ErrorKind::ConnectionRefused => DialError::Refused,
-        _ if is_timeout(&e) => DialError::Timeout("connect"),
+        _ if is_timeout(&e) => DialError::Timeout(Phase::Connect),
         _ => DialError::Io(e),
     })?;
     stream.set_nodelay(true).map_err(DialError::Io)?;
@@ -369,7 +369,7 @@ pub fn dial(
         still_ours,
     )
     .map_err(|e| match e {
-        HandshakeError::Io(io) if is_timeout(&io) => DialError::Timeout("handshake"),
+        HandshakeError::Io(io) if is_timeout(&io) => DialError::Timeout(Phase::Handshake),
         other => DialError::Handshake(other),
     })?;
     Link::new(stream, peer, addr, false).map_err(DialError::Io)

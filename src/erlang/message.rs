@@ -1,23 +1,48 @@
-//! The messages of a ping: what `net_adm:ping` sends and what `net_kernel`
-//! answers, and how an incoming frame is recognised as one of them.
+//! The messages pulse sends and answers: the ping, and the replies a node
+//! owes for processes it does not have.
 //!
-//! The call is `{'$gen_call', {From, [alias | Ref]}, {is_auth, Node}}` sent to
+//! The ping is `{'$gen_call', {From, [alias | Ref]}, {is_auth, Node}}` sent to
 //! the registered name `net_kernel`; the answer is `{[alias | Ref], yes}` sent
 //! to `From`. The reply tag is echoed exactly, or the caller never matches it.
+//!
+//! pulse has two processes: `net_kernel`, which answers `is_auth` calls, and
+//! the pid its own calls come from. A monitor on anything else ends at once
+//! with `noproc`, a link to anything else with an exit `noproc`, and every
+//! unlink is acknowledged, as an OTP node does for a process it lacks. So a
+//! `GenServer.call` to a name on pulse fails at once instead of hanging.
 
+use super::cursor::Cursor;
 use super::frame::frame;
+use super::term::tag::{
+    ATOM_UTF8, LIST, NEW_PID, NEWER_REFERENCE, SMALL_ATOM_UTF8, SMALL_INTEGER, SMALL_TUPLE,
+};
 use super::term::{Pid, Ref, Term, VERSION};
 
-/// Control message `REG_SEND`: to a registered name.
-const REG_SEND: i64 = 6;
-/// Control message `SEND`: to a pid.
+/// Control message `LINK {1, From, To}`.
+const LINK: i64 = 1;
+/// Control message `SEND {2, '', To}`: to a pid.
 const SEND: i64 = 2;
-/// Control message `SEND_SENDER`: to a pid, naming the sender.
+/// Control message `EXIT {3, From, To, Reason}`: a linked process ended.
+const EXIT: i64 = 3;
+/// Control message `REG_SEND {6, From, '', Name}`: to a registered name.
+const REG_SEND: i64 = 6;
+/// Control message `MONITOR_P {19, Watcher, Watched, Ref}`; `Watched` is a
+/// pid or a registered name.
+const MONITOR_P: i64 = 19;
+/// Control message `MONITOR_P_EXIT {21, Watched, Watcher, Ref, Reason}`.
+const MONITOR_P_EXIT: i64 = 21;
+/// Control message `SEND_SENDER {22, From, To}`: to a pid, naming the sender.
 const SEND_SENDER: i64 = 22;
-/// Control message `ALIAS_SEND`: to a process alias.
+/// Control message `ALIAS_SEND {33, From, Alias}`: to a process alias.
 const ALIAS_SEND: i64 = 33;
+/// Control message `UNLINK_ID {35, Id, From, To}` (the new link protocol).
+const UNLINK_ID: i64 = 35;
+/// Control message `UNLINK_ID_ACK {36, Id, From, To}`.
+const UNLINK_ID_ACK: i64 = 36;
 /// The tag byte of a plain (uncached) distribution message.
 const PASS_THROUGH: u8 = b'p';
+/// The registered name pulse answers as.
+const NET_KERNEL: &str = "net_kernel";
 
 /// A frame as pulse understands it.
 #[derive(Debug, PartialEq, Eq)]
@@ -40,12 +65,15 @@ pub enum Incoming {
     Other,
 }
 
+/// The process number and serial pulse calls from.
+const OUR_PROCESS: (u32, u32) = (1, 0);
+
 /// The process pulse speaks as: `<Node.1.0>`.
 pub fn our_pid(node: &str, creation: u32) -> Pid {
     Pid {
         node: node.to_string(),
-        id: 1,
-        serial: 0,
+        id: OUR_PROCESS.0,
+        serial: OUR_PROCESS.1,
         creation,
     }
 }
@@ -67,13 +95,20 @@ fn message(control: &Term, payload: &Term) -> Vec<u8> {
     frame(&body)
 }
 
+/// A frame of a control message alone (links, monitors).
+fn signal(control: Vec<Term>) -> Vec<u8> {
+    let mut body = vec![PASS_THROUGH, VERSION];
+    Term::Tuple(control).encode(&mut body);
+    frame(&body)
+}
+
 /// The whole frame of `net_adm:ping`'s call to `net_kernel` on `target`.
 pub fn is_auth_call(from: &Pid, reference: &Ref, target: &str) -> Vec<u8> {
     let control = Term::Tuple(vec![
         Term::Int(REG_SEND),
         Term::Pid(from.clone()),
         Term::atom(""),
-        Term::atom("net_kernel"),
+        Term::atom(NET_KERNEL),
     ]);
     let tag = alias_tag(reference);
     let payload = Term::Tuple(vec![
@@ -169,10 +204,7 @@ fn alias_tag(reference: &Ref) -> Term {
 /// decoding it, for calls of the exact form `net_adm:ping` sends. `None`
 /// for anything else, which [`parse`] then looks at properly.
 pub fn answer_is_auth(body: &[u8]) -> Option<Vec<u8>> {
-    let mut c = Cursor {
-        bytes: body,
-        pos: 0,
-    };
+    let mut c = Cursor::new(body);
     c.expect(&[
         PASS_THROUGH,
         VERSION,
@@ -181,24 +213,24 @@ pub fn answer_is_auth(body: &[u8]) -> Option<Vec<u8>> {
         SMALL_INTEGER,
         REG_SEND as u8,
     ])?;
-    c.pid()?;
-    c.atom()?;
-    if c.atom()? != b"net_kernel" {
+    pid(&mut c)?;
+    atom(&mut c)?;
+    if atom(&mut c)? != NET_KERNEL.as_bytes() {
         return None;
     }
     c.expect(&[VERSION, SMALL_TUPLE, 3])?;
-    if c.atom()? != b"$gen_call" {
+    if atom(&mut c)? != b"$gen_call" {
         return None;
     }
     c.expect(&[SMALL_TUPLE, 2])?;
-    let from = c.pid()?;
-    let tag = c.tag()?;
+    let from = pid(&mut c)?;
+    let tag = reply_tag(&mut c)?;
     c.expect(&[SMALL_TUPLE, 2])?;
-    if c.atom()? != b"is_auth" {
+    if atom(&mut c)? != b"is_auth" {
         return None;
     }
-    c.atom()?;
-    if c.pos != body.len() {
+    atom(&mut c)?;
+    if !c.at_end() {
         return None;
     }
     // SEND {2, '', From} then {Tag, yes}.
@@ -225,84 +257,122 @@ pub fn answer_is_auth(body: &[u8]) -> Option<Vec<u8>> {
     Some(reply)
 }
 
-/// The answer to any `is_auth` call: straight from the bytes when the call
-/// has the usual form, else from the decoded call. `None` when `body` is
-/// not such a call.
-pub fn answer_call(body: &[u8]) -> Option<Vec<u8>> {
-    answer_is_auth(body).or_else(|| match parse(body) {
-        Incoming::IsAuth { from, tag } => Some(is_auth_reply(&from, &tag)),
+/// What pulse owes in answer to a frame's body, as a whole frame ready to
+/// send: `yes` to an `is_auth` call, `noproc` to a monitor or link on a
+/// process pulse lacks, an acknowledgement to an unlink. `None` for every
+/// other message, which is dropped. Never fails on garbage.
+pub fn answer(body: &[u8]) -> Option<Vec<u8>> {
+    answer_is_auth(body).or_else(|| answer_decoded(body))
+}
+
+fn answer_decoded(body: &[u8]) -> Option<Vec<u8>> {
+    let (control, payload) = decode(body)?;
+    match control.as_slice() {
+        [Term::Int(REG_SEND), ..] => match parse_call(&control, payload.as_ref()?)? {
+            Incoming::IsAuth { from, tag } => Some(is_auth_reply(&from, &tag)),
+            _ => None,
+        },
+        [
+            Term::Int(MONITOR_P),
+            watcher @ Term::Pid(_),
+            watched,
+            r @ Term::Ref(_),
+        ] => (!serves(watched)).then(|| {
+            signal(vec![
+                Term::Int(MONITOR_P_EXIT),
+                watched.clone(),
+                watcher.clone(),
+                r.clone(),
+                Term::atom("noproc"),
+            ])
+        }),
+        [Term::Int(LINK), from @ Term::Pid(_), to @ Term::Pid(_)] => (!serves(to)).then(|| {
+            signal(vec![
+                Term::Int(EXIT),
+                to.clone(),
+                from.clone(),
+                Term::atom("noproc"),
+            ])
+        }),
+        [
+            Term::Int(UNLINK_ID),
+            id,
+            from @ Term::Pid(_),
+            to @ Term::Pid(_),
+        ] => Some(signal(vec![
+            Term::Int(UNLINK_ID_ACK),
+            id.clone(),
+            to.clone(),
+            from.clone(),
+        ])),
         _ => None,
-    })
+    }
 }
 
-const SMALL_INTEGER: u8 = 97;
-const SMALL_TUPLE: u8 = 104;
-const LIST: u8 = 108;
-const SMALL_ATOM_UTF8: u8 = 119;
-const ATOM_UTF8: u8 = 118;
-const NEW_PID: u8 = 88;
-const NEWER_REFERENCE: u8 = 90;
-
-/// Reads the few fixed shapes of a ping call, borrowing from the frame.
-struct Cursor<'a> {
-    bytes: &'a [u8],
-    pos: usize,
+/// Whether `process` (a pid or registered name sent to us) is one pulse
+/// has: `net_kernel`, or the pid pulse calls from.
+fn serves(process: &Term) -> bool {
+    match process {
+        Term::Atom(name) => name == NET_KERNEL,
+        Term::Pid(p) => (p.id, p.serial) == OUR_PROCESS,
+        _ => false,
+    }
 }
 
-impl<'a> Cursor<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        let slice = self.bytes.get(self.pos..self.pos.checked_add(n)?)?;
-        self.pos += n;
-        Some(slice)
-    }
+/// An atom's text (either UTF-8 atom form).
+fn atom<'a>(c: &mut Cursor<'a>) -> Option<&'a [u8]> {
+    let len = match c.u8()? {
+        SMALL_ATOM_UTF8 => usize::from(c.u8()?),
+        ATOM_UTF8 => usize::from(c.u16()?),
+        _ => return None,
+    };
+    c.take(len)
+}
 
-    fn expect(&mut self, want: &[u8]) -> Option<()> {
-        (self.take(want.len())? == want).then_some(())
-    }
+/// A whole NEW_PID_EXT, as its bytes.
+fn pid<'a>(c: &mut Cursor<'a>) -> Option<&'a [u8]> {
+    let start = c.pos();
+    c.expect(&[NEW_PID])?;
+    atom(c)?;
+    c.take(12)?;
+    Some(c.since(start))
+}
 
-    /// An atom's text (either UTF-8 atom form).
-    fn atom(&mut self) -> Option<&'a [u8]> {
-        let len = match self.take(1)?[0] {
-            SMALL_ATOM_UTF8 => self.take(1)?[0] as usize,
-            ATOM_UTF8 => {
-                let b = self.take(2)?;
-                u16::from_be_bytes([b[0], b[1]]) as usize
-            }
-            _ => return None,
-        };
-        self.take(len)
-    }
+/// A whole NEWER_REFERENCE_EXT, as its bytes.
+fn reference<'a>(c: &mut Cursor<'a>) -> Option<&'a [u8]> {
+    let start = c.pos();
+    c.expect(&[NEWER_REFERENCE])?;
+    let words = usize::from(c.u16()?);
+    atom(c)?;
+    c.take(4 + 4 * words)?;
+    Some(c.since(start))
+}
 
-    /// A whole NEW_PID_EXT, as its bytes.
-    fn pid(&mut self) -> Option<&'a [u8]> {
-        let start = self.pos;
-        self.expect(&[NEW_PID])?;
-        self.atom()?;
-        self.take(12)?;
-        Some(&self.bytes[start..self.pos])
+/// A reply tag, `[alias | Ref]` or a plain reference, as its bytes.
+fn reply_tag<'a>(c: &mut Cursor<'a>) -> Option<&'a [u8]> {
+    let start = c.pos();
+    if c.peek() == Some(LIST) {
+        c.expect(&[LIST, 0, 0, 0, 1])?;
+        atom(c)?;
     }
+    reference(c)?;
+    Some(c.since(start))
+}
 
-    /// A whole NEWER_REFERENCE_EXT, as its bytes.
-    fn reference(&mut self) -> Option<&'a [u8]> {
-        let start = self.pos;
-        self.expect(&[NEWER_REFERENCE])?;
-        let n = self.take(2)?;
-        let words = u16::from_be_bytes([n[0], n[1]]) as usize;
-        self.atom()?;
-        self.take(4 + 4 * words)?;
-        Some(&self.bytes[start..self.pos])
-    }
-
-    /// A reply tag, `[alias | Ref]` or a plain reference, as its bytes.
-    fn tag(&mut self) -> Option<&'a [u8]> {
-        let start = self.pos;
-        if self.bytes.get(self.pos) == Some(&LIST) {
-            self.expect(&[LIST, 0, 0, 0, 1])?;
-            self.atom()?;
-        }
-        self.reference()?;
-        Some(&self.bytes[start..self.pos])
-    }
+/// A message's control tuple, and its payload when it has one.
+fn decode(body: &[u8]) -> Option<(Vec<Term>, Option<Term>)> {
+    let rest = body.strip_prefix(&[PASS_THROUGH])?;
+    let (control, used) = Term::decode(rest).ok()?;
+    let Term::Tuple(control) = control else {
+        return None;
+    };
+    let rest = rest.get(used..)?;
+    let payload = if rest.is_empty() {
+        None
+    } else {
+        Some(Term::decode(rest).ok()?.0)
+    };
+    Some((control, payload))
 }
 
 /// Recognises a frame's body. Anything that does not decode, or is not a
@@ -312,23 +382,19 @@ pub fn parse(body: &[u8]) -> Incoming {
 }
 
 fn parse_inner(body: &[u8]) -> Option<Incoming> {
-    let rest = body.strip_prefix(&[PASS_THROUGH])?;
-    let (control, used) = Term::decode(rest).ok()?;
-    let (payload, _) = Term::decode(rest.get(used..)?).ok()?;
-    let control = control.as_tuple()?;
-    let kind = match control.first()? {
-        Term::Int(k) => *k,
-        _ => return None,
-    };
-    match kind {
-        REG_SEND if control.get(3)?.as_atom()? == "net_kernel" => parse_call(&payload),
-        SEND | SEND_SENDER | ALIAS_SEND => parse_reply(&payload),
+    let (control, payload) = decode(body)?;
+    match control.first()? {
+        Term::Int(REG_SEND) => parse_call(&control, payload.as_ref()?),
+        Term::Int(SEND | SEND_SENDER | ALIAS_SEND) => parse_reply(payload.as_ref()?),
         _ => None,
     }
 }
 
-/// `{'$gen_call', {From, Tag}, {is_auth, _}}`
-fn parse_call(payload: &Term) -> Option<Incoming> {
+/// `{'$gen_call', {From, Tag}, {is_auth, _}}` sent to `net_kernel`.
+fn parse_call(control: &[Term], payload: &Term) -> Option<Incoming> {
+    if control.get(3)?.as_atom()? != NET_KERNEL {
+        return None;
+    }
     let [call, from_tag, request] = payload.as_tuple()? else {
         return None;
     };
@@ -364,104 +430,4 @@ fn parse_reply(payload: &Term) -> Option<Incoming> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn call_has_the_documented_size_and_parses_back() {
-        let from = our_pid("rs@127.0.0.1", 0x12345);
-        let r = our_ref("rs@127.0.0.1", 0x12345, 7);
-        let frame = is_auth_call(&from, &r, "rs@127.0.0.1");
-        // A 12-character name gives a 160-byte body.
-        assert_eq!(frame.len(), 4 + 160);
-        match parse(&frame[4..]) {
-            Incoming::IsAuth { from: f, tag } => {
-                assert_eq!(f, from);
-                let reply = is_auth_reply(&f, &tag);
-                assert_eq!(
-                    parse(&reply[4..]),
-                    Incoming::Reply {
-                        reference: r,
-                        value: Term::atom("yes")
-                    }
-                );
-            }
-            other => panic!("not a call: {other:?}"),
-        }
-    }
-
-    #[test]
-    fn the_fast_answer_equals_the_decoded_one() {
-        let from = our_pid("caller@127.0.0.1", 77);
-        for n in [1, 7, u64::MAX - 3] {
-            let call = is_auth_call(&from, &our_ref("caller@127.0.0.1", 77, n), "me@h");
-            let Incoming::IsAuth { from: f, tag } = parse(&call[4..]) else {
-                panic!("not a call");
-            };
-            assert_eq!(answer_is_auth(&call[4..]), Some(is_auth_reply(&f, &tag)));
-        }
-        // A plain reference as the tag works too.
-        let control = Term::Tuple(vec![
-            Term::Int(REG_SEND),
-            Term::Pid(from.clone()),
-            Term::atom(""),
-            Term::atom("net_kernel"),
-        ]);
-        let tag = Term::Ref(our_ref("caller@127.0.0.1", 77, 5));
-        let payload = Term::Tuple(vec![
-            Term::atom("$gen_call"),
-            Term::Tuple(vec![Term::Pid(from.clone()), tag.clone()]),
-            Term::Tuple(vec![Term::atom("is_auth"), Term::atom("me@h")]),
-        ]);
-        let call = message(&control, &payload);
-        assert_eq!(answer_is_auth(&call[4..]), Some(is_auth_reply(&from, &tag)));
-        // Every truncation, and trailing bytes, fall back to the slow path.
-        for end in 0..call.len() - 4 {
-            assert_eq!(answer_is_auth(&call[4..4 + end]), None);
-        }
-        let mut longer = call[4..].to_vec();
-        longer.push(0);
-        assert_eq!(answer_is_auth(&longer), None);
-    }
-
-    #[test]
-    fn a_template_call_and_its_reply_match_the_slow_path() {
-        let me = our_pid("me@h", 9);
-        let mut template = CallTemplate::new(&me, "me@h", 9, "peer@h");
-        for n in [1, 2, 1 << 40] {
-            let slow = is_auth_call(&me, &our_ref("me@h", 9, n), "peer@h");
-            assert_eq!(template.call(n), &slow[..]);
-            let Incoming::IsAuth { from, tag } = parse(&slow[4..]) else {
-                panic!("not a call");
-            };
-            let reply = is_auth_reply(&from, &tag);
-            assert!(template.is_yes(&reply[4..]));
-            // The reply to another call, or another answer, is not this one's yes.
-            let other = is_auth_call(&me, &our_ref("me@h", 9, n + 1), "peer@h");
-            let Incoming::IsAuth { from, tag } = parse(&other[4..]) else {
-                panic!("not a call");
-            };
-            assert!(!template.is_yes(&is_auth_reply(&from, &tag)[4..]));
-            let control = Term::Tuple(vec![Term::Int(SEND), Term::atom(""), Term::Pid(from)]);
-            let no = message(&control, &Term::Tuple(vec![tag, Term::atom("no")]));
-            assert!(!template.is_yes(&no[4..]));
-        }
-    }
-
-    #[test]
-    fn other_messages_and_garbage_are_other() {
-        assert_eq!(parse(b""), Incoming::Other);
-        assert_eq!(parse(b"p\x83"), Incoming::Other);
-        assert_eq!(parse(b"q\x83\x6a\x83\x6a"), Incoming::Other);
-        // A REG_SEND to another name.
-        let from = our_pid("a@h", 1);
-        let control = Term::Tuple(vec![
-            Term::Int(6),
-            Term::Pid(from),
-            Term::atom(""),
-            Term::atom("rex"),
-        ]);
-        let frame = message(&control, &Term::atom("features_request"));
-        assert_eq!(parse(&frame[4..]), Incoming::Other);
-    }
-}
+mod tests;

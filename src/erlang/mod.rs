@@ -1,11 +1,13 @@
 //! The Erlang distribution wire: the handshake, the frames that follow it,
 //! the messages of a ping, and EPMD.
 //!
-//! pulse presents itself as a hidden node that offers only the capabilities
-//! OTP 25 requires, so every message travels as a plain `'p'` frame: no atom
-//! cache, no fragments.
+//! pulse presents itself as a hidden node that offers the capabilities
+//! current OTP (26 to 28) requires, plus monitors, so every message travels
+//! as a plain `'p'` frame: no atom cache, no fragments.
 
+pub mod cursor;
 pub mod epmd;
+pub mod flags;
 pub mod frame;
 pub mod handshake;
 pub mod link;
@@ -13,13 +15,6 @@ pub mod message;
 pub mod term;
 
 use std::io::Read;
-
-/// The capabilities pulse offers: exactly the set OTP 25 makes mandatory
-/// (extended references and pids, fun tags, export pointers, bit binaries,
-/// new floats, UTF-8 atoms, maps, big creation, the version-6 handshake).
-/// `PUBLISHED` is left out so real nodes treat pulse as hidden; atom-cache
-/// headers and fragments are left out so every frame is a plain `'p'` frame.
-pub const FLAGS: u64 = 0x0107_0F94;
 
 /// A random `u32` from the kernel, for challenges, creations and cookies.
 /// `/dev/urandom` exists in a scratch container too; if it cannot be read,
@@ -55,6 +50,27 @@ mod tests {
         // A challenge above 2^31 must be written unsigned.
         let d = super::digest("c", 4_229_592_237);
         assert_eq!(d, md5::compute(b"c4229592237").0);
+    }
+}
+
+/// Where a ping ran out of time: the text after `timeout` in a down reason.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Phase {
+    /// Opening the TCP connection.
+    Connect,
+    /// The distribution handshake.
+    Handshake,
+    /// Waiting for the answer to a call.
+    Reply,
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Phase::Connect => "connect",
+            Phase::Handshake => "handshake",
+            Phase::Reply => "reply",
+        })
     }
 }
 

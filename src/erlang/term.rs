@@ -6,31 +6,60 @@
 
 use std::fmt;
 
+use super::cursor::Cursor;
+
 /// Every encoded term starts with this version byte.
 pub const VERSION: u8 = 131;
 
-const SMALL_INTEGER: u8 = 97;
-const INTEGER: u8 = 98;
-const FLOAT: u8 = 99;
-const ATOM: u8 = 100;
-const SMALL_TUPLE: u8 = 104;
-const LARGE_TUPLE: u8 = 105;
-const NIL: u8 = 106;
-const STRING: u8 = 107;
-const LIST: u8 = 108;
-const BINARY: u8 = 109;
-const SMALL_BIG: u8 = 110;
-const LARGE_BIG: u8 = 111;
-const SMALL_ATOM: u8 = 115;
-const MAP: u8 = 116;
-const ATOM_UTF8: u8 = 118;
-const SMALL_ATOM_UTF8: u8 = 119;
-const NEW_FLOAT: u8 = 70;
-const BIT_BINARY: u8 = 77;
-const NEW_PID: u8 = 88;
-const NEW_PORT: u8 = 89;
-const NEWER_REFERENCE: u8 = 90;
-const V4_PORT: u8 = 120;
+/// The tag bytes of the external term format, named once for the wire.
+pub mod tag {
+    /// `SMALL_INTEGER_EXT`
+    pub const SMALL_INTEGER: u8 = 97;
+    /// `INTEGER_EXT`
+    pub const INTEGER: u8 = 98;
+    /// `FLOAT_EXT` (old, text)
+    pub const FLOAT: u8 = 99;
+    /// `ATOM_EXT` (Latin-1)
+    pub const ATOM: u8 = 100;
+    /// `SMALL_TUPLE_EXT`
+    pub const SMALL_TUPLE: u8 = 104;
+    /// `LARGE_TUPLE_EXT`
+    pub const LARGE_TUPLE: u8 = 105;
+    /// `NIL_EXT`
+    pub const NIL: u8 = 106;
+    /// `STRING_EXT`
+    pub const STRING: u8 = 107;
+    /// `LIST_EXT`
+    pub const LIST: u8 = 108;
+    /// `BINARY_EXT`
+    pub const BINARY: u8 = 109;
+    /// `SMALL_BIG_EXT`
+    pub const SMALL_BIG: u8 = 110;
+    /// `LARGE_BIG_EXT`
+    pub const LARGE_BIG: u8 = 111;
+    /// `SMALL_ATOM_EXT` (Latin-1)
+    pub const SMALL_ATOM: u8 = 115;
+    /// `MAP_EXT`
+    pub const MAP: u8 = 116;
+    /// `ATOM_UTF8_EXT`
+    pub const ATOM_UTF8: u8 = 118;
+    /// `SMALL_ATOM_UTF8_EXT`
+    pub const SMALL_ATOM_UTF8: u8 = 119;
+    /// `NEW_FLOAT_EXT`
+    pub const NEW_FLOAT: u8 = 70;
+    /// `BIT_BINARY_EXT`
+    pub const BIT_BINARY: u8 = 77;
+    /// `NEW_PID_EXT`: node, then 32-bit id, serial and creation.
+    pub const NEW_PID: u8 = 88;
+    /// `NEW_PORT_EXT`: node, 32-bit id, creation.
+    pub const NEW_PORT: u8 = 89;
+    /// `NEWER_REFERENCE_EXT`: word count, node, creation, words.
+    pub const NEWER_REFERENCE: u8 = 90;
+    /// `V4_PORT_EXT`: node, 64-bit id, creation (with `V4_NC`).
+    pub const V4_PORT: u8 = 120;
+}
+
+use tag::*;
 
 /// Deepest nesting accepted; real control messages are a few levels deep.
 const MAX_DEPTH: usize = 32;
@@ -192,9 +221,12 @@ impl Term {
         if bytes.first() != Some(&VERSION) {
             return Err(DecodeError::NoVersion);
         }
-        let mut reader = Reader { bytes, pos: 1 };
+        let mut reader = Reader {
+            cursor: Cursor::new(bytes),
+        };
+        reader.u8()?;
         let term = reader.term(0)?;
-        Ok((term, reader.pos))
+        Ok((term, reader.cursor.pos()))
     }
 }
 
@@ -217,40 +249,31 @@ fn encode_atom(a: &str, out: &mut Vec<u8>) {
 }
 
 struct Reader<'a> {
-    bytes: &'a [u8],
-    pos: usize,
+    cursor: Cursor<'a>,
 }
 
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
-        let end = self.pos.checked_add(n).ok_or(DecodeError::Truncated)?;
-        let slice = self
-            .bytes
-            .get(self.pos..end)
-            .ok_or(DecodeError::Truncated)?;
-        self.pos = end;
-        Ok(slice)
+        self.cursor.take(n).ok_or(DecodeError::Truncated)
     }
 
     fn u8(&mut self) -> Result<u8, DecodeError> {
-        Ok(self.take(1)?[0])
+        self.cursor.u8().ok_or(DecodeError::Truncated)
     }
 
     fn u16(&mut self) -> Result<u16, DecodeError> {
-        let b = self.take(2)?;
-        Ok(u16::from_be_bytes([b[0], b[1]]))
+        self.cursor.u16().ok_or(DecodeError::Truncated)
     }
 
     fn u32(&mut self) -> Result<u32, DecodeError> {
-        let b = self.take(4)?;
-        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+        self.cursor.u32().ok_or(DecodeError::Truncated)
     }
 
     /// A length that is about to count elements of at least one byte each:
     /// checking it against what is left stops a forged length from
     /// allocating more than the frame holds.
     fn count(&mut self, n: usize) -> Result<usize, DecodeError> {
-        if n > self.bytes.len() - self.pos {
+        if n > self.cursor.left() {
             return Err(DecodeError::Truncated);
         }
         Ok(n)
@@ -284,12 +307,12 @@ impl<'a> Reader<'a> {
         if depth > MAX_DEPTH {
             return Err(DecodeError::TooDeep);
         }
-        let start = self.pos;
-        let tag = *self.bytes.get(self.pos).ok_or(DecodeError::Truncated)?;
+        let start = self.cursor.pos();
+        let tag = self.cursor.peek().ok_or(DecodeError::Truncated)?;
         match tag {
             ATOM | ATOM_UTF8 | SMALL_ATOM | SMALL_ATOM_UTF8 => return self.atom().map(Term::Atom),
             NEW_PID => {
-                self.pos += 1;
+                self.u8()?;
                 let node = self.atom()?;
                 let (id, serial, creation) = (self.u32()?, self.u32()?, self.u32()?);
                 return Ok(Term::Pid(Pid {
@@ -300,7 +323,7 @@ impl<'a> Reader<'a> {
                 }));
             }
             NEWER_REFERENCE => {
-                self.pos += 1;
+                self.u8()?;
                 let n = self.u16()? as usize;
                 let node = self.atom()?;
                 let creation = self.u32()?;
@@ -314,7 +337,7 @@ impl<'a> Reader<'a> {
             }
             _ => {}
         }
-        self.pos += 1;
+        self.u8()?;
         let term = match tag {
             SMALL_INTEGER => Term::Int(i64::from(self.u8()?)),
             INTEGER => Term::Int(i64::from(self.u32()? as i32)),
@@ -341,15 +364,15 @@ impl<'a> Reader<'a> {
             STRING => {
                 let n = self.u16()? as usize;
                 self.take(n)?;
-                Term::Other(self.bytes[start..self.pos].to_vec())
+                Term::Other(self.cursor.since(start).to_vec())
             }
             NEW_FLOAT => {
                 self.take(8)?;
-                Term::Other(self.bytes[start..self.pos].to_vec())
+                Term::Other(self.cursor.since(start).to_vec())
             }
             FLOAT => {
                 self.take(31)?;
-                Term::Other(self.bytes[start..self.pos].to_vec())
+                Term::Other(self.cursor.since(start).to_vec())
             }
             SMALL_BIG | LARGE_BIG => {
                 let n = if tag == SMALL_BIG {
@@ -358,12 +381,12 @@ impl<'a> Reader<'a> {
                     self.u32()? as usize
                 };
                 self.take(n + 1)?;
-                Term::Other(self.bytes[start..self.pos].to_vec())
+                Term::Other(self.cursor.since(start).to_vec())
             }
             BIT_BINARY => {
                 let n = self.u32()? as usize;
                 self.take(n + 1)?;
-                Term::Other(self.bytes[start..self.pos].to_vec())
+                Term::Other(self.cursor.since(start).to_vec())
             }
             MAP => {
                 let n = self.u32()? as usize;
@@ -372,12 +395,12 @@ impl<'a> Reader<'a> {
                     self.term(depth + 1)?;
                     self.term(depth + 1)?;
                 }
-                Term::Other(self.bytes[start..self.pos].to_vec())
+                Term::Other(self.cursor.since(start).to_vec())
             }
             NEW_PORT | V4_PORT => {
                 self.atom()?;
                 self.take(if tag == NEW_PORT { 8 } else { 12 })?;
-                Term::Other(self.bytes[start..self.pos].to_vec())
+                Term::Other(self.cursor.since(start).to_vec())
             }
             other => return Err(DecodeError::UnknownTag(other)),
         };
@@ -456,6 +479,78 @@ mod tests {
         ]);
         want.extend(b"net_kernel");
         assert_eq!(buf, want);
+    }
+
+    /// `external_pid()` and `external_ref()` of OTP's
+    /// `erts/emulator/test/guard_SUITE.erl`: node names as `ATOM_EXT`.
+    #[test]
+    fn otp_test_suite_vectors_decode() {
+        let mut pid = vec![131, 88, 100, 0, 11];
+        pid.extend(b"arne@seldon");
+        pid.extend([0, 0, 0, 50, 0, 0, 0, 0, 96, 96, 14, 170]);
+        let want = Pid {
+            node: "arne@seldon".into(),
+            id: 50,
+            serial: 0,
+            creation: 0x6060_0EAA,
+        };
+        assert_eq!(Term::decode(&pid), Ok((Term::Pid(want), pid.len())));
+        let mut r = vec![131, 90, 0, 3, 100, 0, 11];
+        r.extend(b"arne@zaphod");
+        r.extend([
+            96, 96, 14, 188, 0, 1, 106, 122, 169, 196, 0, 1, 6, 56, 120, 157,
+        ]);
+        let want = Ref {
+            node: "arne@zaphod".into(),
+            creation: 0x6060_0EBC,
+            ids: vec![0x0001_6A7A, 0xA9C4_0001, 0x0638_789D],
+        };
+        assert_eq!(Term::decode(&r), Ok((Term::Ref(want), r.len())));
+    }
+
+    /// The larger encodings `V4_NC` allows, laid out as the external term
+    /// format documentation gives them (OTP 25's `binary_to_term` takes each
+    /// of these): full 32-bit pid fields, a 64-bit port number, a 5-word
+    /// reference.
+    #[test]
+    fn v4_pids_ports_and_references_decode() {
+        let node = |out: &mut Vec<u8>| {
+            out.extend([SMALL_ATOM_UTF8, 10]);
+            out.extend(b"other@host");
+        };
+        let mut pid = vec![VERSION, NEW_PID];
+        node(&mut pid);
+        pid.extend([0xFF; 8]);
+        pid.extend([0, 0, 0, 3]);
+        let want = Term::Pid(Pid {
+            node: "other@host".into(),
+            id: u32::MAX,
+            serial: u32::MAX,
+            creation: 3,
+        });
+        assert_eq!(Term::decode(&pid), Ok((want.clone(), pid.len())));
+        assert_eq!(roundtrip(&want), want);
+
+        let mut port = vec![VERSION, V4_PORT];
+        node(&mut port);
+        port.extend((1u64 << 40).to_be_bytes());
+        port.extend([0, 0, 0, 3]);
+        assert_eq!(
+            Term::decode(&port),
+            Ok((Term::Other(port[1..].to_vec()), port.len()))
+        );
+
+        let mut r = vec![VERSION, NEWER_REFERENCE, 0, 5];
+        node(&mut r);
+        r.extend([0, 0, 0, 3]);
+        (1u32..=5).for_each(|w| r.extend(w.to_be_bytes()));
+        let want = Term::Ref(Ref {
+            node: "other@host".into(),
+            creation: 3,
+            ids: vec![1, 2, 3, 4, 5],
+        });
+        assert_eq!(Term::decode(&r), Ok((want.clone(), r.len())));
+        assert_eq!(roundtrip(&want), want);
     }
 
     #[test]

@@ -1,11 +1,12 @@
 //! Real Erlang programs for tests: `erl` nodes and EPMDs of the test's own,
 //! killed on drop, and a record refresher standing in for a live node.
 
+use std::io::Read;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::{TempDir, free_port, wait_until, write_record};
 
@@ -16,12 +17,19 @@ impl Erl {
     /// Starts `erl -name NAME -setcookie COOKIE` listening on `port` only,
     /// on loopback, with an EPMD of its own on `epmd_port`.
     pub fn start(name: &str, cookie: &str, port: u16, epmd_port: u16) -> Erl {
+        Erl::start_as("-name", name, cookie, port, epmd_port)
+    }
+
+    /// As [`Erl::start`] with `name_flag` `-name` or `-sname`.
+    pub fn start_as(name_flag: &str, name: &str, cookie: &str, port: u16, epmd_port: u16) -> Erl {
         let child = Command::new("erl")
             .env("ERL_EPMD_PORT", epmd_port.to_string())
             .env_remove("ERL_FLAGS")
             .env_remove("ERL_AFLAGS")
             .env_remove("ERL_ZFLAGS")
-            .args(["-noshell", "-name", name, "-setcookie", cookie])
+            // A crashing test node writes no erl_crash.dump into the tree.
+            .env("ERL_CRASH_DUMP_SECONDS", "0")
+            .args(["-noshell", name_flag, name, "-setcookie", cookie])
             .args(["-kernel", "inet_dist_use_interface", "{127,0,0,1}"])
             .args(["-kernel", "inet_dist_listen_min", &port.to_string()])
             .args(["-kernel", "inet_dist_listen_max", &port.to_string()])
@@ -75,13 +83,33 @@ pub struct Refresher(Arc<AtomicBool>, Option<thread::JoinHandle<()>>);
 
 impl Refresher {
     pub fn start(dir: &TempDir, name: &'static str, port: u16) -> Refresher {
+        let sd = dir.sync_dir();
+        Refresher::run(move || write_record(&sd, name, &format!("127.0.0.1:{port}")))
+    }
+
+    /// Keeps a bare entry (a file holding only a timestamp, as the recipe's
+    /// Elixir nodes write) fresh: its port must be asked of EPMD.
+    pub fn bare(dir: &TempDir, name: &str) -> Refresher {
+        let sd = dir.sync_dir();
+        let name = name.to_string();
+        Refresher::run(move || {
+            let ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis())
+                .unwrap_or_default();
+            let _ = std::fs::create_dir_all(&sd);
+            let _ = std::fs::write(sd.join(&name), ms.to_string());
+        })
+    }
+
+    fn run(write: impl Fn() + Send + 'static) -> Refresher {
         let stop = Arc::new(AtomicBool::new(false));
-        let (flag, sd) = (stop.clone(), dir.sync_dir());
+        let flag = stop.clone();
         let handle = thread::Builder::new()
             .name("test-refresher".into())
             .spawn(move || {
                 while !flag.load(Ordering::SeqCst) {
-                    write_record(&sd, name, &format!("127.0.0.1:{port}"));
+                    write();
                     thread::sleep(Duration::from_millis(100));
                 }
             })
@@ -97,4 +125,58 @@ impl Drop for Refresher {
             let _ = h.join();
         }
     }
+}
+
+/// Runs `erl -noshell NAME_FLAG NAME -setcookie COOKIE ARGS -eval CODE`
+/// against the EPMD on `epmd_port`, listening on loopback only, and returns
+/// what it printed. `CODE` must end with `halt()`; an `erl` still running
+/// after `limit` is killed and what it printed so far is returned.
+pub fn erl_eval(
+    name_flag: &str,
+    name: &str,
+    cookie: &str,
+    epmd_port: u16,
+    args: &[&str],
+    code: &str,
+    limit: Duration,
+) -> String {
+    let mut cmd = Command::new("erl");
+    cmd.env("ERL_EPMD_PORT", epmd_port.to_string())
+        .env_remove("ERL_FLAGS")
+        .env_remove("ERL_AFLAGS")
+        .env_remove("ERL_ZFLAGS")
+        // A crashing test node writes no erl_crash.dump into the tree.
+        .env("ERL_CRASH_DUMP_SECONDS", "0")
+        .args(["-noshell", name_flag, name, "-setcookie", cookie])
+        .args(["-kernel", "inet_dist_use_interface", "{127,0,0,1}"])
+        .args(args)
+        .args(["-eval", code]);
+    output_within(cmd, limit)
+}
+
+/// Runs `cmd` and returns what it printed on stdout; a process still
+/// running after `limit` is killed and what it printed so far is returned.
+pub fn output_within(mut cmd: Command, limit: Duration) -> String {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start a program under test");
+    let mut stdout = child.stdout.take().expect("stdout");
+    let reader = thread::Builder::new()
+        .name("test-output".into())
+        .spawn(move || {
+            let mut out = String::new();
+            let _ = stdout.read_to_string(&mut out);
+            out
+        })
+        .expect("spawn reader");
+    let deadline = Instant::now() + limit;
+    while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    reader.join().unwrap_or_default()
 }

@@ -68,17 +68,41 @@ pub struct Registration {
     pub creation: u32,
 }
 
+/// Why [`register`] failed.
+#[derive(Debug)]
+pub enum RegisterError {
+    /// EPMD kept refusing the name: another node holds it.
+    NameTaken(String),
+    /// No EPMD answered, or it broke the protocol or timed out.
+    Io(io::Error),
+}
+
+impl std::fmt::Display for RegisterError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RegisterError::NameTaken(why) => f.write_str(why),
+            RegisterError::Io(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl From<io::Error> for RegisterError {
+    fn from(e: io::Error) -> Self {
+        RegisterError::Io(e)
+    }
+}
+
 /// Registers `alive` with distribution `port` as a hidden-style node (type 'H', versions 6..=6).
 ///
 /// Handles both `ALIVE2_X_RESP` (32-bit creation) and `ALIVE2_RESP` (16-bit
 /// creation). EPMD frees a closed registration late, so a refusal is retried
-/// for about 500 ms before failing with [`io::ErrorKind::AlreadyExists`].
+/// for about 500 ms before failing with [`RegisterError::NameTaken`].
 pub fn register(
     epmd: SocketAddr,
     alive: &str,
     port: u16,
     timeout: Duration,
-) -> io::Result<Registration> {
+) -> Result<Registration, RegisterError> {
     check_alive(alive)?;
     let retry_until = Instant::now() + DUPLICATE_RETRY_FOR;
     let mut attempts = 0u32;
@@ -91,14 +115,11 @@ pub fn register(
                 thread::sleep(DUPLICATE_RETRY_PAUSE);
             }
             None => {
-                return Err(io::Error::new(
-                    io::ErrorKind::AlreadyExists,
-                    format!(
-                        "epmd: name {alive:?} is already registered at {epmd} \
-                         (refused {attempts} times over {} ms)",
-                        DUPLICATE_RETRY_FOR.as_millis()
-                    ),
-                ));
+                return Err(RegisterError::NameTaken(format!(
+                    "epmd: name {alive:?} is already registered at {epmd} \
+                     (refused {attempts} times over {} ms)",
+                    DUPLICATE_RETRY_FOR.as_millis()
+                )));
             }
         }
     }

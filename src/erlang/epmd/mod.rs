@@ -24,7 +24,7 @@ mod responder;
 #[cfg(test)]
 mod tests;
 
-pub use client::{Registration, port_please, register};
+pub use client::{RegisterError, Registration, port_please, register};
 pub use responder::Responder;
 
 use std::io::{self, Read, Write};
