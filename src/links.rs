@@ -25,7 +25,7 @@ use crossbeam_channel::{Receiver, Sender};
 use log::debug;
 
 use crate::erlang::handshake::{Admit, HandshakeError};
-use crate::erlang::link::{self, DialError, Link, Pace};
+use crate::erlang::link::{self, DialError, Link, Pace, Received};
 use crate::erlang::{Identity, Phase};
 
 /// Stack of a reader thread: it decodes small terms (nesting is capped), so
@@ -381,9 +381,9 @@ impl Links {
         let why = match link.reader(self.pace) {
             Ok(mut reader) => loop {
                 match reader.recv(&link) {
-                    Ok(frame) if link.take_reply(&frame) => self.reply_came(),
-                    Ok(frame) if frame.len() > MAX_REPLY => {}
-                    Ok(frame) => {
+                    Ok(Received::Reply) => self.reply_came(),
+                    Ok(Received::Other(frame)) if frame.len() > MAX_REPLY => {}
+                    Ok(Received::Other(frame)) => {
                         let event = LinkEvent::Frame {
                             peer: link.peer.name.clone(),
                             link: link.id,

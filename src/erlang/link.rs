@@ -231,6 +231,15 @@ impl Link {
     }
 }
 
+/// What [`LinkReader::recv`] brings.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Received {
+    /// The reply the round expects; noted on the link.
+    Reply,
+    /// Any other frame that needs no answer: maybe a reply in another form.
+    Other(Vec<u8>),
+}
+
 /// The one reading path of a link.
 pub struct LinkReader {
     stream: TcpStream,
@@ -240,16 +249,19 @@ pub struct LinkReader {
 
 impl LinkReader {
     /// The next frame that is not control traffic, blocking for as long as
-    /// it takes. On the way it answers ticks and `is_auth` calls on `link`,
-    /// sends a tick after [`Pace::tick_every`] of our silence, and fails
-    /// after [`Pace::silence_limit`] of the peer's. A partial frame is kept
-    /// across read timeouts. Any error means the link is gone.
-    pub fn recv(&mut self, link: &Link) -> io::Result<Vec<u8>> {
+    /// it takes. On the way it answers ticks and calls on `link` (whatever
+    /// [`message::answer`] owes), sends a tick after [`Pace::tick_every`] of
+    /// our silence, and fails after [`Pace::silence_limit`] of the peer's.
+    /// The reply the round expects ([`Link::expect`]) is noted on the link
+    /// and told apart by its bytes, before anything is decoded. A partial
+    /// frame is kept across read timeouts. Any error means the link is gone.
+    pub fn recv(&mut self, link: &Link) -> io::Result<Received> {
         loop {
             match self.frames.next_frame()? {
+                Next::Frame(frame) if link.take_reply(&frame) => return Ok(Received::Reply),
                 Next::Frame(frame) => match message::answer(&frame) {
                     Some(answer) => link.send(&answer)?,
-                    None => return Ok(frame),
+                    None => return Ok(Received::Other(frame)),
                 },
                 // Answered unless we wrote a moment ago: between two pulse
                 // nodes an answer to an answer would never end.
@@ -445,7 +457,10 @@ mod tests {
         theirs.write_all(&frame(&[0u8; 0])).expect("tick");
         theirs.write_all(&call).expect("call");
         theirs.write_all(&other).expect("other");
-        assert_eq!(reader.recv(&link).expect("frame"), other[4..]);
+        assert_eq!(
+            reader.recv(&link).expect("frame"),
+            Received::Other(other[4..].to_vec())
+        );
         // The call was answered on the link, ticks aside.
         let crate::erlang::message::Incoming::IsAuth { from, tag } =
             crate::erlang::message::parse(&call[4..])
@@ -478,7 +493,7 @@ mod tests {
         }
         theirs.write_all(&whole[7..]).expect("second part");
         let got = reader.join().expect("reader thread").expect("frame");
-        assert_eq!(got, whole[4..]);
+        assert_eq!(got, Received::Other(whole[4..].to_vec()));
     }
 
     #[test]
