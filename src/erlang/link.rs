@@ -30,9 +30,10 @@ pub const WRITE_TIMEOUT: Duration = Duration::from_millis(50);
 /// How a link keeps itself alive and when it gives up on a silent peer.
 #[derive(Clone, Copy, Debug)]
 pub struct Pace {
-    /// We send a tick when we have written nothing for this long. A peer at
-    /// `net_ticktime` T drops a link it has read nothing on for 3T/4 to T;
-    /// one second keeps every T from 4 s up happy.
+    /// Our tick period: after this long without a write of ours (half of
+    /// it when the read times out), we send a tick, so we are never silent
+    /// for two periods. A peer at `net_ticktime` T drops a link it has read
+    /// nothing on for 3T/4 to T; one second keeps every T from 4 s up happy.
     pub tick_every: Duration,
     /// A link we have read nothing on for this long is closed. A live
     /// Erlang peer at `net_ticktime` T ticks at least every T/4 (its first
@@ -49,10 +50,10 @@ impl Pace {
         silence_limit: Duration::from_secs(360),
     };
 
-    /// How long one read blocks: half the tick period, so a tick is never
-    /// more than half a period late.
+    /// How long one read blocks: a whole tick period, so a busy link's
+    /// reader is woken by its frames, not by its timer.
     fn read_timeout(&self) -> Duration {
-        self.tick_every / 2
+        self.tick_every
     }
 }
 
@@ -273,6 +274,12 @@ impl LinkReader {
                 Next::Incomplete => match self.frames.fill(&mut self.stream) {
                     Ok(_) => link.mark_read(),
                     Err(e) if is_timeout(&e) => {
+                        // Half a period early: the next timeout may be a
+                        // whole period away, and no gap of ours may reach
+                        // two periods.
+                        if link.since_write() >= self.pace.tick_every / 2 {
+                            link.send(&TICK)?;
+                        }
                         let silent = link.since_read();
                         if silent >= self.pace.silence_limit {
                             return Err(io::Error::new(
