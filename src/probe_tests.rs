@@ -17,6 +17,17 @@ use crate::links::Links;
 use crate::listener::Listener;
 use crate::membership::{Outcome, Reason};
 
+/// A named test thread.
+fn spawn<T: Send + 'static>(
+    name: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> thread::JoinHandle<T> {
+    thread::Builder::new()
+        .name(name.into())
+        .spawn(f)
+        .expect("spawn a test thread")
+}
+
 /// What a test peer does with connection number `n` after its handshake.
 type Behave = fn(usize, TcpStream);
 
@@ -34,10 +45,10 @@ impl Peer {
         let connections = Arc::new(AtomicUsize::new(0));
         let count = connections.clone();
         // Detached: it blocks in accept until the test process ends.
-        thread::spawn(move || {
+        spawn("test-peer-accept", move || {
             for stream in listener.incoming().flatten() {
                 let n = count.fetch_add(1, Ordering::SeqCst);
-                thread::spawn(move || {
+                spawn("test-peer", move || {
                     thread::sleep(delay);
                     let mut s = stream;
                     let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
@@ -221,8 +232,12 @@ fn simultaneous_dials_leave_one_link_per_pair() {
         let deadline = Instant::now() + Duration::from_secs(5);
         let (a2, b2) = (a.clone(), b.clone());
         let (to_b, to_a) = (lb.local_addr(), la.local_addr());
-        let ab = thread::spawn(move || a2.dial(to_b, "b@127.0.0.1", deadline).map(|l| l.id));
-        let ba = thread::spawn(move || b2.dial(to_a, "a@127.0.0.1", deadline).map(|l| l.id));
+        let ab = spawn("test-dial-ab", move || {
+            a2.dial(to_b, "b@127.0.0.1", deadline).map(|l| l.id)
+        });
+        let ba = spawn("test-dial-ba", move || {
+            b2.dial(to_a, "a@127.0.0.1", deadline).map(|l| l.id)
+        });
         let ab = ab.join().expect("a's dial");
         let ba = ba.join().expect("b's dial");
         let (ab, ba) = (ab.expect("a reaches b"), ba.expect("b reaches a"));
@@ -255,7 +270,7 @@ fn a_frame_flood_costs_no_reply() {
     fn flood(_: usize, mut s: TcpStream) {
         let junk = frame(b"p\x83\x6a\x83\x6a");
         let mut reader = s.try_clone().expect("clone");
-        thread::spawn(move || {
+        spawn("test-flood-reader", move || {
             while let Some(body) = read_frame(&mut reader) {
                 if let Some(reply) = message::answer(&body) {
                     let _ = (&reader).write_all(&reply);
