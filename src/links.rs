@@ -3,9 +3,10 @@
 //! links we open, and the round pings over whichever is there.
 //!
 //! Every link has one reader thread for its life ([`Links::serve`]). The
-//! reader answers the peer's calls and ticks itself and hands everything
-//! else (the replies to our pings) and the link's end to the round thread as
-//! [`LinkEvent`]s on one channel.
+//! reader answers the peer's calls and ticks itself, notes the reply the
+//! round waits for on the link (the reader that notes the round's last
+//! reply wakes the round thread, once), and hands anything else, and the
+//! link's end, to the round thread as [`LinkEvent`]s on one channel.
 //!
 //! Simultaneous connects follow OTP's status rules: while our own attempt
 //! to node X is under way, X's attempt to us is refused (`nok`) when our
@@ -116,11 +117,7 @@ pub struct Links {
 impl Links {
     /// An empty table for node `me`, and the channel its readers report on.
     pub fn new(me: Arc<Identity>) -> (Arc<Links>, Receiver<LinkEvent>) {
-        Links::with_pace(me, Pace::DEFAULT)
-    }
-
-    /// The same with another pace (tests use a fast one).
-    pub fn with_pace(me: Arc<Identity>, pace: Pace) -> (Arc<Links>, Receiver<LinkEvent>) {
+        let pace = Pace::DEFAULT;
         let (tx, rx) = crossbeam_channel::bounded(EVENTS_CAPACITY);
         let (all_in_tx, all_in) = crossbeam_channel::bounded(1);
         let links = Links {
@@ -240,8 +237,15 @@ impl Links {
                     .spawn(move || links.serve(reader));
                 match spawned {
                     Ok(handle) => {
-                        table.readers.retain(|h| !h.is_finished());
+                        let (done, running) = std::mem::take(&mut table.readers)
+                            .into_iter()
+                            .partition(|h| h.is_finished());
+                        table.readers = running;
                         table.readers.push(handle);
+                        drop(table);
+                        for reader in done {
+                            reader.join().expect("a link reader never panics");
+                        }
                         self.changed.notify_all();
                         Ok(link)
                     }
