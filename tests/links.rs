@@ -477,3 +477,49 @@ fn simultaneous_connects_with_erl_settle_on_one_link() {
         );
     }
 }
+
+#[test]
+fn a_frozen_node_is_false_at_the_next_round_and_back_when_it_thaws() {
+    let dir = TempDir::new("frozen");
+    let names = ["f1@127.0.0.1", "f2@127.0.0.1"];
+    let args = ["--interval", "500", "--epmd", "off"];
+    let f1 = Node::start(&dir, names[0], "c", &args);
+    let f2 = Node::start(&dir, names[1], "c", &args);
+    let both = [&f1, &f2];
+    wait_for("both true", Duration::from_secs(15), &both, || {
+        both.iter().all(|n| n.sees_all_alive(&names))
+    });
+    let f2_is = |want: bool| {
+        move |n: &Node| {
+            n.last_status()
+                .is_some_and(|s| s.get(names[1]) == Some(&want))
+        }
+    };
+    // Its socket stays open: only the round's timeout can tell.
+    f2.signal("STOP");
+    let stopped = Instant::now();
+    wait_for("f2 false on f1", Duration::from_secs(5), &both, || {
+        f2_is(false)(&f1)
+    });
+    let false_ms = stopped.elapsed().as_millis();
+    assert_eq!(
+        f1.count_containing("node f2@127.0.0.1 is down: timeout"),
+        1,
+        "{}",
+        f1.dump()
+    );
+    // Frozen past the point where f1 drops the link and backs off its dials.
+    let lines = f1.output().len();
+    wait_for("a few rounds", Duration::from_secs(10), &both, || {
+        f1.output().len() > lines + 6
+    });
+    f2.signal("CONT");
+    let thawed = Instant::now();
+    wait_for("f2 true again", Duration::from_secs(20), &both, || {
+        f2_is(true)(&f1) && f2.sees_all_alive(&names)
+    });
+    eprintln!(
+        "SIGSTOP to false: {false_ms} ms; SIGCONT to true again: {} ms",
+        thawed.elapsed().as_millis()
+    );
+}
