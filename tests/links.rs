@@ -523,3 +523,51 @@ fn a_frozen_node_is_false_at_the_next_round_and_back_when_it_thaws() {
         thawed.elapsed().as_millis()
     );
 }
+
+/// Established TCP connections on this host (from `/proc/net/tcp`) to
+/// `listen`: the links the node listening there accepted.
+fn accepted_at(listen: std::net::SocketAddrV4) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    let ip = u32::from_le_bytes(listen.ip().octets());
+    let local = format!("{ip:08X}:{:04X}", listen.port());
+    table
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 3 && f[1] == local && f[3] == "01"
+        })
+        .count()
+}
+
+#[test]
+fn two_pulse_nodes_hold_one_connection_between_them() {
+    let dir = TempDir::new("onepair");
+    let names = ["o1@127.0.0.31", "o2@127.0.0.32"];
+    let args = ["--interval", "200", "--epmd", "off"];
+    let nodes: Vec<Node> = names
+        .iter()
+        .map(|n| Node::start(&dir, n, "c", &args))
+        .collect();
+    let refs: Vec<&Node> = nodes.iter().collect();
+    wait_for("both true", Duration::from_secs(15), &refs, || {
+        nodes.iter().all(|n| n.sees_all_alive(&names))
+    });
+    let addr = |name: &str| -> std::net::SocketAddrV4 {
+        crate::util::registered_addr(&dir.sync_dir(), name)
+            .parse()
+            .expect("an IPv4 address")
+    };
+    let (a, b) = (addr(names[0]), addr(names[1]));
+    // Several rounds on, each pinging the other: still one connection,
+    // whichever side opened it.
+    let lines = nodes[0].output().len();
+    wait_for("ten more rounds", Duration::from_secs(10), &refs, || {
+        nodes[0].output().len() > lines + 10
+    });
+    // Each node's link to itself (a node pings itself too), and one
+    // between them; two links per pair would make four.
+    let links = accepted_at(a) + accepted_at(b);
+    assert_eq!(links, 3, "links accepted by o1 and o2");
+    assert!(nodes.iter().all(|n| n.sees_all_alive(&names)));
+}
