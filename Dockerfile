@@ -1,13 +1,13 @@
 # pulse in a scratch image: nothing but the static musl binary.
 #
-# No base image is pulled: the binary is built on the
-# host first and only copied in (run.sh does both steps):
-#   cargo build --release --target x86_64-unknown-linux-musl
+# No base image is pulled and nothing can RUN here: the binary is built on
+# the host first and only copied in:
+#   ./run.sh build      (that is: cargo build --release --target x86_64-unknown-linux-musl)
 #   docker-compose build        (or: docker build -t pulse .)
 # The build context is cut down to that one file by .dockerignore.
 #
-# Written for the classic builder as well as BuildKit: engines here are
-# Docker 20.10 driven by docker-compose v1, so no BuildKit-only syntax.
+# Written for the classic builder (Docker 20.10 driven by docker-compose v1)
+# as well as BuildKit, so no BuildKit-only syntax.
 FROM scratch
 
 ARG VERSION=0.1.0
@@ -17,17 +17,19 @@ LABEL org.opencontainers.image.title="pulse" \
       org.opencontainers.image.licenses="MIT" \
       org.opencontainers.image.base.name="scratch"
 
-COPY target/x86_64-unknown-linux-musl/release/pulse /pulse
+# The binary is copied through a link whose name is the command that builds
+# it: when the binary is missing, the engine's "file not found" error names
+# the link, so the error says what to run.
+COPY ["docker/no static binary yet, build it with: cargo build --release --target x86_64-unknown-linux-musl", "/pulse"]
 
 # No /etc/passwd here, so the user is a bare number (the "nonroot" id of
-# distroless images). Compose may override it with the invoking user's uid
-# so that files in the bind-mounted registry and log dirs belong to them.
+# distroless images). Compose may pick another (PULSE_UID), never root.
 USER 65532:65532
 
-# The registry (/tmp/sync_dir/) and the log (/tmp/log/) are pulse's defaults
-# and are expected as bind mounts shared by every container (see
-# docker-compose.yml); the image has no writable /tmp of its own. A lone
-# node for a try: docker run --rm -e PULSE_COOKIE=c --tmpfs /tmp:mode=1777 pulse
+# The registry (/tmp/sync_dir/) and the log (/tmp/log/) are pulse's defaults;
+# docker-compose.yml mounts the host's /tmp there, shared by every container,
+# and the nodes create both dirs. The image has no writable /tmp of its own.
+# A lone node for a try: docker run --rm -e PULSE_COOKIE=c --tmpfs /tmp:mode=1777 pulse
 # Names default to md5(date -Ins)@<container IP>; with no `date` in the
 # image, pulse writes that timestamp itself, in UTC.
 

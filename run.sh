@@ -2,19 +2,33 @@
 # Runs pulse: one node on this host, or a cluster of containers.
 #
 #   ./run.sh [pulse flags...]   build if needed, run one node here (foreground)
+#   ./run.sh build              build the static binary the image needs
+#                               (cargo build --release --target x86_64-unknown-linux-musl)
 #   ./run.sh cluster N [-d]     build the static binary and the image, start N
 #                               containers, follow the shared log (-d: don't);
 #                               without a Docker engine: N nodes on 127.0.0.2..
 #   ./run.sh scale N            grow or shrink the running cluster to N nodes
 #   ./run.sh status             ping every registered node once, print a table
 #   ./run.sh logs               follow the shared log
+#   ./run.sh watch [FLAGS]      who reaches whom, redrawn every interval, from
+#                               the shared log (pulse watch: --once, --json)
 #   ./run.sh down               stop the cluster (every node leaves gracefully)
 #   ./run.sh help               this text; `./run.sh --help` is pulse's own
 #
-# Environment: PULSE_HOST_DIR (host dir holding sync_dir/ and log/, default
-# /tmp as in the recipe), PULSE_COOKIE (default "pulse" for the cluster
-# commands), PULSE_INTERVAL_MS, COMPOSE_PROJECT_NAME (default "pulse"),
-# PULSE_UID/PULSE_GID (the containers' user; see prepare_dirs).
+# Breaking the container cluster on purpose; NODE is a container's index
+# (3, node_3 or node-3) or its node name (md5@address):
+#   ./run.sh kill NODE          SIGKILL: dies at once, without leaving
+#   ./run.sh stop NODE          SIGTERM: leaves gracefully and exits 0
+#   ./run.sh pause NODE         freeze every process of it (cgroup freezer)
+#   ./run.sh unpause NODE       thaw it
+#   ./run.sh cut NODE           take it off the cluster network (a partition)
+#   ./run.sh heal NODE          put it back on the network, same address
+#   ./run.sh restart NODE       SIGTERM, then start it again (a new node name)
+#
+# Environment: PULSE_HOST_DIR (host dir mounted as the containers' /tmp,
+# holding sync_dir/ and log/; default /tmp as in the recipe), PULSE_COOKIE
+# (default "pulse" for the cluster commands), PULSE_INTERVAL_MS,
+# COMPOSE_PROJECT_NAME (default "pulse", from .env, as for docker-compose).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -22,7 +36,10 @@ musl_target=x86_64-unknown-linux-musl
 host_dir=${PULSE_HOST_DIR:-/tmp}
 sync_dir=$host_dir/sync_dir
 log_file=$host_dir/log/cluster.log
+# .env gives docker-compose the same default, so the recipe's bare
+# `docker-compose up -d` and run.sh drive the same cluster.
 project=${COMPOSE_PROJECT_NAME:-pulse}
+container_uid=${PULSE_UID:-65532}
 
 say() { printf 'run.sh: %s\n' "$*" >&2; }
 die() {
@@ -91,35 +108,46 @@ compose() {
     "${compose_cmd[@]}" -p "$project" -f "$here/docker-compose.yml" "$@"
 }
 
-# The shared dirs are bind-mounted, so Docker would create missing ones as
-# root and the nodes (never root) could not write there. Containers run as
-# the invoking user when that is not root, so the files stay theirs; when
-# root invokes, they run as 65532 and the dirs get /tmp's mode 1777 instead.
+# The containers mount the host dir as their /tmp and create sync_dir/ and
+# log/ in it themselves, as uid 65532. That needs a host dir they may write
+# (/tmp always is) and, where the two dirs exist already (say from a node
+# run on the host), dirs and a log file that uid may write too. Dirs this
+# user owns are opened as /tmp is (mode 1777); anything else gets a clear
+# error instead of a cluster whose every container exits 1.
 prepare_dirs() {
-    if [[ -z ${PULSE_UID:-} ]]; then
-        if ((EUID != 0)); then
-            PULSE_UID=$EUID
-            PULSE_GID=$(id -g)
-        else
-            PULSE_UID=65532
-            PULSE_GID=65532
+    export PULSE_HOST_DIR=$host_dir
+    if [[ ! -d $host_dir ]]; then
+        mkdir -p "$host_dir"
+        chmod 1777 "$host_dir"
+    fi
+    local p
+    for p in "$host_dir" "$sync_dir" "$(dirname "$log_file")"; do
+        [[ -d $p ]] || continue
+        shared_dir "$p" || die "$p belongs to uid $(stat -c %u "$p") with mode $(stat -c %a "$p"): the nodes (uid $container_uid) cannot write there; remove it or 'chmod 1777 $p'"
+    done
+    if [[ -e $log_file && $(stat -c %u "$log_file") != "$container_uid" ]]; then
+        if [[ -O $log_file ]]; then
+            chmod a+rw "$log_file"
+        elif [[ $(stat -c %a "$log_file") != *6 ]]; then
+            die "$log_file belongs to uid $(stat -c %u "$log_file"): the nodes (uid $container_uid) cannot append to it; remove it"
         fi
     fi
-    export PULSE_UID PULSE_GID=${PULSE_GID:-$PULSE_UID}
-    export PULSE_HOST_DIR=$host_dir
-    mkdir -p "$sync_dir" "$(dirname "$log_file")"
-    if [[ $PULSE_UID == "$EUID" ]]; then
-        for p in "$sync_dir" "$(dirname "$log_file")"; do
-            [[ -w $p ]] || die "$p is not writable by uid $EUID; set PULSE_HOST_DIR to another dir"
-        done
-        [[ ! -e $log_file || -w $log_file ]] ||
-            die "$log_file is not writable by uid $EUID; set PULSE_HOST_DIR to another dir"
-    else
-        chmod 1777 "$sync_dir" "$(dirname "$log_file")" ||
-            die "cannot open $host_dir/{sync_dir,log} to uid $PULSE_UID; set PULSE_HOST_DIR or PULSE_UID"
-        # A log file left by a node run on the host as root must stay appendable.
-        if [[ -e $log_file ]]; then chmod a+rw "$log_file"; fi
+}
+
+# shared_dir DIR: the containers' uid may write DIR (opening it as /tmp is
+# when this user owns it).
+shared_dir() {
+    local mode
+    mode=$(stat -c %a "$1")
+    [[ $(stat -c %u "$1") == "$container_uid" ]] && return 0
+    # Writable by others: the last octal digit has the write bit.
+    (((8#${mode: -1} & 2) != 0)) && return 0
+    if [[ -O $1 ]]; then
+        say "opening $1 to the containers' uid $container_uid (chmod 1777, as /tmp)"
+        chmod 1777 "$1"
+        return 0
     fi
+    return 1
 }
 
 build_image() {
@@ -210,7 +238,6 @@ cmd_scale() {
 
 cmd_down() {
     docker_answers || die "no Docker engine answers; nothing to take down (local nodes stop with Ctrl-C)"
-    prepare_dirs
     compose down --remove-orphans
 }
 
@@ -228,15 +255,125 @@ cmd_status() {
     fi
 }
 
+# --- breaking the cluster on purpose -----------------------------------------
+
+# The project's one network (compose's "default").
+cluster_network() {
+    docker network ls -q --filter "label=com.docker.compose.project=$project" | awk 'NR == 1'
+}
+
+container_ip() {
+    docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}' "$1" | awk '{ print $1 }'
+}
+
+# The node name a container runs under, from its latest status line.
+node_name_of() {
+    docker logs --tail 20 "$1" 2>&1 |
+        sed -nE 's/^[0-9:.]+ \[[A-Za-z]+\] ([^ []+@[^ []+)\[.*/\1/p' | tail -n 1
+}
+
+# find_node NODE: sets node_id and node_label for NODE, given as 3, node_3,
+# a container name or a node name (md5@address).
+find_node() {
+    local want=${1#node[_-]} id index
+    node_id=
+    while read -r id index; do
+        if [[ $want == "$index" || $want == "$(docker inspect -f '{{.Name}}' "$id")" ||
+            $want == "/$(docker inspect -f '{{.Name}}' "$id")" ||
+            ($want == *@* && $want == "$(node_name_of "$id")") ]]; then
+            node_id=$id
+            node_label="node_$index"
+            break
+        fi
+    done < <(docker ps -a --filter "label=com.docker.compose.project=$project" \
+        --filter "label=com.docker.compose.service=node" \
+        --format '{{.ID}} {{.Label "com.docker.compose.container-number"}}')
+    [[ -n $node_id ]] || die "no container of the cluster '$project' is '$1' (see 'docker ps' or './run.sh status')"
+    local name
+    name=$(node_name_of "$node_id")
+    if [[ -n $name ]]; then node_label="$node_label ($name)"; fi
+}
+
+cmd_chaos() {
+    local verb=$1 target=${2:-} net ip old
+    [[ -n $target ]] || die "$verb: which node? (an index as in node_3, or a node name)"
+    docker_answers || die "no Docker engine answers; '$verb' acts on the container cluster"
+    find_node "$target"
+    case $verb in
+    kill)
+        docker kill --signal KILL "$node_id" >/dev/null
+        say "killed $node_label with SIGKILL: it left no word; the others list it false at their next round and drop it after the TTL"
+        ;;
+    stop)
+        docker stop --time 10 "$node_id" >/dev/null
+        say "stopped $node_label with SIGTERM (exit code $(docker inspect -f '{{.State.ExitCode}}' "$node_id")): it left the registry; the others log that it left"
+        ;;
+    pause)
+        docker pause "$node_id" >/dev/null
+        say "paused $node_label: frozen, its pings time out, the others list it false until 'unpause'"
+        ;;
+    unpause)
+        docker unpause "$node_id" >/dev/null
+        say "unpaused $node_label: it runs again and the others list it true at their next round"
+        ;;
+    cut)
+        net=$(cluster_network)
+        [[ -n $net ]] || die "the cluster '$project' has no network"
+        docker network disconnect "$net" "$node_id"
+        say "cut $node_label off the cluster network: it lists every other node false, and they list it false, until 'heal'"
+        ;;
+    heal)
+        net=$(cluster_network)
+        [[ -n $net ]] || die "the cluster '$project' has no network"
+        docker network connect --alias node "$net" "$node_id"
+        ip=$(container_ip "$node_id")
+        say "healed $node_label: back on the cluster network at $ip; every line lists it true again at the next round"
+        # A node's name and listener carry its address: should another
+        # container have taken the address meanwhile, this one is unreachable.
+        [[ $node_label == *"@$ip)" ]] ||
+            say "warning: $node_label came back at another address, $ip, where nobody reaches it; './run.sh restart $target' gives it a new name"
+        ;;
+    restart)
+        old=$(node_name_of "$node_id")
+        docker restart --time 10 "$node_id" >/dev/null
+        say "restarted $node_label: it left gracefully and came back as a new node, $(new_name_of "$node_id" "$old")"
+        ;;
+    esac
+}
+
+# new_name_of ID OLD: the node name in the container's first line after a
+# restart (it differs from OLD: the name holds the start time).
+new_name_of() {
+    local tries name
+    for ((tries = 0; tries < 100; tries++)); do
+        name=$(node_name_of "$1")
+        if [[ -n $name && $name != "$2" ]]; then
+            printf '%s\n' "$name"
+            return 0
+        fi
+        sleep 0.1
+    done
+    printf '(no status line yet)\n'
+}
+
+cmd_build() {
+    musl_binary
+    local bin=$here/target/$musl_target/release/pulse
+    say "built $bin ($(stat -c %s "$bin") bytes); 'docker-compose up -d' builds the image around it"
+}
+
 case ${1:-} in
 cluster | scale | status) cluster_cookie ;;
 esac
 case ${1:-} in
+build) cmd_build ;;
 cluster) cmd_cluster "${@:2}" ;;
 scale) cmd_scale "${@:2}" ;;
 down) cmd_down ;;
 status) cmd_status ;;
 logs) follow_log ;;
+kill | stop | pause | unpause | cut | heal | restart) cmd_chaos "$@" ;;
+watch) exec "$(host_binary)" watch --log-file "$log_file" "${@:2}" ;;
 help) usage ;;
 *)
     # One node on this host, every argument passed through to pulse.

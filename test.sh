@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every check pulse has, in the order CI runs them: dependencies, formatting,
 # lints, unit and integration tests (against real erl and elixir), the Docker
-# cluster test, and a smoke run of the benchmark.
+# cluster tests, a smoke run of the benchmark, and the README's commands.
 #
 # Tests that need Erlang, Elixir or a Docker engine skip loudly when those
 # are missing; PULSE_REQUIRE_EXTERNAL=1 (set by CI) turns a skip into a
@@ -23,12 +23,17 @@ cargo clippy --all-targets -- -D warnings
 step "cargo test"
 cargo test
 
-if [ -x tests/docker/cluster_test.sh ]; then
-    step "docker cluster test"
-    tests/docker/cluster_test.sh
-fi
+step "docker cluster test"
+tests/docker/cluster_test.sh
+
+step "the recipe's compose commands on a fresh host (root and non-root)"
+tests/docker/fresh_host_test.sh
 
 if [ -f bench/bench.py ]; then
     step "benchmark smoke run"
+    # Writes under target/bench-smoke/, never over the committed figures.
     python3 bench/bench.py --smoke
 fi
+
+step "the README's commands, as written"
+tests/docker/readme_test.sh

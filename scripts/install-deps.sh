@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Installs what the tests and the container build need, when it is missing:
 # the musl target (for the static binary in the scratch image), Erlang (the
-# judge of the wire code) and Elixir (the recipe's own node, for the mixed
-# cluster test). Without root or apt it says what is missing and goes on:
+# judge of the wire code), Elixir (the recipe's own node, for the mixed
+# cluster test), tmux (a terminal for the watch colour test), python3 (the
+# judge of the JSON output, and the benchmark) and matplotlib for the
+# benchmark's plot. Without root or apt it says what is missing and goes on:
 # the tests that need it then skip loudly (or fail, under
-# PULSE_REQUIRE_EXTERNAL=1).
+# PULSE_REQUIRE_EXTERNAL=1), and the benchmark skips its plot with a note.
 set -euo pipefail
 
 if command -v rustup >/dev/null 2>&1; then
@@ -18,6 +20,8 @@ fi
 missing=()
 command -v erl >/dev/null 2>&1 || missing+=(erlang-base)
 command -v elixir >/dev/null 2>&1 || missing+=(elixir)
+command -v tmux >/dev/null 2>&1 || missing+=(tmux)
+command -v python3 >/dev/null 2>&1 || missing+=(python3)
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         echo "install-deps: installing ${missing[*]}"
@@ -26,5 +30,23 @@ if [ ${#missing[@]} -gt 0 ]; then
         apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
     else
         echo "install-deps: WARNING: missing ${missing[*]} (install them with apt-get as root); tests needing them will skip"
+    fi
+fi
+
+# The benchmark's plot. Debian's package serves Debian's python3; another
+# python3 first on the PATH (pyenv, a venv) gets it from PyPI through pip.
+if ! python3 -c 'import matplotlib' >/dev/null 2>&1; then
+    if [ "$(python3 -c 'import sys; print(sys.prefix)')" = /usr ] &&
+        [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "install-deps: installing python3-matplotlib"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq --no-install-recommends python3-matplotlib >/dev/null
+    elif python3 -m pip --version >/dev/null 2>&1; then
+        echo "install-deps: installing matplotlib with pip"
+        python3 -m pip install --quiet matplotlib ||
+            echo "install-deps: WARNING: pip could not install matplotlib; the benchmark skips its plot"
+    else
+        echo "install-deps: WARNING: matplotlib missing (apt-get install python3-matplotlib, or pip install matplotlib); the benchmark skips its plot"
     fi
 fi

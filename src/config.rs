@@ -17,6 +17,11 @@ pub const USAGE: &str = "\
 Usage: pulse [run] [OPTIONS]      run a node (the default)
        pulse status [OPTIONS]     ping every registered node once, print a table
        pulse health [OPTIONS]     ping this node's own registered name (for HEALTHCHECK)
+       pulse watch [OPTIONS]      draw who reaches whom, from the shared log, every interval
+
+Output of status and watch:
+  --json                  status: one JSON document; watch: one JSON object per frame
+  --once                  watch: draw one frame and exit
 
 Options (flags win over the environment):
   --name NAME@HOST        node name                                      PULSE_NAME
@@ -43,8 +48,9 @@ With no name, the node is called md5(`date -Ins`)[..10]@ADDR, ADDR being
 /etc/hosts, then by the system resolver. With no cookie, the cookie is
 read from $HOME/.erlang.cookie, which is created when missing.
 
-Exit codes: 0 ok; 1 runtime failure (status: some node is down);
-2 bad usage; 130 stopped by a second signal.
+Exit codes: 0 ok; 1 runtime failure (status: some node is down;
+watch --once: some link is down); 2 bad usage; 130 stopped by a second
+signal.
 ";
 
 /// Default registry directory, as in the recipe.
@@ -92,6 +98,8 @@ pub enum Command {
     Status,
     /// Ping our own registered name once.
     Health,
+    /// Draw the reachability matrix from the shared log.
+    Watch,
     /// Print the usage.
     Help,
     /// Print the version.
@@ -131,6 +139,14 @@ pub struct Args {
     pub epmd_port: Option<u16>,
     /// `$HOME`, for the default cookie file.
     pub home: Option<PathBuf>,
+    /// `--json`.
+    pub json: bool,
+    /// `--once`.
+    pub once: bool,
+    /// `NO_COLOR` set and not empty: no colours, ever.
+    pub no_color: bool,
+    /// `COLUMNS`: the terminal's width, when the shell exports it.
+    pub columns: Option<usize>,
 }
 
 /// The resolved configuration of a node.
@@ -202,10 +218,15 @@ where
             "--timeout" => out.timeout_ms = Some(number(&flag, &value()?)?),
             "--ttl" => out.ttl_ms = Some(number(&flag, &value()?)?),
             "--epmd" => out.epmd = Some(value()?.parse().map_err(|e| format!("{flag}: {e}"))?),
-            "run" | "status" | "health" if out.command.is_none() && out == Args::default() => {
+            "--json" => out.json = true,
+            "--once" => out.once = true,
+            "run" | "status" | "health" | "watch"
+                if out.command.is_none() && out == Args::default() =>
+            {
                 out.command = Some(match flag.as_str() {
                     "run" => Command::Run,
                     "status" => Command::Status,
+                    "watch" => Command::Watch,
                     _ => Command::Health,
                 });
             }
@@ -252,6 +273,16 @@ where
     }
     out.epmd_port = env_value(&env, "ERL_EPMD_PORT", number)?;
     out.home = env_value(&env, "HOME", path)?;
+    out.no_color = env("NO_COLOR").is_some_and(|v| !v.is_empty());
+    // A malformed width is no reason to refuse: the terminal's is used.
+    out.columns = env("COLUMNS").and_then(|v| v.trim().parse().ok());
+    let command = out.command();
+    if out.json && !matches!(command, Command::Status | Command::Watch) {
+        return Err("--json: only for status and watch".into());
+    }
+    if out.once && command != Command::Watch {
+        return Err("--once: only for watch".into());
+    }
     if out.name.is_some() && out.sname.is_some() {
         return Err("--name and --sname exclude each other".into());
     }
@@ -290,7 +321,8 @@ impl Args {
         self.command.unwrap_or(Command::Run)
     }
 
-    fn interval_ms(&self) -> u64 {
+    /// The interval, given or the default.
+    pub fn interval_ms(&self) -> u64 {
         self.interval_ms.unwrap_or(1000)
     }
 
@@ -389,7 +421,24 @@ impl Args {
     }
 }
 
+/// Reads a cookie file. As Erlang does, a file that others may read or
+/// write is refused: the cookie is the cluster's only secret.
 fn read_cookie(path: &Path) -> Result<String, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = fs::metadata(path).map_err(|e| format!("cookie file {}: {e}", path.display()))?;
+    if !meta.is_file() {
+        return Err(format!(
+            "cookie file {}: not a regular file",
+            path.display()
+        ));
+    }
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(format!(
+            "cookie file {} must be accessible by owner only (its mode is {mode:o}; chmod 400 it)",
+            path.display()
+        ));
+    }
     let text =
         fs::read_to_string(path).map_err(|e| format!("cookie file {}: {e}", path.display()))?;
     Ok(text.trim().to_string())
@@ -474,6 +523,9 @@ mod tests {
             (&["--name", "a@h", "--sname", "b"], "exclude"),
             (&["stray"], "unexpected argument"),
             (&["--epmd", "maybe"], "--epmd: expected auto, serve or off"),
+            (&["--once"], "--once: only for watch"),
+            (&["status", "--once"], "--once: only for watch"),
+            (&["health", "--json"], "--json: only for status and watch"),
         ];
         for (args, want) in cases {
             let err = parse_with(args, &[]).expect_err(want);
@@ -499,6 +551,17 @@ mod tests {
             parse_with(&["--help"], &[]).expect("ok").command(),
             Command::Help
         );
+        let a = parse_with(
+            &["watch", "--once", "--json"],
+            &[("NO_COLOR", "1"), ("COLUMNS", "120")],
+        )
+        .expect("ok");
+        assert_eq!(a.command(), Command::Watch);
+        assert!(a.once && a.json && a.no_color);
+        assert_eq!(a.columns, Some(120));
+        // An empty NO_COLOR means nothing; a bad COLUMNS is ignored.
+        let a = parse_with(&["watch"], &[("NO_COLOR", ""), ("COLUMNS", "wide")]).expect("ok");
+        assert!(!a.no_color && a.columns.is_none());
     }
 
     #[test]
@@ -538,6 +601,29 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o400);
+        // Readable by its group or by others: refused, as Erlang refuses it.
+        for loose in [0o440, 0o404, 0o600 | 0o002] {
+            let file = dir.join(".erlang.cookie");
+            fs::set_permissions(&file, fs::Permissions::from_mode(loose)).expect("chmod");
+            let refused = parse_with(&["--name", "a@127.0.0.1"], &[("HOME", &home)])
+                .and_then(|a| a.resolve())
+                .expect_err("loose cookie file");
+            assert!(
+                refused.contains("must be accessible by owner only"),
+                "{refused}"
+            );
+            let given = parse_with(
+                &[
+                    "--name",
+                    "a@127.0.0.1",
+                    "--cookie-file",
+                    &file.to_string_lossy(),
+                ],
+                &[],
+            )
+            .and_then(|a| a.resolve());
+            assert!(given.is_err(), "{loose:o}");
+        }
         fs::remove_dir_all(&dir).expect("cleanup");
     }
 

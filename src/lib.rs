@@ -8,6 +8,9 @@
 pub mod acceptor;
 pub mod config;
 pub mod erlang;
+pub mod fds;
+pub mod json;
+pub mod limiter;
 pub mod links;
 pub mod listener;
 pub mod logging;
@@ -19,3 +22,4 @@ pub mod registry;
 pub mod report;
 pub mod rounds;
 pub mod status;
+pub mod watch;

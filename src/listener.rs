@@ -19,46 +19,21 @@ use log::{debug, warn};
 
 use crate::acceptor::AcceptThread;
 use crate::erlang::handshake::HandshakeError;
+use crate::fds;
+use crate::limiter::{self, Limiter};
 use crate::links::{Links, READER_STACK};
 
 /// How long a connecting node may take over its handshake (Erlang's own
 /// `net_setuptime` is 7 s).
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(7);
-/// Most inbound links at once; beyond it new connections are closed at once.
-const MAX_INBOUND: usize = 2048;
-/// Least time between two warnings about the same peer's wrong cookie.
-const WARN_EVERY: Duration = Duration::from_secs(60);
+/// Most inbound links at once; beyond it new connections are closed at
+/// once. Lower when the descriptor limit is ([`fds::link_cap`]).
+pub const MAX_INBOUND: usize = 2048;
 
 /// Sockets of the live inbound links, so `stop` can wake their readers.
 /// Shared state behind a lock, the named exception: the accept thread adds,
 /// each reader removes its own, `stop` shuts them all.
 type OpenLinks = Arc<Mutex<HashMap<u64, TcpStream>>>;
-
-/// Wrong-cookie warnings, limited to one per peer per [`WARN_EVERY`].
-/// Shared by the reader threads behind a lock.
-#[derive(Default)]
-struct CookieWarnings(Mutex<HashMap<String, (Instant, u32)>>);
-
-impl CookieWarnings {
-    fn warn(&self, peer: &str, addr: SocketAddr) {
-        let Ok(mut seen) = self.0.lock() else { return };
-        let now = Instant::now();
-        let entry = seen
-            .entry(peer.to_string())
-            .or_insert((now - WARN_EVERY - WARN_EVERY, 0));
-        if now.duration_since(entry.0) >= WARN_EVERY {
-            let more = if entry.1 > 0 {
-                format!(" ({} more since the last warning)", entry.1)
-            } else {
-                String::new()
-            };
-            warn!("rejected {peer} from {addr}: wrong cookie{more}");
-            *entry = (now, 0);
-        } else {
-            entry.1 += 1;
-        }
-    }
-}
 
 /// A running listener.
 pub struct Listener(AcceptThread);
@@ -85,10 +60,12 @@ impl Listener {
 
 fn accept_loop(socket: TcpListener, links: Arc<Links>, stop: Arc<AtomicBool>) {
     let open: OpenLinks = Arc::default();
-    let warnings = Arc::new(CookieWarnings::default());
+    let warnings = limiter::wrong_cookies();
     let mut readers: Vec<JoinHandle<()>> = Vec::new();
     let mut next_id = 0u64;
     let mut full_warned = false;
+    let cap = fds::link_cap(fds::limit(), MAX_INBOUND);
+    let mut backoff = fds::AcceptBackoff::default();
     for incoming in socket.incoming() {
         if stop.load(Ordering::SeqCst) {
             break;
@@ -96,16 +73,15 @@ fn accept_loop(socket: TcpListener, links: Arc<Links>, stop: Arc<AtomicBool>) {
         let stream = match incoming {
             Ok(s) => s,
             Err(e) => {
-                // Out of descriptors, say: back off a little rather than spin.
-                warn!("accept failed: {e}");
-                thread::sleep(Duration::from_millis(50));
+                thread::sleep(backoff.failed("listener", &e));
                 continue;
             }
         };
+        backoff.succeeded();
         reap(&mut readers);
-        if readers.len() >= MAX_INBOUND {
+        if readers.len() >= cap {
             if !full_warned {
-                warn!("{MAX_INBOUND} inbound links open: refusing more until some close");
+                warn!("{cap} inbound links open: refusing more until some close");
                 full_warned = true;
             }
             continue;
@@ -118,12 +94,12 @@ fn accept_loop(socket: TcpListener, links: Arc<Links>, stop: Arc<AtomicBool>) {
                 map.insert(id, clone);
             }
         }
-        let (links, open2, warnings) = (links.clone(), open.clone(), warnings.clone());
+        let (links, open2) = (links.clone(), open.clone());
         let spawned = thread::Builder::new()
             .name("pulse-in".into())
             .stack_size(READER_STACK)
             .spawn(move || {
-                serve(stream, &links, &warnings);
+                serve(stream, &links, warnings);
                 if let Ok(mut map) = open2.lock() {
                     map.remove(&id);
                 }
@@ -146,6 +122,7 @@ fn accept_loop(socket: TcpListener, links: Arc<Links>, stop: Arc<AtomicBool>) {
     for handle in readers {
         handle.join().expect("a reader thread never panics");
     }
+    warnings.log_finish();
 }
 
 /// Joins the reader threads that have finished.
@@ -158,13 +135,13 @@ fn reap(readers: &mut Vec<JoinHandle<()>>) {
 }
 
 /// One inbound link, from handshake to close.
-fn serve(stream: TcpStream, links: &Links, warnings: &CookieWarnings) {
+fn serve(stream: TcpStream, links: &Links, warnings: &Limiter) {
     let addr = stream.peer_addr().ok();
     match links.accept(stream, Instant::now() + HANDSHAKE_TIMEOUT) {
         Ok(link) => links.serve(link),
         Err(HandshakeError::BadCookie(peer)) => {
             if let Some(addr) = addr {
-                warnings.warn(&peer, addr);
+                warnings.wrong_cookie(&peer, addr);
             }
         }
         Err(e) => debug!("inbound handshake from {addr:?} failed: {e}"),

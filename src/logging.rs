@@ -1,122 +1,151 @@
-//! The log: every line to the console and appended to the shared log file.
+//! The log: every line to the console and appended to the shared log file,
+//! in the format of Elixir's Logger (`22:53:19.123 [info] message`), so a log
+//! shared with the recipe's Elixir nodes reads as one.
 //!
-//! Many nodes append to one file, so each line must reach it in a single
-//! `write` to a file opened with `O_APPEND`; the kernel then never tears or
-//! interleaves lines. simplelog writes a line in several pieces, so each sink
-//! is wrapped in [`WholeLines`], which holds the pieces until the newline.
+//! Every line passes [`format_line`], which escapes control characters and
+//! bounds the length, so nothing a peer or the registry says can forge a
+//! line or drive a terminal. The file gets each line synchronously and
+//! whole ([`file`]); the console gets it through a queue that never waits
+//! ([`console`]), so a console nobody reads delays no heartbeat, ping or
+//! leave.
 
-use std::fs::{self, OpenOptions};
-use std::io::{self, Write};
 use std::path::Path;
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
 
-use simplelog::{
-    CombinedLogger, ConfigBuilder, LevelFilter, LevelPadding, WriteLogger, format_description,
-};
+use log::{Level, LevelFilter, Log, Metadata, Record};
+use time::{OffsetDateTime, UtcOffset};
 
-/// Passes on only whole lines, each with one `write_all`.
-pub struct WholeLines<W: Write> {
-    inner: W,
-    pending: Vec<u8>,
+pub mod console;
+pub mod file;
+pub mod text;
+
+use console::{Console, Stream};
+use file::{LogFile, Note};
+
+/// Longest message in one line. A status line lists every node (about 30
+/// bytes each), so this allows some two thousand nodes.
+pub const MAX_MESSAGE: usize = 64 * 1024;
+
+/// The local time zone, found once while the process has one thread (the
+/// only time it can be known safely); UTC when it cannot.
+static OFFSET: OnceLock<UtcOffset> = OnceLock::new();
+
+/// The level as Elixir's Logger writes it.
+fn level_word(level: Level) -> &'static str {
+    match level {
+        Level::Error => "error",
+        Level::Warn => "warning",
+        Level::Info => "info",
+        Level::Debug | Level::Trace => "debug",
+    }
 }
 
-impl<W: Write> WholeLines<W> {
-    /// Wraps a sink.
-    pub fn new(inner: W) -> Self {
-        WholeLines {
-            inner,
-            pending: Vec::with_capacity(256),
+/// One log line, newline included: the time of day, the level and the
+/// message with control characters escaped and its length bounded.
+pub fn format_line(level: Level, message: &str) -> String {
+    let now = OffsetDateTime::now_utc().to_offset(*OFFSET.get().unwrap_or(&UtcOffset::UTC));
+    let mut line = format!(
+        "{:02}:{:02}:{:02}.{:03} [{}] ",
+        now.hour(),
+        now.minute(),
+        now.second(),
+        now.millisecond(),
+        level_word(level)
+    );
+    text::push_escaped(&mut line, message, MAX_MESSAGE);
+    line.push('\n');
+    line
+}
+
+/// The `log` backend: the file and the console.
+struct Logger {
+    /// None when the log goes to the console only (`-` as the file).
+    file: Option<Mutex<LogFile>>,
+    console: Console,
+}
+
+impl Log for Logger {
+    fn enabled(&self, metadata: &Metadata) -> bool {
+        metadata.level() <= Level::Info
+    }
+
+    fn log(&self, record: &Record) {
+        if !self.enabled(record.metadata()) {
+            return;
         }
-    }
-}
-
-impl<W: Write> Write for WholeLines<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.pending.extend_from_slice(buf);
-        if let Some(last) = self.pending.iter().rposition(|&b| b == b'\n') {
-            let result = self.inner.write_all(&self.pending[..=last]);
-            self.pending.drain(..=last);
-            result?;
+        let line = format_line(record.level(), &record.args().to_string());
+        let note = match self.file.as_ref().map(Mutex::lock) {
+            Some(Ok(mut file)) => file.write_line(line.as_bytes()),
+            _ => Note::Written,
+        };
+        match note {
+            Note::Written | Note::Dropped(None) => {}
+            Note::Dropped(Some(why)) => self
+                .console
+                .offer(Stream::Stderr, format!("pulse: {why}\n")),
+            Note::Recovered(n) => {
+                let back =
+                    format!("the log file takes lines again: {n} lines were not written to it");
+                self.console
+                    .offer(Stream::Stderr, format!("pulse: {back}\n"));
+                if let Some(Ok(mut file)) = self.file.as_ref().map(Mutex::lock) {
+                    file.write_line(format_line(Level::Warn, &back).as_bytes());
+                }
+            }
         }
-        Ok(buf.len())
+        self.console.offer(Stream::Stdout, line);
     }
 
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
+    fn flush(&self) {}
 }
 
-/// Sets up logging to stdout and to `log_file` (its directory is created).
-/// Lines read `22:53:19.123 [INFO] message`, in local time where the zone
-/// can be known, else UTC.
+static LOGGER: OnceLock<Logger> = OnceLock::new();
+
+/// Sets up logging to stdout and to `log_file` (its directory is created;
+/// `-` means stdout only). Call it while the process has one thread, so the
+/// local time zone can be read.
 pub fn init(log_file: &Path) -> Result<(), String> {
-    if let Some(dir) = log_file.parent().filter(|d| !d.as_os_str().is_empty()) {
-        fs::create_dir_all(dir)
-            .map_err(|e| format!("cannot create log directory {}: {e}", dir.display()))?;
+    let file = if log_file == Path::new("-") {
+        None
+    } else {
+        Some(Mutex::new(LogFile::open(log_file)?))
+    };
+    let _ = OFFSET.set(UtcOffset::current_local_offset().unwrap_or(UtcOffset::UTC));
+    let console = Console::start().map_err(|e| format!("cannot start the console thread: {e}"))?;
+    let logger = LOGGER.get_or_init(|| Logger { file, console });
+    log::set_logger(logger).map_err(|e| format!("cannot set up logging: {e}"))?;
+    log::set_max_level(LevelFilter::Info);
+    Ok(())
+}
+
+/// Gives the console up to `timeout` to write what is queued, before the
+/// process exits. A console nobody reads loses those lines; the file has them.
+pub fn finish(timeout: Duration) {
+    if let Some(logger) = LOGGER.get() {
+        logger.console.drain(timeout);
     }
-    let file = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log_file)
-        .map_err(|e| format!("cannot open log file {}: {e}", log_file.display()))?;
-    let mut builder = ConfigBuilder::new();
-    builder
-        .set_time_format_custom(format_description!(
-            "[hour]:[minute]:[second].[subsecond digits:3]"
-        ))
-        .set_level_padding(LevelPadding::Off)
-        .set_thread_level(LevelFilter::Off)
-        .set_target_level(LevelFilter::Off)
-        .set_location_level(LevelFilter::Off)
-        .set_time_level(LevelFilter::Error);
-    // Only possible while the process has one thread, which it has here.
-    let _ = builder.set_time_offset_to_local();
-    let config = builder.build();
-    CombinedLogger::init(vec![
-        WriteLogger::new(
-            LevelFilter::Info,
-            config.clone(),
-            WholeLines::new(io::stdout()),
-        ),
-        WriteLogger::new(LevelFilter::Info, config, WholeLines::new(file)),
-    ])
-    .map_err(|e| format!("cannot set up logging: {e}"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// Records each write it gets.
-    struct Writes(Vec<Vec<u8>>);
-    impl Write for Writes {
-        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            self.0.push(buf.to_vec());
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
-
     #[test]
-    fn pieces_become_one_write_per_line() {
-        let mut w = WholeLines::new(Writes(Vec::new()));
-        for piece in [
-            "12:00:00.000 ",
-            "[INFO] ",
-            "hello",
-            "\n",
-            "second",
-            " line\n",
-        ] {
-            w.write_all(piece.as_bytes()).expect("write");
-        }
-        assert_eq!(
-            w.inner.0,
-            vec![
-                b"12:00:00.000 [INFO] hello\n".to_vec(),
-                b"second line\n".to_vec()
-            ]
+    fn a_line_reads_like_elixirs_logger_and_cannot_be_forged() {
+        let line = format_line(
+            Level::Warn,
+            "rejected x\n00:00:00.000 [info] forged\u{1b}[2J",
         );
+        let (time, rest) = line.split_once(' ').expect("time");
+        assert_eq!(time.len(), 12, "{line}");
+        assert_eq!(
+            rest,
+            "[warning] rejected x\\n00:00:00.000 [info] forged\\e[2J\n"
+        );
+        assert_eq!(line.matches('\n').count(), 1);
+        assert!(format_line(Level::Info, "hi").ends_with(" [info] hi\n"));
+        let long = format_line(Level::Info, &"x".repeat(MAX_MESSAGE * 2));
+        assert!(long.len() < MAX_MESSAGE + 100, "{}", long.len());
     }
 }

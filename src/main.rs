@@ -1,19 +1,23 @@
 //! The `pulse` command: parse, call the library, turn the result into an
 //! exit code.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use log::error;
 use pulse::config::{self, Command, USAGE};
 use pulse::node::Node;
-use pulse::{logging, status};
+use pulse::{fds, listener, logging, status};
 
 /// Exit codes, as documented in `--help`.
 const OK: u8 = 0;
 const FAILURE: u8 = 1;
 const USAGE_ERROR: u8 = 2;
 const INTERRUPTED: i32 = 130;
+/// How long the console may take to show the last lines at exit.
+const CONSOLE_GRACE: Duration = Duration::from_secs(1);
 
 fn main() -> ExitCode {
     let args = match config::parse(std::env::args_os().skip(1), |var| std::env::var(var).ok()) {
@@ -31,6 +35,9 @@ fn main() -> ExitCode {
         println!("pulse {}", env!("CARGO_PKG_VERSION"));
         return ExitCode::from(OK);
     }
+    if let Command::Watch = args.command() {
+        return ExitCode::from(watch(&args));
+    }
     let config = match args.resolve() {
         Ok(config) => config,
         Err(why) => {
@@ -39,7 +46,7 @@ fn main() -> ExitCode {
         }
     };
     let code = match args.command() {
-        Command::Status => match status::status(&config, &mut std::io::stdout()) {
+        Command::Status => match status::status(&config, args.json, &mut std::io::stdout()) {
             Ok(true) => OK,
             Ok(false) => FAILURE,
             Err(e) => {
@@ -55,9 +62,51 @@ fn main() -> ExitCode {
                 FAILURE
             }
         },
-        _ => run(&config),
+        _ => {
+            let code = run(&config);
+            // Lines still queued for a console that reads slowly; one nobody
+            // reads must not keep the process from exiting.
+            logging::finish(CONSOLE_GRACE);
+            code
+        }
     };
     ExitCode::from(code)
+}
+
+/// Draws the cluster from the shared log until SIGINT or SIGTERM (or once).
+/// Needs no cookie: it only reads the log.
+fn watch(args: &config::Args) -> u8 {
+    let terminal = std::io::stdout().is_terminal();
+    let opts = pulse::watch::Options {
+        log_file: args
+            .log_file
+            .clone()
+            .unwrap_or_else(|| config::DEFAULT_LOG_FILE.into()),
+        interval: Duration::from_millis(args.interval_ms()),
+        once: args.once,
+        json: args.json,
+        terminal,
+        colour: terminal && !args.no_color,
+        width: args.columns,
+    };
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    if !opts.once {
+        let handler = ctrlc::set_handler(move || {
+            let _ = tx.try_send(());
+        });
+        if let Err(e) = handler {
+            eprintln!("pulse: cannot install the signal handler: {e}");
+            return FAILURE;
+        }
+    }
+    match pulse::watch::watch(&opts, &mut std::io::stdout().lock(), &rx) {
+        Ok(true) => OK,
+        Ok(false) => FAILURE,
+        Err(why) => {
+            eprintln!("pulse: {why}");
+            FAILURE
+        }
+    }
 }
 
 /// Runs a node until SIGINT or SIGTERM, then leaves gracefully. A second
@@ -79,6 +128,7 @@ fn run(config: &config::Config) -> u8 {
         error!("cannot install the signal handler: {e}");
         return FAILURE;
     }
+    fds::raise_for(listener::MAX_INBOUND);
     let node = match Node::start(config) {
         Ok(node) => node,
         Err(e) => {

@@ -10,6 +10,7 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use crate::erlang::Phase;
+use crate::logging::text::field;
 use crate::name::NodeName;
 use crate::registry::Record;
 
@@ -39,9 +40,10 @@ impl fmt::Display for Reason {
             Reason::Refused => write!(f, "connection refused"),
             Reason::Timeout(phase) => write!(f, "timeout ({phase})"),
             Reason::BadCookie => write!(f, "bad cookie"),
-            Reason::NameMismatch(got) => write!(f, "name mismatch (it answered as {got})"),
-            Reason::NoAddress(why) => write!(f, "no address ({why})"),
-            Reason::Closed(why) | Reason::Failed(why) => write!(f, "{why}"),
+            // Text from the peer or EPMD: escaped and bounded wherever it is shown.
+            Reason::NameMismatch(got) => write!(f, "name mismatch (it answered as {})", field(got)),
+            Reason::NoAddress(why) => write!(f, "no address ({})", field(why)),
+            Reason::Closed(why) | Reason::Failed(why) => write!(f, "{}", field(why)),
         }
     }
 }

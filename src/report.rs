@@ -1,6 +1,8 @@
-//! The status line and the membership events, written by one reporter
-//! thread so a slow console never delays a round.
+//! The status line, the membership events and the round's warnings,
+//! written by one reporter thread so the round thread never logs: a round
+//! hands over a [`Report`] without waiting, whatever the log is doing.
 
+use std::cell::Cell;
 use std::thread::{self, JoinHandle};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
@@ -15,6 +17,9 @@ pub struct Report {
     pub events: Vec<Event>,
     /// The status line; empty for events that cannot wait for the round.
     pub line: String,
+    /// Problems of the round: skipped registry entries, a heartbeat that
+    /// could not be written, an expired entry that could not be removed.
+    pub warnings: Vec<String>,
 }
 
 /// The recipe's status line: our name, then each member and whether it
@@ -47,7 +52,7 @@ fn keyword_key(atom: &str) -> String {
 
 /// The reporter thread's end of the channel, and its handle.
 pub struct Reporter {
-    tx: Sender<Report>,
+    tx: Sender<(Report, u64)>,
     handle: JoinHandle<()>,
 }
 
@@ -64,8 +69,11 @@ impl Reporter {
     }
 
     /// A sender for the round thread.
-    pub fn sender(&self) -> Sender<Report> {
-        self.tx.clone()
+    pub fn sender(&self) -> Outbox {
+        Outbox {
+            tx: self.tx.clone(),
+            dropped: Cell::new(0),
+        }
     }
 
     /// Writes what is queued, then stops.
@@ -77,16 +85,35 @@ impl Reporter {
     }
 }
 
-/// Queues a report; drops it if the reporter is far behind.
-pub fn offer(tx: &Sender<Report>, report: Report) {
-    if let Err(TrySendError::Full(_)) = tx.try_send(report) {
-        warn!("the console is not keeping up: a status line was dropped");
+/// The round thread's end: hands reports over without ever waiting, and
+/// counts those it had to drop.
+pub struct Outbox {
+    /// Each report with the number dropped just before it.
+    tx: Sender<(Report, u64)>,
+    /// Reports dropped since the last one handed over.
+    dropped: Cell<u64>,
+}
+
+/// Queues a report; drops it, and counts it for the next one, if the
+/// reporter is far behind.
+pub fn offer(outbox: &Outbox, report: Report) {
+    let before = outbox.dropped.get();
+    match outbox.tx.try_send((report, before)) {
+        Ok(()) => outbox.dropped.set(0),
+        Err(TrySendError::Full(_)) => outbox.dropped.set(before + 1),
+        Err(TrySendError::Disconnected(_)) => {}
     }
 }
 
-fn write_reports(rx: Receiver<Report>) {
+fn write_reports(rx: Receiver<(Report, u64)>) {
     // Ends when every sender is dropped; nothing queued is lost.
-    for report in rx {
+    for (report, dropped_before) in rx {
+        if dropped_before > 0 {
+            warn!("the log was not keeping up: {dropped_before} status reports were dropped");
+        }
+        for warning in &report.warnings {
+            warn!("{warning}");
+        }
         for event in &report.events {
             match event {
                 Event::Down(..) | Event::Expired(..) | Event::Gone(..) => warn!("{event}"),
@@ -96,6 +123,9 @@ fn write_reports(rx: Receiver<Report>) {
         if !report.line.is_empty() {
             info!("{}", report.line);
         }
+        // A minute of rejected handshakes that ended quietly is summed up
+        // here rather than at the next rejection, which may never come.
+        crate::limiter::wrong_cookies().log_due();
     }
 }
 
@@ -104,6 +134,28 @@ mod tests {
     use super::*;
     use crate::membership::Reason;
     use std::time::Duration;
+
+    #[test]
+    fn a_full_reporter_costs_the_round_nothing_and_the_drops_are_counted() {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let outbox = Outbox {
+            tx,
+            dropped: Cell::new(0),
+        };
+        let report = || Report {
+            events: Vec::new(),
+            line: String::new(),
+            warnings: Vec::new(),
+        };
+        for _ in 0..4 {
+            offer(&outbox, report());
+        }
+        assert_eq!(rx.try_recv().map(|(_, n)| n).ok(), Some(0));
+        offer(&outbox, report());
+        assert_eq!(rx.try_recv().map(|(_, n)| n).ok(), Some(3));
+        offer(&outbox, report());
+        assert_eq!(rx.try_recv().map(|(_, n)| n).ok(), Some(0));
+    }
 
     #[test]
     fn line_is_sorted_and_quoted_like_elixir() {

@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::time::{Instant, SystemTime};
 
-use crossbeam_channel::{Receiver, Sender, select};
+use crossbeam_channel::{Receiver, select};
 use log::{info, warn};
 
 use crate::config::Config;
@@ -14,7 +14,7 @@ use crate::membership::{Membership, Outcome, Reason};
 use crate::name::NodeName;
 use crate::probe::{Prober, Target};
 use crate::registry::{self, Record, Registry};
-use crate::report::{self, Report};
+use crate::report::{self, Outbox, Report};
 
 pub(crate) fn own_record(config: &Config, addr: SocketAddr) -> Record {
     Record {
@@ -32,7 +32,7 @@ pub(crate) struct Rounds {
     pub(crate) registry: Registry,
     pub(crate) membership: Membership,
     pub(crate) prober: Prober,
-    pub(crate) reports: Sender<Report>,
+    pub(crate) reports: Outbox,
     pub(crate) heartbeat_failing: bool,
 }
 
@@ -77,12 +77,22 @@ impl Rounds {
         // It may come back at another address: read its record afresh.
         self.registry.forget(&name);
         if !events.is_empty() {
-            let line = String::new();
-            report::offer(&self.reports, Report { events, line });
+            let (line, warnings) = (String::new(), Vec::new());
+            report::offer(
+                &self.reports,
+                Report {
+                    events,
+                    line,
+                    warnings,
+                },
+            );
         }
     }
 
+    /// One round. It logs nothing itself: what it has to say goes to the
+    /// reporter in its report, so the log never delays a round.
     fn round(&mut self) {
+        let mut warnings = Vec::new();
         // Links that closed just before the tick are news too.
         while let Ok(event) = self.prober.events().try_recv() {
             if let Some((name, why)) = self.prober.link_closed(event) {
@@ -93,10 +103,10 @@ impl Rounds {
             Ok(()) => self.heartbeat_failing = false,
             Err(e) => {
                 if !self.heartbeat_failing {
-                    warn!(
+                    warnings.push(format!(
                         "cannot write our heartbeat to {}: {e}",
                         self.registry.dir().display()
-                    );
+                    ));
                 }
                 self.heartbeat_failing = true;
             }
@@ -104,9 +114,10 @@ impl Rounds {
         let observed = self
             .membership
             .observe(self.registry.scan(), Instant::now());
+        warnings.extend(self.registry.take_warnings());
         for name in &observed.expired {
             if let Err(e) = self.registry.remove(name) {
-                warn!("could not remove the expired entry {name}: {e}");
+                warnings.push(format!("could not remove the expired entry {name}: {e}"));
             }
         }
         let targets: Vec<Target> = observed
@@ -130,6 +141,13 @@ impl Rounds {
         let mut events = observed.events;
         events.extend(self.membership.apply(&results));
         let line = report::status_line(&self.config.name, &results);
-        report::offer(&self.reports, Report { events, line });
+        report::offer(
+            &self.reports,
+            Report {
+                events,
+                line,
+                warnings,
+            },
+        );
     }
 }

@@ -3,10 +3,11 @@
 
 use std::io::{self, Write};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use crate::config::Config;
 use crate::erlang::Identity;
+use crate::json;
 use crate::links::Links;
 use crate::membership::Outcome;
 use crate::probe::{Prober, Target};
@@ -33,50 +34,119 @@ fn ping_all(me: Arc<Identity>, records: &[Record], config: &Config) -> io::Resul
     Ok(results.into_iter().map(|(_, o)| o).collect())
 }
 
-/// Pings every registered node once and prints a table to `out`. Returns
-/// whether every node answered (false for an empty registry too).
-pub fn status(config: &Config, out: &mut impl Write) -> io::Result<bool> {
+/// One registered node as `pulse status` saw it.
+#[derive(Clone, Debug)]
+pub struct NodeStatus {
+    /// The registered name.
+    pub name: String,
+    /// The record's address; `None` for a bare entry (asked of EPMD).
+    pub address: Option<String>,
+    /// Whether it answered the ping.
+    pub alive: bool,
+    /// The ping's round trip, when it answered.
+    pub rtt: Option<Duration>,
+    /// How old its heartbeat is, when the record carries one.
+    pub heartbeat_age_ms: Option<u64>,
+    /// Why it did not answer.
+    pub reason: Option<String>,
+}
+
+/// Pings every registered node once and describes each.
+pub fn check_all(config: &Config) -> io::Result<Vec<NodeStatus>> {
     let records = Registry::new(&config.sync_dir).scan();
     let outcomes = ping_all(checker(config, "status"), &records, config)?;
     let now = registry::unix_ms(SystemTime::now());
-    let width = records
+    Ok(records
         .iter()
-        .map(|r| r.name.as_str().len())
-        .max()
-        .unwrap_or(4)
-        .max(4);
+        .zip(outcomes)
+        .map(|(record, outcome)| {
+            let (alive, rtt, reason) = match outcome {
+                Outcome::Alive(rtt) => (true, Some(rtt), None),
+                Outcome::Down(why) => (false, None, Some(why.to_string())),
+            };
+            NodeStatus {
+                name: record.name.to_string(),
+                address: record.addr.map(|a| a.to_string()),
+                alive,
+                rtt,
+                heartbeat_age_ms: record.heartbeat_ms().map(|hb| now.saturating_sub(hb)),
+                reason,
+            }
+        })
+        .collect())
+}
+
+/// Pings every registered node once and prints a table (or, with `json`,
+/// the JSON document PROTOCOL.md describes) to `out`. Returns whether every
+/// node answered (false for an empty registry too).
+pub fn status(config: &Config, json: bool, out: &mut impl Write) -> io::Result<bool> {
+    let nodes = check_all(config)?;
+    if json {
+        out.write_all(to_json(&nodes).as_bytes())?;
+    } else {
+        write_table(&nodes, out)?;
+        if nodes.is_empty() {
+            writeln!(
+                out,
+                "(no nodes registered in {})",
+                config.sync_dir.display()
+            )?;
+        }
+    }
+    Ok(!nodes.is_empty() && nodes.iter().all(|n| n.alive))
+}
+
+fn write_table(nodes: &[NodeStatus], out: &mut impl Write) -> io::Result<()> {
+    let width = nodes.iter().map(|n| n.name.len()).max().unwrap_or(4).max(4);
     writeln!(
         out,
         "{:<width$}  {:<21}  {:<5}  {:>9}  {:>8}  REASON",
         "NAME", "ADDRESS", "ALIVE", "RTT", "AGE"
     )?;
-    for (record, outcome) in records.iter().zip(&outcomes) {
-        let addr = record.addr.map_or("(epmd)".to_string(), |a| a.to_string());
-        let age = record.heartbeat_ms().map_or("-".to_string(), |hb| {
-            format!("{:.1}s", now.saturating_sub(hb) as f64 / 1000.0)
+    for n in nodes {
+        let addr = n.address.as_deref().unwrap_or("(epmd)");
+        let age = n
+            .heartbeat_age_ms
+            .map_or("-".to_string(), |ms| format!("{:.1}s", ms as f64 / 1000.0));
+        let rtt = n.rtt.map_or("-".to_string(), |rtt| {
+            format!("{:.2}ms", rtt.as_secs_f64() * 1000.0)
         });
-        let (alive, rtt, reason) = match outcome {
-            Outcome::Alive(rtt) => (
-                "true",
-                format!("{:.2}ms", rtt.as_secs_f64() * 1000.0),
-                String::new(),
-            ),
-            Outcome::Down(why) => ("false", "-".to_string(), why.to_string()),
-        };
+        // The reason may quote a peer's words: no control characters.
+        let reason: String = n
+            .reason
+            .as_deref()
+            .unwrap_or("")
+            .chars()
+            .map(|c| if c.is_control() { '?' } else { c })
+            .collect();
         writeln!(
             out,
-            "{:<width$}  {addr:<21}  {alive:<5}  {rtt:>9}  {age:>8}  {reason}",
-            record.name.as_str()
+            "{:<width$}  {addr:<21}  {:<5}  {rtt:>9}  {age:>8}  {reason}",
+            n.name, n.alive
         )?;
     }
-    if records.is_empty() {
-        writeln!(
-            out,
-            "(no nodes registered in {})",
-            config.sync_dir.display()
-        )?;
+    Ok(())
+}
+
+/// `{"nodes": [{...}, ...]}`, one node per line.
+pub fn to_json(nodes: &[NodeStatus]) -> String {
+    let mut out = String::from("{\"nodes\": [");
+    for (i, n) in nodes.iter().enumerate() {
+        out.push_str(if i == 0 { "\n  " } else { ",\n  " });
+        let mut o = json::Object::new(&mut out);
+        o.str("name", &n.name)
+            .opt_str("address", n.address.as_deref())
+            .raw("alive", n.alive)
+            .raw(
+                "rtt_ms",
+                json::opt(n.rtt.map(|r| format!("{:.3}", r.as_secs_f64() * 1000.0))),
+            )
+            .raw("heartbeat_age_ms", json::opt(n.heartbeat_age_ms))
+            .opt_str("reason", n.reason.as_deref());
+        o.end();
     }
-    Ok(!records.is_empty() && outcomes.iter().all(Outcome::is_alive))
+    out.push_str(if nodes.is_empty() { "]}\n" } else { "\n]}\n" });
+    out
 }
 
 /// Checks this host's own node: the registered node whose name was given,

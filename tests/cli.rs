@@ -74,6 +74,9 @@ fn environment_configures_a_node_and_flags_win() {
     let dir = TempDir::new("env");
     let cookie_file = dir.path().join("cookie");
     std::fs::write(&cookie_file, "from-file\n").expect("cookie file");
+    // Owner only, or it is refused as Erlang refuses it.
+    let owner_only = std::os::unix::fs::PermissionsExt::from_mode(0o600);
+    std::fs::set_permissions(&cookie_file, owner_only).expect("chmod");
     let mut cmd = pulse_cmd(&dir);
     cmd.env("PULSE_NAME", "envnode@127.0.0.1")
         .env("PULSE_COOKIE_FILE", &cookie_file)

@@ -8,9 +8,9 @@ use crate::util::{
     wait_until,
 };
 
-/// `HH:MM:SS.mmm [INFO] <line>` exactly.
+/// `HH:MM:SS.mmm [info] <line>` exactly.
 fn is_log_line_of(line: &str, want: &str) -> bool {
-    split_log_line(line) == Some(("INFO", want))
+    split_log_line(line) == Some(("info", want))
 }
 
 #[test]

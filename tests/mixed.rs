@@ -6,7 +6,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::util::erlang::Epmd;
-use crate::util::{Node, TempDir, parse_status, require, wait_until};
+use crate::util::{Node, TempDir, parse_status, require, split_log_line, wait_until};
 
 /// `elixir -e CODE` as node `name` with `cookie`, against the test's EPMD;
 /// returns what it printed.
@@ -25,7 +25,7 @@ fn elixir_eval(name: &str, cookie: &str, epmd_port: u16, extra_erl: &str, code: 
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-fn pulse_with_epmd(
+pub fn pulse_with_epmd(
     dir: &TempDir,
     name: &str,
     cookie: &str,
@@ -106,7 +106,7 @@ fn elixir_node_ping_gets_pong_only_with_the_cookie_and_while_running() {
 }
 
 /// The recipe's Elixir node from the fixture, killed on drop.
-fn start_recipe_node(dir: &TempDir, name: &str, epmd_port: u16) -> Node {
+pub fn start_recipe_node(dir: &TempDir, name: &str, epmd_port: u16) -> Node {
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/recipe_node/run.sh");
     let mut cmd = Command::new(fixture);
     cmd.env("ERL_EPMD_PORT", epmd_port.to_string())
@@ -199,4 +199,73 @@ fn pulse_and_the_recipes_elixir_nodes_form_one_cluster() {
         "{}",
         p1.dump()
     );
+}
+
+/// `{{Y, M, D}, {h, m, s}}`, as `inspect(:calendar.universal_time())` writes
+/// it, as (date, seconds of the day).
+fn parse_calendar_tuple(text: &str) -> Option<([u32; 3], u32)> {
+    let inner = text.strip_prefix("{{")?.strip_suffix("}}")?;
+    let (date, time) = inner.split_once("}, {")?;
+    let numbers = |s: &str| -> Option<Vec<u32>> {
+        s.split(", ").map(|n| n.parse().ok()).collect::<Option<_>>()
+    };
+    let (d, t) = (numbers(date)?, numbers(time)?);
+    let (&[y, mo, da], &[h, mi, se]) = (&d[..], &t[..]) else {
+        return None;
+    };
+    Some(([y, mo, da], h * 3600 + mi * 60 + se))
+}
+
+#[test]
+fn the_recipe_node_fixture_heartbeats_and_logs_as_the_recipe_shows() {
+    let test = "the_recipe_node_fixture_heartbeats_and_logs_as_the_recipe_shows";
+    if !require("elixir", test) || !require("mix", test) || !require("epmd", test) {
+        return;
+    }
+    let dir = TempDir::new("fixture");
+    let epmd = Epmd::start();
+    let all = ["e1@127.0.0.1", "e2@127.0.0.1"];
+    let e1 = start_recipe_node(&dir, all[0], epmd.1);
+    let e2 = start_recipe_node(&dir, all[1], epmd.1);
+    let dump = || format!("{}{}", e1.dump(), e2.dump());
+    let ok = wait_until(Duration::from_secs(40), || {
+        e1.sees_all_alive(&all) && e2.sees_all_alive(&all)
+    });
+    assert!(ok, "{}", dump());
+
+    // The heartbeat is rewritten in place, so a read may catch it empty.
+    let mut seen = String::new();
+    let ok = wait_until(Duration::from_secs(5), || {
+        seen = std::fs::read_to_string(dir.sync_dir().join(all[0])).unwrap_or_default();
+        parse_calendar_tuple(&seen).is_some()
+    });
+    assert!(ok, "heartbeat file of {}: {seen:?}", all[0]);
+    let (date, seconds) = parse_calendar_tuple(&seen).expect("parsed above");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs();
+    let drift = (now % 86_400).abs_diff(u64::from(seconds));
+    assert!(
+        date[0] >= 2024 && (drift <= 5 || drift >= 86_400 - 5),
+        "heartbeat {seen:?} is not the universal time now"
+    );
+    assert_eq!(
+        std::fs::read_dir(dir.sync_dir()).expect("sync dir").count(),
+        2,
+        "one file per node, nothing else"
+    );
+
+    // Logger writes the same line to the console and the shared file.
+    let log = std::fs::read_to_string(dir.log_file()).expect("log file");
+    for name in all {
+        assert!(
+            log.lines().any(
+                |l| split_log_line(l).is_some_and(|(level, _)| level == "info")
+                    && parse_status(l, name)
+                        .is_some_and(|s| s.len() == 2 && s.values().all(|v| *v))
+            ),
+            "no all-true [info] line from {name} in the log file:\n{log}"
+        );
+    }
 }

@@ -4,7 +4,10 @@
 mod cli;
 mod cluster;
 mod erlang;
+mod faults;
+mod forged;
 mod hostile;
 mod links;
 mod mixed;
 mod util;
+mod watch;

@@ -28,8 +28,6 @@ use std::os::unix::fs::{DirEntryExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use log::warn;
-
 use crate::name::NodeName;
 
 /// Largest record read; real ones are under 100 bytes.
@@ -78,6 +76,8 @@ pub struct Registry {
     /// Files skipped, with the reason last warned about.
     warned: HashMap<String, String>,
     dir_missing_warned: bool,
+    /// Warnings from scans, for the round to pass on in its report.
+    warnings: Vec<String>,
 }
 
 impl Registry {
@@ -88,6 +88,7 @@ impl Registry {
             cache: HashMap::new(),
             warned: HashMap::new(),
             dir_missing_warned: false,
+            warnings: Vec::new(),
         }
     }
 
@@ -141,7 +142,7 @@ impl Registry {
     }
 
     /// Lists every valid record, sorted by name. Bad entries are skipped with
-    /// one warning each.
+    /// one warning each, kept for [`Registry::take_warnings`].
     pub fn scan(&mut self) -> Vec<Record> {
         let entries = match fs::read_dir(&self.dir) {
             Ok(entries) => {
@@ -150,7 +151,8 @@ impl Registry {
             }
             Err(e) => {
                 if !self.dir_missing_warned {
-                    warn!("registry: cannot list {}: {e}", self.dir.display());
+                    self.warnings
+                        .push(format!("registry: cannot list {}: {e}", self.dir.display()));
                     self.dir_missing_warned = true;
                 }
                 self.cache.clear();
@@ -174,7 +176,10 @@ impl Registry {
                 Err(why) if why.is_empty() => {}
                 Err(why) => {
                     if self.warned.get(&file_name) != Some(&why) {
-                        warn!("registry: skipping '{}': {why}", file_name.escape_debug());
+                        self.warnings.push(format!(
+                            "registry: skipping '{}': {why}",
+                            file_name.escape_debug()
+                        ));
                     }
                     seen_bad.insert(file_name, why);
                 }
@@ -184,6 +189,11 @@ impl Registry {
         self.warned = seen_bad;
         records.sort_by(|a, b| a.name.cmp(&b.name));
         records
+    }
+
+    /// The warnings of the scans since the last call.
+    pub fn take_warnings(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.warnings)
     }
 
     /// Forgets what it read of a node's file, so the next scan reads it
@@ -434,6 +444,9 @@ mod tests {
             assert_eq!(names, ["good@127.0.0.1"]);
         }
         assert_eq!(reg.warned.len(), 7, "{:?}", reg.warned);
+        // One warning each, over both scans, handed to the round.
+        assert_eq!(reg.take_warnings().len(), 7);
+        assert!(reg.take_warnings().is_empty());
         // A FIFO swapped in under a valid name is not opened for reading.
         assert!(read_untrusted(&fifo).is_err());
     }

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # The container cluster against the real Docker engine: build the scratch
-# image, up 1, scale to 5 and 11 (everyone sees everyone), health, scale down
-# to 3 (graceful leaves), docker kill (false, then expired), down (registry
+# image, up 1 on a host dir without sync_dir/ and log/ (the nodes create
+# them), scale to 5, break it on purpose with run.sh (pause/unpause, cut/heal:
+# false on both sides, then true again), scale to 11 (everyone sees
+# everyone), health, scale down to 3 (graceful leaves), run.sh kill (false,
+# then expired), run.sh restart (left, a new node joins), down (registry
 # empty).
 #
 # Each run has its own compose project, image tag and host dir, and tears
@@ -11,31 +14,13 @@
 # Env: PULSE_TEST_INTERVAL_MS (default 500: short rounds keep the test fast).
 set -euo pipefail
 
-root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 self=tests/docker/cluster_test.sh
+# shellcheck source=tests/docker/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+need_docker
 interval=${PULSE_TEST_INTERVAL_MS:-500}
 ttl=$((5 * interval)) # pulse's default TTL: five intervals
 musl_bin=$root/target/x86_64-unknown-linux-musl/release/pulse
-
-skip() {
-    printf '\n*** SKIPPED (%s): %s ***\n\n' "$1" "$self"
-    if [[ ${PULSE_REQUIRE_EXTERNAL:-0} == 1 ]]; then
-        echo "PULSE_REQUIRE_EXTERNAL=1: a skip is a failure" >&2
-        exit 1
-    fi
-    exit 0
-}
-
-command -v docker >/dev/null || skip "no docker engine"
-timeout 20 docker info --format '{{.ServerVersion}}' >/dev/null 2>&1 || skip "no docker engine"
-# The same choice as run.sh: compose v2 when present, else Debian's v1.
-if docker compose version >/dev/null 2>&1; then
-    compose_cmd=(docker compose)
-elif command -v docker-compose >/dev/null && docker-compose version >/dev/null 2>&1; then
-    compose_cmd=(docker-compose)
-else
-    skip "no docker compose"
-fi
 
 # --- this run's own world ---------------------------------------------------
 
@@ -48,18 +33,17 @@ export PULSE_INTERVAL_MS=$interval
 export PULSE_HEALTH_INTERVAL=1s
 sync_dir=$PULSE_HOST_DIR/sync_dir
 log=$PULSE_HOST_DIR/log/cluster.log
-mkdir -p "$sync_dir" "$(dirname "$log")"
-: >"$log"
-# As run.sh: the invoking user's uid, unless root, then 65532 with dirs
-# opened like /tmp (so root still cleans up, and non-root owns its files).
+timeout_ms=$((interval / 2)) # pulse's default ping timeout
+# A fresh host: the dir the containers mount as /tmp exists with /tmp's
+# mode, sync_dir/ and log/ do not (the first node creates them).
+mkdir -m 1777 "$PULSE_HOST_DIR"
+chmod 1777 "$PULSE_HOST_DIR"
+# Not root: the nodes run as this user, who can then remove what they wrote.
 if ((EUID != 0)); then
     export PULSE_UID=$EUID PULSE_GID
     PULSE_GID=$(id -g)
-else
-    export PULSE_UID=65532 PULSE_GID=65532
-    chmod 1777 "$sync_dir" "$(dirname "$log")"
-    chmod 0666 "$log"
 fi
+export COMPOSE_PROJECT_NAME=$project
 
 compose() { "${compose_cmd[@]}" -p "$project" -f "$root/docker-compose.yml" "$@"; }
 
@@ -68,17 +52,7 @@ teardown() {
     local rc=$?
     trap - EXIT INT TERM
     if [[ -n $events_pid ]]; then kill "$events_pid" 2>/dev/null || true; fi
-    compose down --volumes --remove-orphans --rmi all --timeout 5 >/dev/null 2>&1 || true
-    docker rmi -f "$PULSE_IMAGE" >/dev/null 2>&1 || true
-    # Docker 20.10 may refuse to remove a network whose endpoints it is still
-    # releasing; ask again until it is gone (at most ~10 s).
-    local tries nets
-    for ((tries = 0; tries < 20; tries++)); do
-        nets=$(docker network ls -q --filter "label=com.docker.compose.project=$project")
-        [[ -n $nets ]] || break
-        # shellcheck disable=SC2086 # one network id per word
-        docker network rm $nets >/dev/null 2>&1 || sleep 0.5
-    done
+    remove_project
     rm -rf "$tmp"
     exit "$rc"
 }
@@ -94,12 +68,6 @@ events_pid=$!
 
 # --- reporting --------------------------------------------------------------
 
-passed=0
-pass() {
-    passed=$((passed + 1))
-    printf 'ok %d - %s\n' "$passed" "$*"
-}
-
 diagnose() {
     echo "--- containers"
     docker ps -a --filter "label=com.docker.compose.project=$project" \
@@ -109,7 +77,7 @@ diagnose() {
     echo "--- latest status line per node"
     latest_lines || true
     echo "--- last 40 lines of $log"
-    tail -n 40 "$log" || true
+    tail -n 40 "$log" 2>&1 || true
     echo "--- die events"
     cat "$tmp/events" || true
     if [[ -s $tmp/down.log ]]; then
@@ -118,106 +86,25 @@ diagnose() {
     fi
 }
 
-fail() {
-    printf 'FAIL - %s\n' "$*"
-    diagnose
-    printf '%d passed, 1 failed\n' "$passed"
-    exit 1
-}
-
-now_ms() { date +%s%3N; }
-
-# wait_for MS WHAT CMD...: polls CMD until it succeeds; fails after MS.
-waited=0
-wait_for() {
-    local limit=$1 what=$2 start
-    shift 2
-    start=$(now_ms)
-    until "$@"; do
-        (($(now_ms) - start < limit)) || fail "$what (not within $limit ms)"
-        sleep 0.1
-    done
-    waited=$(($(now_ms) - start))
-}
-
 # --- reading the cluster's state --------------------------------------------
-
-running_ids() {
-    docker ps -q --no-trunc --filter "label=com.docker.compose.project=$project" \
-        --filter "label=com.docker.compose.service=node" | LC_ALL=C sort
-}
-
-# The last status line of each node in the shared log, as
-# "NAME<TAB>k=v k=v ...", keys unquoted, in the line's own order.
-latest_lines() {
-    awk '
-        match($0, /^[0-9][0-9]:[0-9][0-9]:[0-9][0-9]\.[0-9]+ \[INFO\] [^ \[]+\[/) {
-            n = split(substr($0, 1, RLENGTH - 1), head, " ")
-            body = substr($0, RLENGTH + 1)
-            sub(/\]$/, "", body)
-            last[head[n]] = body
-        }
-        END {
-            for (name in last) {
-                out = ""
-                k = split(last[name], entries, ", ")
-                for (i = 1; i <= k; i++) {
-                    e = entries[i]
-                    gsub(/"/, "", e)
-                    sub(/: /, "=", e)
-                    out = out (i > 1 ? " " : "") e
-                }
-                printf "%s\t%s\n", name, out
-            }
-        }' "$log"
-}
-
-declare -A latest=()
-refresh_latest() {
-    latest=()
-    local name entries
-    while IFS=$'\t' read -r name entries; do latest[$name]=$entries; done < <(latest_lines)
-}
-
-# A container's node name, from the first status line in its own output.
-declare -A name_of=()
-names=()
-learn_names() {
-    local id n
-    names=()
-    for id in $(running_ids); do
-        n=${name_of[$id]:-}
-        if [[ -z $n ]]; then
-            n=$(docker logs "$id" 2>&1 |
-                sed -nE 's/^[0-9:.]+ \[INFO\] ([^ []+)\[.*/\1/p' | awk 'NR == 1') || true
-            [[ -n $n ]] || return 1
-            name_of[$id]=$n
-        fi
-        names+=("$n")
-    done
-}
-
-# converged N: N containers run, and each one's latest line lists exactly
-# those N nodes, all true.
-converged() {
-    local want n
-    [[ $(running_ids | wc -l) -eq $1 ]] || return 1
-    learn_names || return 1
-    want=$(printf '%s=true\n' "${names[@]}" | LC_ALL=C sort | paste -sd ' ')
-    refresh_latest
-    for n in "${names[@]}"; do [[ ${latest[$n]:-} == "$want" ]] || return 1; done
-}
 
 exit_code_of() { awk -v id="$1" '$1 == id { print $2 }' "$tmp/events" | tail -n 1; }
 
 # --- build ------------------------------------------------------------------
 
-if command -v rustup >/dev/null &&
-    ! rustup target list --installed | grep -x x86_64-unknown-linux-musl >/dev/null; then
-    rustup target add x86_64-unknown-linux-musl
+# Without the binary, the image build fails and says how to build it: a
+# context of the Docker files alone.
+mkdir "$tmp/bare"
+cp -a "$root/Dockerfile" "$root/.dockerignore" "$root/docker" "$tmp/bare/"
+if docker build -t "$project-bare:latest" "$tmp/bare" >"$tmp/bare.log" 2>&1; then
+    docker rmi -f "$project-bare:latest" >/dev/null 2>&1 || true
+    fail "the image built without the binary"
 fi
-cargo build --release --quiet --target x86_64-unknown-linux-musl \
-    --manifest-path "$root/Cargo.toml" || fail "cargo build --target x86_64-unknown-linux-musl"
+grep -qF "cargo build --release --target x86_64-unknown-linux-musl" "$tmp/bare.log" ||
+    fail "the failed build does not name the command that builds the binary: $(cat "$tmp/bare.log")"
+pass "without the binary the build fails naming the command: $(grep -F 'cargo build' "$tmp/bare.log" | tail -n 1)"
+
+"$root/run.sh" build || fail "./run.sh build"
 compose build >"$tmp/build.log" 2>&1 || {
     cat "$tmp/build.log"
     fail "compose build"
@@ -244,7 +131,8 @@ compose up -d --scale node=1 >"$tmp/up.log" 2>&1 || fail "up: $(cat "$tmp/up.log
 wait_for 30000 "one node lists itself true" converged 1
 pass "up 1: ${names[0]} lists itself true after $(($(now_ms) - t0)) ms"
 
-for n in 5 11; do
+scale_to() {
+    local n=$1
     t0=$(now_ms)
     compose up -d --scale "node=$n" >"$tmp/up.log" 2>&1 || fail "scale to $n: $(cat "$tmp/up.log")"
     started=$(($(now_ms) - t0))
@@ -252,7 +140,99 @@ for n in 5 11; do
     took=$(($(now_ms) - t0))
     echo "converged at $n nodes: $took ms from 'up --scale node=$n' (compose returned after $started ms)"
     pass "scale to $n: every latest line lists all $n true ($took ms)"
-done
+}
+scale_to 5
+[[ $(stat -c %u "$sync_dir") == "${PULSE_UID:-65532}" ]] ||
+    fail "sync_dir belongs to uid $(stat -c %u "$sync_dir"), not the nodes' ${PULSE_UID:-65532}"
+{ ls "$sync_dir" >/dev/null && cat "$log" >/dev/null; } || fail "the host cannot list $sync_dir or read $log"
+pass "the nodes created sync_dir/ and log/ in the host dir; the host lists and reads them"
+
+# --- breaking it on purpose: pause/unpause, cut/heal -------------------------
+
+chaos() { PULSE_HOST_DIR=$PULSE_HOST_DIR "$root/run.sh" "$@" 2>&1; }
+
+# first_false_ms VICTIM T0 NODE...: how long after T0 (ms since the epoch)
+# the slowest NODE wrote its first line after byte $offset listing VICTIM
+# false, from the lines' own time of day (the containers' clock is the
+# host's).
+first_false_ms() {
+    local victim=$1 t0=$2 n stamp h m rest ms worst=0
+    shift 2
+    for n in "$@"; do
+        stamp=$(tail -c "+$((offset + 1))" "$log" | grep -iF "] ${n}[" |
+            grep -F "\"$victim\": false" | awk 'NR == 1 { print $1 }')
+        [[ -n $stamp ]] || fail "no line of $n lists $victim false"
+        IFS=: read -r h m rest <<<"$stamp"
+        ms=$(((10#$h * 3600 + 10#$m * 60) * 1000 + 10#${rest%.*} * 1000 + 10#${rest#*.}))
+        ms=$((ms - t0 % 86400000))
+        ((ms > worst)) && worst=$ms
+    done
+    echo "$worst"
+}
+
+# lists_after_offset VICTIM WANT NODE...: the second status line of each NODE
+# written after byte $offset of the log (so from a round that began
+# after the change) lists VICTIM as WANT (true or false).
+lists_after_offset() {
+    local victim=$1 want=$2 n line
+    shift 2
+    for n in "$@"; do
+        line=$(tail -c "+$((offset + 1))" "$log" | grep -iF "] ${n}[" | awk 'NR == 2') || true
+        [[ -n $line ]] || return 1
+        [[ $line == *"\"$victim\": $want"* ]] || fail "second line of $n after the change: $line"
+    done
+}
+
+mapfile -t ids5 < <(running_ids)
+learn_names
+target_id=${ids5[1]}
+target=${name_of[$target_id]}
+others=()
+for id in "${ids5[@]}"; do [[ $id == "$target_id" ]] || others+=("${name_of[$id]}"); done
+index=$(docker inspect -f '{{index .Config.Labels "com.docker.compose.container-number"}}' "$target_id")
+
+offset=$(stat -c %s "$log")
+said=$(chaos pause "$index") || fail "run.sh pause $index: $said"
+t0=$(now_ms)
+[[ $said == *"paused node_$index ($target)"* ]] || fail "run.sh pause said: $said"
+wait_for $((3 * interval + timeout_ms + 2000)) "every other node lists the paused $target false" \
+    lists_after_offset "$target" false "${others[@]}"
+paused_ms=$(first_false_ms "$target" "$t0" "${others[@]}")
+echo "pause: the last of the other nodes logged $target false $paused_ms ms after run.sh returned (interval $interval + timeout $timeout_ms)"
+((paused_ms <= interval + timeout_ms + 1000)) ||
+    fail "pause: $target listed false only after $paused_ms ms, over interval + timeout + 1 s of slack for load"
+said=$(chaos unpause "$target") || fail "run.sh unpause $target: $said"
+[[ $said == *"unpaused node_$index ($target)"* ]] || fail "run.sh unpause said: $said"
+t0=$(now_ms)
+wait_for 20000 "all 5 true again after unpause" converged 5
+pass "pause: $target false on every other node ($paused_ms ms), unpause: all true again ($(($(now_ms) - t0)) ms)"
+
+offset=$(stat -c %s "$log")
+said=$(chaos cut "node_$index") || fail "run.sh cut node_$index: $said"
+t0=$(now_ms)
+[[ $said == *"cut node_$index ($target)"* ]] || fail "run.sh cut said: $said"
+# The cut node still writes the shared log (a bind mount, not the network).
+cut_both_sides() {
+    lists_after_offset "$target" false "${others[@]}" || return 1
+    local line o
+    line=$(tail -c "+$((offset + 1))" "$log" | grep -iF "] ${target}[" | awk 'NR == 2') || true
+    [[ -n $line ]] || return 1
+    for o in "${others[@]}"; do
+        [[ $line == *"\"$o\": false"* ]] || fail "second line of the cut $target: $line"
+    done
+}
+wait_for $((3 * interval + timeout_ms + 2000)) "both sides of the cut list each other false" cut_both_sides
+cut_ms=$(first_false_ms "$target" "$t0" "${others[@]}")
+echo "cut: the last of the other nodes logged $target false $cut_ms ms after run.sh returned"
+((cut_ms <= interval + timeout_ms + 1000)) ||
+    fail "cut: $target listed false only after $cut_ms ms, over interval + timeout + 1 s of slack for load"
+said=$(chaos heal "$target") || fail "run.sh heal $target: $said"
+[[ $said == *"healed node_$index ($target)"* && $said != *warning* ]] || fail "run.sh heal said: $said"
+t0=$(now_ms)
+wait_for 20000 "all 5 true again after heal" converged 5
+pass "cut: both sides list each other false ($cut_ms ms), heal: all true again ($(($(now_ms) - t0)) ms)"
+
+scale_to 11
 converge_11=$took
 
 healthy_all() {
@@ -269,6 +249,13 @@ status_out=$(COMPOSE_PROJECT_NAME=$project "$root/run.sh" status 2>&1) ||
 alive=$(grep -c ' true ' <<<"$status_out" || true)
 ((alive == 11)) || fail "run.sh status shows $alive alive, not 11: $status_out"
 pass "run.sh status: 11 alive"
+
+# The matrix from the host, read from the shared log the containers write.
+watch_out=$("$root/run.sh" watch --once 2>&1) ||
+    fail "run.sh watch --once exited non-zero: $watch_out"
+[[ $watch_out == *"11 nodes, 121/121 links up"* ]] ||
+    fail "run.sh watch --once does not show 121/121 links up: $watch_out"
+pass "run.sh watch --once from the host: 11 nodes, 121/121 links up"
 
 # --- scale down to 3: graceful leaves ---------------------------------------
 
@@ -296,7 +283,7 @@ wait_for 5000 "every removed container exits 0" graceful
 for id in "${removed[@]}"; do
     n=${name_of[$id]}
     [[ ! -e $sync_dir/$n ]] || fail "$n left its registry file behind"
-    grep -qF "[INFO] node $n left" "$log" || fail "no 'node $n left' in the log"
+    grep -qiF "[info] node $n left" "$log" || fail "no 'node $n left' in the log"
     # Not a failure: a peer calls a vanished entry "expired" rather than
     # "left" when it saw no heartbeat change for two intervals, which a
     # loaded machine can cause at short intervals (seen once with two test
@@ -307,14 +294,15 @@ for id in "${removed[@]}"; do
 done
 pass "the 8 removed exited 0, logged 'left' and removed their registry files"
 
-# --- docker kill one: false at the next round, gone after the TTL -----------
+# --- run.sh kill one: false at the next round, gone after the TTL ------------
 
 victim_id=${after[0]}
 victim=${name_of[$victim_id]}
 survivors=()
 for id in "${after[@]:1}"; do survivors+=("${name_of[$id]}"); done
 t_kill=$(now_ms)
-docker kill "$victim_id" >/dev/null
+said=$(chaos kill "$victim") || fail "run.sh kill $victim: $said"
+[[ $said == *"killed node_"*"($victim) with SIGKILL"* ]] || fail "run.sh kill said: $said"
 dead() { [[ $(docker inspect -f '{{.State.Running}}' "$victim_id") == false ]]; }
 wait_for 5000 "the killed container stops" dead
 offset=$(stat -c %s "$log")
@@ -324,13 +312,13 @@ offset=$(stat -c %s "$log")
 false_next_round() {
     local n line
     for n in "${survivors[@]}"; do
-        line=$(tail -c "+$((offset + 1))" "$log" | grep -F "[INFO] ${n}[" | awk 'NR == 2') || true
+        line=$(tail -c "+$((offset + 1))" "$log" | grep -iF "[info] ${n}[" | awk 'NR == 2') || true
         [[ -n $line ]] || return 1
         [[ $line == *"\"$victim\": false"* ]] || fail "second round after the kill: $line"
     done
 }
 wait_for $((3 * interval + 1000)) "survivors list $victim false" false_next_round
-pass "docker kill: both survivors list $victim false at their next round ($(($(now_ms) - t_kill)) ms)"
+pass "run.sh kill: both survivors list $victim false at their next round ($(($(now_ms) - t_kill)) ms)"
 
 victim_gone() {
     local n
@@ -347,6 +335,21 @@ grep -qF "node $victim expired" "$log" || fail "no 'node $victim expired' in the
 [[ $(exit_code_of "$victim_id") == 137 ]] || fail "killed container exit code '$(exit_code_of "$victim_id")'"
 wait_for $((2 * interval)) "the 2 survivors list exactly themselves" converged 2
 pass "killed node expired after $gone_after ms (TTL $ttl ms): gone from every line and the registry"
+
+# --- run.sh restart one: it leaves, a new node joins --------------------------
+
+restarted_id=${after[1]}
+old_name=${name_of[$restarted_id]}
+said=$(chaos restart "$old_name") || fail "run.sh restart $old_name: $said"
+[[ $said =~ restarted\ node_[0-9]+\ \($old_name\):.*new\ node,\ ([^ ]+@[^ ]+)$ ]] ||
+    fail "run.sh restart said: $said"
+new_name=${BASH_REMATCH[1]}
+[[ $new_name != "$old_name" ]] || fail "the restarted node kept its name $old_name"
+grep -qiF "] node $old_name left" "$log" || fail "no 'node $old_name left' in the log"
+unset "name_of[$restarted_id]"
+wait_for 20000 "the 2 nodes, one of them new, list each other true" converged 2
+[[ " ${names[*]} " == *" $new_name "* ]] || fail "converged without $new_name: ${names[*]}"
+pass "run.sh restart: $old_name left, $new_name joined, both list each other true"
 
 # --- down: everyone leaves, the registry is empty ---------------------------
 

@@ -202,7 +202,7 @@ impl Drop for Node {
     }
 }
 
-/// Parses `HH:MM:SS.mmm [INFO] NAME["a@h": true, b@h: false]` for node `me`.
+/// Parses `HH:MM:SS.mmm [info] NAME["a@h": true, b@h: false]` for node `me`.
 pub fn parse_status(line: &str, me: &str) -> Option<BTreeMap<String, bool>> {
     let (_, rest) = split_log_line(line)?;
     let list = rest
@@ -241,7 +241,7 @@ pub fn split_log_line(line: &str) -> Option<(&str, &str)> {
     }
     let rest = rest.strip_prefix('[')?;
     let (level, message) = rest.split_once("] ")?;
-    // Upper case from pulse (simplelog), lower case from Elixir's Logger.
+    // Elixir's Logger words, which pulse writes too; upper case from older pulse.
     let known = [
         "error", "warn", "warning", "notice", "info", "debug", "trace",
     ];
@@ -288,6 +288,27 @@ pub fn require(tool: &str, test: &str) -> bool {
         return true;
     }
     let msg = format!("SKIPPED ({tool} not installed): {test}");
+    if std::env::var("PULSE_REQUIRE_EXTERNAL").as_deref() == Ok("1") {
+        panic!("{msg} (PULSE_REQUIRE_EXTERNAL=1 forbids skips)");
+    }
+    eprintln!("{msg}");
+    false
+}
+
+/// Whether the tests run as root (full disks need a mount). When not, the
+/// test says so loudly and is skipped, unless PULSE_REQUIRE_EXTERNAL=1 (CI
+/// runs as root), which makes a skip a failure.
+pub fn require_root(test: &str) -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let root = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|ids| ids.split_whitespace().nth(1))
+        == Some("0");
+    if root {
+        return true;
+    }
+    let msg = format!("SKIPPED (needs root): {test}");
     if std::env::var("PULSE_REQUIRE_EXTERNAL").as_deref() == Ok("1") {
         panic!("{msg} (PULSE_REQUIRE_EXTERNAL=1 forbids skips)");
     }

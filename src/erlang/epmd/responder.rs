@@ -1,20 +1,29 @@
 //! A tiny EPMD stand-in for hosts where no EPMD runs.
 
 use std::io::{self, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::thread::{self, JoinHandle};
+use std::time::Instant;
 
 use super::*;
 use crate::acceptor::AcceptThread;
+use crate::fds::AcceptBackoff;
+
+/// Most connections served at once.
+pub const MAX_CLIENTS: usize = 32;
+/// Stack of a request thread: it reads a few hundred bytes.
+const CLIENT_STACK: usize = 64 * 1024;
 
 /// A minimal EPMD stand-in that only knows our own name.
 ///
 /// Answers `PORT_PLEASE2_REQ` for our alive name with our port (and "not
-/// found" for any other), answers `NAMES_REQ`, and closes anything else. One
-/// thread named "pulse-epmd" serves one connection at a time, each bounded by
-/// a short deadline and a length cap.
+/// found" for any other), answers `NAMES_REQ`, and closes anything else. The
+/// thread "pulse-epmd" accepts; each connection is served on a thread of its
+/// own ("pulse-epmd-req") within a short deadline and a length cap, so a
+/// client that says nothing delays nobody else. At most [`MAX_CLIENTS`] are
+/// served at once; one more closes the connection open longest.
 #[derive(Debug)]
 pub struct Responder(AcceptThread);
 
@@ -23,7 +32,7 @@ impl Responder {
     pub fn start(bind: SocketAddr, alive: &str, port: u16) -> io::Result<Responder> {
         check_alive(alive)?;
         let listener = TcpListener::bind(bind)?;
-        let answers = Answers::new(alive, port, listener.local_addr()?.port());
+        let answers = Arc::new(Answers::new(alive, port, listener.local_addr()?.port()));
         let thread = AcceptThread::spawn("pulse-epmd", listener, move |listener, closing| {
             serve(&listener, &closing, &answers)
         })?;
@@ -77,25 +86,68 @@ impl Answers {
     }
 }
 
-/// The responder thread: accept, answer one request, close; until `closing` is set.
-fn serve(listener: &TcpListener, closing: &AtomicBool, answers: &Answers) {
+/// The responder thread: accept, hand each connection to a thread of its
+/// own, until `closing` is set; then shut every open connection and join.
+fn serve(listener: &TcpListener, closing: &AtomicBool, answers: &Arc<Answers>) {
+    let mut clients: Vec<(JoinHandle<()>, TcpStream)> = Vec::new();
+    let mut backoff = AcceptBackoff::default();
     loop {
         let accepted = listener.accept();
         if closing.load(Ordering::SeqCst) {
-            return;
+            break;
         }
-        match accepted {
-            Ok((mut stream, peer)) => {
-                if let Err(e) = answer(&mut stream, answers) {
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                thread::sleep(backoff.failed("epmd responder", &e));
+                continue;
+            }
+        };
+        backoff.succeeded();
+        reap(&mut clients);
+        if clients.len() >= MAX_CLIENTS {
+            // A real client asks at once and is gone within a millisecond,
+            // so the connection open longest is the likeliest to be silent:
+            // it makes room, and a flood of silent ones cannot lock out
+            // lookups.
+            let (handle, oldest) = clients.remove(0);
+            let _ = oldest.shutdown(Shutdown::Both);
+            handle.join().expect("a request thread never panics");
+            log::debug!("epmd responder: {MAX_CLIENTS} requests open, closed the oldest");
+        }
+        let Ok(handle_to_shut) = stream.try_clone() else {
+            continue;
+        };
+        let answers = answers.clone();
+        let spawned = thread::Builder::new()
+            .name("pulse-epmd-req".into())
+            .stack_size(CLIENT_STACK)
+            .spawn(move || {
+                let mut stream = stream;
+                if let Err(e) = answer(&mut stream, &answers) {
                     log::debug!("epmd responder: request from {peer}: {e}");
                 }
-            }
-            Err(e) => {
-                log::warn!("epmd responder: accept failed: {e}");
-                // Avoid spinning if the error persists (e.g. out of descriptors).
-                thread::sleep(Duration::from_millis(50));
-            }
+                // The clone kept for `stop` holds the socket open: close it
+                // now, since clients read the reply until the close.
+                let _ = stream.shutdown(Shutdown::Both);
+            });
+        match spawned {
+            Ok(handle) => clients.push((handle, handle_to_shut)),
+            Err(e) => log::debug!("epmd responder: cannot start a request thread: {e}"),
         }
+    }
+    for (handle, stream) in clients {
+        let _ = stream.shutdown(Shutdown::Both);
+        handle.join().expect("a request thread never panics");
+    }
+}
+
+/// Joins the request threads that have finished.
+fn reap(clients: &mut Vec<(JoinHandle<()>, TcpStream)>) {
+    let (done, running): (Vec<_>, Vec<_>) = clients.drain(..).partition(|(h, _)| h.is_finished());
+    *clients = running;
+    for (handle, _) in done {
+        handle.join().expect("a request thread never panics");
     }
 }
 

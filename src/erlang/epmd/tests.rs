@@ -1,6 +1,6 @@
 //! Tests of the EPMD client and responder.
 
-use super::responder::Answers;
+use super::responder::{Answers, MAX_CLIENTS};
 use super::*;
 use std::net::Ipv4Addr;
 use std::net::TcpListener;
@@ -361,7 +361,7 @@ fn responder_answers_and_survives_bad_clients() {
         assert_eq!(port_please(addr, "pulse_t3", T).expect("pp"), Some(42424));
     }
 
-    // A silent client holds the (single) thread for at most ~1 s.
+    // A silent client delays nobody.
     let silent = connect(addr, T).expect("connect");
     let started = Instant::now();
     assert_eq!(port_please(addr, "pulse_t3", T).expect("pp"), Some(42424));
@@ -383,6 +383,53 @@ fn responder_answers_and_survives_bad_clients() {
     r.stop();
     assert!(started.elapsed() < Duration::from_secs(3));
     assert!(port_please(addr, "pulse_t3", Duration::from_millis(500)).is_err());
+}
+
+#[test]
+fn silent_clients_delay_no_lookup_and_are_bounded() {
+    let r = Responder::start(lo(0), "pulse_t5", 4242).expect("start");
+    let addr = r.local_addr();
+    // Twenty clients that connect and say nothing, as in a slow scan.
+    let silent: Vec<_> = (0..20)
+        .map(|_| connect(addr, T).expect("connect"))
+        .collect();
+    let started = Instant::now();
+    assert_eq!(port_please(addr, "pulse_t5", T).expect("pp"), Some(4242));
+    // Well under one client's 1 s deadline, let alone twenty of them.
+    assert!(
+        started.elapsed() < Duration::from_millis(900),
+        "{:?}",
+        started.elapsed()
+    );
+    // Past MAX_CLIENTS silent ones, each new connection closes the oldest,
+    // so a lookup is still answered at once.
+    let more: Vec<_> = (0..MAX_CLIENTS + 5)
+        .map(|_| connect(addr, T).expect("connect"))
+        .collect();
+    let started = Instant::now();
+    assert_eq!(port_please(addr, "pulse_t5", T).expect("pp"), Some(4242));
+    assert!(
+        started.elapsed() < Duration::from_millis(900),
+        "{:?}",
+        started.elapsed()
+    );
+    let mut oldest = silent[0].try_clone().expect("clone");
+    oldest
+        .set_read_timeout(Some(Duration::from_millis(800)))
+        .expect("timeout");
+    let mut buf = [0u8; 1];
+    assert!(
+        matches!(oldest.read(&mut buf), Ok(0)),
+        "the oldest was not closed"
+    );
+    drop((silent, more));
+    // Their deadlines pass, and lookups are answered again.
+    assert!(wait_until(Duration::from_secs(5), || {
+        port_please(addr, "pulse_t5", T).ok() == Some(Some(4242))
+    }));
+    let started = Instant::now();
+    r.stop();
+    assert!(started.elapsed() < Duration::from_secs(3));
 }
 
 #[test]

@@ -1,0 +1,225 @@
+"""The phases of one scenario (N nodes of one runtime), each a function over
+a Run: what it was asked for, the nodes it started, the figures it has
+collected so far. A phase that breaks is recorded and the next one still
+runs, except when the nodes could not even be started."""
+
+import os
+import signal
+import statistics
+import threading
+import time
+
+from cluster import Cluster
+from common import PROCS, BenchError, gaps, log, median, ms, now, p95
+from lines import absent, all_true, lists, present
+from procfs import (CLK_TCK, cpu_figures, cpu_reading, machine_ticks, self_cpu, status_field,
+                    trees_of)
+from runtimes import HungPeer
+
+
+class Run:
+    """One runtime at one N: the options, the cluster and its nodes, the hung
+    peer while it lives, and the figures (`res`, stored as one JSON run)."""
+
+    def __init__(self, rt, n, opts, reader, base_dir):
+        self.rt = rt
+        self.n = n
+        self.opts = opts
+        self.reader = reader
+        self.interval = opts.interval_ms / 1000.0
+        self.dir = base_dir / f"{rt.label}-{n}"
+        self.dir.mkdir()
+        self.cl = Cluster(rt, self.dir, reader, self.interval)
+        self.hung = None
+        self.res = {"runtime": rt.label, "n": n, "interval_ms": opts.interval_ms, "errors": []}
+
+    def everyone(self):
+        return all_true([x.name for x in self.cl.nodes])
+
+
+def start_nodes(run):
+    """One node after the other; startup = from just before exec to the
+    node's first status line."""
+    startups = []
+    for i in range(1, run.n + 1):
+        node = run.cl.start(i)
+        startups.append(run.cl.wait_first_status(node))
+    run.res["startup_ms"] = {"median": ms(median(startups)), "p95": ms(p95(startups)),
+                             "max": ms(max(startups)), "samples": [ms(s) for s in startups]}
+
+
+def steady(run):
+    """Until every node lists all N nodes true, then a few more rounds."""
+    cl = run.cl
+    worst, _ = cl.wait_all(cl.nodes, run.everyone(), cl.nodes[-1].t_exec,
+                           10 + 10 * run.interval + 0.1 * run.n)
+    run.res["steady_after_last_start_ms"] = ms(worst)
+    cl.wait_lines(cl.nodes, run.opts.settle_rounds, now(),
+                  10 + 10 * run.interval * run.opts.settle_rounds)
+
+
+def window(run):
+    """CPU (and its user/system split), memory and round period of the N
+    nodes over a steady window. Each node pings every registered node,
+    itself included, once per round, so a round is N pings."""
+    everyone = run.everyone()
+    pids = [x.proc.pid for x in run.cl.nodes]
+    m0, h0 = machine_ticks(), self_cpu()
+    before = cpu_reading(trees_of(pids))
+    time.sleep(run.opts.window_s)  # a measurement window, not a wait for a condition
+    trees = trees_of(pids)
+    after = cpu_reading(trees)
+    m1, h1 = machine_ticks(), self_cpu()
+    w = after[0] - before[0]
+    rss = [sum(status_field(q, "VmRSS") for q in trees[p]) for p in pids]
+    threads = [sum(status_field(q, "Threads") for q in trees[p]) for p in pids]
+    res = run.res
+    res["rss_kib"] = {"median": median(rss), "max": max(rss), "samples": rss}
+    res["threads"] = {"median": median(threads), "max": max(threads)}
+    res["cpu"] = cpu_figures(before, after, run.interval, run.n)
+    res["cpu"]["cores_machine_busy"] = (m1 - m0) / CLK_TCK / w
+    res["cpu"]["cores_harness"] = (h1 - h0) / w
+    t0, t1 = before[0], after[0]
+    lines = true_lines = 0
+    win_gaps = []
+    with run.reader.cond:
+        for x in run.cl.nodes:
+            win_gaps += gaps([t for t in x.status_times if t0 <= t <= t1])
+            for t, msg in x.history:
+                if t0 <= t <= t1:
+                    lines += 1
+                    true_lines += everyone.fn(msg)
+    res["steady_window"] = {"lines": lines,
+                            "all_true_pct": 100.0 * true_lines / lines if lines else None}
+    res["period_baseline_ms"] = {"mean": ms(statistics.mean(win_gaps)) if win_gaps else None,
+                                 "max": ms(max(win_gaps)) if win_gaps else None}
+
+
+def hung_peer(run):
+    """Round period with a peer that accepts TCP and never answers."""
+    cl, rounds = run.cl, run.opts.hung_rounds
+    hung = run.hung = HungPeer("hung@127.0.0.1", cl.sync, run.dir, run.interval)
+    t_h = now()
+    hung.start(run.rt)
+    worst, _ = cl.wait_all(cl.nodes, present(hung.name), t_h, 30 + 10 * run.interval)
+    run.res["hung_listed_ms"] = ms(worst)
+    t_from = now()
+    cl.wait_lines(cl.nodes, rounds + 1, t_from, 30 + 20 * run.interval * rounds)
+    hung_gaps, odd = [], []
+    with run.reader.cond:
+        for x in cl.nodes:
+            ts = [t for t in x.status_times if t > t_from][: rounds + 1]
+            for t, g in zip(ts[1:], gaps(ts)):
+                hung_gaps.append(g)
+                if abs(g - run.interval) > 0.05:
+                    odd.append({"node": x.name, "at_s": round(t - t_from, 3),
+                                "gap_ms": round(g * 1000, 1)})
+        listed_false = all(lists(hung.name, "false").fn(x.history[-1][1]) for x in cl.nodes)
+    run.res["period_hung_ms"] = {"mean": ms(statistics.mean(hung_gaps)),
+                                 "max": ms(max(hung_gaps)), "gaps": len(hung_gaps),
+                                 "off_by_more_than_50ms": odd}
+    run.res["hung_listed_false"] = listed_false
+    run.res["hung_connections_accepted"] = hung.accepted
+
+
+def convergence(run):
+    """One more node: from its exec until every node lists it true."""
+    cl = run.cl
+    hung, run.hung = run.hung, None
+    if hung is not None:
+        # Not measured: let every round blocked on the hung peer finish and
+        # the peer leave every line, so it cannot delay the join.
+        t_stop = now()
+        hung.stop()
+        cl.wait_all(cl.nodes, absent(hung.name), t_stop, 30 + 10 * run.interval)
+    joiner = cl.start(run.n + 1)
+    worst, _ = cl.wait_all(cl.nodes, lists(joiner.name, "true"), joiner.t_exec,
+                           run.rt.start_timeout + 10 * run.interval)
+    run.res["convergence_ms"] = ms(worst)
+    if joiner.first_status:
+        run.res["joiner_startup_ms"] = ms(joiner.first_status - joiner.t_exec)
+
+
+def kill9(run):
+    """kill -9 one node: until every other node lists it false (then gone)."""
+    cl, res = run.cl, run.res
+    victim = cl.nodes[len(cl.nodes) // 2]
+    others = [x for x in cl.nodes if x is not victim]
+    t_kill = now()
+    PROCS.kill_group(victim.proc)
+    victim.proc.wait()
+    cl.nodes.remove(victim)
+    worst, _ = cl.wait_all(others, lists(victim.name, "false"), t_kill, 10 * run.interval)
+    res["kill9_detect_ms"] = ms(worst)
+    if run.rt.expires:
+        worst, _ = cl.wait_all(others, absent(victim.name), t_kill, 30 * run.interval)
+        res["kill9_expire_ms"] = ms(worst)
+        return
+    res["kill9_expire_ms"] = None
+    res["kill9_expire_note"] = "the recipe never expires a dead node's file"
+    # Not a measurement: clear the file so the next phase sees a clean cluster.
+    try:
+        (cl.sync / victim.name).unlink()
+    except OSError:
+        pass
+
+
+def sigterm(run):
+    """SIGTERM one node: until it is gone from every other node's line, and
+    until the process exits."""
+    cl, res, rt = run.cl, run.res, run.rt
+    victim = cl.nodes[1]
+    others = [x for x in cl.nodes if x is not victim]
+    done = {}
+
+    def waiter(p=victim.proc):
+        p.wait()
+        done["t"] = now()
+
+    wt = threading.Thread(target=waiter, name="sigterm-wait", daemon=True)
+    t_term = now()
+    os.kill(victim.proc.pid, signal.SIGTERM)
+    wt.start()
+    try:
+        worst, _ = cl.wait_all(others, absent(victim.name), t_term,
+                               (10 if rt.removes_record_on_leave else 5) * run.interval,
+                               must=rt.removes_record_on_leave)
+        res["sigterm_gone_ms"] = ms(worst)
+        if worst is None:
+            res["sigterm_gone_note"] = "never: the recipe leaves its registry file behind"
+    finally:
+        wt.join(timeout=10)
+        if "t" not in done:
+            PROCS.kill_group(victim.proc)
+            victim.proc.wait()
+        res["sigterm_exit_ms"] = ms(done["t"] - t_term) if "t" in done else None
+        res["sigterm_exit_code"] = victim.proc.returncode
+        with run.reader.cond:
+            res["sigterm_logged_left"] = any(f"node {victim.name} left" in m
+                                             for _, m in victim.other)
+        cl.nodes.remove(victim)
+
+
+PHASES = [("start", start_nodes), ("steady", steady), ("window", window),
+          ("hung peer", hung_peer), ("convergence", convergence), ("kill -9", kill9),
+          ("SIGTERM", sigterm)]
+
+
+def scenario(rt, n, opts, reader, base_dir):
+    """Runs every phase for N nodes of one runtime; returns the figures."""
+    run = Run(rt, n, opts, reader, base_dir)
+    try:
+        for name, phase in PHASES:
+            log(f"{rt.label} N={n}: {name}")
+            try:
+                phase(run)
+            except BenchError as e:
+                log(f"{rt.label} N={n}: BROKE in phase {name}: {e}")
+                run.res["errors"].append(f"{name}: {e}")
+                if name == "start":
+                    break
+    finally:
+        if run.hung is not None:
+            run.hung.stop()
+        run.res["shutdown"] = run.cl.stop_all()
+    return run.res

@@ -1,0 +1,240 @@
+"""How to start a node of each kind (pulse, the recipe's Elixir node), and
+the hung peer: a listener that accepts TCP and never answers, with a
+registry record kept fresh."""
+
+import os
+import selectors
+import socket
+import struct
+import subprocess
+import threading
+import time
+
+from common import COOKIE, FIXTURE, PROCS, BenchError, log, now
+
+
+class PulseRuntime:
+    label = "pulse"
+    start_timeout = 10.0
+    removes_record_on_leave = True
+    expires = True
+
+    def __init__(self, binary, interval_ms):
+        self.binary = binary
+        self.interval_ms = interval_ms
+
+    def name(self, i):
+        return f"p{i}@127.0.0.{i + 1}"
+
+    def setup(self, run_dir):
+        pass
+
+    def teardown(self):
+        pass
+
+    def spawn(self, name, sync_dir, log_file, stderr):
+        argv = [
+            str(self.binary), "--name", name, "--cookie", COOKIE,
+            "--sync-dir", str(sync_dir), "--log-file", str(log_file),
+            "--interval", str(self.interval_ms),
+        ]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PULSE_")}
+        return PROCS.spawn(argv, stdout=subprocess.PIPE, stderr=stderr, env=env)
+
+    def register_hung(self, name, port):
+        return None
+
+
+class ElixirRuntime:
+    label = "elixir"
+    start_timeout = 60.0
+    removes_record_on_leave = False  # the recipe never removes its file
+    expires = False  # ... nor anyone else's
+
+    def __init__(self, interval_ms):
+        self.interval_ms = interval_ms
+        self.epmd = None
+        self.epmd_port = None
+        self.build = None
+
+    def name(self, i):
+        # run.sh keeps the BEAM's listener and EPMD on 127.0.0.1, so every
+        # Elixir node lives there.
+        return f"e{i}@127.0.0.1"
+
+    def setup(self, run_dir):
+        # A private EPMD on its own port, so nothing else on the machine is
+        # touched and it dies with the benchmark.
+        self.epmd_port = free_port()
+        self.epmd = PROCS.spawn(
+            ["epmd", "-port", str(self.epmd_port), "-address", "127.0.0.1"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        wait_connectable(("127.0.0.1", self.epmd_port), 10, "epmd")
+        self.build = run_dir / "recipe_build"
+        self.build.mkdir(exist_ok=True)
+        log("compiling the recipe node once (mix compile)")
+        r = subprocess.run(
+            ["mix", "compile"], cwd=FIXTURE, env=self.env(run_dir),
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            timeout=300, text=True,
+        )
+        if r.returncode != 0:
+            raise BenchError(f"mix compile failed:\n{r.stdout[-2000:]}")
+
+    def env(self, run_dir, sync_dir=None, log_file=None):
+        env = dict(os.environ)
+        env.update(
+            MIX_BUILD_PATH=str(self.build),
+            ERL_EPMD_PORT=str(self.epmd_port),
+            ERL_EPMD_ADDRESS="127.0.0.1",
+            INTERVAL_MS=str(self.interval_ms),
+        )
+        if sync_dir:
+            env["SYNC_DIR"] = str(sync_dir) + "/"
+        if log_file:
+            env["LOG_FILE"] = str(log_file)
+        return env
+
+    def teardown(self):
+        if self.epmd is not None:
+            PROCS.kill_group(self.epmd)
+            self.epmd.wait()
+            self.epmd = None
+
+    def spawn(self, name, sync_dir, log_file, stderr):
+        env = self.env(sync_dir.parent, sync_dir, log_file)
+        return PROCS.spawn(
+            [str(FIXTURE / "run.sh"), name, COOKIE],
+            stdout=subprocess.PIPE, stderr=stderr, env=env,
+        )
+
+    def register_hung(self, name, port):
+        """Registers NAME (the part before @) with our EPMD at PORT, as a
+        node does (ALIVE2_REQ); the registration lasts while the socket is
+        open."""
+        s = socket.create_connection(("127.0.0.1", self.epmd_port), timeout=5)
+        alive = name.split("@")[0].encode()
+        body = struct.pack(">BHBBHHH", 120, port, 77, 0, 6, 5, len(alive)) + alive + b"\0\0"
+        s.sendall(struct.pack(">H", len(body)) + body)
+        head = recv_exact(s, 2)
+        if head[1] != 0:
+            s.close()
+            raise BenchError(f"epmd refused to register {name}: result {head[1]}")
+        recv_exact(s, 4 if head[0] == 118 else 2)
+        return s
+
+
+def recv_exact(s, n):
+    buf = b""
+    while len(buf) < n:
+        chunk = s.recv(n - len(buf))
+        if not chunk:
+            raise BenchError("epmd closed the connection")
+        buf += chunk
+    return buf
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_connectable(addr, timeout, what):
+    deadline = now() + timeout
+    while True:
+        try:
+            socket.create_connection(addr, timeout=1).close()
+            return
+        except OSError:
+            if now() > deadline:
+                raise BenchError(f"{what} never listened on {addr[0]}:{addr[1]}")
+            time.sleep(0.02)
+
+
+# --------------------------------------------------------------------------
+# The hung peer: accepts TCP, never answers, and keeps a fresh registry record.
+
+
+class HungPeer:
+    def __init__(self, name, sync_dir, scratch, interval_s):
+        self.name = name
+        self.sync_dir = sync_dir
+        self.scratch = scratch
+        self.interval_s = interval_s
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(1024)
+        self.sock.setblocking(False)
+        self.port = self.sock.getsockname()[1]
+        self.stopping = threading.Event()
+        self.accepted = 0
+        self.epmd_sock = None
+        self.threads = [
+            threading.Thread(target=self.serve, name="hung-serve", daemon=True),
+            threading.Thread(target=self.heartbeat, name="hung-beat", daemon=True),
+        ]
+
+    def start(self, runtime):
+        self.write_record()
+        self.epmd_sock = runtime.register_hung(self.name, self.port)
+        for t in self.threads:
+            t.start()
+
+    def write_record(self):
+        ms = int(time.time() * 1000)
+        text = f"pulse 1\nname {self.name}\naddr 127.0.0.1:{self.port}\nheartbeat {ms}\n"
+        tmp = self.scratch / f"hung-record.{os.getpid()}"
+        tmp.write_text(text)
+        os.replace(tmp, self.sync_dir / self.name)  # same filesystem: atomic
+
+    def heartbeat(self):
+        while not self.stopping.wait(self.interval_s):
+            try:
+                self.write_record()
+            except OSError:
+                pass
+
+    def serve(self):
+        sel = selectors.DefaultSelector()
+        sel.register(self.sock, selectors.EVENT_READ, None)
+        while not self.stopping.is_set():
+            for key, _ in sel.select(0.2):
+                if key.data is None:
+                    try:
+                        conn, _ = self.sock.accept()
+                    except OSError:
+                        continue
+                    conn.setblocking(False)
+                    self.accepted += 1
+                    sel.register(conn, selectors.EVENT_READ, "conn")
+                else:
+                    # Read and drop whatever comes; never write a byte.
+                    try:
+                        data = key.fileobj.recv(4096)
+                    except BlockingIOError:
+                        continue
+                    except OSError:
+                        data = b""
+                    if not data:
+                        sel.unregister(key.fileobj)
+                        key.fileobj.close()
+        for key in list(sel.get_map().values()):
+            key.fileobj.close()
+        sel.close()
+
+    def stop(self):
+        self.stopping.set()
+        for t in self.threads:
+            if t.is_alive():
+                t.join(timeout=2)
+        if self.epmd_sock is not None:
+            self.epmd_sock.close()
+        try:
+            (self.sync_dir / self.name).unlink()
+        except OSError:
+            pass
+
+

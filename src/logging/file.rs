@@ -1,0 +1,225 @@
+//! The shared log file: whole lines only, reopened when it is rotated or
+//! deleted, and silent about nothing when the disk is full.
+//!
+//! Many nodes append to one file, so each line reaches it in a single
+//! `write` on an `O_APPEND` descriptor; the kernel then never interleaves
+//! lines. A full disk could still cut a line short (a short write), so a
+//! line is written only when the file system has room for all of it, and a
+//! line that does not fit is dropped, counted and said on stderr once.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+
+/// What happened to a line, for the console to hear about.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Note {
+    /// The line is in the file.
+    Written,
+    /// The line is not; the first line of a streak of failures carries why.
+    Dropped(Option<String>),
+    /// The line is in the file, after a streak of this many dropped ones.
+    Recovered(u64),
+}
+
+/// The log file, by path and by the descriptor open on it.
+pub struct LogFile {
+    path: PathBuf,
+    file: Option<File>,
+    /// Device and inode of the open file, to notice a rotation.
+    id: (u64, u64),
+    /// Lines dropped since the last one written.
+    dropped: u64,
+}
+
+impl LogFile {
+    /// Opens (creating) the log file, and its directory when missing.
+    pub fn open(path: &Path) -> Result<LogFile, String> {
+        create_dir(path).map_err(|e| {
+            format!(
+                "cannot create log directory {}: {e}",
+                parent(path).display()
+            )
+        })?;
+        let mut log = LogFile {
+            path: path.to_path_buf(),
+            file: None,
+            id: (0, 0),
+            dropped: 0,
+        };
+        log.reopen()
+            .map_err(|e| format!("cannot open log file {}: {e}", path.display()))?;
+        Ok(log)
+    }
+
+    /// Opens the file at its path, creating it, and its directory when
+    /// that was removed too.
+    fn reopen(&mut self) -> io::Result<()> {
+        self.file = None;
+        let open = || {
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.path)
+        };
+        let file = match open() {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                create_dir(&self.path)?;
+                open()?
+            }
+            other => other?,
+        };
+        let meta = file.metadata()?;
+        self.id = (meta.dev(), meta.ino());
+        self.file = Some(file);
+        Ok(())
+    }
+
+    /// Whether the path still names the file we have open. A rotated or
+    /// deleted log (someone's `tail -F` follows the path) is reopened.
+    fn is_current(&self) -> bool {
+        self.file.is_some() && fs::metadata(&self.path).is_ok_and(|m| (m.dev(), m.ino()) == self.id)
+    }
+
+    /// Appends one whole line (ending in a newline) with one `write`, or
+    /// drops it.
+    pub fn write_line(&mut self, line: &[u8]) -> Note {
+        match self.try_write(line) {
+            Ok(()) => match std::mem::take(&mut self.dropped) {
+                0 => Note::Written,
+                n => Note::Recovered(n),
+            },
+            Err(why) => {
+                self.dropped += 1;
+                Note::Dropped((self.dropped == 1).then(|| {
+                    format!(
+                        "cannot write to the log file {}: {why}",
+                        self.path.display()
+                    )
+                }))
+            }
+        }
+    }
+
+    fn try_write(&mut self, line: &[u8]) -> Result<(), String> {
+        if !self.is_current() {
+            self.reopen()
+                .map_err(|e| format!("cannot reopen it: {e}"))?;
+        }
+        let Some(file) = self.file.as_mut() else {
+            return Err("not open".into());
+        };
+        if free_bytes(file).is_some_and(|free| free < line.len() as u64) {
+            return Err("no space left on device; lines are dropped until it has room".into());
+        }
+        match file.write(line) {
+            Ok(n) if n == line.len() => Ok(()),
+            Ok(n) => Err(format!(
+                "a short write: {n} of {} bytes (another writer took the last space)",
+                line.len()
+            )),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
+/// The directory of `path` (`.` for a bare file name).
+fn parent(path: &Path) -> &Path {
+    path.parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
+fn create_dir(path: &Path) -> io::Result<()> {
+    fs::create_dir_all(parent(path))
+}
+
+/// Bytes this process may still write to the file system holding `file`
+/// (root may use the blocks reserved for it); None when unknown.
+// std has no statvfs: one libc call, on a descriptor we own, into a zeroed
+// struct the kernel fills.
+#[allow(unsafe_code)]
+fn free_bytes(file: &File) -> Option<u64> {
+    // SAFETY: `stat` is a plain C struct for which all zeroes is valid, the
+    // descriptor is open for the whole call, and the kernel writes only into
+    // `stat`.
+    let (rc, stat, root) = unsafe {
+        let mut stat: libc::statvfs = std::mem::zeroed();
+        let rc = libc::fstatvfs(file.as_raw_fd(), &mut stat);
+        (rc, stat, libc::geteuid() == 0)
+    };
+    // A file system that reports no size at all (some pseudo and network
+    // ones) says nothing about its room: the write decides.
+    if rc != 0 || stat.f_blocks == 0 {
+        return None;
+    }
+    let blocks = if root { stat.f_bfree } else { stat.f_bavail };
+    #[allow(clippy::unnecessary_cast)] // the field types differ between libcs
+    Some((blocks as u64).saturating_mul(stat.f_frsize as u64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_path(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("pulse-logfile-{tag}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        dir.join("log").join("cluster.log")
+    }
+
+    #[test]
+    fn a_deleted_or_rotated_file_is_reopened() {
+        let path = temp_path("rotate");
+        let mut log = LogFile::open(&path).expect("open");
+        assert_eq!(log.write_line(b"one\n"), Note::Written);
+        fs::rename(&path, path.with_extension("log.1")).expect("rotate");
+        assert_eq!(log.write_line(b"two\n"), Note::Written);
+        assert_eq!(fs::read_to_string(&path).expect("read"), "two\n");
+        fs::remove_file(&path).expect("delete");
+        assert_eq!(log.write_line(b"three\n"), Note::Written);
+        assert_eq!(fs::read_to_string(&path).expect("read"), "three\n");
+        let rotated = fs::read_to_string(path.with_extension("log.1")).expect("read");
+        assert_eq!(rotated, "one\n");
+        let _ = fs::remove_dir_all(path.parent().and_then(Path::parent).expect("dir"));
+    }
+
+    #[test]
+    fn a_removed_log_directory_is_created_again() {
+        let path = temp_path("gone");
+        let mut log = LogFile::open(&path).expect("open");
+        let dir = path.parent().expect("dir");
+        fs::remove_dir_all(dir).expect("remove dir");
+        assert_eq!(log.write_line(b"a\n"), Note::Written);
+        assert_eq!(fs::read_to_string(&path).expect("read"), "a\n");
+        let _ = fs::remove_dir_all(dir.parent().expect("dir"));
+    }
+
+    #[test]
+    fn a_file_that_cannot_be_reopened_drops_lines_and_says_why_once() {
+        let path = temp_path("blocked");
+        let mut log = LogFile::open(&path).expect("open");
+        let dir = path.parent().expect("dir");
+        fs::remove_dir_all(dir).expect("remove dir");
+        // A plain file where the directory was: nothing can be created there.
+        fs::write(dir, "x").expect("file in the way");
+        let first = log.write_line(b"a\n");
+        let said = matches!(&first, Note::Dropped(Some(why)) if why.contains("cannot reopen"));
+        assert!(said, "{first:?}");
+        assert_eq!(log.write_line(b"b\n"), Note::Dropped(None));
+        fs::remove_file(dir).expect("out of the way");
+        assert_eq!(log.write_line(b"c\n"), Note::Recovered(2));
+        assert_eq!(fs::read_to_string(&path).expect("read"), "c\n");
+        let _ = fs::remove_dir_all(dir.parent().expect("dir"));
+    }
+
+    #[test]
+    fn free_space_is_known_for_a_real_file() {
+        let path = temp_path("free");
+        let log = LogFile::open(&path).expect("open");
+        assert!(log.file.as_ref().and_then(free_bytes).is_some());
+        let _ = fs::remove_dir_all(path.parent().and_then(Path::parent).expect("dir"));
+    }
+}

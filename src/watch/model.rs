@@ -1,0 +1,402 @@
+//! The cluster as the log tells it: each node's latest status line (a row
+//! of the matrix), the latest events, and how old each row is.
+//!
+//! The log carries only times of day, on the writers' clocks. A row's age is
+//! measured against the newest line in the log, whose wall-clock time is the
+//! file's modification time: so the watcher's own clock and time zone never
+//! matter, only that the writers share one.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use super::parse::{Kind, LogLine, What};
+
+/// Most rows kept; lines of further nodes are ignored.
+pub const MAX_ROWS: usize = 1000;
+/// Most bytes of names all rows may hold together (a 150-node cluster needs
+/// under 1 MiB); a line that would pass it is ignored.
+pub const MAX_ROW_BYTES: usize = 16 << 20;
+/// Most columns shown.
+pub const MAX_COLUMNS: usize = 1000;
+/// Events kept for the footer.
+pub const MAX_EVENTS: usize = 8;
+/// The same event logged by several observers within this many ms is one.
+const SAME_EVENT_MS: u32 = 5000;
+const DAY_MS: i64 = 24 * 3600 * 1000;
+
+/// What one node logged last.
+#[derive(Clone, Debug)]
+struct Row {
+    time_ms: u32,
+    /// Sorted by name, each name once.
+    links: Vec<(String, bool)>,
+    /// Bytes of the names it holds, for [`MAX_ROW_BYTES`].
+    bytes: usize,
+}
+
+/// An event for the footer, with how many observers logged it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Seen {
+    /// Time of day of the first report, ms since midnight.
+    pub time_ms: u32,
+    /// The node it is about.
+    pub node: String,
+    /// What happened.
+    pub what: What,
+    /// The reason or detail.
+    pub detail: String,
+    /// How many lines reported it.
+    pub count: u32,
+}
+
+/// The state built from the log's lines, in the order they were written.
+#[derive(Default)]
+pub struct Cluster {
+    rows: BTreeMap<String, Row>,
+    /// The sum of the rows' `bytes`.
+    row_bytes: usize,
+    events: VecDeque<Seen>,
+    /// Time of day of the last line read.
+    newest_ms: Option<u32>,
+}
+
+/// One cell of the matrix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cell {
+    /// The row's node listed the column's node as answering.
+    Up,
+    /// Listed as not answering.
+    Down,
+    /// Not in the row's line.
+    Unlisted,
+}
+
+/// One row of a frame.
+#[derive(Clone, Debug)]
+pub struct FrameRow {
+    /// The observing node.
+    pub node: String,
+    /// How long ago it logged this line.
+    pub age_ms: u64,
+    /// Whether it is older than the staleness limit.
+    pub stale: bool,
+    /// One cell per column of the frame.
+    pub cells: Vec<Cell>,
+}
+
+/// Everything one screen shows.
+#[derive(Clone, Debug)]
+pub struct Frame {
+    /// Every node seen, observing or observed, sorted.
+    pub columns: Vec<String>,
+    /// Nodes past [`MAX_COLUMNS`], not shown.
+    pub hidden_columns: usize,
+    /// One row per observing node, sorted.
+    pub rows: Vec<FrameRow>,
+    /// The latest events, oldest first.
+    pub events: Vec<Seen>,
+    /// Cells `Up` in fresh rows.
+    pub links_up: usize,
+    /// Cells in fresh rows.
+    pub links: usize,
+    /// Rows past the staleness limit.
+    pub stale_rows: usize,
+}
+
+impl Frame {
+    /// Whether every fresh row sees every node up, and there is a row.
+    pub fn all_up(&self) -> bool {
+        self.links > 0 && self.links_up == self.links && self.stale_rows == 0
+    }
+}
+
+impl Cluster {
+    /// Takes in one line, in log order.
+    pub fn add(&mut self, line: LogLine) {
+        self.newest_ms = Some(line.time_ms);
+        match line.kind {
+            Kind::Status { node, links } => {
+                let bytes = node.len() + links.iter().map(|(n, _)| n.len()).sum::<usize>();
+                let old = self.rows.get(&node).map(|r| r.bytes);
+                let fits = old.is_some() || self.rows.len() < MAX_ROWS;
+                let row_bytes = self.row_bytes - old.unwrap_or(0) + bytes;
+                if fits && row_bytes <= MAX_ROW_BYTES {
+                    let mut links = links;
+                    links.sort_unstable();
+                    links.dedup_by(|a, b| a.0 == b.0);
+                    let time_ms = line.time_ms;
+                    self.rows.insert(
+                        node,
+                        Row {
+                            time_ms,
+                            links,
+                            bytes,
+                        },
+                    );
+                    self.row_bytes = row_bytes;
+                }
+            }
+            Kind::Event(e) => {
+                // A node that left or expired after its last line has no row.
+                if matches!(e.what, What::Left | What::Expired) {
+                    if let Some(row) = self.rows.remove(&e.node) {
+                        self.row_bytes -= row.bytes;
+                    }
+                }
+                let repeat = self.events.iter_mut().rev().find(|s| {
+                    // The leaving node's own line adds a detail the others
+                    // lack; it is still one leave.
+                    s.node == e.node
+                        && s.what == e.what
+                        && (s.detail == e.detail || e.what == What::Left)
+                        && signed_diff(line.time_ms, s.time_ms).abs() < i64::from(SAME_EVENT_MS)
+                });
+                match repeat {
+                    Some(seen) => seen.count += 1,
+                    None => {
+                        if self.events.len() == MAX_EVENTS {
+                            self.events.pop_front();
+                        }
+                        self.events.push_back(Seen {
+                            time_ms: line.time_ms,
+                            node: e.node,
+                            what: e.what,
+                            detail: e.detail,
+                            count: 1,
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    /// The frame to show, `since_newest_ms` after the newest line was
+    /// written. Rows older than `stale_ms` are stale; rows older than
+    /// `forget_ms` are dropped for good.
+    pub fn frame(&mut self, since_newest_ms: u64, stale_ms: u64, forget_ms: u64) -> Frame {
+        let newest = self.newest_ms.unwrap_or(0);
+        let age = |row: &Row| signed_diff(newest, row.time_ms).max(0) as u64 + since_newest_ms;
+        let mut forgotten = 0;
+        self.rows.retain(|_, row| {
+            let keep = age(row) <= forget_ms;
+            if !keep {
+                forgotten += row.bytes;
+            }
+            keep
+        });
+        self.row_bytes -= forgotten;
+        let mut names: Vec<&str> = Vec::new();
+        for (node, row) in &self.rows {
+            names.push(node);
+            names.extend(row.links.iter().map(|(n, _)| n.as_str()));
+        }
+        names.sort_unstable();
+        names.dedup();
+        let hidden_columns = names.len().saturating_sub(MAX_COLUMNS);
+        let columns: Vec<String> = names
+            .into_iter()
+            .take(MAX_COLUMNS)
+            .map(str::to_string)
+            .collect();
+        let mut frame = Frame {
+            columns: Vec::new(),
+            hidden_columns,
+            rows: Vec::new(),
+            events: self.events.iter().cloned().collect(),
+            links_up: 0,
+            links: 0,
+            stale_rows: 0,
+        };
+        for (node, row) in &self.rows {
+            let age_ms = age(row);
+            let stale = age_ms > stale_ms;
+            let cells: Vec<Cell> = columns
+                .iter()
+                .map(
+                    |c| match row.links.binary_search_by(|(n, _)| n.as_str().cmp(c)) {
+                        Ok(i) if row.links[i].1 => Cell::Up,
+                        Ok(_) => Cell::Down,
+                        Err(_) => Cell::Unlisted,
+                    },
+                )
+                .collect();
+            if stale {
+                frame.stale_rows += 1;
+            } else {
+                frame.links += cells.len();
+                frame.links_up += cells.iter().filter(|c| **c == Cell::Up).count();
+            }
+            frame.rows.push(FrameRow {
+                node: node.clone(),
+                age_ms,
+                stale,
+                cells,
+            });
+        }
+        frame.columns = columns;
+        frame
+    }
+}
+
+/// `a - b` for two times of day, taken the short way round midnight.
+fn signed_diff(a: u32, b: u32) -> i64 {
+    let d = (i64::from(a) - i64::from(b)).rem_euclid(DAY_MS);
+    if d > DAY_MS / 2 { d - DAY_MS } else { d }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::parse::parse_line;
+    use super::*;
+
+    fn cluster(lines: &[&str]) -> Cluster {
+        let mut c = Cluster::default();
+        for l in lines {
+            c.add(parse_line(l).unwrap_or_else(|| panic!("parses: {l}")));
+        }
+        c
+    }
+
+    #[test]
+    fn three_nodes_one_killed() {
+        // Copied from a real run (names shortened by the test's choice).
+        let mut c = cluster(&[
+            "05:10:00.100 [INFO] w1@127.0.0.61[\"w1@127.0.0.61\": true, \"w2@127.0.0.62\": true, \"w3@127.0.0.63\": true]",
+            "05:10:00.200 [INFO] w2@127.0.0.62[\"w1@127.0.0.61\": true, \"w2@127.0.0.62\": true, \"w3@127.0.0.63\": true]",
+            "05:10:00.300 [INFO] w3@127.0.0.63[\"w1@127.0.0.61\": true, \"w2@127.0.0.62\": true, \"w3@127.0.0.63\": true]",
+            "05:10:01.100 [WARN] node w3@127.0.0.63 is down: connection refused",
+            "05:10:01.100 [INFO] w1@127.0.0.61[\"w1@127.0.0.61\": true, \"w2@127.0.0.62\": true, \"w3@127.0.0.63\": false]",
+            "05:10:01.200 [WARN] node w3@127.0.0.63 is down: connection refused",
+            "05:10:01.200 [INFO] w2@127.0.0.62[\"w1@127.0.0.61\": true, \"w2@127.0.0.62\": true, \"w3@127.0.0.63\": false]",
+        ]);
+        let f = c.frame(50, 3000, 60_000);
+        assert_eq!(f.columns.len(), 3);
+        let cells: Vec<_> = f.rows.iter().map(|r| r.cells.clone()).collect();
+        use Cell::{Down, Up};
+        assert_eq!(
+            cells,
+            [vec![Up, Up, Down], vec![Up, Up, Down], vec![Up, Up, Up]]
+        );
+        let ages: Vec<u64> = f.rows.iter().map(|r| r.age_ms).collect();
+        assert_eq!(ages, [150, 50, 950]);
+        assert_eq!((f.links_up, f.links, f.stale_rows), (7, 9, 0));
+        // One event, reported twice.
+        assert_eq!(f.events.len(), 1);
+        assert_eq!((f.events[0].what, f.events[0].count), (What::Down, 2));
+        // Later, the dead node's row goes stale and leaves the count.
+        let f = c.frame(2500, 3000, 60_000);
+        assert!(f.rows[2].stale && !f.rows[0].stale);
+        assert_eq!((f.links_up, f.links, f.stale_rows), (4, 6, 1));
+        assert!(!f.all_up());
+        // Much later it is forgotten.
+        let f = c.frame(70_000, 3000, 60_000);
+        assert!(f.rows.is_empty());
+    }
+
+    #[test]
+    fn a_node_that_left_loses_its_row_and_midnight_is_crossed() {
+        let mut c = cluster(&[
+            "23:59:59.900 [info] a@h[a@h: true, b@h: true]",
+            "23:59:59.950 [info] b@h[a@h: true, b@h: true]",
+            "00:00:00.050 [info] node b@h left: registry entry removed, closing links",
+            "00:00:00.100 [info] node b@h left",
+            "00:00:00.400 [info] a@h[a@h: true]",
+        ]);
+        let f = c.frame(0, 3000, 60_000);
+        assert_eq!(f.columns, ["a@h"]);
+        assert_eq!(f.rows.len(), 1);
+        assert!(f.all_up());
+        assert_eq!(f.events.len(), 1, "one leave, told twice");
+        assert_eq!(f.events[0].count, 2);
+        let mut c = cluster(&[
+            "23:59:59.900 [info] a@h[a@h: true]",
+            "00:00:00.400 [info] b@h[b@h: true]",
+        ]);
+        let ages: Vec<u64> = c
+            .frame(0, 3000, 60_000)
+            .rows
+            .iter()
+            .map(|r| r.age_ms)
+            .collect();
+        assert_eq!(ages, [500, 0]);
+    }
+
+    #[test]
+    fn a_mixed_log_from_a_real_run() {
+        // pulse (`[INFO]`) and the recipe's Elixir node (`[info]`) in one
+        // log; then the pulse node leaves.
+        let mut c = cluster(&[
+            "04:59:52.957 [INFO] px1@127.0.0.1[\"ex1@127.0.0.1\": true, \"px1@127.0.0.1\": true]",
+            "04:59:53.060 [info] ex1@127.0.0.1[\"ex1@127.0.0.1\": true, \"px1@127.0.0.1\": true]",
+        ]);
+        let f = c.frame(0, 3000, 60_000);
+        assert_eq!((f.rows.len(), f.links_up, f.links), (2, 4, 4));
+        c.add(
+            parse_line(
+                "04:59:53.453 [INFO] node px1@127.0.0.1 left: registry entry removed, closing links",
+            )
+            .expect("parses"),
+        );
+        c.add(
+            parse_line("04:59:53.556 [info] ex1@127.0.0.1[\"ex1@127.0.0.1\": true]")
+                .expect("parses"),
+        );
+        let f = c.frame(0, 3000, 60_000);
+        assert_eq!(f.columns, ["ex1@127.0.0.1"]);
+        assert!(f.all_up());
+        assert_eq!(f.events[0].what, What::Left);
+    }
+
+    #[test]
+    fn rows_are_bounded_in_number_and_bytes() {
+        let mut c = Cluster::default();
+        let line = |node: String, links: Vec<(String, bool)>| LogLine {
+            time_ms: 0,
+            kind: Kind::Status { node, links },
+        };
+        for i in 0..MAX_ROWS + 10 {
+            c.add(line(format!("n{i}@h"), vec![]));
+        }
+        assert_eq!(c.rows.len(), MAX_ROWS);
+        // A node already shown still gets its new line.
+        c.add(line("n0@h".into(), vec![("n0@h".into(), true)]));
+        assert_eq!(c.rows["n0@h"].links.len(), 1);
+        let mut c = Cluster::default();
+        let fat = |i: usize| {
+            let links = (0..1000)
+                .map(|j| (format!("{}{i}-{j}@h", "x".repeat(240)), true))
+                .collect();
+            line(format!("f{i}@h"), links)
+        };
+        for i in 0..100 {
+            c.add(fat(i));
+        }
+        assert!(
+            c.row_bytes <= MAX_ROW_BYTES && c.rows.len() < 100,
+            "{}",
+            c.rows.len()
+        );
+        let bytes: usize = c.rows.values().map(|r| r.bytes).sum();
+        assert_eq!(bytes, c.row_bytes);
+        // Forgetting gives the room back.
+        c.frame(1_000_000, 1, 10);
+        assert_eq!((c.rows.len(), c.row_bytes), (0, 0));
+    }
+
+    #[test]
+    fn unlisted_cells_and_bounded_events() {
+        let mut lines = vec!["10:00:00.000 [info] a@h[a@h: true]".to_string()];
+        lines.push("10:00:00.000 [info] b@h[a@h: true, b@h: false, c@h: true]".into());
+        for i in 0..20 {
+            lines.push(format!("10:00:{i:02}.000 [info] node n{i}@h joined"));
+        }
+        let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+        let mut c = cluster(&refs);
+        let f = c.frame(0, 60_000, 60_000);
+        assert_eq!(f.columns, ["a@h", "b@h", "c@h"]);
+        assert_eq!(f.rows[0].cells, [Cell::Up, Cell::Unlisted, Cell::Unlisted]);
+        assert_eq!(f.rows[1].cells, [Cell::Up, Cell::Down, Cell::Up]);
+        assert_eq!((f.links_up, f.links), (3, 6));
+        assert_eq!(f.events.len(), MAX_EVENTS);
+        assert_eq!(f.events.last().map(|e| e.node.as_str()), Some("n19@h"));
+    }
+}
