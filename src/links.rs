@@ -17,7 +17,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::{SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::Instant;
@@ -107,9 +107,11 @@ pub struct Links {
     /// Woken whenever a link comes up or an attempt ends.
     changed: Condvar,
     events: Sender<LinkEvent>,
-    /// Replies the round still waits for; the reader that takes the last
-    /// one sends on `all_in`.
-    outstanding: AtomicUsize,
+    /// The round's number (high 32 bits) and the replies it still waits for
+    /// (low 32 bits), in one word so a reply of an earlier round never
+    /// counts for this one; the reader that takes the last one sends on
+    /// `all_in`.
+    replies: AtomicU64,
     all_in_tx: Sender<()>,
     all_in: Receiver<()>,
 }
@@ -126,7 +128,7 @@ impl Links {
             table: Mutex::default(),
             changed: Condvar::new(),
             events: tx,
-            outstanding: AtomicUsize::new(0),
+            replies: AtomicU64::new(0),
             all_in_tx,
             all_in,
         };
@@ -142,24 +144,35 @@ impl Links {
         self.table.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Starts counting a round's replies afresh.
-    pub fn reset_replies(&self) {
-        self.outstanding.store(0, Ordering::SeqCst);
+    /// Starts counting a new round's replies; returns its number.
+    pub fn reset_replies(&self) -> u32 {
+        let next = |s: u64| ((s >> 32) as u32).wrapping_add(1);
+        let before = self
+            .replies
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |s| {
+                Some(u64::from(next(s)) << 32)
+            })
+            .unwrap_or_else(|s| s);
         while self.all_in.try_recv().is_ok() {}
+        next(before)
     }
 
     /// One more reply to wait for (before its ping is written).
     pub fn await_reply(&self) {
-        self.outstanding.fetch_add(1, Ordering::SeqCst);
+        self.replies.fetch_add(1, Ordering::SeqCst);
     }
 
-    /// One awaited reply came (or will not be counted any more); the last
-    /// one wakes the round.
-    pub fn reply_came(&self) {
+    /// A reply of round `round` came (or will not be counted any more);
+    /// the last one of the current round wakes it. Replies of other rounds
+    /// count for nothing.
+    pub fn reply_came(&self, round: u32) {
         let before = self
-            .outstanding
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
-        if before == Ok(1) {
+            .replies
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |s| {
+                let waiting = s & u64::from(u32::MAX);
+                (s >> 32 == u64::from(round) && waiting > 0).then(|| s - 1)
+            });
+        if before.is_ok_and(|s| s & u64::from(u32::MAX) == 1) {
             let _ = self.all_in_tx.try_send(());
         }
     }
@@ -385,7 +398,7 @@ impl Links {
         let why = match link.reader(self.pace) {
             Ok(mut reader) => loop {
                 match reader.recv(&link) {
-                    Ok(Received::Reply) => self.reply_came(),
+                    Ok(Received::Reply(round)) => self.reply_came(round),
                     Ok(Received::Other(frame)) if frame.len() > MAX_REPLY => {}
                     Ok(Received::Other(frame)) => {
                         let event = LinkEvent::Frame {
@@ -453,5 +466,30 @@ fn closed_reason(e: &io::Error) -> String {
         | io::ErrorKind::BrokenPipe
         | io::ErrorKind::ConnectionAborted => "connection closed".into(),
         _ => format!("link lost: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_rounds_own_last_reply_wakes_it() {
+        let (links, _events) = Links::new(Arc::new(Identity::new("me@h", "c")));
+        let old = links.reset_replies();
+        links.await_reply();
+        let round = links.reset_replies();
+        assert_ne!(old, round);
+        links.await_reply();
+        links.await_reply();
+        // A late reply of the round before counts for nothing.
+        links.reply_came(old);
+        links.reply_came(round);
+        assert!(links.all_in().try_recv().is_err());
+        links.reply_came(round);
+        assert!(links.all_in().try_recv().is_ok());
+        // Nothing left to count: more replies change nothing.
+        links.reply_came(round);
+        assert!(links.all_in().try_recv().is_err());
     }
 }

@@ -101,6 +101,8 @@ pub struct Prober {
     done: Receiver<DialDone>,
     /// Disconnected when the node stops: a round then ends at once.
     stop: Receiver<()>,
+    /// The number the link table gave this round's replies.
+    reply_round: u32,
     next_ref: u64,
 }
 
@@ -131,6 +133,7 @@ impl Prober {
             done_tx,
             done,
             stop: crossbeam_channel::never(),
+            reply_round: 0,
             next_ref: 0,
         }
     }
@@ -174,7 +177,7 @@ impl Prober {
         self.backoff
             .retain(|name, b| wanted.get(name).is_some_and(|t| **t == b.target));
         let mut round = Round::default();
-        self.links.reset_replies();
+        self.reply_round = self.links.reset_replies();
         // Dials that finished since the last round: their links are in the
         // table already; only the backoff needs their news.
         while let Ok(done) = self.done.try_recv() {
@@ -272,7 +275,7 @@ impl Prober {
             .or_insert_with(|| CallTemplate::new(pid, &me.name, me.creation, t.name.as_str()));
         template.call(reference);
         self.links.await_reply();
-        link.expect(template.yes_reply());
+        link.expect(template.yes_reply(), self.reply_round);
         let sent = Instant::now();
         match link.send(template.call(reference)) {
             Ok(()) => {
@@ -287,7 +290,7 @@ impl Prober {
             }
             Err(_) => {
                 link.forget_reply();
-                self.links.reply_came();
+                self.links.reply_came(self.reply_round);
                 self.links.drop_link(t.name.as_str(), link.id);
                 self.dial(t, timeout, round);
             }
@@ -422,7 +425,7 @@ impl Prober {
                 if let Some(answer) = self.decode_reply(&frame, waiting.reference) {
                     if let Some((name, waiting)) = round.waiting.remove(&peer) {
                         waiting.link.forget_reply();
-                        self.links.reply_came();
+                        self.links.reply_came(self.reply_round);
                         self.missed.remove(&name);
                         let outcome = match answer {
                             Ok(()) => Outcome::Alive(waiting.sent.elapsed()),
@@ -446,7 +449,7 @@ impl Prober {
                 }
                 if let Some((name, waiting)) = round.waiting.remove(&peer) {
                     waiting.link.forget_reply();
-                    self.links.reply_came();
+                    self.links.reply_came(self.reply_round);
                     if let Some(t) = wanted.get(&name).copied() {
                         self.dial(t, timeout, round);
                     }

@@ -90,6 +90,8 @@ pub struct Link {
 struct Awaited {
     /// The message term of the reply (see [`message::is_yes_reply`]).
     reply: Vec<u8>,
+    /// The round it belongs to (see [`crate::links::Links::reply_came`]).
+    round: u32,
     active: bool,
     answered: Option<Instant>,
 }
@@ -128,11 +130,12 @@ impl Link {
     }
 
     /// Makes the reader watch for `reply` (the message term answering our
-    /// next ping); set before the ping is written.
-    pub fn expect(&self, reply: &[u8]) {
+    /// ping of round `round`); set before the ping is written.
+    pub fn expect(&self, reply: &[u8], round: u32) {
         let mut awaited = self.awaited();
         awaited.reply.clear();
         awaited.reply.extend_from_slice(reply);
+        awaited.round = round;
         awaited.active = true;
         awaited.answered = None;
     }
@@ -149,15 +152,16 @@ impl Link {
         awaited.answered = None;
     }
 
-    /// Whether `frame` is the expected reply; it is noted as answered.
-    pub fn take_reply(&self, frame: &[u8]) -> bool {
+    /// The round whose expected reply `frame` is, if it is; it is noted
+    /// as answered.
+    pub fn take_reply(&self, frame: &[u8]) -> Option<u32> {
         let mut awaited = self.awaited();
         if !awaited.active || !message::is_yes_reply(frame, &awaited.reply) {
-            return false;
+            return None;
         }
         awaited.active = false;
         awaited.answered = Some(Instant::now());
-        true
+        Some(awaited.round)
     }
 
     /// Writes a whole frame within [`WRITE_TIMEOUT`]. A partial write leaves
@@ -235,8 +239,8 @@ impl Link {
 /// What [`LinkReader::recv`] brings.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Received {
-    /// The reply the round expects; noted on the link.
-    Reply,
+    /// The reply the round expects, of that round; noted on the link.
+    Reply(u32),
     /// Any other frame that needs no answer: maybe a reply in another form.
     Other(Vec<u8>),
 }
@@ -259,11 +263,15 @@ impl LinkReader {
     pub fn recv(&mut self, link: &Link) -> io::Result<Received> {
         loop {
             match self.frames.next_frame()? {
-                Next::Frame(frame) if link.take_reply(&frame) => return Ok(Received::Reply),
-                Next::Frame(frame) => match message::answer(&frame) {
-                    Some(answer) => link.send(&answer)?,
-                    None => return Ok(Received::Other(frame)),
-                },
+                Next::Frame(frame) => {
+                    if let Some(round) = link.take_reply(&frame) {
+                        return Ok(Received::Reply(round));
+                    }
+                    match message::answer(&frame) {
+                        Some(answer) => link.send(&answer)?,
+                        None => return Ok(Received::Other(frame)),
+                    }
+                }
                 // Answered unless we wrote a moment ago: between two pulse
                 // nodes an answer to an answer would never end.
                 Next::Tick => {
