@@ -103,6 +103,8 @@ pub struct Prober {
     stop: Receiver<()>,
     /// The number the link table gave this round's replies.
     reply_round: u32,
+    /// Links that closed during the round, not under one of its pings.
+    closed_meanwhile: Vec<(NodeName, String)>,
     next_ref: u64,
 }
 
@@ -134,6 +136,7 @@ impl Prober {
             done,
             stop: crossbeam_channel::never(),
             reply_round: 0,
+            closed_meanwhile: Vec::new(),
             next_ref: 0,
         }
     }
@@ -164,6 +167,17 @@ impl Prober {
             LinkEvent::Closed { peer, why, .. } => peer.parse().ok().map(|n| (n, why)),
             LinkEvent::Frame { .. } => None,
         }
+    }
+
+    /// Whether a link to `name` is up (a newer one than a link that closed).
+    pub fn has_link(&self, name: &NodeName) -> bool {
+        self.links.get(name.as_str()).is_some()
+    }
+
+    /// The members whose links the peer closed during the last round, not
+    /// under one of its pings (see [`Prober::link_closed`]).
+    pub fn closed_meanwhile(&mut self) -> Vec<(NodeName, String)> {
+        std::mem::take(&mut self.closed_meanwhile)
     }
 
     /// Pings every target once and returns each one's outcome, in the
@@ -439,12 +453,17 @@ impl Prober {
             // is opened again in the same round: the dial's outcome is the
             // round's, so a restarted node stays true and a dead one shows
             // why (refused, say).
-            LinkEvent::Closed { peer, link, .. } => {
+            LinkEvent::Closed { peer, link, why } => {
                 let ours = round
                     .waiting
                     .get(&peer)
                     .is_some_and(|(_, waiting)| waiting.link.id == link);
                 if !ours {
+                    // Not under a ping of this round: news for the round
+                    // thread once the round is over.
+                    if let Ok(name) = peer.parse() {
+                        self.closed_meanwhile.push((name, why));
+                    }
                     return;
                 }
                 if let Some((name, waiting)) = round.waiting.remove(&peer) {

@@ -64,11 +64,14 @@ impl Rounds {
         self.prober.close();
     }
 
-    /// A member's link closed between rounds. Unless its record is gone (a
-    /// leave removes the record before closing links) it is down now; the
-    /// status line still waits for the round.
+    /// A member's link closed outside a ping. Unless its record is gone (a
+    /// leave removes the record before closing links) or a newer link to it
+    /// is up, it is down now; the status line still waits for the round.
     fn link_closed(&mut self, name: NodeName, why: String) {
-        if name == self.config.name || self.registry.read(&name).is_none() {
+        if name == self.config.name
+            || self.prober.has_link(&name)
+            || self.registry.read(&name).is_none()
+        {
             return;
         }
         let events = self
@@ -149,5 +152,8 @@ impl Rounds {
                 warnings,
             },
         );
+        for (name, why) in self.prober.closed_meanwhile() {
+            self.link_closed(name, why);
+        }
     }
 }
