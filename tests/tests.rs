@@ -3,11 +3,13 @@
 
 mod cli;
 mod cluster;
+mod epmd;
 mod erlang;
 mod faults;
 mod forged;
 mod hostile;
 mod links;
 mod mixed;
+mod registry;
 mod util;
 mod watch;

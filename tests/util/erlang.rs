@@ -54,7 +54,11 @@ pub struct Epmd(Child, pub u16);
 
 impl Epmd {
     pub fn start() -> Epmd {
-        let port = free_port();
+        Epmd::start_on(free_port())
+    }
+
+    /// An EPMD on a given port (one a test keeps, to restart EPMD on it).
+    pub fn start_on(port: u16) -> Epmd {
         let child = Command::new("epmd")
             .args(["-address", "127.0.0.1", "-port", &port.to_string()])
             .stdout(Stdio::null())
