@@ -8,6 +8,7 @@ mod erlang;
 mod faults;
 mod forged;
 mod hostile;
+mod links;
 mod mixed;
 mod registry;
 mod util;
