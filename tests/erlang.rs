@@ -42,7 +42,9 @@ fn pulse_sees_erl(cookie_of_erl: &str, want: bool, test: &str) {
     assert!(ok, "{}", node.dump());
     // And it stays that way over several rounds on the reused link.
     let lines = node.output().len();
-    assert!(wait_until(Duration::from_secs(9), || node.output().len() >= lines + 3));
+    wait_for("three more lines", Duration::from_secs(9), &[&node], || {
+        node.output().len() >= lines + 3
+    });
     assert_eq!(
         node.last_status()
             .and_then(|s| s.get("x@127.0.0.1").copied()),

@@ -1,17 +1,18 @@
 //! Real Erlang programs for tests: `erl` nodes and EPMDs of the test's own,
-//! killed on drop, and a record refresher standing in for a live node.
+//! killed on drop (each a [`Node`]), and a record refresher standing in for
+//! a live node.
 
 use std::io::Read;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::{TempDir, free_port, wait_until, write_record};
+use super::{Node, TempDir, free_port, wait_for, write_record};
 
-/// A real `erl` node, killed on drop.
-pub struct Erl(Child);
+/// A real `erl` node, killed on drop; `.0` has its output for dumps.
+pub struct Erl(pub Node);
 
 impl Erl {
     /// Starts `erl -name NAME -setcookie COOKIE` listening on `port` only,
@@ -22,8 +23,8 @@ impl Erl {
 
     /// As [`Erl::start`] with `name_flag` `-name` or `-sname`.
     pub fn start_as(name_flag: &str, name: &str, cookie: &str, port: u16, epmd_port: u16) -> Erl {
-        let child = Command::new("erl")
-            .env("ERL_EPMD_PORT", epmd_port.to_string())
+        let mut cmd = Command::new("erl");
+        cmd.env("ERL_EPMD_PORT", epmd_port.to_string())
             .env_remove("ERL_FLAGS")
             .env_remove("ERL_AFLAGS")
             .env_remove("ERL_ZFLAGS")
@@ -32,49 +33,26 @@ impl Erl {
             .args(["-noshell", name_flag, name, "-setcookie", cookie])
             .args(["-kernel", "inet_dist_use_interface", "{127,0,0,1}"])
             .args(["-kernel", "inet_dist_listen_min", &port.to_string()])
-            .args(["-kernel", "inet_dist_listen_max", &port.to_string()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start erl");
-        Erl(child)
-    }
-}
-
-impl Drop for Erl {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+            .args(["-kernel", "inet_dist_listen_max", &port.to_string()]);
+        Erl(Node::spawn(&format!("erl {name}"), cmd))
     }
 }
 
 /// An EPMD of the test's own on loopback, killed on drop; `.1` is its port.
-pub struct Epmd(Child, pub u16);
+pub struct Epmd(pub Node, pub u16);
 
 impl Epmd {
     pub fn start() -> Epmd {
         let port = free_port();
-        let child = Command::new("epmd")
-            .args(["-address", "127.0.0.1", "-port", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start epmd");
+        let mut cmd = Command::new("epmd");
+        cmd.args(["-address", "127.0.0.1", "-port", &port.to_string()]);
+        let epmd = Node::spawn(&format!("epmd on port {port}"), cmd);
         // Ready once it accepts connections; nodes started earlier would
         // find no EPMD.
-        let ready = wait_until(Duration::from_secs(10), || {
+        wait_for("epmd to listen", Duration::from_secs(10), &[&epmd], || {
             std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
         });
-        assert!(ready, "epmd did not start on port {port}");
-        Epmd(child, port)
-    }
-}
-
-impl Drop for Epmd {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        Epmd(epmd, port)
     }
 }
 
@@ -82,9 +60,10 @@ impl Drop for Epmd {
 pub struct Refresher(Arc<AtomicBool>, Option<thread::JoinHandle<()>>);
 
 impl Refresher {
-    pub fn start(dir: &TempDir, name: &'static str, port: u16) -> Refresher {
+    pub fn start(dir: &TempDir, name: &str, port: u16) -> Refresher {
         let sd = dir.sync_dir();
-        Refresher::run(move || write_record(&sd, name, &format!("127.0.0.1:{port}")))
+        let name = name.to_string();
+        Refresher::run(move || write_record(&sd, &name, &format!("127.0.0.1:{port}")))
     }
 
     /// Keeps a bare entry (a file holding only a timestamp, as the recipe's
