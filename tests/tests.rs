@@ -8,5 +8,6 @@ mod faults;
 mod forged;
 mod hostile;
 mod mixed;
+mod process;
 mod util;
 mod watch;
