@@ -155,6 +155,58 @@ fn a_second_signal_while_leaving_exits_130_at_once() {
     }
 }
 
+/// One signal while a peer holds the round: the node finishes that round
+/// (its line lists the peer as down once the 2 s timeout is up), then
+/// leaves and exits 0.
+#[test]
+fn one_signal_lets_the_round_under_way_finish_then_leaves() {
+    let dir = TempDir::new("one-signal");
+    let hung = TcpListener::bind("127.0.0.1:0").expect("bind");
+    hung.set_nonblocking(true).expect("nonblocking");
+    let addr = hung.local_addr().expect("addr");
+    write_record(&dir.sync_dir(), "hung@127.0.0.1", &addr.to_string());
+    let name = "q2@127.0.0.1";
+    let mut node = Node::start(
+        &dir,
+        name,
+        "c",
+        &["--interval", "2000", "--timeout", "2000", "--epmd", "off"],
+    );
+    let mut held = Vec::new();
+    wait_for(
+        "the first round to dial the hung peer",
+        Duration::from_secs(10),
+        &[&node],
+        || {
+            held.extend(hung.accept().ok());
+            !held.is_empty()
+        },
+    );
+    node.signal("TERM");
+    let code = node
+        .wait_exit(Duration::from_secs(10))
+        .and_then(|s| s.code());
+    assert_eq!(code, Some(0), "{}", node.dump());
+    let lines = node.output();
+    let down = lines
+        .iter()
+        .position(|l| l.ends_with("[\"hung@127.0.0.1\": false, \"q2@127.0.0.1\": true]"));
+    let left = lines
+        .iter()
+        .position(|l| l.contains("node q2@127.0.0.1 left"));
+    assert!(
+        down.is_some() && left.is_some() && down < left,
+        "the round under way did not end before the leave\n{}",
+        node.dump()
+    );
+    assert!(
+        !registry_names(&dir.sync_dir()).contains(&name.to_string()),
+        "{}",
+        node.dump()
+    );
+    drop(held);
+}
+
 /// The helpers' own promise: a wait that fails says what it waited for,
 /// whether each process still runs, and everything each one printed.
 #[test]

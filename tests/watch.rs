@@ -288,7 +288,7 @@ fn watch_colours_only_on_a_terminal() {
         screen = tmux.screen();
         age_row(&screen).is_some() && age_row(&screen) != before
     });
-    assert!(redrawn, "no new frame: {screen}");
+    assert!(redrawn, "no new frame: {screen}\n{}", dumps(&all));
     assert_eq!(screen.matches("pulse watch").count(), 1, "{screen}");
     assert_eq!(screen.matches("links up").count(), 1, "{screen}");
 }

@@ -7,9 +7,9 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use super::{Node, TempDir, free_port, wait_for, write_record};
+use super::{Node, TempDir, free_port, wait_for, wait_until, write_record};
 
 /// A real `erl` node, killed on drop; `.0` has its output for dumps.
 pub struct Erl(pub Node);
@@ -151,10 +151,7 @@ pub fn output_within(mut cmd: Command, limit: Duration) -> String {
             out
         })
         .expect("spawn reader");
-    let deadline = Instant::now() + limit;
-    while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-        thread::sleep(Duration::from_millis(20));
-    }
+    wait_until(limit, || child.try_wait().ok().flatten().is_some());
     let _ = child.kill();
     let _ = child.wait();
     reader.join().unwrap_or_default()
