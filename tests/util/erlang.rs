@@ -43,7 +43,11 @@ pub struct Epmd(pub Node, pub u16);
 
 impl Epmd {
     pub fn start() -> Epmd {
-        let port = free_port();
+        Epmd::start_on(free_port())
+    }
+
+    /// An EPMD on a given port (one a test keeps, to restart EPMD on it).
+    pub fn start_on(port: u16) -> Epmd {
         let mut cmd = Command::new("epmd");
         cmd.args(["-address", "127.0.0.1", "-port", &port.to_string()]);
         let epmd = Node::spawn(&format!("epmd on port {port}"), cmd);
