@@ -208,15 +208,23 @@ fn one_signal_lets_the_round_under_way_finish_then_leaves() {
 }
 
 /// The helpers' own promise: a wait that fails says what it waited for,
-/// whether each process still runs, and everything each one printed.
+/// whether each process still runs, everything each one printed, and the
+/// registry each was pointed at.
 #[test]
 fn a_failed_wait_names_what_it_waited_for_and_dumps_every_node() {
+    let dir = TempDir::new("dumps");
+    write_record(&dir.sync_dir(), "r1@127.0.0.1", "127.0.0.1:1");
     let started = |word: &str| {
         let mut cmd = Command::new("sh");
-        // Prints on both streams, then lives until killed on drop.
-        cmd.arg("-c").arg(format!(
-            "echo {word}; echo {word}-on-stderr >&2; exec sleep 600"
-        ));
+        // Prints on both streams, then lives until killed on drop; the
+        // arguments after the script only name the registry.
+        cmd.arg("-c")
+            .arg(format!(
+                "echo {word}; echo {word}-on-stderr >&2; exec sleep 600"
+            ))
+            .arg("sh")
+            .arg("--sync-dir")
+            .arg(dir.sync_dir());
         Node::spawn(word, cmd)
     };
     let (a, b) = (started("alpha"), started("beta"));
@@ -241,10 +249,13 @@ fn a_failed_wait_names_what_it_waited_for_and_dumps_every_node() {
         .expect("a failed wait panics with a message");
     for part in [
         "timed out after 50ms waiting for a thing that never happens",
-        "--- output of alpha (running) ---\n",
+        &format!(
+            "--- output of alpha (running; registry {}: [r1@127.0.0.1]) ---\n",
+            dir.sync_dir().display()
+        ),
         "\nalpha\n",
         "\nalpha-on-stderr\n",
-        "--- output of beta (exited) ---\n",
+        "--- output of beta (exited; registry ",
         "\nbeta\n",
         "\nbeta-on-stderr\n",
     ] {
