@@ -57,6 +57,22 @@ fn health_is_0_for_a_live_node_by_name_or_address_and_1_otherwise() {
     // Found by --name, and by this host's address (--ip) alone.
     check("c", &["--name", name], (Some(0), ""));
     check("c", &["--ip", "127.0.0.61"], (Some(0), ""));
+    // As the image's HEALTHCHECK runs it: no flags, all from the
+    // environment (there the address is the container's own).
+    let bare = pulse_cmd(&dir)
+        .arg("health")
+        .env("PULSE_IP", "127.0.0.61")
+        .env("PULSE_COOKIE", "c")
+        .env("PULSE_EPMD", "off")
+        .env("PULSE_SYNC_DIR", dir.sync_dir())
+        .output()
+        .expect("run pulse health");
+    assert_eq!(
+        code_and_stderr(&bare),
+        (Some(0), String::new()),
+        "{}",
+        node.dump()
+    );
     // The wrong cookie: the node answers, but not as one of ours.
     check(
         "other",
