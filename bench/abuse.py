@@ -332,7 +332,7 @@ def registry_abuse(cluster, stop, counts, impostor_port, hung_port):
         stop.wait(1.0)
 
 
-def process_abuse(cluster, stop, counts, mute_pipe_holder):
+def process_abuse(cluster, stop, counts):
     turn = 0
     while not stop.wait(5.0):
         turn += 1
@@ -441,8 +441,8 @@ def main():
         cluster.start("ab1@127.0.0.1", ["--epmd", "off"])
         cluster.start("ab2@127.0.0.1", ["--epmd", "off"])
         cluster.start("ab-epmd@127.0.0.1", ["--epmd", "serve"])
-        # Its stdout is a pipe nobody reads.
-        mute = cluster.start("ab-mute@127.0.0.1", ["--epmd", "off"], stdout=subprocess.PIPE)
+        # Its stdout is a pipe nobody reads (the Popen keeps it open).
+        cluster.start("ab-mute@127.0.0.1", ["--epmd", "off"], stdout=subprocess.PIPE)
         cluster.start(STOPPED, ["--epmd", "off"])
         cluster.start(KILLED, ["--epmd", "off"])
         deadline = time.monotonic() + 10
@@ -456,7 +456,7 @@ def main():
         jobs += [
             ("abuse-epmd", epmd_abuse, (cluster, stop, counts, lookups)),
             ("abuse-registry", registry_abuse, (cluster, stop, counts, impostor_port, hung_port)),
-            ("abuse-processes", process_abuse, (cluster, stop, counts, mute)),
+            ("abuse-processes", process_abuse, (cluster, stop, counts)),
             ("abuse-sample", sample, (cluster, stop, peaks)),
         ]
         for name, fn, fargs in jobs:

@@ -17,6 +17,7 @@ pub mod membership;
 pub mod name;
 pub mod node;
 pub mod probe;
+pub mod registration;
 pub mod registry;
 pub mod report;
 pub mod rounds;

@@ -1,9 +1,12 @@
 //! Who is in the cluster, as this node sees it: pure state, with the clock
 //! passed in, so every transition is tested with made-up times.
 //!
-//! Staleness is judged only by what this node observed: a heartbeat that has
-//! not changed for the TTL, measured on our own monotonic clock. Clock skew
-//! between hosts therefore never expires a live node.
+//! Staleness is judged only by what this node observed, on its own
+//! monotonic clock, so clock skew between hosts never expires a live node.
+//! An entry expires only when its heartbeat stood still for the TTL *and*
+//! its node has not answered a ping for the TTL: the recipe's nodes ping one
+//! node after another, so one hung node stalls every one of their heartbeats
+//! while they still answer.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -80,7 +83,8 @@ pub enum Event {
     Back(NodeName),
     /// Unregistered itself while its heartbeat was fresh: a graceful leave.
     Left(NodeName),
-    /// Its heartbeat stood still for the TTL; this node removed its file.
+    /// Its heartbeat stood still and it did not answer for the TTL; this
+    /// node removed its file.
     Expired(NodeName, Duration),
     /// Its file vanished after its heartbeat had stopped: another node
     /// expired it first.
@@ -96,7 +100,7 @@ impl fmt::Display for Event {
             Event::Left(n) => write!(f, "node {n} left"),
             Event::Expired(n, silent) => write!(
                 f,
-                "node {n} expired: no heartbeat for {:.1} s, registry entry removed",
+                "node {n} expired: no heartbeat and no answer for {:.1} s, registry entry removed",
                 silent.as_secs_f64()
             ),
             Event::Gone(n) => write!(f, "node {n} expired: its registry entry was removed"),
@@ -114,6 +118,11 @@ enum Health {
 struct Member {
     record: Record,
     changed_at: Instant,
+    /// When it last answered a ping (when first seen, before any ping).
+    answered_at: Instant,
+    /// Since when its file is missing from a registry that was deleted and
+    /// made again; it stays a member while its owner writes it again.
+    missing_since: Option<Instant>,
     /// Whether the heartbeat moved between our last two scans: a file that
     /// vanishes after that was removed by its live owner, however late our
     /// own rounds run.
@@ -129,14 +138,16 @@ pub struct Membership {
     /// How long a heartbeat may stand still and still count as fresh.
     fresh: Duration,
     members: BTreeMap<NodeName, Member>,
+    /// No expiry while our own heartbeat fails: the registry is not usable.
+    expiry_paused: bool,
 }
 
 /// What [`Membership::observe`] found in one scan.
 pub struct Observation {
     /// Members to ping this round, sorted by name.
     pub live: Vec<Record>,
-    /// Entries whose files this node should remove.
-    pub expired: Vec<NodeName>,
+    /// Entries whose files this node should remove, as scanned.
+    pub expired: Vec<Record>,
     /// Joins, leaves and expiries.
     pub events: Vec<Event>,
 }
@@ -150,18 +161,39 @@ impl Membership {
             ttl,
             fresh: interval * 2,
             members: BTreeMap::new(),
+            expiry_paused: false,
         }
     }
 
-    /// Takes one registry scan at time `now`.
-    pub fn observe(&mut self, records: Vec<Record>, now: Instant) -> Observation {
+    /// Stops (or resumes) expiring entries: while our own heartbeat cannot
+    /// be written, the registry's heartbeats say nothing.
+    pub fn pause_expiry(&mut self, paused: bool) {
+        self.expiry_paused = paused;
+    }
+
+    /// The records of every member, sorted by name: whom to ping when the
+    /// registry cannot be listed.
+    pub fn records(&self) -> Vec<Record> {
+        self.members.values().map(|m| m.record.clone()).collect()
+    }
+
+    /// Takes one registry scan at time `now`. `dir_replaced`: the registry
+    /// directory was deleted and made again, so missing files may only not
+    /// be back yet.
+    pub fn observe(
+        &mut self,
+        records: Vec<Record>,
+        dir_replaced: bool,
+        now: Instant,
+    ) -> Observation {
         let mut events = Vec::new();
         let mut seen = BTreeMap::new();
         for record in records {
             seen.insert(record.name.clone(), record);
         }
+        let mut live = Vec::new();
         // Vanished: a leave if the heartbeat was still moving, else an expiry
-        // done by someone else.
+        // done by someone else; in a remade directory, not before the TTL.
         let gone: Vec<NodeName> = self
             .members
             .keys()
@@ -169,15 +201,28 @@ impl Membership {
             .cloned()
             .collect();
         for name in gone {
-            if let Some(m) = self.members.remove(&name) {
-                if m.moved_last_scan || now.duration_since(m.changed_at) <= self.fresh {
-                    events.push(Event::Left(name));
-                } else {
-                    events.push(Event::Gone(name));
+            let Some(m) = self.members.get_mut(&name) else {
+                continue;
+            };
+            if dir_replaced || m.missing_since.is_some() {
+                // Its heartbeat is not moving while its file is missing.
+                m.moved_last_scan = false;
+                let since = *m.missing_since.get_or_insert(now);
+                if now.duration_since(since) < self.ttl {
+                    live.push(m.record.clone());
+                    continue;
                 }
             }
+            let fresh = m.moved_last_scan
+                || now.duration_since(m.changed_at) <= self.fresh
+                || now.duration_since(m.answered_at) <= self.fresh;
+            self.members.remove(&name);
+            events.push(if fresh {
+                Event::Left(name)
+            } else {
+                Event::Gone(name)
+            });
         }
-        let mut live = Vec::new();
         let mut expired = Vec::new();
         for (name, record) in seen {
             match self.members.get_mut(&name) {
@@ -188,6 +233,8 @@ impl Membership {
                         Member {
                             record: record.clone(),
                             changed_at: now,
+                            answered_at: now,
+                            missing_since: None,
                             moved_last_scan: true,
                             health: Health::Unknown,
                             reason: None,
@@ -196,22 +243,29 @@ impl Membership {
                     live.push(record);
                 }
                 Some(m) => {
+                    m.missing_since = None;
                     m.moved_last_scan = m.record.version != record.version;
                     if m.moved_last_scan {
                         m.changed_at = now;
                     }
                     m.record = record.clone();
                     let silent = now.duration_since(m.changed_at);
-                    if silent >= self.ttl && name != self.me {
+                    let unanswered = now.duration_since(m.answered_at);
+                    if silent >= self.ttl
+                        && unanswered >= self.ttl
+                        && !self.expiry_paused
+                        && name != self.me
+                    {
                         events.push(Event::Expired(name.clone(), silent));
                         self.members.remove(&name);
-                        expired.push(name);
+                        expired.push(record);
                     } else {
                         live.push(record);
                     }
                 }
             }
         }
+        live.sort_by(|a, b| a.name.cmp(&b.name));
         Observation {
             live,
             expired,
@@ -219,8 +273,9 @@ impl Membership {
         }
     }
 
-    /// Takes one round's ping results and returns the changes of health.
-    pub fn apply(&mut self, results: &[(NodeName, Outcome)]) -> Vec<Event> {
+    /// Takes one round's ping results, got at `now`, and returns the
+    /// changes of health.
+    pub fn apply(&mut self, results: &[(NodeName, Outcome)], now: Instant) -> Vec<Event> {
         let mut events = Vec::new();
         for (name, outcome) in results {
             let Some(m) = self.members.get_mut(name) else {
@@ -228,6 +283,7 @@ impl Membership {
             };
             match outcome {
                 Outcome::Alive(_) => {
+                    m.answered_at = now;
                     if m.health == Health::Down {
                         events.push(Event::Back(name.clone()));
                     }
@@ -257,10 +313,12 @@ mod tests {
     /// A record as scanned, its heartbeat at `hb` (and its version with it).
     fn rec(n: &str, hb: u64) -> Record {
         Record {
-            name: n.parse().expect("name"),
-            addr: Some(([127, 0, 0, 1], 9).into()),
-            heartbeat: hb.to_string(),
             version: hb,
+            ..Record::new(
+                name(n),
+                ([127, 0, 0, 1], 9).into(),
+                std::time::SystemTime::UNIX_EPOCH,
+            )
         }
     }
 
@@ -272,43 +330,47 @@ mod tests {
         Membership::new(name("me@h"), SEC, 5 * SEC)
     }
 
+    fn names(records: &[Record]) -> Vec<String> {
+        records.iter().map(|r| r.name.to_string()).collect()
+    }
+
     #[test]
     fn join_down_back() {
         let t0 = Instant::now();
         let mut m = membership();
-        let obs = m.observe(vec![rec("me@h", 1), rec("b@h", 1)], t0);
+        let obs = m.observe(vec![rec("me@h", 1), rec("b@h", 1)], false, t0);
         assert_eq!(
             obs.events,
             vec![Event::Joined(name("b@h")), Event::Joined(name("me@h"))]
         );
         assert_eq!(obs.live.len(), 2);
         let b = name("b@h");
-        assert!(m.apply(&[(b.clone(), Outcome::Alive(SEC))]).is_empty());
-        let down = m.apply(&[(b.clone(), Outcome::Down(Reason::Refused))]);
+        assert!(m.apply(&[(b.clone(), Outcome::Alive(SEC))], t0).is_empty());
+        let down = m.apply(&[(b.clone(), Outcome::Down(Reason::Refused))], t0);
         assert_eq!(down, vec![Event::Down(b.clone(), Reason::Refused)]);
         // Still down for the same kind of reason: nothing new.
         assert!(
-            m.apply(&[(b.clone(), Outcome::Down(Reason::Refused))])
+            m.apply(&[(b.clone(), Outcome::Down(Reason::Refused))], t0)
                 .is_empty()
         );
         // A different kind of reason is news.
         let timeout = Outcome::Down(Reason::Timeout(Phase::Reply));
-        assert_eq!(m.apply(&[(b.clone(), timeout)]).len(), 1);
+        assert_eq!(m.apply(&[(b.clone(), timeout)], t0).len(), 1);
         assert_eq!(
-            m.apply(&[(b.clone(), Outcome::Alive(SEC))]),
+            m.apply(&[(b.clone(), Outcome::Alive(SEC))], t0),
             vec![Event::Back(b)]
         );
     }
 
     #[test]
-    fn a_silent_heartbeat_expires_after_the_ttl_but_never_our_own() {
+    fn a_silent_unanswering_entry_expires_after_the_ttl_but_never_our_own() {
         let t0 = Instant::now();
         let mut m = membership();
-        m.observe(vec![rec("me@h", 1), rec("b@h", 1)], t0);
-        let obs = m.observe(vec![rec("me@h", 1), rec("b@h", 1)], t0 + 4 * SEC);
+        m.observe(vec![rec("me@h", 1), rec("b@h", 1)], false, t0);
+        let obs = m.observe(vec![rec("me@h", 1), rec("b@h", 1)], false, t0 + 4 * SEC);
         assert!(obs.expired.is_empty());
-        let obs = m.observe(vec![rec("me@h", 1), rec("b@h", 1)], t0 + 5 * SEC);
-        assert_eq!(obs.expired, vec![name("b@h")]);
+        let obs = m.observe(vec![rec("me@h", 1), rec("b@h", 1)], false, t0 + 5 * SEC);
+        assert_eq!(obs.expired, vec![rec("b@h", 1)]);
         assert_eq!(obs.live, vec![rec("me@h", 1)]);
         assert!(
             matches!(obs.events[..], [Event::Expired(ref n, d)] if *n == name("b@h") && d == 5 * SEC)
@@ -316,25 +378,87 @@ mod tests {
     }
 
     #[test]
+    fn a_node_that_answers_never_expires_however_still_its_heartbeat() {
+        let t0 = Instant::now();
+        let mut m = membership();
+        let b = name("b@h");
+        for i in 0..30 {
+            let now = t0 + i * SEC;
+            let obs = m.observe(vec![rec("b@h", 1)], false, now);
+            assert!(obs.expired.is_empty(), "expired at {i} s");
+            m.apply(&[(b.clone(), Outcome::Alive(SEC))], now);
+        }
+        // It stops answering: the TTL counts from its last answer.
+        let last = t0 + 29 * SEC;
+        m.apply(&[(b.clone(), Outcome::Down(Reason::Refused))], last + SEC);
+        let obs = m.observe(vec![rec("b@h", 1)], false, last + 4 * SEC);
+        assert!(obs.expired.is_empty());
+        let obs = m.observe(vec![rec("b@h", 1)], false, last + 5 * SEC);
+        assert_eq!(names(&obs.expired), ["b@h"]);
+    }
+
+    #[test]
     fn a_moving_heartbeat_never_expires() {
         let t0 = Instant::now();
         let mut m = membership();
         for i in 0..20 {
-            let obs = m.observe(vec![rec("b@h", i)], t0 + i as u32 * SEC);
+            let obs = m.observe(vec![rec("b@h", i)], false, t0 + i as u32 * SEC);
             assert!(obs.expired.is_empty());
         }
+    }
+
+    #[test]
+    fn no_expiry_while_paused() {
+        let t0 = Instant::now();
+        let mut m = membership();
+        m.observe(vec![rec("b@h", 1)], false, t0);
+        m.pause_expiry(true);
+        assert!(
+            m.observe(vec![rec("b@h", 1)], false, t0 + 60 * SEC)
+                .expired
+                .is_empty()
+        );
+        m.pause_expiry(false);
+        assert_eq!(
+            m.observe(vec![rec("b@h", 1)], false, t0 + 61 * SEC)
+                .expired
+                .len(),
+            1
+        );
     }
 
     #[test]
     fn vanishing_fresh_is_a_leave_and_vanishing_stale_is_gone() {
         let t0 = Instant::now();
         let mut m = membership();
-        m.observe(vec![rec("b@h", 1), rec("c@h", 1)], t0);
-        m.observe(vec![rec("b@h", 2), rec("c@h", 1)], t0 + 3 * SEC);
-        let obs = m.observe(vec![], t0 + 4 * SEC);
+        m.observe(vec![rec("b@h", 1), rec("c@h", 1)], false, t0);
+        m.observe(vec![rec("b@h", 2), rec("c@h", 1)], false, t0 + 3 * SEC);
+        let obs = m.observe(vec![], false, t0 + 4 * SEC);
         assert_eq!(
             obs.events,
             vec![Event::Left(name("b@h")), Event::Gone(name("c@h"))]
         );
+    }
+
+    #[test]
+    fn a_remade_registry_keeps_its_members_while_they_write_again() {
+        let t0 = Instant::now();
+        let mut m = membership();
+        m.observe(
+            vec![rec("me@h", 1), rec("b@h", 1), rec("c@h", 1)],
+            false,
+            t0,
+        );
+        // The directory was deleted and made again: only we are back yet.
+        let obs = m.observe(vec![rec("me@h", 2)], true, t0 + SEC);
+        assert!(obs.events.is_empty(), "{:?}", obs.events);
+        assert_eq!(names(&obs.live), ["b@h", "c@h", "me@h"]);
+        // b writes again: nothing to say; c never does and goes after the TTL.
+        let obs = m.observe(vec![rec("me@h", 3), rec("b@h", 3)], false, t0 + 2 * SEC);
+        assert!(obs.events.is_empty(), "{:?}", obs.events);
+        assert_eq!(names(&obs.live), ["b@h", "c@h", "me@h"]);
+        let obs = m.observe(vec![rec("me@h", 4), rec("b@h", 4)], false, t0 + 6 * SEC);
+        assert_eq!(obs.events, vec![Event::Gone(name("c@h"))]);
+        assert_eq!(names(&obs.live), ["b@h", "me@h"]);
     }
 }

@@ -10,10 +10,10 @@
 
 use std::fmt;
 use std::io;
-use std::net::{SocketAddr, TcpListener};
+use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::Sender;
 use log::info;
@@ -23,22 +23,21 @@ use crate::erlang::{Identity, epmd};
 use crate::listener::Listener;
 use crate::membership::{Membership, Reason};
 use crate::name::NodeName;
-use crate::probe::{self, Prober, Target};
-use crate::registry::Registry;
+use crate::probe::{self, Prober};
+use crate::registration::{EPMD_TIMEOUT, Registrar};
+use crate::registry::own::{ClaimError, Holder, OwnEntry};
+use crate::registry::{Record, Registry};
 use crate::report::Reporter;
-use crate::rounds::{Rounds, own_record};
-
-/// How long to wait for EPMD at start.
-const EPMD_TIMEOUT: Duration = Duration::from_secs(1);
+use crate::rounds::Rounds;
 
 /// Why a node could not start.
 #[derive(Debug)]
 pub enum Error {
     /// The distribution port could not be bound.
     Bind(SocketAddr, io::Error),
-    /// A live node already answers under our name.
-    Duplicate(NodeName, SocketAddr),
-    /// Our record could not be written.
+    /// A live node holds our name (why we think so).
+    Taken(NodeName, String),
+    /// Our entry could not be written.
     Registry(io::Error),
     /// A thread could not be started.
     Thread(io::Error),
@@ -50,12 +49,7 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::Bind(addr, e) => write!(f, "cannot listen on {addr}: {e}"),
-            Error::Duplicate(name, addr) => {
-                write!(
-                    f,
-                    "the name {name} is taken: a live node answers under it at {addr}"
-                )
-            }
+            Error::Taken(name, why) => write!(f, "the name {name} is taken: {why}"),
             Error::Registry(e) => write!(f, "cannot write to the registry: {e}"),
             Error::Thread(e) => write!(f, "cannot start a thread: {e}"),
             Error::Epmd(why) => write!(f, "epmd: {why}"),
@@ -72,49 +66,68 @@ pub struct Node {
     round: JoinHandle<()>,
     listener: Listener,
     reporter: Reporter,
-    /// Held for the node's life: dropping it takes our name out of EPMD.
+    /// Held for the node's life: stopping it takes our name out of EPMD.
     epmd: Option<EpmdPresence>,
 }
 
 /// How this node is known to EPMD.
 enum EpmdPresence {
-    /// Registered with the host's EPMD.
-    Registered(epmd::Registration),
+    /// Registered with the host's EPMD, and again whenever it comes back.
+    Registered(Registrar),
     /// Answering EPMD requests ourselves.
     Serving(epmd::Responder),
 }
 
 impl Node {
-    /// Starts a node: listens, checks that its name is free, registers and
-    /// starts the rounds. The first round runs at once.
+    /// Starts a node: listens, claims its name in the registry, registers
+    /// with EPMD and starts the rounds. The first round runs at once.
     pub fn start(config: &Config) -> Result<Node, Error> {
         let me = Arc::new(Identity::new(config.name.as_str(), &config.cookie));
         let bind = SocketAddr::new(config.ip, config.port);
         let socket = TcpListener::bind(bind).map_err(|e| Error::Bind(bind, e))?;
         let addr = socket.local_addr().map_err(|e| Error::Bind(bind, e))?;
-        let registry = Registry::new(&config.sync_dir);
-        check_name_is_free(&registry, config, &me)?;
 
         let listener = Listener::start(socket, me.clone()).map_err(Error::Thread)?;
-        // Known to EPMD and the registry only once the listener answers, so
-        // a node that finds us can connect at once.
-        let epmd_presence = join_epmd(config, addr.port())?;
+        // Known to the registry and EPMD only once the listener answers, so
+        // a node that finds us can connect at once. The registry first: its
+        // judge asks EPMD whether a foreign node holds the name, which must
+        // not find our own registration.
+        let own = OwnEntry::claim(
+            &config.sync_dir,
+            &Record::new(config.name.clone(), addr, SystemTime::now()),
+            |holder| still_held(holder, config, &me),
+        )
+        .map_err(|e| match e {
+            ClaimError::Taken(why) => Error::Taken(config.name.clone(), why),
+            ClaimError::Io(e) => Error::Registry(e),
+        });
+        let own = match own {
+            Ok(own) => own,
+            Err(e) => {
+                listener.stop();
+                return Err(e);
+            }
+        };
+        let epmd_presence = match join_epmd(config, addr.port()) {
+            Ok(presence) => presence,
+            Err(e) => {
+                let _ = own.remove();
+                listener.stop();
+                return Err(e);
+            }
+        };
         let reporter = Reporter::start().map_err(Error::Thread)?;
         let prober = Prober::start(me.clone(), config.epmd_port).map_err(Error::Thread)?;
-        // Written here, not only by the first round, so a registry we cannot
-        // write to stops the start with a clear error.
-        registry
-            .write(&own_record(config, addr))
-            .map_err(Error::Registry)?;
         let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);
         let rounds = Rounds {
             membership: Membership::new(config.name.clone(), config.interval, config.ttl),
             config: config.clone(),
-            addr,
-            registry,
+            registry: Registry::new(&config.sync_dir),
+            own,
             prober,
             reports: reporter.sender(),
             heartbeat_failing: false,
+            listing_failing: false,
         };
         let round = thread::Builder::new()
             .name("pulse-round".into())
@@ -149,7 +162,7 @@ impl Node {
         // see a leave, not a failure.
         match self.epmd {
             Some(EpmdPresence::Serving(responder)) => responder.stop(),
-            Some(EpmdPresence::Registered(registration)) => drop(registration),
+            Some(EpmdPresence::Registered(registrar)) => registrar.stop(),
             None => {}
         }
         self.listener.stop();
@@ -157,7 +170,8 @@ impl Node {
     }
 }
 
-/// Registers with EPMD, or starts answering for it, as configured.
+/// Registers with EPMD (now and whenever it comes back), or starts
+/// answering for it, as configured.
 fn join_epmd(config: &Config, port: u16) -> Result<Option<EpmdPresence>, Error> {
     let at = SocketAddr::new(config.ip, config.epmd_port);
     let alive = config.name.alive();
@@ -169,40 +183,49 @@ fn join_epmd(config: &Config, port: u16) -> Result<Option<EpmdPresence>, Error> 
             info!("answering EPMD requests for {alive} on {at}");
             Ok(Some(EpmdPresence::Serving(responder)))
         }
-        EpmdMode::Auto => match epmd::register(at, alive, port, EPMD_TIMEOUT) {
-            Ok(registration) => {
-                info!("registered {alive} with EPMD at {at}");
-                Ok(Some(EpmdPresence::Registered(registration)))
-            }
+        EpmdMode::Auto => match Registrar::start(at, alive, port, config.interval) {
+            Ok(registrar) => Ok(Some(EpmdPresence::Registered(registrar))),
             Err(e @ epmd::RegisterError::NameTaken(_)) => Err(Error::Epmd(e.to_string())),
-            Err(e) => {
-                info!(
-                    "no EPMD at {at} ({e}): Erlang nodes reach this node only through the registry"
-                );
-                Ok(None)
-            }
+            Err(epmd::RegisterError::Io(e)) => Err(Error::Thread(e)),
         },
     }
 }
 
-/// Refuses to start under a name a live node answers to. "Live" means the
-/// node at the registered address completes the handshake's challenge with
-/// that name: a wrong cookie still proves it is there.
-fn check_name_is_free(registry: &Registry, config: &Config, me: &Identity) -> Result<(), Error> {
-    let Some(addr) = registry.read(&config.name).and_then(|r| r.addr) else {
-        return Ok(());
+/// Why an existing entry under our name is still held, or `None` when it is
+/// stale. A pulse node holds its entry's lock for its life (frozen or not);
+/// one that answers at its recorded address is alive even without the lock
+/// (a wrong cookie still proves it is there). A foreign node is alive while
+/// its file is fresh, or while EPMD on its host knows the name.
+fn still_held(holder: &Holder, config: &Config, me: &Identity) -> Option<String> {
+    if holder.locked {
+        return Some("a running pulse node holds its registry entry".into());
+    }
+    if let Some(record) = &holder.record {
+        let addr = record.addr?;
+        let deadline = Instant::now() + config.timeout;
+        return match probe::open(me, config.epmd_port, &record.target(), deadline) {
+            Ok(_) | Err(Reason::BadCookie) => {
+                Some(format!("a live node answers under it at {addr}"))
+            }
+            Err(_) => None,
+        };
+    }
+    let age = SystemTime::now()
+        .duration_since(holder.modified)
+        .unwrap_or(Duration::ZERO);
+    if age < config.ttl {
+        return Some(format!(
+            "its registry entry was written {:.1} s ago by a node that is not pulse",
+            age.as_secs_f64()
+        ));
+    }
+    let host: IpAddr = match config.name.host() {
+        "localhost" => IpAddr::from([127, 0, 0, 1]),
+        host => host.parse().ok()?,
     };
-    let target = Target {
-        name: config.name.clone(),
-        addr: Some(addr),
-    };
-    match probe::open(
-        me,
-        crate::erlang::epmd::DEFAULT_PORT,
-        &target,
-        Instant::now() + config.timeout,
-    ) {
-        Ok(_) | Err(Reason::BadCookie) => Err(Error::Duplicate(config.name.clone(), addr)),
-        Err(_) => Ok(()),
+    let at = SocketAddr::new(host, config.epmd_port);
+    match epmd::port_please(at, config.name.alive(), EPMD_TIMEOUT) {
+        Ok(Some(port)) => Some(format!("EPMD at {at} knows it (port {port})")),
+        _ => None,
     }
 }

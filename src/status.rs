@@ -19,17 +19,20 @@ fn checker(config: &Config, what: &str) -> Arc<Identity> {
 }
 
 fn ping_all(me: Arc<Identity>, records: &[Record], config: &Config) -> io::Result<Vec<Outcome>> {
-    let targets: Vec<Target> = records
-        .iter()
-        .map(|r| Target {
-            name: r.name.clone(),
-            addr: r.addr,
-        })
-        .collect();
+    let targets: Vec<Target> = records.iter().map(Record::target).collect();
     let mut prober = Prober::start(me, config.epmd_port)?;
     let results = prober.round(&targets, config.timeout);
     prober.close();
     Ok(results.into_iter().map(|(_, o)| o).collect())
+}
+
+/// Every node entry in the registry; none when the directory does not exist.
+fn registered(config: &Config) -> io::Result<Vec<Record>> {
+    match Registry::new(&config.sync_dir).scan() {
+        Ok(scan) => Ok(scan.records),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
 }
 
 /// One registered node as `pulse status` saw it.
@@ -37,7 +40,7 @@ fn ping_all(me: Arc<Identity>, records: &[Record], config: &Config) -> io::Resul
 pub struct NodeStatus {
     /// The registered name.
     pub name: String,
-    /// The record's address; `None` for a bare entry (asked of EPMD).
+    /// The record's address; `None` for a foreign entry (asked of EPMD).
     pub address: Option<String>,
     /// Whether it answered the ping.
     pub alive: bool,
@@ -51,7 +54,7 @@ pub struct NodeStatus {
 
 /// Pings every registered node once and describes each.
 pub fn check_all(config: &Config) -> io::Result<Vec<NodeStatus>> {
-    let records = Registry::new(&config.sync_dir).scan();
+    let records = registered(config)?;
     let outcomes = ping_all(checker(config, "status"), &records, config)?;
     let now = registry::unix_ms(SystemTime::now());
     Ok(records
@@ -67,7 +70,8 @@ pub fn check_all(config: &Config) -> io::Result<Vec<NodeStatus>> {
                 address: record.addr.map(|a| a.to_string()),
                 alive,
                 rtt,
-                heartbeat_age_ms: record.heartbeat_ms().map(|hb| now.saturating_sub(hb)),
+                // The heartbeat is the file's modification time, whoever wrote it.
+                heartbeat_age_ms: Some(now.saturating_sub(record.modified_ms)),
                 reason,
             }
         })
@@ -151,7 +155,8 @@ pub fn to_json(nodes: &[NodeStatus]) -> String {
 /// or else the one whose record carries this host's address. Ok(false) when
 /// it does not answer; an error when none can be found.
 pub fn health(config: &Config, name_given: bool) -> Result<bool, String> {
-    let records = Registry::new(&config.sync_dir).scan();
+    let records = registered(config)
+        .map_err(|e| format!("cannot list {}: {e}", config.sync_dir.display()))?;
     let own: Vec<Record> = records
         .into_iter()
         .filter(|r| {

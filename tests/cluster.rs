@@ -95,8 +95,10 @@ fn graceful_leave_kill_and_expiry() {
             && registry_names(&dir.sync_dir()) == [names[0]]
     });
     assert!(ok, "{}", b1.dump());
+    // The TTL counts from the last heartbeat and answer b1 saw, which may
+    // be up to one interval before the kill.
     assert!(
-        killed_at.elapsed() >= Duration::from_millis(1500),
+        killed_at.elapsed() >= Duration::from_millis(1500 - 300),
         "expired before the TTL"
     );
 }

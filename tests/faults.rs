@@ -74,12 +74,12 @@ fn status_lines_in_file(dir: &TempDir, name: &str) -> usize {
         .count()
 }
 
-fn heartbeat(dir: &TempDir, name: &str) -> Option<String> {
-    let record = fs::read_to_string(dir.sync_dir().join(name)).ok()?;
-    record
-        .lines()
-        .find_map(|l| l.strip_prefix("heartbeat "))
-        .map(str::to_string)
+/// A node's heartbeat: its record file's modification time (the record is
+/// written once and then touched).
+fn heartbeat(dir: &TempDir, name: &str) -> Option<std::time::SystemTime> {
+    fs::metadata(dir.sync_dir().join(name))
+        .and_then(|m| m.modified())
+        .ok()
 }
 
 /// What a node with an unread stdout said on stderr, and the log file.
@@ -465,4 +465,43 @@ fn too_few_descriptors_hide_no_live_node_and_cause_no_warning_storm() {
         node.count_containing("accept failed") + node.count_containing("out of file descriptors");
     assert!(storm <= 1, "{}", node.dump());
     drop(held);
+}
+
+#[test]
+fn a_cookie_file_others_may_read_is_refused_as_erlang_refuses_it() {
+    let dir = TempDir::new("loose-cookie");
+    let cookie = dir.path().join(".erlang.cookie");
+    fs::write(&cookie, "secret").expect("cookie");
+    let run = || {
+        pulse_cmd(&dir)
+            .args([
+                "--name",
+                "c1@127.0.0.1",
+                "--epmd",
+                "off",
+                "--interval",
+                "100",
+            ])
+            .arg("--sync-dir")
+            .arg(dir.sync_dir())
+            .arg("--log-file")
+            .arg(dir.log_file())
+            .output()
+            .expect("run")
+    };
+    for mode in [0o644, 0o440] {
+        let loose = std::os::unix::fs::PermissionsExt::from_mode(mode);
+        fs::set_permissions(&cookie, loose).expect("chmod");
+        let out = run();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "mode {mode:o}: {stderr}");
+        assert!(
+            stderr.contains("must be accessible by owner only"),
+            "mode {mode:o}: {stderr}"
+        );
+        assert!(
+            !dir.sync_dir().exists(),
+            "a node started with mode {mode:o}"
+        );
+    }
 }

@@ -39,14 +39,20 @@ fn registry_garbage_is_skipped_with_one_warning_each() {
     assert!(fifo_ok.is_ok_and(|s| s.success()), "mkfifo");
 
     let node = Node::start(&dir, "g1@127.0.0.1", "c", &["--interval", "200"]);
-    let ok = wait_until(Duration::from_secs(15), || status_lines(&node) >= 5);
+    // Any text under a node's name is a node's entry (a foreign one): never
+    // answering and never changing, those two expire after the TTL.
+    let ok = wait_until(Duration::from_secs(15), || {
+        status_lines(&node) >= 5 && node.sees_all_alive(&["g1@127.0.0.1"])
+    });
     assert!(ok, "{}", node.dump());
-    assert!(node.sees_all_alive(&["g1@127.0.0.1"]), "{}", node.dump());
+    for foreign in ["bin@127.0.0.1", "garbled@127.0.0.1"] {
+        let expired = format!("node {foreign} expired: no heartbeat and no answer");
+        assert_eq!(node.count_containing(&expired), 1, "{}", node.dump());
+        assert_eq!(node.count_containing(&format!("'{foreign}'")), 0);
+    }
     for bad in [
         "'README': not a node name",
         "'big@127.0.0.1': record of 100000 bytes",
-        "'bin@127.0.0.1'",
-        "'garbled@127.0.0.1'",
         "'dir@127.0.0.1': not a regular file (a directory)",
         "'link@127.0.0.1': not a regular file (a symlink)",
         "'fifo@127.0.0.1': not a regular file (a FIFO)",

@@ -3,11 +3,13 @@
 
 mod cli;
 mod cluster;
+mod epmd;
 mod erlang;
 mod faults;
 mod forged;
 mod hostile;
 mod mixed;
 mod process;
+mod registry;
 mod util;
 mod watch;

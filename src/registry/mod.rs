@@ -1,66 +1,112 @@
 //! The shared registry directory: one file per node, named after it.
 //!
-//! Our own record is rewritten every interval through a temporary file and a
-//! rename, so readers see the old record or the new one, never half of one.
-//! Everything else in the directory is untrusted: a file that is not a
-//! regular file, has no valid node name, or holds an unreadable, oversized or
-//! garbled record is skipped with one warning (repeated only if the reason
-//! changes), and no file type can block a scan.
+//! Everything in the directory is untrusted. A regular file whose name is a
+//! node name is that node's entry: a pulse record (it carries the address),
+//! or a *foreign* entry whatever else it holds, such as the recipe's Elixir
+//! nodes' timestamps (the port comes from EPMD). Only what cannot be a node's
+//! entry is skipped: a name that is not a node name, something that is not a
+//! regular file, a file with more than one link, an oversized file. Each is
+//! warned about once; many at once are summarised in one line.
 //!
-//! A record, version 1 (keys in any order, unknown keys ignored):
-//!
-//! ```text
-//! pulse 1
-//! name a1@127.0.0.1
-//! addr 127.0.0.1:40123
-//! heartbeat 1795474399123
-//! ```
-//!
-//! A file holding a single word instead (the recipe's Elixir nodes write just
-//! a timestamp) is a *bare* entry: it has a heartbeat but no address, so its
-//! port is asked of EPMD.
+//! A scan costs one `lstat` per node entry: a file's heartbeat is the file
+//! changing (inode, modification time or size), and its text is read again
+//! only when its inode or size changed, every [`REREAD_AFTER`], or when told
+//! to [`Registry::forget`] it. Our own entry is written by [`own`].
 
 use std::collections::HashMap;
+use std::fmt;
 use std::fs::{self, File};
 use std::hash::{Hash, Hasher};
-use std::io::{self, Read, Write};
-use std::os::unix::fs::{DirEntryExt, MetadataExt, OpenOptionsExt};
+use std::io::{self, Read};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use log::debug;
+
 use crate::name::NodeName;
 
-/// Largest record read; real ones are under 100 bytes.
+/// Largest entry read; real ones are under 100 bytes.
 pub const MAX_RECORD: u64 = 4096;
-/// Most directory entries looked at in one scan.
+/// Most node entries looked at in one scan. Entries that cannot be node
+/// entries do not count, so junk never crowds out a node.
 pub const MAX_ENTRIES: usize = 10_000;
+/// Skipped entries warned about one by one in a scan; more are summarised.
+const WARN_EACH_UP_TO: usize = 5;
 
+pub mod own;
 mod record;
 
 pub use record::{Record, unix_ms};
 
-/// How long a record's text is trusted while only its heartbeat moves.
+/// How long an entry's text is trusted while only its heartbeat moves.
 ///
-/// Every node rewrites its record every interval, so reading every file
-/// every round would cost each node an open, a read and a close per peer per
-/// round. Instead a scan tells a rewrite from the listing alone (a rename
-/// brings a new inode) or, for a file rewritten in place, from its
-/// modification time, and reads the text again only this long after the
-/// last read, or sooner when told to [`Registry::forget`] it.
+/// A live pulse node touches its record every interval without rewriting
+/// it, and the text of a foreign entry does not matter, so reading every
+/// file every round would cost each node an open, a read and a close per
+/// peer per round for nothing.
 const REREAD_AFTER: Duration = Duration::from_secs(5);
 
-/// What a scan remembers of a file.
+/// Why a directory entry is not a node's entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Skip {
+    /// The file name is not a node name.
+    NotANodeName,
+    /// Not a regular file (what it is instead).
+    NotRegular(&'static str),
+    /// A regular file with other names too: it may be anyone's file.
+    HardLinked(u64),
+    /// Over [`MAX_RECORD`] bytes.
+    Oversized(u64),
+    /// Could not be looked at.
+    Unreadable(String),
+}
+
+impl fmt::Display for Skip {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Skip::NotANodeName => write!(f, "not a node name"),
+            Skip::NotRegular(what) => write!(f, "not a regular file ({what})"),
+            Skip::HardLinked(n) => write!(f, "a file with {n} hard links"),
+            Skip::Oversized(len) => {
+                write!(
+                    f,
+                    "record of {len} bytes is over the {MAX_RECORD}-byte limit"
+                )
+            }
+            Skip::Unreadable(why) => write!(f, "cannot read: {why}"),
+        }
+    }
+}
+
+/// What one directory entry turned out to be.
+enum Look {
+    Node(Cached),
+    Skipped(Skip),
+    /// Gone between the listing and the look: not worth a word.
+    Vanished,
+}
+
+/// What a scan remembers of a node's file.
 struct Cached {
     ino: u64,
-    /// The modification time, once a scan has needed to look at it.
-    mtime_ns: Option<i128>,
+    len: u64,
     record: Record,
     read_at: Instant,
 }
 
-fn version_of(ino: u64, mtime_ns: Option<i128>) -> u64 {
+/// One registry scan.
+pub struct Scan {
+    /// Every node entry, sorted by name.
+    pub records: Vec<Record>,
+    /// The directory is not the one the last scan listed (it was deleted
+    /// and made again): entries missing now may just not be back yet.
+    pub dir_replaced: bool,
+}
+
+fn version_of(ino: u64, mtime_ns: i128, len: u64) -> u64 {
     let mut hasher = std::hash::DefaultHasher::new();
-    (ino, mtime_ns).hash(&mut hasher);
+    (ino, mtime_ns, len).hash(&mut hasher);
     hasher.finish()
 }
 
@@ -68,26 +114,34 @@ fn mtime_ns(meta: &fs::Metadata) -> i128 {
     i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec())
 }
 
+fn mtime_ms(meta: &fs::Metadata) -> u64 {
+    u64::try_from(mtime_ns(meta) / 1_000_000).unwrap_or(0)
+}
+
 /// A registry directory, and what this node has seen in it.
 pub struct Registry {
     dir: PathBuf,
-    /// Records by file name.
+    /// Node entries by file name.
     cache: HashMap<String, Cached>,
-    /// Files skipped, with the reason last warned about.
-    warned: HashMap<String, String>,
-    dir_missing_warned: bool,
+    /// Entries skipped, with the reason last warned about.
+    warned: HashMap<String, Skip>,
+    /// The directory's (device, inode) at the last listing.
+    dir_id: Option<(u64, u64)>,
+    /// Node entries left out of the last scan for the cap.
+    over_cap: usize,
     /// Warnings from scans, for the round to pass on in its report.
     warnings: Vec<String>,
 }
 
 impl Registry {
-    /// A registry in `dir` (created on the first write).
+    /// A registry in `dir`.
     pub fn new(dir: impl Into<PathBuf>) -> Registry {
         Registry {
             dir: dir.into(),
             cache: HashMap::new(),
             warned: HashMap::new(),
-            dir_missing_warned: false,
+            dir_id: None,
+            over_cap: 0,
             warnings: Vec::new(),
         }
     }
@@ -101,94 +155,124 @@ impl Registry {
         self.dir.join(name.as_str())
     }
 
-    /// Writes our record atomically, creating the directory when it is
-    /// missing (also when it was deleted under a running node).
-    pub fn write(&self, record: &Record) -> io::Result<()> {
-        match self.write_once(record) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                fs::create_dir_all(&self.dir)?;
-                self.write_once(record)
-            }
-            other => other,
+    /// Removes an expired node's file, unless it changed since `seen` was
+    /// scanned (its node restarted under the name meanwhile). A file
+    /// already gone is not an error.
+    pub fn remove_if_unchanged(&self, seen: &Record) -> io::Result<()> {
+        let path = self.path(&seen.name);
+        match path.symlink_metadata() {
+            Ok(meta) if version_of(meta.ino(), mtime_ns(&meta), meta.len()) == seen.version => {}
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
         }
-    }
-
-    fn write_once(&self, record: &Record) -> io::Result<()> {
-        // A dot-file: scanners skip it silently while it is being written.
-        let tmp = self
-            .dir
-            .join(format!(".{}.{}.tmp", record.name, std::process::id()));
-        let result = File::create(&tmp)
-            .and_then(|mut f| f.write_all(record.to_text().as_bytes()))
-            .and_then(|()| fs::rename(&tmp, self.path(&record.name)));
-        if result.is_err() {
-            let _ = fs::remove_file(&tmp);
-        }
-        result
-    }
-
-    /// Removes a node's file; a file already gone is not an error.
-    pub fn remove(&self, name: &NodeName) -> io::Result<()> {
-        match fs::remove_file(self.path(name)) {
+        match fs::remove_file(path) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
         }
     }
 
-    /// Reads one node's record, if it has a valid one.
+    /// Reads one node's entry afresh, if it has one.
     pub fn read(&self, name: &NodeName) -> Option<Record> {
-        let (text, _) = read_untrusted(&self.path(name)).ok()?;
-        Record::parse(name, &text).ok()
+        let (bytes, _) = read_untrusted(&self.path(name)).ok()?;
+        Some(Record::from_file(name, &bytes))
     }
 
-    /// Lists every valid record, sorted by name. Bad entries are skipped with
-    /// one warning each, kept for [`Registry::take_warnings`].
-    pub fn scan(&mut self) -> Vec<Record> {
-        let entries = match fs::read_dir(&self.dir) {
-            Ok(entries) => {
-                self.dir_missing_warned = false;
-                entries
-            }
-            Err(e) => {
-                if !self.dir_missing_warned {
-                    self.warnings
-                        .push(format!("registry: cannot list {}: {e}", self.dir.display()));
-                    self.dir_missing_warned = true;
-                }
-                self.cache.clear();
-                return Vec::new();
-            }
-        };
-        let mut seen_bad = HashMap::new();
+    /// Lists every node entry. Entries that cannot be node entries are
+    /// skipped with one warning each (a summary when there are many). An
+    /// error means the directory could not be listed: it says nothing
+    /// about the nodes.
+    pub fn scan(&mut self) -> io::Result<Scan> {
+        let entries = fs::read_dir(&self.dir)?;
+        let dir_id = fs::metadata(&self.dir)
+            .ok()
+            .map(|meta| (meta.dev(), meta.ino()));
+        let dir_replaced = self.dir_id.is_some() && dir_id != self.dir_id;
+        if dir_id.is_some() {
+            self.dir_id = dir_id;
+        }
+        if dir_replaced {
+            self.cache.clear();
+        }
+        let mut skipped = HashMap::new();
         let mut cache = HashMap::new();
         let mut records = Vec::new();
-        for entry in entries.flatten().take(MAX_ENTRIES) {
+        let mut over_cap = 0;
+        for entry in entries.flatten() {
             let file_name = entry.file_name().to_string_lossy().into_owned();
             if file_name.starts_with('.') {
                 continue;
             }
-            match self.look_at(&entry, &file_name) {
-                Ok(cached) => {
+            let Ok(name) = file_name.parse::<NodeName>() else {
+                skipped.insert(file_name, Skip::NotANodeName);
+                continue;
+            };
+            if cache.len() >= MAX_ENTRIES {
+                over_cap += 1;
+                continue;
+            }
+            match self.look_at(&entry, &name) {
+                Look::Node(cached) => {
                     records.push(cached.record.clone());
                     cache.insert(file_name, cached);
                 }
-                // Gone between the listing and the look: not worth a word.
-                Err(why) if why.is_empty() => {}
-                Err(why) => {
-                    if self.warned.get(&file_name) != Some(&why) {
-                        self.warnings.push(format!(
-                            "registry: skipping '{}': {why}",
-                            file_name.escape_debug()
-                        ));
-                    }
-                    seen_bad.insert(file_name, why);
+                Look::Skipped(why) => {
+                    skipped.insert(file_name, why);
                 }
+                Look::Vanished => {}
             }
         }
+        if over_cap > 0 && over_cap != self.over_cap {
+            self.warnings.push(format!(
+                "registry: {over_cap} node entries over the {MAX_ENTRIES}-entry limit are left out"
+            ));
+        }
+        self.over_cap = over_cap;
+        self.warn_skipped(&skipped);
         self.cache = cache;
-        self.warned = seen_bad;
+        self.warned = skipped;
         records.sort_by(|a, b| a.name.cmp(&b.name));
-        records
+        Ok(Scan {
+            records,
+            dir_replaced,
+        })
+    }
+
+    /// Warns about entries skipped for a new reason: each one up to a few,
+    /// then one summary line.
+    fn warn_skipped(&mut self, skipped: &HashMap<String, Skip>) {
+        let mut news: Vec<(&String, &Skip)> = skipped
+            .iter()
+            .filter(|(name, why)| self.warned.get(*name) != Some(why))
+            .collect();
+        if news.is_empty() {
+            return;
+        }
+        news.sort_by(|a, b| a.0.cmp(b.0));
+        let each = if news.len() > WARN_EACH_UP_TO {
+            3
+        } else {
+            news.len()
+        };
+        for (name, why) in &news[..each] {
+            self.warnings.push(format!(
+                "registry: skipping '{}': {why}",
+                name.escape_debug()
+            ));
+        }
+        if news.len() > each {
+            let names = news[each..]
+                .iter()
+                .filter(|(_, why)| **why == Skip::NotANodeName)
+                .count();
+            self.warnings.push(format!(
+                "registry: skipping {} more entries that cannot be node entries \
+                 ({names} not node names, {} other), {} skipped in all",
+                news.len() - each,
+                news.len() - each - names,
+                skipped.len()
+            ));
+        }
     }
 
     /// The warnings of the scans since the last call.
@@ -202,71 +286,81 @@ impl Registry {
         self.cache.remove(name.as_str());
     }
 
-    /// One directory entry: its record, or why it is skipped (empty when it
-    /// vanished meanwhile).
-    fn look_at(&self, entry: &fs::DirEntry, file_name: &str) -> Result<Cached, String> {
-        let name: NodeName = file_name
-            .parse()
-            .map_err(|_| "not a node name".to_string())?;
-        // The listing gives the type and the inode without a system call.
-        let kind = match entry.file_type() {
-            Ok(kind) => kind,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(String::new()),
-            Err(e) => return Err(format!("cannot stat: {e}")),
-        };
-        if !kind.is_file() {
-            return Err(format!("not a regular file ({})", describe(&kind)));
+    /// One directory entry under a node's name.
+    fn look_at(&self, entry: &fs::DirEntry, name: &NodeName) -> Look {
+        // The listing gives the type without a system call.
+        match entry.file_type() {
+            Ok(kind) if !kind.is_file() => return Look::Skipped(Skip::NotRegular(describe(&kind))),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Look::Vanished,
+            Err(e) => return Look::Skipped(Skip::Unreadable(e.to_string())),
         }
-        let ino = entry.ino();
-        let fresh = self
+        let meta = match entry.path().symlink_metadata() {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Look::Vanished,
+            Err(e) => return Look::Skipped(Skip::Unreadable(e.to_string())),
+        };
+        if let Err(why) = check_entry(&meta) {
+            return Look::Skipped(why);
+        }
+        let (ino, len) = (meta.ino(), meta.len());
+        let version = version_of(ino, mtime_ns(&meta), len);
+        let modified_ms = mtime_ms(&meta);
+        let known = self
             .cache
-            .get(file_name)
-            .filter(|c| c.read_at.elapsed() < REREAD_AFTER);
-        if let Some(old) = fresh {
-            let (mtime, version) = if old.ino != ino {
-                // Replaced by a rename, as pulse writes: the heartbeat moved.
-                (None, version_of(ino, None))
-            } else {
-                // The same file: moved only if rewritten in place.
-                let now = match entry.path().symlink_metadata() {
-                    Ok(meta) => mtime_ns(&meta),
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(String::new()),
-                    Err(e) => return Err(format!("cannot stat: {e}")),
-                };
-                match old.mtime_ns {
-                    Some(seen) if seen != now => (Some(now), version_of(ino, Some(now))),
-                    _ => (Some(now), old.record.version),
-                }
-            };
-            let record = Record {
-                version,
-                ..old.record.clone()
-            };
-            return Ok(Cached {
-                ino,
-                mtime_ns: mtime,
-                record,
-                read_at: old.read_at,
+            .get(name.as_str())
+            .filter(|c| c.ino == ino && c.len == len && c.read_at.elapsed() < REREAD_AFTER);
+        if let Some(old) = known {
+            return Look::Node(Cached {
+                record: Record {
+                    version,
+                    modified_ms,
+                    ..old.record.clone()
+                },
+                ..*old
             });
         }
-        let (text, meta) = match read_untrusted(&entry.path()) {
-            Ok(read) => read,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(String::new()),
-            Err(e) => return Err(e.to_string()),
+        let record = match read_untrusted(&entry.path()) {
+            Ok((bytes, _)) => Record::from_file(name, &bytes),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Look::Vanished,
+            // Swapped for a symlink or something else since the lstat.
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+                return Look::Skipped(Skip::NotRegular("a symlink"));
+            }
+            Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
+                return Look::Skipped(Skip::NotRegular("not a regular file any more"));
+            }
+            // A node's entry we may not read: its text would not matter.
+            Err(e) => {
+                debug!("registry: cannot read '{name}' ({e}), taking it as a foreign entry");
+                Record::foreign(name.clone())
+            }
         };
-        let mtime = mtime_ns(&meta);
-        let version = version_of(meta.ino(), Some(mtime));
-        let record = Record {
-            version,
-            ..Record::parse(&name, &text)?
-        };
-        Ok(Cached {
-            ino: meta.ino(),
-            mtime_ns: Some(mtime),
-            record,
+        Look::Node(Cached {
+            ino,
+            len,
+            record: Record {
+                version,
+                modified_ms,
+                ..record
+            },
             read_at: Instant::now(),
         })
     }
+}
+
+/// Whether a regular file's metadata can be a node's entry.
+fn check_entry(meta: &fs::Metadata) -> Result<(), Skip> {
+    if !meta.is_file() {
+        return Err(Skip::NotRegular(describe(&meta.file_type())));
+    }
+    if meta.nlink() > 1 {
+        return Err(Skip::HardLinked(meta.nlink()));
+    }
+    if meta.len() > MAX_RECORD {
+        return Err(Skip::Oversized(meta.len()));
+    }
+    Ok(())
 }
 
 fn describe(kind: &fs::FileType) -> &'static str {
@@ -286,9 +380,10 @@ fn describe(kind: &fs::FileType) -> &'static str {
     }
 }
 
-/// Reads a small regular file without following a symlink and without
-/// blocking, whatever was swapped in since it was listed.
-fn read_untrusted(path: &Path) -> io::Result<(String, fs::Metadata)> {
+/// Opens a registry file for reading without following a symlink and
+/// without blocking, whatever was swapped in since it was listed; anything
+/// but a regular file is an `InvalidInput` error.
+fn open_untrusted(path: &Path) -> io::Result<(File, fs::Metadata)> {
     let file = fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
@@ -300,13 +395,16 @@ fn read_untrusted(path: &Path) -> io::Result<(String, fs::Metadata)> {
             "not a regular file",
         ));
     }
+    Ok((file, meta))
+}
+
+/// Reads a small regular file safely (see [`open_untrusted`]).
+fn read_untrusted(path: &Path) -> io::Result<(Vec<u8>, fs::Metadata)> {
+    let (file, meta) = open_untrusted(path)?;
     if meta.len() > MAX_RECORD {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
-            format!(
-                "record of {} bytes is over the {MAX_RECORD}-byte limit",
-                meta.len()
-            ),
+            format!("{} bytes is over the {MAX_RECORD}-byte limit", meta.len()),
         ));
     }
     let mut bytes = Vec::new();
@@ -314,140 +412,11 @@ fn read_untrusted(path: &Path) -> io::Result<(String, fs::Metadata)> {
     if bytes.len() as u64 > MAX_RECORD {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
-            "record grew over the size limit",
+            "grew over the size limit",
         ));
     }
-    let text = String::from_utf8(bytes)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "record is not UTF-8"))?;
-    Ok((text, meta))
+    Ok((bytes, meta))
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::net::SocketAddr;
-    use std::time::SystemTime;
-
-    fn name(s: &str) -> NodeName {
-        s.parse().expect("valid name")
-    }
-
-    fn record(n: &str, port: u16, hb: u64) -> Record {
-        Record {
-            name: name(n),
-            addr: Some(SocketAddr::from(([127, 0, 0, 1], port))),
-            heartbeat: hb.to_string(),
-            version: 0,
-        }
-    }
-
-    /// Records as a scan gives them, without their versions.
-    fn scanned(reg: &mut Registry) -> Vec<Record> {
-        reg.scan()
-            .into_iter()
-            .map(|r| Record { version: 0, ..r })
-            .collect()
-    }
-
-    struct TempDir(PathBuf);
-    impl TempDir {
-        fn new(tag: &str) -> TempDir {
-            let p = std::env::temp_dir().join(format!("pulse-reg-{tag}-{}", std::process::id()));
-            let _ = fs::remove_dir_all(&p);
-            TempDir(p)
-        }
-    }
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
-
-    #[test]
-    fn write_recreates_a_deleted_dir_and_scan_sees_it() {
-        let tmp = TempDir::new("write");
-        let mut reg = Registry::new(tmp.0.join("sub"));
-        assert!(reg.scan().is_empty());
-        reg.write(&record("b@127.0.0.1", 2, 1)).expect("write");
-        reg.write(&record("a@127.0.0.1", 1, 1)).expect("write");
-        let names: Vec<_> = reg.scan().into_iter().map(|r| r.name.to_string()).collect();
-        assert_eq!(names, ["a@127.0.0.1", "b@127.0.0.1"]);
-        fs::remove_dir_all(tmp.0.join("sub")).expect("delete");
-        // Told to forget it, the scan reads the new text at once.
-        reg.write(&record("a@127.0.0.1", 10, 2))
-            .expect("write again");
-        reg.forget(&name("a@127.0.0.1"));
-        assert_eq!(scanned(&mut reg), vec![record("a@127.0.0.1", 10, 2)]);
-        reg.remove(&name("a@127.0.0.1")).expect("remove");
-        reg.remove(&name("a@127.0.0.1")).expect("remove twice");
-        assert!(reg.scan().is_empty());
-    }
-
-    #[test]
-    fn a_rewrite_in_place_moves_the_version() {
-        let tmp = TempDir::new("inplace");
-        let mut reg = Registry::new(&tmp.0);
-        let path = tmp.0.join("e@127.0.0.1");
-        fs::create_dir_all(&tmp.0).expect("dir");
-        fs::write(&path, "100").expect("write");
-        let first = reg.scan()[0].version;
-        // Looked at again, unchanged: the same version.
-        assert_eq!(reg.scan()[0].version, first);
-        assert_eq!(reg.scan()[0].version, first);
-        // Rewritten in place (same inode, as the recipe's nodes do), with a
-        // modification time that surely differs.
-        let file = fs::OpenOptions::new()
-            .write(true)
-            .open(&path)
-            .expect("open");
-        file.set_modified(SystemTime::now() + Duration::from_secs(10))
-            .expect("touch");
-        assert_ne!(reg.scan()[0].version, first);
-    }
-
-    #[test]
-    fn a_rename_rewrite_moves_the_version_without_a_read() {
-        let tmp = TempDir::new("version");
-        let mut reg = Registry::new(&tmp.0);
-        reg.write(&record("a@127.0.0.1", 1, 1)).expect("write");
-        let first = reg.scan();
-        reg.write(&record("a@127.0.0.1", 1, 2)).expect("rewrite");
-        let second = reg.scan();
-        assert_ne!(first[0].version, second[0].version);
-        // The text is trusted for REREAD_AFTER while only the heartbeat moves.
-        assert_eq!(second[0].heartbeat, "1");
-        // Unchanged file, unchanged version.
-        assert_eq!(reg.scan()[0].version, second[0].version);
-    }
-
-    #[test]
-    fn hostile_entries_are_skipped() {
-        let tmp = TempDir::new("hostile");
-        let dir = &tmp.0;
-        let mut reg = Registry::new(dir);
-        reg.write(&record("good@127.0.0.1", 1, 1)).expect("write");
-        fs::write(dir.join("not-a-name"), "x").expect("write");
-        fs::write(dir.join("big@127.0.0.1"), vec![b'1'; 10_000]).expect("write");
-        fs::write(dir.join("bin@127.0.0.1"), [0xff, 0xfe, 0]).expect("write");
-        fs::write(dir.join("garbled@127.0.0.1"), "pulse 1\nname nope\n").expect("write");
-        fs::create_dir(dir.join("dir@127.0.0.1")).expect("dir");
-        std::os::unix::fs::symlink("/dev/zero", dir.join("link@127.0.0.1")).expect("symlink");
-        let fifo = dir.join("fifo@127.0.0.1");
-        let made = std::process::Command::new("mkfifo")
-            .arg(&fifo)
-            .status()
-            .map(|s| s.success());
-        assert_eq!(made.ok(), Some(true), "mkfifo");
-        // Twice: the second scan uses the cache for the good one.
-        for _ in 0..2 {
-            let names: Vec<_> = reg.scan().into_iter().map(|r| r.name.to_string()).collect();
-            assert_eq!(names, ["good@127.0.0.1"]);
-        }
-        assert_eq!(reg.warned.len(), 7, "{:?}", reg.warned);
-        // One warning each, over both scans, handed to the round.
-        assert_eq!(reg.take_warnings().len(), 7);
-        assert!(reg.take_warnings().is_empty());
-        // A FIFO swapped in under a valid name is not opened for reading.
-        assert!(read_untrusted(&fifo).is_err());
-    }
-}
+mod tests;

@@ -8,37 +8,72 @@
 //! ```
 //!
 //! Keys come in any order and unknown keys are ignored, so later versions can
-//! add keys. A file holding a single word instead (the recipe's Elixir nodes
-//! write a timestamp) is a *bare* entry: it has a heartbeat but no address.
+//! add keys. Any other content under a node's name (the recipe's Elixir nodes
+//! write a timestamp) makes a *foreign* entry: a node without an address in
+//! the registry, whose port is asked of EPMD.
 
 use std::net::SocketAddr;
 use std::time::SystemTime;
 
 use crate::name::NodeName;
+use crate::probe::Target;
 
 /// The first line of a record of the current version.
 const MAGIC: &str = "pulse 1";
 
-/// One node's registry record.
+/// One node's registry entry.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Record {
     /// The node's name (equal to the file's name).
     pub name: NodeName,
-    /// Where its distribution listener is; `None` for a bare entry.
+    /// Where its distribution listener is; `None` for a foreign entry.
     pub addr: Option<SocketAddr>,
-    /// The heartbeat as written.
+    /// The heartbeat text of a pulse record (when it was written); empty
+    /// for a foreign entry.
     pub heartbeat: String,
-    /// Changes with every rewrite of the file (its inode, modification time
-    /// and size, hashed); 0 for a record not read from a file. Liveness is
-    /// judged by whether it changes, which also covers writers that rewrite
-    /// a file in place.
+    /// Changes whenever the file changes (its inode, modification time and
+    /// size, hashed); 0 for a record not read from a file. Liveness is
+    /// judged by whether it changes, whoever wrote the file and however.
     pub version: u64,
+    /// When the file was last modified, in Unix milliseconds (0 when not
+    /// read from a file): the heartbeat as the file system saw it.
+    pub modified_ms: u64,
 }
 
 impl Record {
-    /// The heartbeat as Unix milliseconds, when it is one.
-    pub fn heartbeat_ms(&self) -> Option<u64> {
-        self.heartbeat.parse().ok()
+    /// A pulse record for `name` at `addr`, written now.
+    pub fn new(name: NodeName, addr: SocketAddr, now: SystemTime) -> Record {
+        Record {
+            name,
+            addr: Some(addr),
+            heartbeat: unix_ms(now).to_string(),
+            version: 0,
+            modified_ms: 0,
+        }
+    }
+
+    /// The entry of a node that does not write pulse records.
+    pub fn foreign(name: NodeName) -> Record {
+        Record {
+            name,
+            addr: None,
+            heartbeat: String::new(),
+            version: 0,
+            modified_ms: 0,
+        }
+    }
+
+    /// Whether this is a foreign entry (its port comes from EPMD).
+    pub fn is_foreign(&self) -> bool {
+        self.addr.is_none()
+    }
+
+    /// Whom to ping for this entry.
+    pub fn target(&self) -> Target {
+        Target {
+            name: self.name.clone(),
+            addr: self.addr,
+        }
     }
 
     /// The record's text.
@@ -51,26 +86,23 @@ impl Record {
         text
     }
 
-    /// Parses a record found in the file called `name`.
+    /// Reads a file's content found under `name`: a pulse record, or a
+    /// foreign entry when it is anything else (empty, half-written,
+    /// another program's text, another version).
+    pub fn from_file(name: &NodeName, bytes: &[u8]) -> Record {
+        std::str::from_utf8(bytes)
+            .ok()
+            .and_then(|text| Record::parse(name, text).ok())
+            .unwrap_or_else(|| Record::foreign(name.clone()))
+    }
+
+    /// Parses a pulse record found in the file called `name`.
     pub fn parse(name: &NodeName, text: &str) -> Result<Record, String> {
         let mut lines = text.lines();
         let first = lines.next().unwrap_or("").trim();
         if first != MAGIC {
             if first.starts_with("pulse ") {
                 return Err(format!("unsupported record version '{first}'"));
-            }
-            // A bare entry: one short word, nothing else.
-            let bare = !first.is_empty()
-                && first.len() <= 64
-                && !first.contains(char::is_whitespace)
-                && lines.all(|l| l.trim().is_empty());
-            if bare && first.chars().all(|c| c.is_ascii_graphic()) {
-                return Ok(Record {
-                    name: name.clone(),
-                    addr: None,
-                    heartbeat: first.to_string(),
-                    version: 0,
-                });
             }
             return Err("not a pulse record".into());
         }
@@ -99,17 +131,22 @@ impl Record {
         if addr.port() == 0 {
             return Err("addr has port 0".into());
         }
+        // Only a complete record counts: the last line ends the text.
+        if !text.ends_with('\n') {
+            return Err("no final newline".into());
+        }
         let heartbeat = heartbeat.filter(|h| !h.is_empty()).ok_or("no heartbeat")?;
         Ok(Record {
             name: name.clone(),
             addr: Some(addr),
             heartbeat,
             version: 0,
+            modified_ms: 0,
         })
     }
 }
 
-/// Unix milliseconds now, the heartbeat pulse writes.
+/// Unix milliseconds at `now`.
 pub fn unix_ms(now: SystemTime) -> u64 {
     now.duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
@@ -125,17 +162,20 @@ mod tests {
 
     fn record(n: &str, port: u16, hb: u64) -> Record {
         Record {
-            name: name(n),
-            addr: Some(SocketAddr::from(([127, 0, 0, 1], port))),
             heartbeat: hb.to_string(),
-            version: 0,
+            ..Record::new(
+                name(n),
+                SocketAddr::from(([127, 0, 0, 1], port)),
+                SystemTime::UNIX_EPOCH,
+            )
         }
     }
 
     #[test]
     fn record_text_roundtrips() {
         let r = record("a@127.0.0.1", 4000, 17);
-        assert_eq!(Record::parse(&r.name, &r.to_text()), Ok(r));
+        assert_eq!(Record::parse(&r.name, &r.to_text()), Ok(r.clone()));
+        assert_eq!(Record::from_file(&r.name, r.to_text().as_bytes()), r);
     }
 
     #[test]
@@ -159,6 +199,10 @@ mod tests {
                 "pulse 1\nname a@127.0.0.1\naddr 127.0.0.1:1\n",
                 "no heartbeat",
             ),
+            (
+                "pulse 1\nname a@127.0.0.1\naddr 127.0.0.1:1\nheartbeat 1",
+                "final newline",
+            ),
             ("pulse 9\n", "version"),
             ("two words\n", "not a pulse record"),
             ("", "not a pulse record"),
@@ -166,10 +210,25 @@ mod tests {
             let err = Record::parse(&n, text).expect_err(text);
             assert!(err.contains(why), "{text:?}: {err}");
         }
-        let bare = Record::parse(&n, "1795474399123\n").expect("bare entry");
-        assert_eq!(
-            (bare.addr, bare.heartbeat_ms()),
-            (None, Some(1_795_474_399_123))
-        );
+    }
+
+    #[test]
+    fn anything_but_a_whole_pulse_record_is_a_foreign_entry() {
+        let n = name("e1@127.0.0.1");
+        let whole = record("e1@127.0.0.1", 4000, 17).to_text();
+        let mut texts: Vec<Vec<u8>> = vec![
+            b"{{2026, 11, 24}, {3, 16, 5}}".to_vec(),
+            b"1795474399123".to_vec(),
+            Vec::new(),
+            vec![0xff, 0xfe, 0],
+            b"pulse 2\nname e1@127.0.0.1\n".to_vec(),
+        ];
+        // Every prefix of a record, as a reader may catch it mid-write.
+        texts.extend((0..whole.len()).map(|i| whole.as_bytes()[..i].to_vec()));
+        for bytes in texts {
+            let r = Record::from_file(&n, &bytes);
+            assert_eq!(r, Record::foreign(n.clone()), "{bytes:?}");
+            assert!(r.is_foreign());
+        }
     }
 }

@@ -2,14 +2,13 @@
 //! killed on drop (each a [`Node`]), and a record refresher standing in for
 //! a live node.
 
-use std::io::Read;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::Duration;
 
-use super::{Node, TempDir, free_port, wait_for, wait_until, write_record};
+use super::{Node, TempDir, free_port, run_within, wait_for, write_record};
 
 /// A real `erl` node, killed on drop; `.0` has its output for dumps.
 pub struct Erl(pub Node);
@@ -139,24 +138,7 @@ pub fn erl_eval(
 
 /// Runs `cmd` and returns what it printed on stdout; a process still
 /// running after `limit` is killed and what it printed so far is returned.
-pub fn output_within(mut cmd: Command, limit: Duration) -> String {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start a program under test");
-    let mut stdout = child.stdout.take().expect("stdout");
-    let reader = thread::Builder::new()
-        .name("test-output".into())
-        .spawn(move || {
-            let mut out = String::new();
-            let _ = stdout.read_to_string(&mut out);
-            out
-        })
-        .expect("spawn reader");
-    wait_until(limit, || child.try_wait().ok().flatten().is_some());
-    let _ = child.kill();
-    let _ = child.wait();
-    reader.join().unwrap_or_default()
+pub fn output_within(cmd: Command, limit: Duration) -> String {
+    let (out, _finished) = run_within(cmd, limit);
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }

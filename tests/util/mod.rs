@@ -4,9 +4,9 @@
 #![allow(dead_code)] // each test module uses a different part of this
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStdout, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -273,6 +273,53 @@ fn collect_lines(from: impl std::io::Read + Send + 'static, into: Arc<Mutex<Vec<
             }
         })
         .expect("spawn reader");
+}
+
+/// Runs `cmd` to its end or `limit`, whichever comes first (then it is
+/// killed), and returns what it printed and whether it finished by itself.
+/// Both pipes are read while it runs, so a talkative program never blocks.
+pub fn run_within(mut cmd: Command, limit: Duration) -> (Output, bool) {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {:?}: {e}", cmd.get_program()));
+    let read_all = |pipe: Option<Box<dyn Read + Send>>| {
+        thread::Builder::new()
+            .name("test-output".into())
+            .spawn(move || {
+                let mut bytes = Vec::new();
+                if let Some(mut pipe) = pipe {
+                    let _ = pipe.read_to_end(&mut bytes);
+                }
+                bytes
+            })
+            .expect("spawn reader")
+    };
+    let stdout = read_all(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let stderr = read_all(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let finished = wait_until(limit, || matches!(child.try_wait(), Ok(Some(_))));
+    if !finished {
+        let _ = child.kill();
+    }
+    let status = child.wait().expect("wait for a killed child");
+    let out = Output {
+        status,
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
+    };
+    (out, finished)
 }
 
 /// Parses `HH:MM:SS.mmm [info] NAME["a@h": true, b@h: false]` for node `me`.

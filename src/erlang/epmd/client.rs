@@ -63,7 +63,7 @@ pub fn port_please(epmd: SocketAddr, alive: &str, timeout: Duration) -> io::Resu
 #[derive(Debug)]
 pub struct Registration {
     /// The open connection to EPMD; closing it unregisters the name.
-    _stream: TcpStream,
+    stream: TcpStream,
     /// The creation EPMD assigned to this incarnation of the node.
     pub creation: u32,
 }
@@ -162,8 +162,23 @@ fn register_once(
     if result != 0 {
         return Ok(None);
     }
-    Ok(Some(Registration {
-        _stream: stream,
-        creation,
-    }))
+    Ok(Some(Registration { stream, creation }))
+}
+
+impl Registration {
+    /// Whether EPMD still holds the connection. EPMD never writes on it, so
+    /// a readable socket means it was closed (EPMD stopped or restarted) and
+    /// the name is no longer registered.
+    pub fn is_open(&self) -> bool {
+        let mut byte = [0u8; 1];
+        if self.stream.set_nonblocking(true).is_err() {
+            return false;
+        }
+        let open = matches!(
+            self.stream.peek(&mut byte),
+            Err(ref e) if e.kind() == io::ErrorKind::WouldBlock
+        );
+        let _ = self.stream.set_nonblocking(false);
+        open
+    }
 }
