@@ -10,6 +10,7 @@ mod forged;
 mod hostile;
 mod links;
 mod mixed;
+mod process;
 mod registry;
 mod util;
 mod watch;
