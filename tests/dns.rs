@@ -296,7 +296,7 @@ fn dns_partial_and_shuffled_answers_never_flap() {
 
 #[test]
 fn dns_server_failures_change_nothing() {
-    let c = Cluster::new("dns-fail", 3, 4, &["--interval", "300", "--ttl", "1200"]);
+    let c = Cluster::new("dns-fail", 3, 4, &["--interval", "500", "--ttl", "2000"]);
     c.dns.set(
         "pulse.test",
         &[1, 2, 3].map(|i| Ipv4Addr::new(127, 1, 3, i)),
@@ -314,11 +314,11 @@ fn dns_server_failures_change_nothing() {
         steady(&refs, &names, 10, &format!("{mode:?}"));
         // Every node kept asking meanwhile.
         assert!(c.dns.udp_queries.load(Ordering::SeqCst) >= asked + 6);
-        // Lookups that hang until their deadline (1 s, over three rounds)
+        // Lookups that hang until their deadline (1 s, two rounds)
         // never stretch the rounds: they run on their own thread.
         for (n, mark) in refs.iter().zip(marks) {
             let gap = median_gap_ms(n, mark);
-            assert!(gap < 450, "{mode:?}: median round {gap} ms\n{}", n.dump());
+            assert!(gap < 750, "{mode:?}: median round {gap} ms\n{}", n.dump());
         }
     }
     for n in &refs {
