@@ -37,6 +37,9 @@ class PulseRuntime:
             str(self.binary), "--name", name, "--cookie", COOKIE,
             "--sync-dir", str(sync_dir), "--log-file", str(log_file),
             "--interval", str(self.interval_ms),
+            # The registry finds every peer; an EPMD some other program left
+            # running on this host must not refuse a name and stop a node.
+            "--epmd", "off",
         ]
         env = {k: v for k, v in os.environ.items() if not k.startswith("PULSE_")}
         return PROCS.spawn(argv, stdout=subprocess.PIPE, stderr=stderr, env=env)

@@ -11,6 +11,7 @@ pub mod erlang;
 pub mod fds;
 pub mod json;
 pub mod limiter;
+pub mod links;
 pub mod listener;
 pub mod logging;
 pub mod membership;

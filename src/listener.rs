@@ -1,11 +1,11 @@
-//! The answering side: accepts distribution connections and answers pings
-//! and ticks on them as an Erlang node would.
+//! The accepting side: takes distribution connections, does the acceptor's
+//! handshake and enters each link in the link table, where the round pings
+//! over it like any other.
 //!
-//! One thread accepts; each inbound link gets one reader thread for its
-//! life. With N nodes that is about N threads per node, the one thread per
-//! link the design allows (the pinging side of a link has no thread of its
-//! own). The accept thread is an [`AcceptThread`]; blocking reads are stopped
-//! by shutting their sockets down.
+//! One thread accepts; each inbound connection gets one thread that does its
+//! handshake and then reads the link for its life ([`Links::serve`]). The
+//! accept thread is an [`AcceptThread`]; blocking reads are stopped by
+//! shutting their sockets down.
 
 use std::collections::HashMap;
 use std::io;
@@ -18,27 +18,17 @@ use std::time::{Duration, Instant};
 use log::{debug, warn};
 
 use crate::acceptor::AcceptThread;
-use crate::erlang::Identity;
-use crate::erlang::frame::TICK;
 use crate::erlang::handshake::HandshakeError;
-use crate::erlang::link::{self, ReadError, Received};
-use crate::erlang::message;
 use crate::fds;
 use crate::limiter::{self, Limiter};
+use crate::links::{Links, READER_STACK};
 
 /// How long a connecting node may take over its handshake (Erlang's own
 /// `net_setuptime` is 7 s).
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(7);
-/// A link silent this long gets a tick from us, as Erlang's 15 s tick timer does.
-const TICK_AFTER: Duration = Duration::from_secs(15);
-/// A link we have heard nothing on for this long is dead (Erlang: 60 s).
-const DEAD_AFTER: Duration = Duration::from_secs(60);
 /// Most inbound links at once; beyond it new connections are closed at
 /// once. Lower when the descriptor limit is ([`fds::link_cap`]).
 pub const MAX_INBOUND: usize = 2048;
-/// Stack of a reader thread: it decodes small terms (nesting is capped), so
-/// a small stack keeps thousands of links cheap.
-const READER_STACK: usize = 128 * 1024;
 
 /// Sockets of the live inbound links, so `stop` can wake their readers.
 /// Shared state behind a lock, the named exception: the accept thread adds,
@@ -50,9 +40,9 @@ pub struct Listener(AcceptThread);
 
 impl Listener {
     /// Starts accepting on `socket`.
-    pub fn start(socket: TcpListener, me: Arc<Identity>) -> io::Result<Listener> {
+    pub fn start(socket: TcpListener, links: Arc<Links>) -> io::Result<Listener> {
         let thread = AcceptThread::spawn("pulse-listen", socket, move |socket, stop| {
-            accept_loop(socket, me, stop)
+            accept_loop(socket, links, stop)
         })?;
         Ok(Listener(thread))
     }
@@ -68,7 +58,7 @@ impl Listener {
     }
 }
 
-fn accept_loop(socket: TcpListener, me: Arc<Identity>, stop: Arc<AtomicBool>) {
+fn accept_loop(socket: TcpListener, links: Arc<Links>, stop: Arc<AtomicBool>) {
     let open: OpenLinks = Arc::default();
     let warnings = limiter::wrong_cookies();
     let mut readers: Vec<JoinHandle<()>> = Vec::new();
@@ -104,12 +94,12 @@ fn accept_loop(socket: TcpListener, me: Arc<Identity>, stop: Arc<AtomicBool>) {
                 map.insert(id, clone);
             }
         }
-        let (me, open2) = (me.clone(), open.clone());
+        let (links, open2) = (links.clone(), open.clone());
         let spawned = thread::Builder::new()
             .name("pulse-in".into())
             .stack_size(READER_STACK)
             .spawn(move || {
-                serve(stream, &me, warnings);
+                serve(stream, &links, warnings);
                 if let Ok(mut map) = open2.lock() {
                     map.remove(&id);
                 }
@@ -145,47 +135,15 @@ fn reap(readers: &mut Vec<JoinHandle<()>>) {
 }
 
 /// One inbound link, from handshake to close.
-fn serve(stream: TcpStream, me: &Identity, warnings: &Limiter) {
+fn serve(stream: TcpStream, links: &Links, warnings: &Limiter) {
     let addr = stream.peer_addr().ok();
-    let mut link = match link::accept(stream, me, Instant::now() + HANDSHAKE_TIMEOUT) {
-        Ok(link) => link,
+    match links.accept(stream, Instant::now() + HANDSHAKE_TIMEOUT) {
+        Ok(link) => links.serve(link),
         Err(HandshakeError::BadCookie(peer)) => {
             if let Some(addr) = addr {
                 warnings.wrong_cookie(&peer, addr);
             }
-            return;
         }
-        Err(e) => {
-            debug!("inbound handshake from {addr:?} failed: {e}");
-            return;
-        }
-    };
-    loop {
-        match link.recv(Instant::now() + TICK_AFTER) {
-            Ok(Received::Frame(frame)) => {
-                if let Some(reply) = message::answer(&frame) {
-                    if link.send(&reply).is_err() {
-                        return;
-                    }
-                }
-            }
-            // Answering every tick keeps the link up whatever the peer's
-            // net_ticktime is.
-            Ok(Received::Tick) => {
-                if link.send(&TICK).is_err() {
-                    return;
-                }
-            }
-            Err(ReadError::Timeout) => {
-                if link.last_read.elapsed() >= DEAD_AFTER {
-                    debug!("closing the silent link from {}", link.peer.name);
-                    return;
-                }
-                if link.last_write.elapsed() >= TICK_AFTER && link.send(&TICK).is_err() {
-                    return;
-                }
-            }
-            Err(ReadError::Broken(_)) => return,
-        }
+        Err(e) => debug!("inbound handshake from {addr:?} failed: {e}"),
     }
 }

@@ -30,7 +30,10 @@ pub enum Reason {
     NameMismatch(String),
     /// The address is unknown (no port in the record and none from EPMD).
     NoAddress(String),
-    /// Anything else: a closed link, a protocol error.
+    /// The node's link closed without its leaving: it was killed, or its
+    /// host went away (the words say what the link's reader saw).
+    Closed(String),
+    /// Anything else: a broken link, a protocol error.
     Failed(String),
 }
 
@@ -43,7 +46,7 @@ impl fmt::Display for Reason {
             // Text from the peer or EPMD: escaped and bounded wherever it is shown.
             Reason::NameMismatch(got) => write!(f, "name mismatch (it answered as {})", field(got)),
             Reason::NoAddress(why) => write!(f, "no address ({})", field(why)),
-            Reason::Failed(why) => write!(f, "{}", field(why)),
+            Reason::Closed(why) | Reason::Failed(why) => write!(f, "{}", field(why)),
         }
     }
 }
@@ -51,8 +54,10 @@ impl fmt::Display for Reason {
 impl Reason {
     /// The same kind of failure, whatever the details: a reason that only
     /// changes its wording is not a new event.
+    /// After a closed link, whatever the next dials say is the same outage.
     fn same_kind(&self, other: &Reason) -> bool {
-        std::mem::discriminant(self) == std::mem::discriminant(other)
+        matches!(self, Reason::Closed(_))
+            || std::mem::discriminant(self) == std::mem::discriminant(other)
     }
 }
 

@@ -1,8 +1,9 @@
 //! A running node: starts its threads, wires their channels, stops them.
 //!
 //! ```text
-//! pulse-listen ── pulse-in (one per inbound link): handshake, answer pings and ticks
-//! pulse-round  ── every interval: heartbeat, scan, expire, ping all (pulse-dial-N open links)
+//! pulse-listen ── pulse-in (one per inbound link): handshake, then read it
+//! pulse-round  ── every interval: heartbeat, scan, expire, ping all over the link table
+//!      │           (pulse-dial: one per missing link; pulse-link: reads a link we opened)
 //!      │ Report
 //!      ▼
 //! pulse-report ── events and the status line to the log
@@ -20,6 +21,7 @@ use log::info;
 
 use crate::config::{Config, EpmdMode};
 use crate::erlang::{Identity, epmd};
+use crate::links::Links;
 use crate::listener::Listener;
 use crate::membership::{Membership, Reason};
 use crate::name::NodeName;
@@ -87,7 +89,8 @@ impl Node {
         let socket = TcpListener::bind(bind).map_err(|e| Error::Bind(bind, e))?;
         let addr = socket.local_addr().map_err(|e| Error::Bind(bind, e))?;
 
-        let listener = Listener::start(socket, me.clone()).map_err(Error::Thread)?;
+        let (links, link_events) = Links::new(me.clone());
+        let listener = Listener::start(socket, links.clone()).map_err(Error::Thread)?;
         // Known to the registry and EPMD only once the listener answers, so
         // a node that finds us can connect at once. The registry first: its
         // judge asks EPMD whether a foreign node holds the name, which must
@@ -117,8 +120,8 @@ impl Node {
             }
         };
         let reporter = Reporter::start().map_err(Error::Thread)?;
-        let prober = Prober::start(me.clone(), config.epmd_port).map_err(Error::Thread)?;
         let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);
+        let prober = Prober::new(links, link_events, config.epmd_port).stop_on(stop_rx.clone());
         let rounds = Rounds {
             membership: Membership::new(config.name.clone(), config.interval, config.ttl),
             config: config.clone(),
@@ -156,7 +159,9 @@ impl Node {
     /// Leaves gracefully: finishes the round under way, removes our record,
     /// closes every link and joins every thread.
     pub fn shutdown(self) {
-        let _ = self.stop.send(());
+        // Dropped, not sent to: the round thread sees it both between rounds
+        // and while it waits for replies.
+        drop(self.stop);
         self.round.join().expect("the round thread never panics");
         // The record is gone before the listener stops answering, so peers
         // see a leave, not a failure.

@@ -1,37 +1,58 @@
-//! The pinging side: one ping per member per round over persistent links.
+//! The pinging side: one ping per member per round, over the link table.
 //!
-//! The round thread writes every ping of the round first, then collects the
-//! replies link by link against one deadline, so all pings are in flight at
-//! once and a peer that never answers costs the round at most the timeout.
-//! Opening a link (connect and handshake, plus the first ping) is left to a
-//! small pool of dialer threads, so a peer that hangs mid-handshake holds up
-//! one dialer, not the round. No thread or connection is made per peer per
-//! round: links stay open and are reused until they break.
+//! The round thread writes every ping of the round on the members' links
+//! (whoever opened them), then waits on one channel, until its deadline, for
+//! what the links' readers hand over: replies, and links that closed. So all
+//! pings are in flight at once and a peer that never answers costs the round
+//! at most the timeout. A member without a link gets a dial thread of its
+//! own; its link, when it comes up, gets the round's ping at once.
+//!
+//! Dial threads are detached on purpose: each ends by its own deadline, and
+//! neither a round nor shutdown waits for one past its deadline. A dial
+//! that timed out (a peer that accepts and then hangs) is not tried again
+//! before a backoff that doubles up to [`MAX_BACKOFF`], so hung peers cost a
+//! thread at most once per backoff, and never delay a live peer's dial.
 
 use std::collections::{HashMap, HashSet};
-use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::thread::{self, JoinHandle};
+use std::thread;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, Sender, select};
 
-use crate::erlang::frame::TICK;
 use crate::erlang::handshake::HandshakeError;
-use crate::erlang::link::{self, DialError, Link, ReadError, Received};
+use crate::erlang::link::{self, DialError, Link};
 use crate::erlang::message::{self, CallTemplate, Incoming};
 use crate::erlang::term::{Pid, Term};
 use crate::erlang::{Identity, Phase, epmd};
+use crate::links::{LinkEvent, Links};
 use crate::membership::{Outcome, Reason};
 use crate::name::NodeName;
 
-/// Threads that open links. Each blocks for at most one timeout per dial.
-const DIALERS: usize = 4;
+/// Most dials under way at once; beyond it a member waits for the next round.
+const MAX_DIALS: usize = 256;
 
-/// Rounds in a row a peer may leave a ping unanswered before its link is
-/// closed and opened afresh.
+/// Stack of a dial thread: a handshake and an EPMD lookup need little.
+const DIAL_STACK: usize = 128 * 1024;
+
+/// Pings in a row a link may leave unanswered before it is closed (and the
+/// next round dials afresh), if the peer has also sent nothing at all for
+/// [`SILENT_FOR`]: a busy peer that answers late, or ticks, keeps its link.
 const MAX_MISSED_REPLIES: u32 = 3;
+/// See [`MAX_MISSED_REPLIES`].
+const SILENT_FOR: Duration = Duration::from_secs(1);
+
+/// The least time a dial is given, whatever the round's timeout: a dial may
+/// finish after the round that started it, and its link then serves the
+/// next round (at a 10 ms interval a handshake under load can take longer
+/// than the 5 ms a round waits).
+const MIN_DIAL_TIME: Duration = Duration::from_secs(1);
+
+/// The first wait before a member whose dial timed out is dialled again.
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+/// The longest such wait.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(16);
 
 /// One member to ping.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -42,365 +63,491 @@ pub struct Target {
     pub addr: Option<SocketAddr>,
 }
 
-struct DialJob {
-    target: Target,
-    round: u64,
-    reference: u64,
-    timeout: Duration,
-}
-
 struct DialDone {
     target: Target,
-    round: u64,
-    link: Option<Link>,
-    outcome: Outcome,
+    result: Result<Arc<Link>, Reason>,
 }
 
-/// Pings members over links it keeps between rounds.
+/// A member whose dial timed out, and when it may be dialled again.
+struct Backoff {
+    target: Target,
+    until: Instant,
+    wait: Duration,
+    reason: Reason,
+}
+
+/// A ping written and not yet answered.
+struct Waiting {
+    link: Arc<Link>,
+    reference: u64,
+    sent: Instant,
+}
+
+/// Pings members over the links in the table.
 pub struct Prober {
     me: Arc<Identity>,
     pid: Pid,
-    links: HashMap<NodeName, Link>,
+    links: Arc<Links>,
+    events: Receiver<LinkEvent>,
+    epmd_port: u16,
     /// Each member's ping, encoded once.
     templates: HashMap<NodeName, CallTemplate>,
+    /// Pings in a row each member's link left unanswered, by link.
+    missed: HashMap<NodeName, (u64, u32)>,
     /// Members being dialled, maybe since an earlier round.
     dialing: HashSet<NodeName>,
-    jobs: Option<Sender<DialJob>>,
+    backoff: HashMap<NodeName, Backoff>,
+    done_tx: Sender<DialDone>,
     done: Receiver<DialDone>,
-    dialers: Vec<JoinHandle<()>>,
-    round: u64,
+    /// Disconnected when the node stops: a round then ends at once.
+    stop: Receiver<()>,
+    /// The number the link table gave this round's replies.
+    reply_round: u32,
+    /// Links that closed during the round, not under one of its pings.
+    closed_meanwhile: Vec<(NodeName, String)>,
     next_ref: u64,
 }
 
+/// One round's progress.
+#[derive(Default)]
+struct Round {
+    outcomes: HashMap<NodeName, Outcome>,
+    waiting: HashMap<String, (NodeName, Waiting)>,
+}
+
 impl Prober {
-    /// Starts the dialer threads. `epmd_port` is where to ask for the port
-    /// of a member whose record has none.
-    pub fn start(me: Arc<Identity>, epmd_port: u16) -> io::Result<Prober> {
-        let (job_tx, job_rx) = crossbeam_channel::unbounded::<DialJob>();
-        let (done_tx, done_rx) = crossbeam_channel::unbounded();
+    /// A prober over `links`, whose readers report on `events`. `epmd_port`
+    /// is where to ask for the port of a member whose record has none.
+    pub fn new(links: Arc<Links>, events: Receiver<LinkEvent>, epmd_port: u16) -> Prober {
+        let me = links.me().clone();
         let pid = message::our_pid(&me.name, me.creation);
-        let mut dialers = Vec::new();
-        for i in 0..DIALERS {
-            let (jobs, done, me, pid) = (job_rx.clone(), done_tx.clone(), me.clone(), pid.clone());
-            let handle = thread::Builder::new()
-                .name(format!("pulse-dial-{i}"))
-                .spawn(move || {
-                    // Ends when the prober drops the job sender.
-                    for job in jobs {
-                        let result = dial_and_ping(&me, &pid, epmd_port, job);
-                        if done.send(result).is_err() {
-                            break;
-                        }
-                    }
-                })?;
-            dialers.push(handle);
-        }
-        Ok(Prober {
+        let (done_tx, done) = crossbeam_channel::unbounded();
+        Prober {
             me,
             pid,
-            links: HashMap::new(),
+            links,
+            events,
+            epmd_port,
             templates: HashMap::new(),
+            missed: HashMap::new(),
             dialing: HashSet::new(),
-            jobs: Some(job_tx),
-            done: done_rx,
-            dialers,
-            round: 0,
+            backoff: HashMap::new(),
+            done_tx,
+            done,
+            stop: crossbeam_channel::never(),
+            reply_round: 0,
+            closed_meanwhile: Vec::new(),
             next_ref: 0,
-        })
+        }
     }
 
-    fn reference(&mut self) -> u64 {
-        self.next_ref += 1;
-        self.next_ref
+    /// Ends any round at once when `stop` disconnects (its sender dropped).
+    pub fn stop_on(mut self, stop: Receiver<()>) -> Prober {
+        self.stop = stop;
+        self
+    }
+
+    /// Whether the node is stopping (a round cut short says nothing).
+    pub fn stopping(&self) -> bool {
+        matches!(
+            self.stop.try_recv(),
+            Err(crossbeam_channel::TryRecvError::Disconnected)
+        )
+    }
+
+    /// What the links report between rounds; see [`Prober::link_closed`].
+    pub fn events(&self) -> &Receiver<LinkEvent> {
+        &self.events
+    }
+
+    /// The member whose link the peer closed, from an event that came
+    /// between rounds (a late reply is dropped).
+    pub fn link_closed(&self, event: LinkEvent) -> Option<(NodeName, String)> {
+        match event {
+            LinkEvent::Closed { peer, why, .. } => peer.parse().ok().map(|n| (n, why)),
+            LinkEvent::Frame { .. } => None,
+        }
+    }
+
+    /// Whether a link to `name` is up (a newer one than a link that closed).
+    pub fn has_link(&self, name: &NodeName) -> bool {
+        self.links.get(name.as_str()).is_some()
+    }
+
+    /// The members whose links the peer closed during the last round, not
+    /// under one of its pings (see [`Prober::link_closed`]).
+    pub fn closed_meanwhile(&mut self) -> Vec<(NodeName, String)> {
+        std::mem::take(&mut self.closed_meanwhile)
     }
 
     /// Pings every target once and returns each one's outcome, in the
     /// targets' order, within `timeout` (plus a few milliseconds).
     pub fn round(&mut self, targets: &[Target], timeout: Duration) -> Vec<(NodeName, Outcome)> {
-        self.round += 1;
         let deadline = Instant::now() + timeout;
         let wanted: HashMap<&NodeName, &Target> = targets.iter().map(|t| (&t.name, t)).collect();
         self.templates.retain(|name, _| wanted.contains_key(name));
-        // A member that left, or came back at another address, loses its link.
-        self.links.retain(|name, link| {
-            wanted
-                .get(name)
-                .is_some_and(|t| t.addr.is_none_or(|a| a == link.addr))
-        });
-
-        let mut outcomes: HashMap<NodeName, Outcome> = HashMap::new();
-        // Dials that finished after the last round's deadline hand over
-        // their links (their outcomes were for that round).
+        self.missed.retain(|name, _| wanted.contains_key(name));
+        // A member back at another address is dialled at once.
+        self.backoff
+            .retain(|name, b| wanted.get(name).is_some_and(|t| **t == b.target));
+        let mut round = Round::default();
+        self.reply_round = self.links.reset_replies();
+        // Dials that finished since the last round: their links are in the
+        // table already; only the backoff needs their news.
         while let Ok(done) = self.done.try_recv() {
-            self.take_dial(done, &wanted, &mut outcomes);
+            self.dialing.remove(&done.target.name);
+            self.note_dial(&done);
         }
-        // Dials first, so the dialers work while the pings are written.
+        // Anything reported between the last round and this one is old news.
+        while self.events.try_recv().is_ok() {}
         for t in targets {
-            if !self.links.contains_key(&t.name) {
-                self.dispatch(t, timeout);
-            }
-        }
-        let mut sent = Vec::new();
-        let mut broken = Vec::new();
-        for t in targets {
-            let Some(link) = self.links.get_mut(&t.name) else {
-                continue;
-            };
-            self.next_ref += 1;
-            let reference = self.next_ref;
-            if !self.templates.contains_key(&t.name) {
-                let template =
-                    CallTemplate::new(&self.pid, &self.me.name, self.me.creation, t.name.as_str());
-                self.templates.insert(t.name.clone(), template);
-            }
-            let Some(template) = self.templates.get_mut(&t.name) else {
-                continue;
-            };
-            match link.send(template.call(reference)) {
-                Ok(()) => sent.push((t, reference, Instant::now())),
-                Err(_) => broken.push(t),
-            }
-        }
-        for (t, reference, at) in sent {
-            let (Some(link), Some(template)) =
-                (self.links.get_mut(&t.name), self.templates.get(&t.name))
-            else {
-                continue;
-            };
-            match await_reply(link, &self.me, template, reference, deadline) {
-                Ok(()) => {
-                    link.missed_replies = 0;
-                    outcomes.insert(t.name.clone(), Outcome::Alive(at.elapsed()));
+            match self.links.get(t.name.as_str()) {
+                // A link the peer opened comes from an ephemeral port; one
+                // we opened must still lead to the member's address.
+                Some(link) if link.inbound || t.addr.is_none_or(|a| a == link.addr) => {
+                    self.ping(t, &link, &mut round, timeout);
                 }
-                Err(reason @ Reason::Timeout(_)) => {
-                    // A busy peer keeps its link (a late reply is told from
-                    // this round's by its reference); one silent for several
-                    // rounds loses it. Reconnecting at once would add
-                    // handshakes to a machine that is already slow.
-                    link.missed_replies += 1;
-                    if link.missed_replies >= MAX_MISSED_REPLIES {
-                        self.links.remove(&t.name);
-                    }
-                    outcomes.insert(t.name.clone(), Outcome::Down(reason));
+                Some(link) => {
+                    self.links.drop_link(t.name.as_str(), link.id);
+                    self.dial(t, timeout, &mut round);
                 }
-                Err(_) => broken.push(t),
+                None => self.dial(t, timeout, &mut round),
             }
         }
-        // A link that broke (its node restarted, or died) is reopened in the
-        // same round: the dial's outcome is the round's, so a restarted node
-        // stays true and a dead one shows why (refused, say).
-        for t in broken {
-            self.links.remove(&t.name);
-            self.dispatch(t, timeout);
-        }
-        // Wait for every dial a target is waiting on, this round's or an
-        // earlier one's, so a round with a hung peer always ends at its
-        // deadline and the status lines keep their rhythm.
-        while targets.iter().any(|t| self.dialing.contains(&t.name)) {
-            match self.done.recv_deadline(deadline) {
-                Ok(done) => self.take_dial(done, &wanted, &mut outcomes),
-                Err(_) => break,
+        let links = self.links.clone();
+        loop {
+            // A dial is waited for unless its member's last dial timed out:
+            // a hung peer never holds up the status line.
+            let dialing = targets.iter().any(|t| {
+                self.dialing.contains(&t.name)
+                    && !self.backoff.contains_key(&t.name)
+                    && !round.outcomes.contains_key(&t.name)
+            });
+            if round.waiting.is_empty() && !dialing {
+                break;
             }
+            let left = deadline.saturating_duration_since(Instant::now());
+            select! {
+                recv(links.all_in()) -> _ => self.collect(&mut round),
+                recv(self.events) -> event => match event {
+                    Ok(event) => self.take_event(event, &wanted, &mut round, timeout),
+                    Err(_) => break,
+                },
+                recv(self.done) -> done => match done {
+                    Ok(done) => self.take_dial(done, &wanted, &mut round, timeout, deadline),
+                    Err(_) => break,
+                },
+                recv(self.stop) -> _ => break,
+                default(left) => break,
+            }
+        }
+        self.collect(&mut round);
+        for (_, (name, waiting)) in round.waiting.drain() {
+            let link = waiting.link;
+            link.forget_reply();
+            let missed = match self.missed.get(&name) {
+                Some((id, n)) if *id == link.id => n + 1,
+                _ => 1,
+            };
+            self.missed.insert(name.clone(), (link.id, missed));
+            if missed >= MAX_MISSED_REPLIES && link.since_read() >= SILENT_FOR {
+                self.links.drop_link(name.as_str(), link.id);
+                self.missed.remove(&name);
+            }
+            round
+                .outcomes
+                .insert(name, Outcome::Down(Reason::Timeout(Phase::Reply)));
         }
         targets
             .iter()
             .map(|t| {
-                let outcome = outcomes
-                    .remove(&t.name)
-                    .unwrap_or(Outcome::Down(Reason::Timeout(
-                        if self.dialing.contains(&t.name) {
-                            Phase::Connect
-                        } else {
-                            Phase::Reply
-                        },
-                    )));
+                let outcome =
+                    round
+                        .outcomes
+                        .remove(&t.name)
+                        .unwrap_or(Outcome::Down(Reason::Timeout(
+                            if self.dialing.contains(&t.name) {
+                                Phase::Connect
+                            } else {
+                                Phase::Reply
+                            },
+                        )));
                 (t.name.clone(), outcome)
             })
             .collect()
     }
 
-    /// Hands a target to the dialers unless one is already on it.
-    fn dispatch(&mut self, t: &Target, timeout: Duration) -> bool {
-        if self.dialing.contains(&t.name) {
-            return false;
+    /// Writes the round's ping to `t` on `link`; a link that fails the
+    /// write is dropped and the member dialled again.
+    fn ping(&mut self, t: &Target, link: &Arc<Link>, round: &mut Round, timeout: Duration) {
+        self.next_ref += 1;
+        let reference = self.next_ref;
+        let (pid, me) = (&self.pid, &self.me);
+        let template = self
+            .templates
+            .entry(t.name.clone())
+            .or_insert_with(|| CallTemplate::new(pid, &me.name, me.creation, t.name.as_str()));
+        template.call(reference);
+        self.links.await_reply();
+        link.expect(template.yes_reply(), self.reply_round);
+        let sent = Instant::now();
+        match link.send(template.call(reference)) {
+            Ok(()) => {
+                let waiting = Waiting {
+                    link: link.clone(),
+                    reference,
+                    sent,
+                };
+                round
+                    .waiting
+                    .insert(t.name.as_str().to_string(), (t.name.clone(), waiting));
+            }
+            Err(_) => {
+                link.forget_reply();
+                self.links.reply_came(self.reply_round);
+                self.links.drop_link(t.name.as_str(), link.id);
+                self.dial(t, timeout, round);
+            }
         }
-        let job = DialJob {
-            target: t.clone(),
-            round: self.round,
-            reference: self.reference(),
-            timeout,
-        };
-        let sent = self
-            .jobs
-            .as_ref()
-            .is_some_and(|jobs| jobs.send(job).is_ok());
-        if sent {
-            self.dialing.insert(t.name.clone());
-        }
-        sent
     }
 
+    /// Takes the replies the links' readers have noted.
+    fn collect(&mut self, round: &mut Round) {
+        let answered: Vec<(String, Instant)> = round
+            .waiting
+            .iter()
+            .filter_map(|(peer, (_, w))| w.link.answered().map(|at| (peer.clone(), at)))
+            .collect();
+        for (peer, at) in answered {
+            if let Some((name, waiting)) = round.waiting.remove(&peer) {
+                self.missed.remove(&name);
+                let rtt = at.saturating_duration_since(waiting.sent);
+                round.outcomes.insert(name, Outcome::Alive(rtt));
+            }
+        }
+    }
+
+    /// Starts a dial thread for `t` unless one is on it already or its
+    /// backoff runs; in that case the last dial's failure is its outcome.
+    fn dial(&mut self, t: &Target, timeout: Duration, round: &mut Round) {
+        if self.dialing.contains(&t.name) {
+            return;
+        }
+        if let Some(b) = self.backoff.get(&t.name) {
+            if Instant::now() < b.until {
+                round
+                    .outcomes
+                    .insert(t.name.clone(), Outcome::Down(b.reason.clone()));
+                return;
+            }
+        }
+        if self.dialing.len() >= MAX_DIALS {
+            round.outcomes.insert(
+                t.name.clone(),
+                Outcome::Down(Reason::Timeout(Phase::Connect)),
+            );
+            return;
+        }
+        let (links, done, target) = (self.links.clone(), self.done_tx.clone(), t.clone());
+        let epmd_port = self.epmd_port;
+        let deadline = Instant::now() + timeout.max(MIN_DIAL_TIME);
+        let spawned = thread::Builder::new()
+            .name("pulse-dial".into())
+            .stack_size(DIAL_STACK)
+            .spawn(move || {
+                let result = open_link(&links, epmd_port, &target, deadline);
+                let _ = done.send(DialDone { target, result });
+            });
+        match spawned {
+            // Detached: it ends by its deadline and reports on `done`.
+            Ok(_) => {
+                self.dialing.insert(t.name.clone());
+            }
+            Err(e) => {
+                let why = Reason::Failed(format!("cannot start a dial thread: {e}"));
+                round.outcomes.insert(t.name.clone(), Outcome::Down(why));
+            }
+        }
+    }
+
+    /// Keeps the backoff of a finished dial's member.
+    fn note_dial(&mut self, done: &DialDone) {
+        match &done.result {
+            Err(reason @ Reason::Timeout(_)) => {
+                let wait = self
+                    .backoff
+                    .get(&done.target.name)
+                    .filter(|b| b.target == done.target)
+                    .map_or(FIRST_BACKOFF, |b| (b.wait * 2).min(MAX_BACKOFF));
+                let backoff = Backoff {
+                    target: done.target.clone(),
+                    until: Instant::now() + wait,
+                    wait,
+                    reason: reason.clone(),
+                };
+                self.backoff.insert(done.target.name.clone(), backoff);
+            }
+            _ => {
+                self.backoff.remove(&done.target.name);
+            }
+        }
+    }
+
+    /// A dial finished during the round: its link gets the ping at once.
     fn take_dial(
         &mut self,
         done: DialDone,
         wanted: &HashMap<&NodeName, &Target>,
-        outcomes: &mut HashMap<NodeName, Outcome>,
+        round: &mut Round,
+        timeout: Duration,
+        deadline: Instant,
     ) {
         self.dialing.remove(&done.target.name);
-        let still_wanted = wanted
-            .get(&done.target.name)
-            .is_some_and(|t| **t == done.target);
-        if let Some(link) = done.link {
-            if still_wanted {
-                self.links.insert(done.target.name.clone(), link);
-            }
-        }
-        if done.round == self.round {
-            outcomes.insert(done.target.name, done.outcome);
-        }
-    }
-
-    /// Whether some link carries calls from its peer, which
-    /// [`Prober::serve_calls`] should answer between rounds.
-    pub fn has_peer_calls(&self) -> bool {
-        self.links.values().any(|l| l.peer_calls)
-    }
-
-    /// Answers, without waiting, the calls that arrived on links whose peers
-    /// make calls; a link that broke is dropped.
-    pub fn serve_calls(&mut self) {
-        self.links
-            .retain(|_, link| !link.peer_calls || serve_waiting_calls(link).is_ok());
-    }
-
-    /// Closes every link and stops the dialers. A dialer in the middle of a
-    /// dial finishes it first (bounded by the timeout).
-    pub fn close(mut self) {
-        self.links.clear();
-        self.jobs = None;
-        for handle in self.dialers.drain(..) {
-            handle.join().expect("a dialer thread never panics");
-        }
-    }
-}
-
-/// Reads frames until the reply to call `reference` arrives, answering any
-/// call the peer makes on the same link meanwhile (Erlang nodes reuse the
-/// link we opened for their own pings).
-fn await_reply(
-    link: &mut Link,
-    me: &Identity,
-    call: &CallTemplate,
-    reference: u64,
-    deadline: Instant,
-) -> Result<(), Reason> {
-    loop {
-        let lost = |e: io::Error| Reason::Failed(format!("link lost: {e}"));
-        let frame = match link.recv(deadline) {
-            Ok(Received::Frame(frame)) => frame,
-            Ok(Received::Tick) => {
-                link.send(&TICK).map_err(lost)?;
-                continue;
-            }
-            Err(ReadError::Timeout) => return Err(Reason::Timeout(Phase::Reply)),
-            Err(ReadError::Broken(e)) => return Err(lost(e)),
+        self.note_dial(&done);
+        let Some(t) = wanted.get(&done.target.name).copied() else {
+            return;
         };
-        // The usual case, told from the bytes: our call answered `yes`.
-        if call.is_yes(&frame) {
-            return Ok(());
+        let settled =
+            round.outcomes.contains_key(&t.name) || round.waiting.contains_key(t.name.as_str());
+        if *t != done.target || settled {
+            return;
         }
-        if let Some(reply) = message::answer(&frame) {
-            link.peer_calls = true;
-            link.send(&reply).map_err(lost)?;
-            continue;
+        match done.result {
+            Ok(link) if Instant::now() < deadline => self.ping(t, &link, round, timeout),
+            Ok(_) => {}
+            Err(reason) => {
+                round.outcomes.insert(t.name.clone(), Outcome::Down(reason));
+            }
         }
-        if let Incoming::Reply {
+    }
+
+    /// A reply, or a link's end, during the round.
+    fn take_event(
+        &mut self,
+        event: LinkEvent,
+        wanted: &HashMap<&NodeName, &Target>,
+        round: &mut Round,
+        timeout: Duration,
+    ) {
+        match event {
+            // The usual reply is taken by the link's reader; this is any
+            // other form of it, decoded.
+            LinkEvent::Frame { peer, frame, .. } => {
+                let Some((_, waiting)) = round.waiting.get(&peer) else {
+                    return;
+                };
+                if let Some(answer) = self.decode_reply(&frame, waiting.reference) {
+                    if let Some((name, waiting)) = round.waiting.remove(&peer) {
+                        waiting.link.forget_reply();
+                        self.links.reply_came(self.reply_round);
+                        self.missed.remove(&name);
+                        let outcome = match answer {
+                            Ok(()) => Outcome::Alive(waiting.sent.elapsed()),
+                            Err(reason) => Outcome::Down(reason),
+                        };
+                        round.outcomes.insert(name, outcome);
+                    }
+                }
+            }
+            // A link that broke under a ping (its node restarted, or died)
+            // is opened again in the same round: the dial's outcome is the
+            // round's, so a restarted node stays true and a dead one shows
+            // why (refused, say).
+            LinkEvent::Closed { peer, link, why } => {
+                let ours = round
+                    .waiting
+                    .get(&peer)
+                    .is_some_and(|(_, waiting)| waiting.link.id == link);
+                if !ours {
+                    // Not under a ping of this round: news for the round
+                    // thread once the round is over.
+                    if let Ok(name) = peer.parse() {
+                        self.closed_meanwhile.push((name, why));
+                    }
+                    return;
+                }
+                if let Some((name, waiting)) = round.waiting.remove(&peer) {
+                    waiting.link.forget_reply();
+                    self.links.reply_came(self.reply_round);
+                    if let Some(t) = wanted.get(&name).copied() {
+                        self.dial(t, timeout, round);
+                    }
+                }
+            }
+        }
+    }
+
+    /// A reply to call `reference` in any form, decoded; `None` for
+    /// anything else (a late reply to an earlier round, a message we
+    /// ignore).
+    fn decode_reply(&self, frame: &[u8], reference: u64) -> Option<Result<(), Reason>> {
+        let Incoming::Reply {
             reference: r,
             value,
-        } = message::parse(&frame)
-        {
-            if r == message::our_ref(&me.name, me.creation, reference) {
-                return if value == Term::atom("yes") {
-                    Ok(())
-                } else {
-                    Err(Reason::Failed(format!("answered {value:?}")))
-                };
-            }
-        }
-        // A late reply to an earlier round, or a message we ignore.
-    }
-}
-
-/// Answers every call and tick already received on `link`.
-fn serve_waiting_calls(link: &mut Link) -> Result<(), ReadError> {
-    loop {
-        let reply = match link.recv(Instant::now()) {
-            Ok(Received::Tick) => TICK.to_vec(),
-            Ok(Received::Frame(frame)) => match message::answer(&frame) {
-                Some(reply) => reply,
-                None => continue,
-            },
-            Err(ReadError::Timeout) => return Ok(()),
-            Err(e) => return Err(e),
+        } = message::parse(frame)
+        else {
+            return None;
         };
-        link.send(&reply).map_err(ReadError::Broken)?;
-    }
-}
-
-/// A dialer's job: find the address, open the link, ping once.
-fn dial_and_ping(me: &Identity, pid: &Pid, epmd_port: u16, job: DialJob) -> DialDone {
-    let DialJob {
-        target,
-        round,
-        reference,
-        timeout,
-    } = job;
-    let deadline = Instant::now() + timeout;
-    let (link, outcome) = match open(me, epmd_port, &target, deadline) {
-        Err(reason) => (None, Outcome::Down(reason)),
-        Ok(mut link) => {
-            let at = Instant::now();
-            let mut call = CallTemplate::new(pid, &me.name, me.creation, target.name.as_str());
-            match link
-                .send(call.call(reference))
-                .map_err(|e| Reason::Failed(format!("link lost: {e}")))
-            {
-                Err(reason) => (None, Outcome::Down(reason)),
-                Ok(()) => match await_reply(&mut link, me, &call, reference, deadline) {
-                    Ok(()) => (Some(link), Outcome::Alive(at.elapsed())),
-                    Err(reason) => (None, Outcome::Down(reason)),
-                },
-            }
+        if r != message::our_ref(&self.me.name, self.me.creation, reference) {
+            return None;
         }
-    };
-    DialDone {
-        target,
-        round,
-        link,
-        outcome,
+        Some(if value == Term::atom("yes") {
+            Ok(())
+        } else {
+            Err(Reason::Failed(format!("answered {value:?}")))
+        })
+    }
+
+    /// Closes every link in the table (the listener's too). Dials under way
+    /// are not waited for.
+    pub fn close(self) {
+        self.links.close_all();
     }
 }
 
-/// Opens a link to a target, asking EPMD for the port when the record has
-/// none.
-pub fn open(
-    me: &Identity,
+/// Opens a link to a target through the table, asking EPMD for the port
+/// when the record has none.
+fn open_link(
+    links: &Arc<Links>,
     epmd_port: u16,
     target: &Target,
     deadline: Instant,
-) -> Result<Link, Reason> {
-    let addr = match target.addr {
-        Some(addr) => addr,
-        None => epmd_lookup(&target.name, epmd_port, deadline)?,
-    };
-    link::dial(addr, me, target.name.as_str(), deadline).map_err(|e| match e {
+) -> Result<Arc<Link>, Reason> {
+    let addr = address(target, epmd_port, deadline)?;
+    links
+        .dial(addr, target.name.as_str(), deadline)
+        .map_err(dial_reason)
+}
+
+/// Where a target listens: its record's address, or EPMD's answer.
+fn address(target: &Target, epmd_port: u16, deadline: Instant) -> Result<SocketAddr, Reason> {
+    match target.addr {
+        Some(addr) => Ok(addr),
+        None => epmd_lookup(&target.name, epmd_port, deadline),
+    }
+}
+
+fn dial_reason(e: DialError) -> Reason {
+    match e {
         DialError::Refused => Reason::Refused,
         DialError::Timeout(phase) => Reason::Timeout(phase),
         DialError::Handshake(HandshakeError::BadCookie(_)) => Reason::BadCookie,
         DialError::Handshake(HandshakeError::NameMismatch { got }) => Reason::NameMismatch(got),
         DialError::Handshake(other) => Reason::Failed(other.to_string()),
         DialError::Io(e) => Reason::Failed(e.to_string()),
-    })
+    }
+}
+
+/// Opens a link to a target outside any table (to see whether a node
+/// answers under a name), asking EPMD for the port when the record has none.
+pub fn open(
+    me: &Identity,
+    epmd_port: u16,
+    target: &Target,
+    deadline: Instant,
+) -> Result<Link, Reason> {
+    let addr = address(target, epmd_port, deadline)?;
+    link::dial(addr, me, target.name.as_str(), deadline, || true).map_err(dial_reason)
 }
 
 fn epmd_lookup(name: &NodeName, epmd_port: u16, deadline: Instant) -> Result<SocketAddr, Reason> {
@@ -420,3 +567,7 @@ fn epmd_lookup(name: &NodeName, epmd_port: u16, deadline: Instant) -> Result<Soc
         ))),
     }
 }
+
+#[cfg(test)]
+#[path = "probe_tests.rs"]
+mod tests;

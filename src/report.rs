@@ -15,7 +15,7 @@ use crate::name::NodeName;
 pub struct Report {
     /// Changes since the last round.
     pub events: Vec<Event>,
-    /// The status line.
+    /// The status line; empty for events that cannot wait for the round.
     pub line: String,
     /// Problems of the round: skipped registry entries, a heartbeat that
     /// could not be written, an expired entry that could not be removed.

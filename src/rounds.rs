@@ -1,7 +1,9 @@
 //! The round thread: every interval, heartbeat, scan, expire, ping every
-//! member and hand the report to the reporter.
+//! member and hand the report to the reporter. Between rounds it waits for
+//! the next tick, and for links that close: a member whose link closes
+//! while its record is still there was killed, and is reported down at once.
 
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, select};
 use log::{info, warn};
@@ -13,9 +15,6 @@ use crate::probe::{Prober, Target};
 use crate::registry::own::{Beat, OwnEntry};
 use crate::registry::{Record, Registry};
 use crate::report::{self, Outbox, Report};
-
-/// How soon a call from an Erlang node on a link we opened is answered.
-const SERVE_CALLS_EVERY: Duration = Duration::from_millis(20);
 
 /// The round thread's state.
 pub(crate) struct Rounds {
@@ -35,19 +34,16 @@ impl Rounds {
         let ticker = crossbeam_channel::tick(self.config.interval);
         'rounds: loop {
             self.round();
-            // Between rounds, links an Erlang node makes calls on are
-            // answered within SERVE_CALLS_EVERY; without such links the
-            // thread just sleeps until the next tick.
             loop {
-                let wait = if self.prober.has_peer_calls() {
-                    SERVE_CALLS_EVERY
-                } else {
-                    self.config.interval
-                };
                 select! {
                     recv(stop) -> _ => break 'rounds,
                     recv(ticker) -> _ => break,
-                    default(wait) => self.prober.serve_calls(),
+                    recv(self.prober.events()) -> event => {
+                        let closed = event.ok().and_then(|e| self.prober.link_closed(e));
+                        if let Some((name, why)) = closed {
+                            self.link_closed(name, why);
+                        }
+                    }
                 }
             }
         }
@@ -59,6 +55,33 @@ impl Rounds {
             self.config.name
         );
         self.prober.close();
+    }
+
+    /// A member's link closed outside a ping. Unless its record is gone (a
+    /// leave removes the record before closing links) or a newer link to it
+    /// is up, it is down now; the status line still waits for the round.
+    fn link_closed(&mut self, name: NodeName, why: String) {
+        if name == self.config.name
+            || self.prober.has_link(&name)
+            || self.registry.read(&name).is_none()
+        {
+            return;
+        }
+        let down = [(name.clone(), Outcome::Down(Reason::Closed(why)))];
+        let events = self.membership.apply(&down, Instant::now());
+        // It may come back at another address: read its record afresh.
+        self.registry.forget(&name);
+        if !events.is_empty() {
+            let (line, warnings) = (String::new(), Vec::new());
+            report::offer(
+                &self.reports,
+                Report {
+                    events,
+                    line,
+                    warnings,
+                },
+            );
+        }
     }
 
     /// Touches our entry; says once (in `warnings`) when that starts
@@ -100,6 +123,12 @@ impl Rounds {
     /// reporter in its report, so the log never delays a round.
     fn round(&mut self) {
         let mut warnings = Vec::new();
+        // Links that closed just before the tick are news too.
+        while let Ok(event) = self.prober.events().try_recv() {
+            if let Some((name, why)) = self.prober.link_closed(event) {
+                self.link_closed(name, why);
+            }
+        }
         self.heartbeat(&mut warnings);
         let now = Instant::now();
         let (live, expired, mut events) = match self.registry.scan() {
@@ -140,6 +169,9 @@ impl Rounds {
         }
         let targets: Vec<Target> = live.iter().map(Record::target).collect();
         let mut results = self.prober.round(&targets, self.config.timeout);
+        if self.prober.stopping() {
+            return;
+        }
         self.retry_moved(&mut results, &targets);
         for (name, outcome) in &results {
             if !outcome.is_alive() {
@@ -157,6 +189,9 @@ impl Rounds {
                 warnings,
             },
         );
+        for (name, why) in self.prober.closed_meanwhile() {
+            self.link_closed(name, why);
+        }
     }
 
     /// A node refused at the address we had may have restarted or left

@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime};
 use crate::config::Config;
 use crate::erlang::Identity;
 use crate::json;
+use crate::links::Links;
 use crate::membership::Outcome;
 use crate::probe::{Prober, Target};
 use crate::registry::{self, Record, Registry};
@@ -20,7 +21,8 @@ fn checker(config: &Config, what: &str) -> Arc<Identity> {
 
 fn ping_all(me: Arc<Identity>, records: &[Record], config: &Config) -> io::Result<Vec<Outcome>> {
     let targets: Vec<Target> = records.iter().map(Record::target).collect();
-    let mut prober = Prober::start(me, config.epmd_port)?;
+    let (links, events) = Links::new(me);
+    let mut prober = Prober::new(links, events, config.epmd_port);
     let results = prober.round(&targets, config.timeout);
     prober.close();
     Ok(results.into_iter().map(|(_, o)| o).collect())

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use crate::util::{
     Node, TempDir, parse_status, pulse_cmd, registered_addr, registry_names, split_log_line,
-    wait_until,
+    wait_for, wait_until,
 };
 
 /// `HH:MM:SS.mmm [info] <line>` exactly.
@@ -127,8 +127,9 @@ fn a_duplicate_name_is_refused_and_the_first_node_is_untouched() {
         );
     }
     let lines_before = first.output().len();
-    assert!(wait_until(Duration::from_secs(6), || first.output().len()
-        > lines_before + 1));
+    wait_for("d1 to go on", Duration::from_secs(6), &[&first], || {
+        first.output().len() > lines_before + 1
+    });
     assert!(first.sees_all_alive(&["d1@127.0.0.1"]), "{}", first.dump());
     assert_eq!(
         registered_addr(&dir.sync_dir(), "d1@127.0.0.1"),
@@ -199,9 +200,12 @@ fn status_command_reports_and_sets_the_exit_code() {
     let a = Node::start(&dir, "st1@127.0.0.1", "c", &["--interval", "300"]);
     let b = Node::start(&dir, "st2@127.0.0.1", "c", &["--interval", "300"]);
     let names = ["st1@127.0.0.1", "st2@127.0.0.1"];
-    assert!(wait_until(Duration::from_secs(12), || a
-        .sees_all_alive(&names)
-        && b.sees_all_alive(&names)));
+    wait_for(
+        "both to see both",
+        Duration::from_secs(12),
+        &[&a, &b],
+        || a.sees_all_alive(&names) && b.sees_all_alive(&names),
+    );
     let status = |cookie: &str| {
         pulse_cmd(&dir)
             .args(["status", "--ip", "127.0.0.1", "--cookie", cookie])

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use pulse::erlang::epmd::{RegisterError, Responder, port_please, register};
 
 use crate::util::erlang::Epmd;
-use crate::util::{free_port, require, wait_until};
+use crate::util::{free_port, require, run_within, wait_until};
 
 /// Generous per-request timeout.
 const T: Duration = Duration::from_secs(5);
@@ -29,18 +29,10 @@ fn erl(epmd_port: u16) -> Command {
 }
 
 /// Runs `cmd` to completion, killing it if it outlives `within`.
-fn run_with_deadline(mut cmd: Command, within: Duration) -> Output {
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let exited = wait_until(within, || matches!(child.try_wait(), Ok(Some(_))));
-    if !exited {
-        let _ = child.kill();
-    }
-    let out = child.wait_with_output().expect("wait");
-    assert!(exited, "{cmd:?} still running after {within:?}: {out:?}");
+fn run_with_deadline(cmd: Command, within: Duration) -> Output {
+    let shown = format!("{cmd:?}");
+    let (out, finished) = run_within(cmd, within);
+    assert!(finished, "{shown} still running after {within:?}: {out:?}");
     out
 }
 
@@ -185,7 +177,8 @@ fn our_port_please_finds_a_real_erl_node() {
     });
     assert!(
         found,
-        "erl never registered at port {dist}; last answer {last:?}"
+        "erl never registered at port {dist}; last answer {last:?}\n{}",
+        node.0.dump()
     );
     drop(node);
     let gone = wait_until(Duration::from_secs(10), || {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::util::erlang::{Epmd, Erl, Refresher};
 use crate::util::erlang::{erl_eval, output_within};
-use crate::util::{Node, TempDir, free_port, require, wait_for, wait_until};
+use crate::util::{Node, TempDir, free_port, require, wait_for};
 
 /// The pulse node `name`, started with `name_args` (interval 300 ms) on the
 /// dir's registry, registered with the test's own EPMD, never the machine's.
@@ -30,19 +30,25 @@ fn pulse_sees_erl(cookie_of_erl: &str, want: bool, test: &str) {
     let dir = TempDir::new("erl");
     let epmd = Epmd::start();
     let port = free_port();
-    let _erl = Erl::start("x@127.0.0.1", cookie_of_erl, port, epmd.1);
+    let erl = Erl::start("x@127.0.0.1", cookie_of_erl, port, epmd.1);
     let _record = Refresher::start(&dir, "x@127.0.0.1", port);
     let node = pulse_on(&dir, "p1@127.0.0.1", &["--name", "p1@127.0.0.1"], epmd.1);
     // erl takes a second or two to come up; until then it is false.
-    let ok = wait_until(Duration::from_secs(15), || {
-        node.last_status().is_some_and(|s| {
-            s.get("x@127.0.0.1") == Some(&want) && s.get("p1@127.0.0.1") == Some(&true)
-        })
-    });
-    assert!(ok, "{}", node.dump());
+    wait_for(
+        "pulse's verdict on erl",
+        Duration::from_secs(15),
+        &[&node, &erl.0],
+        || {
+            node.last_status().is_some_and(|s| {
+                s.get("x@127.0.0.1") == Some(&want) && s.get("p1@127.0.0.1") == Some(&true)
+            })
+        },
+    );
     // And it stays that way over several rounds on the reused link.
     let lines = node.output().len();
-    assert!(wait_until(Duration::from_secs(9), || node.output().len() >= lines + 3));
+    wait_for("three more lines", Duration::from_secs(9), &[&node], || {
+        node.output().len() >= lines + 3
+    });
     assert_eq!(
         node.last_status()
             .and_then(|s| s.get("x@127.0.0.1").copied()),

@@ -2,12 +2,10 @@
 //! disk, storms of rejected handshakes, too few file descriptors.
 
 use std::fs;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::thread;
+use std::process::Command;
 use std::time::Duration;
 
 use crate::forged::wrong_cookie_handshake;
@@ -84,76 +82,23 @@ fn heartbeat(dir: &TempDir, name: &str) -> Option<std::time::SystemTime> {
         .ok()
 }
 
-/// A pulse process whose stdout nobody reads (until asked to); its stderr
-/// is collected. Killed on drop.
-struct Unread {
-    child: Child,
-    stdout: Option<ChildStdout>,
-    stderr: Arc<Mutex<Vec<String>>>,
-}
-
-impl Unread {
-    fn spawn(mut cmd: Command) -> Unread {
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("spawn pulse");
-        let stderr = Arc::new(Mutex::new(Vec::new()));
-        if let Some(err) = child.stderr.take() {
-            collect(err, stderr.clone());
-        }
-        let stdout = child.stdout.take();
-        Unread {
-            child,
-            stdout,
-            stderr,
-        }
-    }
-
-    /// Starts reading stdout at last; its lines go to the returned list.
-    fn read_stdout(&mut self) -> Arc<Mutex<Vec<String>>> {
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        if let Some(out) = self.stdout.take() {
-            collect(out, lines.clone());
-        }
-        lines
-    }
-
-    fn dump(&self, dir: &TempDir) -> String {
-        format!(
-            "--- stderr ---\n{}\n--- log file ---\n{}\n",
-            self.stderr.lock().expect("lock").join("\n"),
-            file_lines(dir).join("\n")
-        )
-    }
-}
-
-impl Drop for Unread {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn collect(from: impl std::io::Read + Send + 'static, into: Arc<Mutex<Vec<String>>>) {
-    thread::Builder::new()
-        .name("test-output".into())
-        .spawn(move || {
-            for line in BufReader::new(from).lines().map_while(Result::ok) {
-                into.lock().expect("lock").push(line);
-            }
-        })
-        .expect("spawn reader");
+/// What a node with an unread stdout said on stderr, and the log file.
+fn dump_with_log(node: &Node, dir: &TempDir) -> String {
+    format!(
+        "{}--- log file ---\n{}\n",
+        node.dump(),
+        file_lines(dir).join("\n")
+    )
 }
 
 /// Starts `s1` with an unread stdout and waits until far more than a pipe
 /// (64 KiB) and the console's queue (256 lines, here of 5 KiB) hold has
 /// gone to the log.
-fn start_with_full_stdout(dir: &TempDir, peer: &Node) -> Unread {
+fn start_with_full_stdout(dir: &TempDir, peer: &Node) -> Node {
     write_long_records(dir, 20);
     let mut cmd = pulse_cmd(dir);
     cmd.args(node_args(dir, "s1@127.0.0.1", "10"));
-    let node = Unread::spawn(cmd);
+    let node = Node::spawn_unread("s1@127.0.0.1", cmd);
     wait_for("s1 to log 2 MiB", Duration::from_secs(30), &[peer], || {
         fs::metadata(dir.log_file()).is_ok_and(|m| m.len() > 2 * 1024 * 1024)
     });
@@ -173,7 +118,11 @@ fn a_console_nobody_reads_delays_no_heartbeat_ping_or_leave() {
         heartbeat(&dir, "s1@127.0.0.1") != beat
             && status_lines_in_file(&dir, "s1@127.0.0.1") >= lines + 20
     });
-    assert!(going_on, "s1 stalled on its stdout\n{}", node.dump(&dir));
+    assert!(
+        going_on,
+        "s1 stalled on its stdout\n{}",
+        dump_with_log(&node, &dir)
+    );
     wait_for(
         "s2 to see s1 alive",
         Duration::from_secs(10),
@@ -194,16 +143,16 @@ fn a_console_nobody_reads_delays_no_heartbeat_ping_or_leave() {
     let exited = wait_until(Duration::from_secs(5), || {
         matches!(node.child.try_wait(), Ok(Some(_)))
     });
-    assert!(exited, "s1 ignored SIGTERM\n{}", node.dump(&dir));
+    assert!(exited, "s1 ignored SIGTERM\n{}", dump_with_log(&node, &dir));
     let code = node.child.wait().expect("wait").code();
-    assert_eq!(code, Some(0), "{}", node.dump(&dir));
+    assert_eq!(code, Some(0), "{}", dump_with_log(&node, &dir));
     assert!(!dir.sync_dir().join("s1@127.0.0.1").exists());
     assert!(
         file_lines(&dir)
             .iter()
             .any(|l| l.contains("[info] node s1@127.0.0.1 left")),
         "{}",
-        node.dump(&dir)
+        dump_with_log(&node, &dir)
     );
 }
 
@@ -221,7 +170,7 @@ fn a_console_that_reads_again_hears_what_it_missed() {
             .iter()
             .any(|l| l.contains(note))
     });
-    assert!(heard, "{}", node.dump(&dir));
+    assert!(heard, "{}", dump_with_log(&node, &dir));
     let lines = stdout.lock().expect("lock").clone();
     let missed: u64 = lines
         .iter()

@@ -9,8 +9,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::Duration;
 
+use crate::util::erlang::Refresher;
 use crate::util::{
-    Node, TempDir, registered_addr, registry_names, split_log_line, wait_until, write_record,
+    Node, TempDir, registered_addr, registry_names, split_log_line, wait_for, wait_until,
+    write_record,
 };
 
 fn status_lines(node: &Node) -> usize {
@@ -90,14 +92,21 @@ impl BadPeer {
         let port = listener.local_addr().expect("addr").port();
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
-        thread::spawn(move || {
-            for stream in listener.incoming().flatten() {
-                if flag.load(Ordering::SeqCst) {
-                    break;
+        // Detached: drop wakes the accept and ends the loop; each
+        // connection's thread ends with its bounded behaviour.
+        thread::Builder::new()
+            .name("test-bad-peer".into())
+            .spawn(move || {
+                for stream in listener.incoming().flatten() {
+                    if flag.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let _ = thread::Builder::new()
+                        .name("test-bad-peer-conn".into())
+                        .spawn(move || behave(stream));
                 }
-                thread::spawn(move || behave(stream));
-            }
-        });
+            })
+            .expect("spawn bad peer");
         BadPeer { port, stop }
     }
 }
@@ -156,19 +165,11 @@ fn hung_and_garbage_peers_never_delay_a_round() {
     ];
     let names = ["hang@127.0.0.1", "junk@127.0.0.1", "huge@127.0.0.1"];
     // Keep the fake records fresh so they never expire.
-    let stop = Arc::new(AtomicBool::new(false));
-    let refresher = {
-        let (stop, sd) = (stop.clone(), dir.sync_dir());
-        let ports: Vec<u16> = peers.iter().map(|p| p.port).collect();
-        thread::spawn(move || {
-            while !stop.load(Ordering::SeqCst) {
-                for (name, port) in names.iter().zip(&ports) {
-                    write_record(&sd, name, &format!("127.0.0.1:{port}"));
-                }
-                thread::sleep(Duration::from_millis(100));
-            }
-        })
-    };
+    let refreshers: Vec<Refresher> = names
+        .iter()
+        .zip(&peers)
+        .map(|(name, peer)| Refresher::start(&dir, name, peer.port))
+        .collect();
     let node = Node::start(
         &dir,
         "h1@127.0.0.1",
@@ -176,8 +177,7 @@ fn hung_and_garbage_peers_never_delay_a_round() {
         &["--interval", "400", "--timeout", "200"],
     );
     let ok = wait_until(Duration::from_secs(10), || status_lines(&node) >= 12);
-    stop.store(true, Ordering::SeqCst);
-    refresher.join().expect("refresher");
+    drop(refreshers);
     assert!(ok, "{}", node.dump());
 
     let status = node.last_status().expect("a status line");
@@ -207,9 +207,14 @@ fn hung_and_garbage_peers_never_delay_a_round() {
         node.dump()
     );
     // Still alive and well after all that.
-    assert!(node.child.id() > 0);
+    assert!(node.is_running(), "{}", node.dump());
     let before = status_lines(&node);
-    assert!(wait_until(Duration::from_secs(6), || status_lines(&node) > before));
+    wait_for(
+        "a status line after",
+        Duration::from_secs(6),
+        &[&node],
+        || status_lines(&node) > before,
+    );
 }
 
 fn millis_of_day(line: &str) -> Option<u64> {
@@ -223,8 +228,9 @@ fn millis_of_day(line: &str) -> Option<u64> {
 fn garbage_sent_to_the_listener_does_not_hurt_the_node() {
     let dir = TempDir::new("sockjunk");
     let node = Node::start(&dir, "j1@127.0.0.1", "c", &["--interval", "200"]);
-    assert!(wait_until(Duration::from_secs(9), || node
-        .sees_all_alive(&["j1@127.0.0.1"])));
+    wait_for("j1 alive", Duration::from_secs(9), &[&node], || {
+        node.sees_all_alive(&["j1@127.0.0.1"])
+    });
     let addr = registered_addr(&dir.sync_dir(), "j1@127.0.0.1");
     for junk in [
         &b"GET / HTTP/1.0\r\n\r\n"[..],
@@ -285,8 +291,9 @@ fn a_wrong_cookie_is_false_and_warned_about_sparingly() {
 fn a_record_pointing_at_another_node_is_a_name_mismatch() {
     let dir = TempDir::new("mismatch");
     let node = Node::start(&dir, "m1@127.0.0.1", "c", &["--interval", "200"]);
-    assert!(wait_until(Duration::from_secs(9), || node
-        .sees_all_alive(&["m1@127.0.0.1"])));
+    wait_for("m1 alive", Duration::from_secs(9), &[&node], || {
+        node.sees_all_alive(&["m1@127.0.0.1"])
+    });
     let addr = registered_addr(&dir.sync_dir(), "m1@127.0.0.1");
     // An impostor entry: another name, m1's address. Kept fresh.
     let ok = wait_until(Duration::from_secs(9), || {

@@ -5,26 +5,27 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::util::erlang::Epmd;
+use crate::util::erlang::{Epmd, output_within};
 use crate::util::{
     Node, TempDir, free_port, parse_status, require, split_log_line, wait_for, wait_until,
 };
 
 /// `elixir -e CODE` as node `name` with `cookie`, against the test's EPMD;
-/// returns what it printed.
+/// returns what it printed (an `elixir` still running after a minute is
+/// killed).
 fn elixir_eval(name: &str, cookie: &str, epmd_port: u16, extra_erl: &str, code: &str) -> String {
-    let out = Command::new("elixir")
-        .env("ERL_EPMD_PORT", epmd_port.to_string())
+    let mut cmd = Command::new("elixir");
+    cmd.env("ERL_EPMD_PORT", epmd_port.to_string())
         .env("ERL_EPMD_ADDRESS", "127.0.0.1")
         .args(["--name", name, "--cookie", cookie])
         .args([
             "--erl",
             &format!("-kernel inet_dist_use_interface {{127,0,0,1}} {extra_erl}"),
         ])
-        .args(["-e", code])
-        .output()
-        .expect("run elixir");
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+        .args(["-e", code]);
+    output_within(cmd, Duration::from_secs(60))
+        .trim()
+        .to_string()
 }
 
 pub fn pulse_with_epmd(
@@ -68,11 +69,15 @@ fn elixir_node_ping_gets_pong_only_with_the_cookie_and_while_running() {
     let ping = "IO.inspect Node.ping(:\"p1@127.0.0.1\")";
     assert_eq!(
         elixir_eval("x1@127.0.0.1", "cookie", epmd.1, "", ping),
-        ":pong"
+        ":pong",
+        "{}",
+        node.dump()
     );
     assert_eq!(
         elixir_eval("x2@127.0.0.1", "other", epmd.1, "", ping),
-        ":pang"
+        ":pang",
+        "{}",
+        node.dump()
     );
     assert_eq!(
         node.count_containing("rejected x2@127.0.0.1"),
@@ -99,11 +104,15 @@ fn elixir_node_ping_gets_pong_only_with_the_cookie_and_while_running() {
     assert_eq!(
         node.wait_exit(Duration::from_secs(2))
             .and_then(|s| s.code()),
-        Some(0)
+        Some(0),
+        "{}",
+        node.dump()
     );
     assert_eq!(
         elixir_eval("x4@127.0.0.1", "cookie", epmd.1, "", ping),
-        ":pang"
+        ":pang",
+        "{}",
+        node.dump()
     );
 }
 
@@ -514,7 +523,18 @@ fn a_live_recipe_nodes_name_is_taken_even_without_epmd_registration() {
         );
         assert_eq!(impostor.count_containing(why), 1, "{}", impostor.dump());
         // The recipe node's file is untouched: still its text, not a record.
-        let text = std::fs::read_to_string(&entry).expect("e1's entry");
+        // The recipe writes it in place (truncate, then write), so a read
+        // can catch it empty: wait for a read that finds text.
+        let mut text = String::new();
+        wait_for(
+            "e1's entry to hold text",
+            Duration::from_secs(5),
+            &[&e1],
+            || {
+                text = std::fs::read_to_string(&entry).unwrap_or_default();
+                !text.is_empty()
+            },
+        );
         assert!(text.starts_with("{{"), "{text:?}");
     }
 }

@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use crate::util::{
-    BIN, Node, TempDir, free_port, parse_status, pulse_cmd, require, wait_for, wait_until,
-    write_record,
+    BIN, Node, TempDir, dump_all, free_port, parse_status, pulse_cmd, require, wait_for,
+    wait_until, write_record,
 };
 
 const UP: char = '●';
@@ -19,10 +19,6 @@ const UNLISTED: char = '·';
 
 fn node_args() -> [&'static str; 6] {
     ["--epmd", "off", "--interval", "300", "--ttl", "60000"]
-}
-
-fn dumps(nodes: &[&Node]) -> String {
-    nodes.iter().map(|n| n.dump()).collect()
 }
 
 /// `pulse watch --once` on the dir's log, with `extra` arguments.
@@ -101,7 +97,7 @@ fn watch_once_draws_three_nodes_with_one_killed() {
     let all: Vec<&Node> = nodes.iter().collect();
     let out = watch_once(&dir, &[]);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let why = format!("{text}\n{}", dumps(&all));
+    let why = format!("{text}\n{}", dump_all(&all));
     // Some link is down: exit 1, as for status.
     assert_eq!(out.status.code(), Some(1), "{why}");
     assert!(!text.contains('\x1b'), "colour on a pipe: {why}");
@@ -121,7 +117,7 @@ fn watch_once_draws_three_nodes_with_one_killed() {
         last.lines()
             .any(|l| l.starts_with("w3@127.0.0.43") && l.ends_with("stale"))
     });
-    assert!(stale, "{last}\n{}", dumps(&all));
+    assert!(stale, "{last}\n{}", dump_all(&all));
     assert!(
         last.ends_with("3 nodes, 4/6 links up, 1 stale row\n"),
         "{last}"
@@ -247,7 +243,7 @@ fn watch_colours_only_on_a_terminal() {
             screen = tmux.screen();
             screen.contains("links up") && (once.is_empty() || screen.contains("__END__"))
         });
-        assert!(done, "{screen}\n{}", dumps(&all));
+        assert!(done, "{screen}\n{}", dump_all(&all));
         (tmux, screen)
     };
     let green = "\x1b[32m";
@@ -288,7 +284,7 @@ fn watch_colours_only_on_a_terminal() {
         screen = tmux.screen();
         age_row(&screen).is_some() && age_row(&screen) != before
     });
-    assert!(redrawn, "no new frame: {screen}");
+    assert!(redrawn, "no new frame: {screen}\n{}", dump_all(&all));
     assert_eq!(screen.matches("pulse watch").count(), 1, "{screen}");
     assert_eq!(screen.matches("links up").count(), 1, "{screen}");
 }
@@ -354,7 +350,7 @@ fn status_json_parses_and_matches_the_table() {
     let json = status(true);
     let table_text = String::from_utf8_lossy(&table.stdout).into_owned();
     let json_text = String::from_utf8_lossy(&json.stdout).into_owned();
-    let why = format!("{table_text}\n{json_text}\n{}", dumps(&all));
+    let why = format!("{table_text}\n{json_text}\n{}", dump_all(&all));
     // One node is down: both exit 1.
     assert_eq!(table.status.code(), Some(1), "{why}");
     assert_eq!(json.status.code(), Some(1), "{why}");
@@ -469,7 +465,7 @@ fn watch_reads_the_recipes_elixir_nodes_too() {
         .output()
         .expect("run pulse watch");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let why = format!("{text}\n{}", dumps(&all));
+    let why = format!("{text}\n{}", dump_all(&all));
     for node in names {
         assert_eq!(row_glyphs(&text, node).as_deref(), Some("●●"), "{why}");
     }

@@ -80,6 +80,22 @@ fn protocol(why: &str) -> HandshakeError {
     HandshakeError::Protocol(why.to_string())
 }
 
+/// The acceptor's answer to a node that wants to connect, by the status
+/// rules of OTP's `dist_util` and `net_kernel` (one link per node pair).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admit {
+    /// No link and no attempt of ours: go on (`ok`).
+    Ok,
+    /// Both sides are connecting and the caller's attempt wins: go on
+    /// (`ok_simultaneous`); ours is abandoned.
+    Simultaneous,
+    /// Both sides are connecting and ours wins: refuse (`nok`).
+    Refuse,
+    /// A link to the caller is already up (`alive`): the caller says
+    /// whether it replaces the old one (`true`) or gives up (`false`).
+    Alive,
+}
+
 /// Our identity in a handshake.
 pub struct Local<'a> {
     /// Our full node name.
@@ -93,11 +109,15 @@ pub struct Local<'a> {
 /// Connects as the initiator to a node expected to be called `peer_name`.
 ///
 /// A close right after our challenge reply is how Erlang answers a wrong
-/// cookie, so it is reported as [`HandshakeError::BadCookie`].
+/// cookie, so it is reported as [`HandshakeError::BadCookie`]. When the
+/// acceptor says a link is already `alive`, `still_ours` decides: `true`
+/// (we hold no link to it, so the old one is stale) replaces the old link,
+/// `false` gives up.
 pub fn initiate<S: Read + Write>(
     stream: &mut S,
     local: &Local,
     peer_name: &str,
+    still_ours: impl FnOnce() -> bool,
 ) -> Result<Peer, HandshakeError> {
     let mut send_name = vec![b'N'];
     send_name.extend(flags::OFFERED.to_be_bytes());
@@ -109,8 +129,14 @@ pub fn initiate<S: Read + Write>(
     let status = read_handshake(stream)?;
     match status.strip_prefix(b"s") {
         Some(b"ok") | Some(b"ok_simultaneous") => {}
-        // A link under our name is still up on the far side: let it replace it.
-        Some(b"alive") => write_handshake(stream, b"strue")?,
+        Some(b"alive") => {
+            if still_ours() {
+                write_handshake(stream, b"strue")?;
+            } else {
+                write_handshake(stream, b"sfalse")?;
+                return Err(HandshakeError::Refused("alive".into()));
+            }
+        }
         Some(other) => {
             return Err(HandshakeError::Refused(
                 String::from_utf8_lossy(other).into_owned(),
@@ -152,16 +178,36 @@ pub fn initiate<S: Read + Write>(
     })
 }
 
-/// Answers a connecting node as the acceptor. On a wrong cookie the socket
-/// is left for the caller to close without a word, as Erlang does.
-pub fn accept<S: Read + Write>(stream: &mut S, local: &Local) -> Result<Peer, HandshakeError> {
+/// Answers a connecting node as the acceptor; `admit` picks the status for
+/// the caller's name. On a wrong cookie the socket is left for the caller to
+/// close without a word, as Erlang does.
+pub fn accept<S: Read + Write>(
+    stream: &mut S,
+    local: &Local,
+    admit: impl FnOnce(&str) -> Admit,
+) -> Result<Peer, HandshakeError> {
     let send_name = read_handshake(stream)?;
     let (their_flags, creation, name) = parse_send_name(&send_name)?;
     if let Err(e) = check_flags(&name, their_flags) {
         write_handshake(stream, b"snot_allowed")?;
         return Err(e);
     }
-    write_handshake(stream, b"sok")?;
+    match admit(&name) {
+        Admit::Ok => write_handshake(stream, b"sok")?,
+        Admit::Simultaneous => write_handshake(stream, b"sok_simultaneous")?,
+        Admit::Refuse => {
+            write_handshake(stream, b"snok")?;
+            return Err(HandshakeError::Refused("nok".into()));
+        }
+        Admit::Alive => {
+            write_handshake(stream, b"salive")?;
+            if read_handshake(stream)? != b"strue" {
+                return Err(HandshakeError::Refused(format!(
+                    "{name} keeps its other link"
+                )));
+            }
+        }
+    }
 
     let our_challenge = random_u32();
     let mut challenge = vec![b'N'];
@@ -264,7 +310,7 @@ mod tests {
                 creation: 2,
                 cookie: acceptor.1,
             };
-            accept(&mut s, &local)
+            accept(&mut s, &local, |_| Admit::Ok)
         });
         let mut c = TcpStream::connect(addr).expect("connect");
         c.set_read_timeout(Some(Duration::from_secs(5)))
@@ -274,7 +320,7 @@ mod tests {
             creation: 1,
             cookie: initiator.1,
         };
-        let client = initiate(&mut c, &local, expect);
+        let client = initiate(&mut c, &local, expect, || true);
         drop(c);
         (client, server.join().expect("server thread"))
     }
@@ -323,7 +369,7 @@ mod tests {
                 creation: 2,
                 cookie: "c",
             };
-            accept(&mut s, &local)
+            accept(&mut s, &local, |_| Admit::Ok)
         });
         let mut c = TcpStream::connect(addr).expect("connect");
         c.set_read_timeout(Some(Duration::from_secs(5)))
@@ -369,7 +415,7 @@ mod tests {
             creation: 1,
             cookie: "c",
         };
-        let _ = initiate(&mut Recorder(&mut wire), &local, "b@h");
+        let _ = initiate(&mut Recorder(&mut wire), &local, "b@h", || true);
         // Length, 'N', then the flags pulse offers.
         assert_eq!(wire[3..11], flags::OFFERED.to_be_bytes());
         assert_eq!(wire[2], b'N');

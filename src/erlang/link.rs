@@ -1,62 +1,99 @@
 //! One established distribution connection, and how to open one.
 //!
-//! Every operation runs against a deadline: before each read or write the
-//! socket's timeout is set to the time that is left, so a peer that stalls,
-//! trickles bytes or sends garbage costs at most the time it was given.
+//! A [`Link`] is shared: the round thread writes pings on it, its reader
+//! thread writes answers, each frame whole under the link's write lock. The
+//! reader ([`LinkReader`]) is the one reading path of a link: its `recv`
+//! answers the peer's ticks and `is_auth` calls itself, sends our own ticks,
+//! and returns only the frames that may answer calls of ours, as a
+//! WebSocket reader answers pings itself.
+//!
+//! Opening a link runs against a deadline: before each handshake read or
+//! write the socket's timeout is set to the time that is left, so a peer
+//! that stalls, trickles bytes or sends garbage costs at most that time.
+//! Once a link is up, its read timeout is set once and never changed.
 
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use super::frame::{FrameReader, Next};
-use super::handshake::{self, HandshakeError, Peer};
+use super::frame::{FrameReader, Next, TICK};
+use super::handshake::{self, Admit, HandshakeError, Peer};
+use super::message;
 use super::{Identity, Phase};
 
 /// How long one write may block. A healthy peer always has room in its
 /// receive buffer for a ping; one that stops reading loses its link.
 pub const WRITE_TIMEOUT: Duration = Duration::from_millis(50);
 
-/// How far a read may overshoot its deadline before the socket timeout is
-/// set again; saves a system call per read in the common case.
-const SLACK: Duration = Duration::from_millis(5);
+/// How a link keeps itself alive and when it gives up on a silent peer.
+#[derive(Clone, Copy, Debug)]
+pub struct Pace {
+    /// Our tick period: after this long without a write of ours (half of
+    /// it when the read times out), we send a tick, so we are never silent
+    /// for two periods. A peer at `net_ticktime` T drops a link it has read
+    /// nothing on for 3T/4 to T; one second keeps every T from 4 s up happy.
+    pub tick_every: Duration,
+    /// A link we have read nothing on for this long is closed. A live
+    /// Erlang peer at `net_ticktime` T ticks at least every T/4 (its first
+    /// tick may come T/2 after the last traffic), so at T = 300 s it is
+    /// never silent for more than 150 s; dead peers are found sooner by the
+    /// rounds' pings.
+    pub silence_limit: Duration,
+}
+
+impl Pace {
+    /// The pace of every real link.
+    pub const DEFAULT: Pace = Pace {
+        tick_every: Duration::from_secs(1),
+        silence_limit: Duration::from_secs(360),
+    };
+
+    /// How long one read blocks: a whole tick period, so a busy link's
+    /// reader is woken by its frames, not by its timer.
+    fn read_timeout(&self) -> Duration {
+        self.tick_every
+    }
+}
 
 /// An established connection after a successful handshake.
+#[derive(Debug)]
 pub struct Link {
-    /// The socket.
-    pub stream: TcpStream,
+    /// Unique in this process, so an old link's news is never taken for a
+    /// newer link's to the same node.
+    pub id: u64,
     /// Who is at the other end.
     pub peer: Peer,
     /// The address it was opened to (or accepted from).
     pub addr: SocketAddr,
-    /// When we last wrote to it.
-    pub last_write: Instant,
-    /// When we last read from it (ticks included).
-    pub last_read: Instant,
-    /// The peer makes calls of its own on this link (an Erlang node reuses
-    /// the link we opened), so it must be read between rounds too.
-    pub peer_calls: bool,
-    /// Pings in a row this link has left unanswered (kept by the prober).
-    pub missed_replies: u32,
-    reader: FrameReader,
-    read_timeout: Option<Duration>,
+    /// Whether the peer opened it.
+    pub inbound: bool,
+    stream: TcpStream,
+    /// Whole frames only: the round thread and the reader both write.
+    write_lock: Mutex<()>,
+    born: Instant,
+    /// Milliseconds after `born` of our last write.
+    last_write_ms: AtomicU64,
+    /// Milliseconds after `born` of the last bytes read.
+    last_read_ms: AtomicU64,
+    /// Set when we close the link ourselves, so its end is not news.
+    closing: AtomicBool,
+    /// The reply the round waits for on this link, matched by the reader
+    /// itself, so the round thread is woken once for all its replies
+    /// rather than once per reply.
+    awaited: Mutex<Awaited>,
 }
 
-/// What a read brought.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Received {
-    /// A message frame.
-    Frame(Vec<u8>),
-    /// A tick: the peer is alive and expects to hear from us too.
-    Tick,
-}
-
-/// Why a read gave no frame.
-#[derive(Debug)]
-pub enum ReadError {
-    /// The deadline passed first.
-    Timeout,
-    /// The link is broken and must be dropped.
-    Broken(io::Error),
+/// See [`Link::expect`].
+#[derive(Debug, Default)]
+struct Awaited {
+    /// The message term of the reply (see [`message::is_yes_reply`]).
+    reply: Vec<u8>,
+    /// The round it belongs to (see [`crate::links::Links::reply_came`]).
+    round: u32,
+    active: bool,
+    answered: Option<Instant>,
 }
 
 /// Whether an I/O error is a timeout (`WouldBlock` is what a timed-out read
@@ -70,72 +107,202 @@ pub fn is_timeout(e: &io::Error) -> bool {
 
 impl Link {
     /// Wraps a stream whose handshake just finished.
-    pub fn new(stream: TcpStream, peer: Peer, addr: SocketAddr) -> io::Result<Link> {
+    pub fn new(stream: TcpStream, peer: Peer, addr: SocketAddr, inbound: bool) -> io::Result<Link> {
+        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
-        let now = Instant::now();
         Ok(Link {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             stream,
             peer,
             addr,
-            last_write: now,
-            last_read: now,
-            peer_calls: false,
-            missed_replies: 0,
-            reader: FrameReader::default(),
-            read_timeout: None,
+            inbound,
+            write_lock: Mutex::new(()),
+            born: Instant::now(),
+            last_write_ms: AtomicU64::new(0),
+            last_read_ms: AtomicU64::new(0),
+            closing: AtomicBool::new(false),
+            awaited: Mutex::default(),
         })
     }
 
-    /// Writes a whole frame within [`WRITE_TIMEOUT`]. A partial write leaves
-    /// the link unusable, so any error means drop it.
-    pub fn send(&mut self, frame: &[u8]) -> io::Result<()> {
-        self.stream.write_all(frame)?;
-        self.last_write = Instant::now();
-        Ok(())
+    fn awaited(&self) -> std::sync::MutexGuard<'_, Awaited> {
+        self.awaited.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The next frame or tick, waiting until `deadline` at most. Once the
-    /// deadline has passed it still takes whatever has already arrived.
-    pub fn recv(&mut self, deadline: Instant) -> Result<Received, ReadError> {
-        loop {
-            match self.reader.next_frame() {
-                Ok(Next::Frame(f)) => return Ok(Received::Frame(f)),
-                Ok(Next::Tick) => return Ok(Received::Tick),
-                Ok(Next::Incomplete) => {}
-                Err(e) => return Err(ReadError::Broken(e)),
+    /// Makes the reader watch for `reply` (the message term answering our
+    /// ping of round `round`); set before the ping is written.
+    pub fn expect(&self, reply: &[u8], round: u32) {
+        let mut awaited = self.awaited();
+        awaited.reply.clear();
+        awaited.reply.extend_from_slice(reply);
+        awaited.round = round;
+        awaited.active = true;
+        awaited.answered = None;
+    }
+
+    /// When the expected reply came, if it did; stops watching once it has.
+    pub fn answered(&self) -> Option<Instant> {
+        self.awaited().answered.take()
+    }
+
+    /// Stops watching for a reply (the round is over).
+    pub fn forget_reply(&self) {
+        let mut awaited = self.awaited();
+        awaited.active = false;
+        awaited.answered = None;
+    }
+
+    /// The round whose expected reply `frame` is, if it is; it is noted
+    /// as answered.
+    pub fn take_reply(&self, frame: &[u8]) -> Option<u32> {
+        let mut awaited = self.awaited();
+        if !awaited.active || !message::is_yes_reply(frame, &awaited.reply) {
+            return None;
+        }
+        awaited.active = false;
+        awaited.answered = Some(Instant::now());
+        Some(awaited.round)
+    }
+
+    /// Writes a whole frame within [`WRITE_TIMEOUT`]. A partial write leaves
+    /// the link unusable, so on any error the link is shut down (its reader
+    /// then reports it closed).
+    pub fn send(&self, frame: &[u8]) -> io::Result<()> {
+        let result = {
+            let _whole = self
+                .write_lock
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            (&self.stream).write_all(frame)
+        };
+        match result {
+            Ok(()) => {
+                let ms = self.born.elapsed().as_millis() as u64;
+                self.last_write_ms.store(ms, Ordering::Relaxed);
+                Ok(())
             }
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            let result = if remaining.is_zero() {
-                self.fill_nonblocking()
-            } else {
-                if self.read_timeout.is_none_or(|t| t > remaining + SLACK) {
-                    self.stream
-                        .set_read_timeout(Some(remaining))
-                        .map_err(ReadError::Broken)?;
-                    self.read_timeout = Some(remaining);
-                }
-                self.reader.fill(&mut self.stream)
-            };
-            match result {
-                Ok(_) => self.last_read = Instant::now(),
-                // A timeout set for an earlier, longer wait may fire early:
-                // only the deadline decides.
-                Err(e) if is_timeout(&e) => {
-                    if remaining.is_zero() || Instant::now() >= deadline {
-                        return Err(ReadError::Timeout);
-                    }
-                    self.read_timeout = None;
-                }
-                Err(e) => return Err(ReadError::Broken(e)),
+            Err(e) => {
+                let _ = self.stream.shutdown(Shutdown::Both);
+                Err(e)
             }
         }
     }
 
-    fn fill_nonblocking(&mut self) -> io::Result<usize> {
-        self.stream.set_nonblocking(true)?;
-        let result = self.reader.fill(&mut self.stream);
-        self.stream.set_nonblocking(false)?;
-        result
+    /// Our end's address.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.stream.local_addr()
+    }
+
+    /// How long since we last wrote.
+    pub fn since_write(&self) -> Duration {
+        self.since(&self.last_write_ms)
+    }
+
+    /// How long since the peer last sent anything (ticks included).
+    pub fn since_read(&self) -> Duration {
+        self.since(&self.last_read_ms)
+    }
+
+    fn since(&self, ms: &AtomicU64) -> Duration {
+        let at = Duration::from_millis(ms.load(Ordering::Relaxed));
+        self.born.elapsed().saturating_sub(at)
+    }
+
+    fn mark_read(&self) {
+        let ms = self.born.elapsed().as_millis() as u64;
+        self.last_read_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Closes the link on purpose: its reader stops without reporting it.
+    pub fn close(&self) {
+        self.closing.store(true, Ordering::SeqCst);
+        let _ = self.stream.shutdown(Shutdown::Both);
+    }
+
+    /// Whether we closed it ourselves.
+    pub fn closed_by_us(&self) -> bool {
+        self.closing.load(Ordering::SeqCst)
+    }
+
+    /// The reading end, for the link's one reader thread.
+    pub fn reader(&self, pace: Pace) -> io::Result<LinkReader> {
+        let stream = self.stream.try_clone()?;
+        stream.set_read_timeout(Some(pace.read_timeout()))?;
+        Ok(LinkReader {
+            stream,
+            frames: FrameReader::default(),
+            pace,
+        })
+    }
+}
+
+/// What [`LinkReader::recv`] brings.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Received {
+    /// The reply the round expects, of that round; noted on the link.
+    Reply(u32),
+    /// Any other frame that needs no answer: maybe a reply in another form.
+    Other(Vec<u8>),
+}
+
+/// The one reading path of a link.
+pub struct LinkReader {
+    stream: TcpStream,
+    frames: FrameReader,
+    pace: Pace,
+}
+
+impl LinkReader {
+    /// The next frame that is not control traffic, blocking for as long as
+    /// it takes. On the way it answers ticks and calls on `link` (whatever
+    /// [`message::answer`] owes), sends a tick after [`Pace::tick_every`] of
+    /// our silence, and fails after [`Pace::silence_limit`] of the peer's.
+    /// The reply the round expects ([`Link::expect`]) is noted on the link
+    /// and told apart by its bytes, before anything is decoded. A partial
+    /// frame is kept across read timeouts. Any error means the link is gone.
+    pub fn recv(&mut self, link: &Link) -> io::Result<Received> {
+        loop {
+            match self.frames.next_frame()? {
+                Next::Frame(frame) => {
+                    if let Some(round) = link.take_reply(&frame) {
+                        return Ok(Received::Reply(round));
+                    }
+                    match message::answer(&frame) {
+                        Some(answer) => link.send(&answer)?,
+                        None => return Ok(Received::Other(frame)),
+                    }
+                }
+                // Answered unless we wrote a moment ago: between two pulse
+                // nodes an answer to an answer would never end.
+                Next::Tick => {
+                    if link.since_write() >= self.pace.tick_every / 4 {
+                        link.send(&TICK)?;
+                    }
+                }
+                Next::Incomplete => match self.frames.fill(&mut self.stream) {
+                    Ok(_) => link.mark_read(),
+                    Err(e) if is_timeout(&e) => {
+                        // Half a period early: the next timeout may be a
+                        // whole period away, and no gap of ours may reach
+                        // two periods.
+                        if link.since_write() >= self.pace.tick_every / 2 {
+                            link.send(&TICK)?;
+                        }
+                        let silent = link.since_read();
+                        if silent >= self.pace.silence_limit {
+                            return Err(io::Error::new(
+                                io::ErrorKind::TimedOut,
+                                format!("silent for {} s", silent.as_secs()),
+                            ));
+                        }
+                    }
+                    Err(e) => return Err(e),
+                },
+            }
+            if link.since_write() >= self.pace.tick_every {
+                link.send(&TICK)?;
+            }
+        }
     }
 }
 
@@ -200,12 +367,14 @@ impl std::fmt::Display for DialError {
 }
 
 /// Connects to `addr` and does the handshake as initiator, expecting the
-/// node there to be called `peer_name`, all by `deadline`.
+/// node there to be called `peer_name`, all by `deadline`. `still_ours`
+/// answers the acceptor's `alive` (see [`handshake::initiate`]).
 pub fn dial(
     addr: SocketAddr,
     me: &Identity,
     peer_name: &str,
     deadline: Instant,
+    still_ours: impl FnOnce() -> bool,
 ) -> Result<Link, DialError> {
     let left = deadline.saturating_duration_since(Instant::now());
     if left.is_zero() {
@@ -224,17 +393,23 @@ pub fn dial(
         },
         &me.local(),
         peer_name,
+        still_ours,
     )
     .map_err(|e| match e {
         HandshakeError::Io(io) if is_timeout(&io) => DialError::Timeout(Phase::Handshake),
         other => DialError::Handshake(other),
     })?;
-    Link::new(stream, peer, addr).map_err(DialError::Io)
+    Link::new(stream, peer, addr, false).map_err(DialError::Io)
 }
 
 /// Does the handshake as acceptor on a fresh inbound connection, by
-/// `deadline`.
-pub fn accept(stream: TcpStream, me: &Identity, deadline: Instant) -> Result<Link, HandshakeError> {
+/// `deadline`; `admit` picks the status for the caller's name.
+pub fn accept(
+    stream: TcpStream,
+    me: &Identity,
+    deadline: Instant,
+    admit: impl FnOnce(&str) -> Admit,
+) -> Result<Link, HandshakeError> {
     let addr = stream.peer_addr()?;
     stream.set_nodelay(true)?;
     let peer = handshake::accept(
@@ -243,6 +418,122 @@ pub fn accept(stream: TcpStream, me: &Identity, deadline: Instant) -> Result<Lin
             deadline,
         },
         &me.local(),
+        admit,
     )?;
-    Ok(Link::new(stream, peer, addr)?)
+    Ok(Link::new(stream, peer, addr, true)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::erlang::frame::frame;
+    use crate::erlang::message::{is_auth_call, is_auth_reply, our_pid, our_ref};
+    use std::net::TcpListener;
+
+    /// A link on loopback without a handshake, and the raw socket at its
+    /// other end.
+    fn pair() -> (Link, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let ours = TcpStream::connect(addr).expect("connect");
+        let (theirs, _) = listener.accept().expect("accept");
+        theirs
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let peer = Peer {
+            name: "peer@127.0.0.1".into(),
+            creation: 1,
+            flags: 0,
+        };
+        (Link::new(ours, peer, addr, false).expect("link"), theirs)
+    }
+
+    /// The next frame the raw end reads, ticks as empty bodies.
+    fn read_frame(s: &mut TcpStream) -> Vec<u8> {
+        let mut len = [0u8; 4];
+        s.read_exact(&mut len).expect("length");
+        let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+        s.read_exact(&mut body).expect("body");
+        body
+    }
+
+    const FAST: Pace = Pace {
+        tick_every: Duration::from_millis(40),
+        silence_limit: Duration::from_secs(10),
+    };
+
+    #[test]
+    fn recv_answers_calls_itself_and_returns_only_the_rest() {
+        let (link, mut theirs) = pair();
+        let mut reader = link.reader(FAST).expect("reader");
+        let caller = our_pid("peer@127.0.0.1", 1);
+        let call = is_auth_call(&caller, &our_ref("peer@127.0.0.1", 1, 9), "me@h");
+        let other = frame(b"p\x83\x6a\x83\x6a");
+        theirs.write_all(&frame(&[0u8; 0])).expect("tick");
+        theirs.write_all(&call).expect("call");
+        theirs.write_all(&other).expect("other");
+        assert_eq!(
+            reader.recv(&link).expect("frame"),
+            Received::Other(other[4..].to_vec())
+        );
+        // The call was answered on the link, ticks aside.
+        let crate::erlang::message::Incoming::IsAuth { from, tag } =
+            crate::erlang::message::parse(&call[4..])
+        else {
+            panic!("not a call");
+        };
+        let answer = loop {
+            let body = read_frame(&mut theirs);
+            if !body.is_empty() {
+                break body;
+            }
+        };
+        assert_eq!(answer, is_auth_reply(&from, &tag)[4..]);
+    }
+
+    #[test]
+    fn recv_keeps_a_partial_frame_across_read_timeouts_and_ticks_meanwhile() {
+        let (link, mut theirs) = pair();
+        let link = std::sync::Arc::new(link);
+        let reader_link = link.clone();
+        let reader = std::thread::spawn(move || {
+            let mut reader = reader_link.reader(FAST).expect("reader");
+            reader.recv(&reader_link)
+        });
+        let whole = frame(b"hello, in two parts");
+        theirs.write_all(&whole[..7]).expect("first part");
+        // Our ticks prove read timeouts passed with half a frame held.
+        for _ in 0..3 {
+            assert!(read_frame(&mut theirs).is_empty(), "a tick");
+        }
+        theirs.write_all(&whole[7..]).expect("second part");
+        let got = reader.join().expect("reader thread").expect("frame");
+        assert_eq!(got, Received::Other(whole[4..].to_vec()));
+    }
+
+    #[test]
+    fn a_silent_peer_loses_the_link_after_the_silence_limit() {
+        let (link, _theirs) = pair();
+        let pace = Pace {
+            tick_every: Duration::from_millis(40),
+            silence_limit: Duration::from_millis(200),
+        };
+        let mut reader = link.reader(pace).expect("reader");
+        let start = Instant::now();
+        let err = reader.recv(&link).expect_err("silence");
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert!(start.elapsed() >= Duration::from_millis(200));
+    }
+
+    #[test]
+    fn a_closed_peer_ends_recv_and_our_close_is_ours() {
+        let (link, theirs) = pair();
+        let mut reader = link.reader(FAST).expect("reader");
+        drop(theirs);
+        let err = reader.recv(&link).expect_err("closed");
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+        assert!(!link.closed_by_us());
+        link.close();
+        assert!(link.closed_by_us());
+    }
 }

@@ -169,8 +169,20 @@ impl CallTemplate {
     /// bytes alone: a reply's message term is exactly our tag and `yes`,
     /// after a control term of whatever form.
     pub fn is_yes(&self, body: &[u8]) -> bool {
-        body.first() == Some(&PASS_THROUGH) && body.ends_with(&self.reply)
+        is_yes_reply(body, &self.reply)
     }
+
+    /// The message term that answers `yes` to the current call: what
+    /// [`is_yes_reply`] looks for.
+    pub fn yes_reply(&self) -> &[u8] {
+        &self.reply
+    }
+}
+
+/// Whether `body` is a message whose term is `reply` (after a control term
+/// of whatever form).
+pub fn is_yes_reply(body: &[u8], reply: &[u8]) -> bool {
+    body.first() == Some(&PASS_THROUGH) && body.ends_with(reply)
 }
 
 /// The words of our reference number `n`, as they are encoded.

@@ -1,17 +1,17 @@
 //! Real Erlang programs for tests: `erl` nodes and EPMDs of the test's own,
-//! killed on drop, and a record refresher standing in for a live node.
+//! killed on drop (each a [`Node`]), and a record refresher standing in for
+//! a live node.
 
-use std::io::Read;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use super::{TempDir, free_port, wait_until, write_record};
+use super::{Node, TempDir, free_port, run_within, wait_for, write_record};
 
-/// A real `erl` node, killed on drop.
-pub struct Erl(Child);
+/// A real `erl` node, killed on drop; `.0` has its output for dumps.
+pub struct Erl(pub Node);
 
 impl Erl {
     /// Starts `erl -name NAME -setcookie COOKIE` listening on `port` only,
@@ -22,8 +22,8 @@ impl Erl {
 
     /// As [`Erl::start`] with `name_flag` `-name` or `-sname`.
     pub fn start_as(name_flag: &str, name: &str, cookie: &str, port: u16, epmd_port: u16) -> Erl {
-        let child = Command::new("erl")
-            .env("ERL_EPMD_PORT", epmd_port.to_string())
+        let mut cmd = Command::new("erl");
+        cmd.env("ERL_EPMD_PORT", epmd_port.to_string())
             .env_remove("ERL_FLAGS")
             .env_remove("ERL_AFLAGS")
             .env_remove("ERL_ZFLAGS")
@@ -32,25 +32,13 @@ impl Erl {
             .args(["-noshell", name_flag, name, "-setcookie", cookie])
             .args(["-kernel", "inet_dist_use_interface", "{127,0,0,1}"])
             .args(["-kernel", "inet_dist_listen_min", &port.to_string()])
-            .args(["-kernel", "inet_dist_listen_max", &port.to_string()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start erl");
-        Erl(child)
-    }
-}
-
-impl Drop for Erl {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+            .args(["-kernel", "inet_dist_listen_max", &port.to_string()]);
+        Erl(Node::spawn(&format!("erl {name}"), cmd))
     }
 }
 
 /// An EPMD of the test's own on loopback, killed on drop; `.1` is its port.
-pub struct Epmd(Child, pub u16);
+pub struct Epmd(pub Node, pub u16);
 
 impl Epmd {
     pub fn start() -> Epmd {
@@ -59,26 +47,15 @@ impl Epmd {
 
     /// An EPMD on a given port (one a test keeps, to restart EPMD on it).
     pub fn start_on(port: u16) -> Epmd {
-        let child = Command::new("epmd")
-            .args(["-address", "127.0.0.1", "-port", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start epmd");
+        let mut cmd = Command::new("epmd");
+        cmd.args(["-address", "127.0.0.1", "-port", &port.to_string()]);
+        let epmd = Node::spawn(&format!("epmd on port {port}"), cmd);
         // Ready once it accepts connections; nodes started earlier would
         // find no EPMD.
-        let ready = wait_until(Duration::from_secs(10), || {
+        wait_for("epmd to listen", Duration::from_secs(10), &[&epmd], || {
             std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
         });
-        assert!(ready, "epmd did not start on port {port}");
-        Epmd(child, port)
-    }
-}
-
-impl Drop for Epmd {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        Epmd(epmd, port)
     }
 }
 
@@ -86,9 +63,10 @@ impl Drop for Epmd {
 pub struct Refresher(Arc<AtomicBool>, Option<thread::JoinHandle<()>>);
 
 impl Refresher {
-    pub fn start(dir: &TempDir, name: &'static str, port: u16) -> Refresher {
+    pub fn start(dir: &TempDir, name: &str, port: u16) -> Refresher {
         let sd = dir.sync_dir();
-        Refresher::run(move || write_record(&sd, name, &format!("127.0.0.1:{port}")))
+        let name = name.to_string();
+        Refresher::run(move || write_record(&sd, &name, &format!("127.0.0.1:{port}")))
     }
 
     /// Keeps a bare entry (a file holding only a timestamp, as the recipe's
@@ -160,27 +138,7 @@ pub fn erl_eval(
 
 /// Runs `cmd` and returns what it printed on stdout; a process still
 /// running after `limit` is killed and what it printed so far is returned.
-pub fn output_within(mut cmd: Command, limit: Duration) -> String {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start a program under test");
-    let mut stdout = child.stdout.take().expect("stdout");
-    let reader = thread::Builder::new()
-        .name("test-output".into())
-        .spawn(move || {
-            let mut out = String::new();
-            let _ = stdout.read_to_string(&mut out);
-            out
-        })
-        .expect("spawn reader");
-    let deadline = Instant::now() + limit;
-    while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-        thread::sleep(Duration::from_millis(20));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    reader.join().unwrap_or_default()
+pub fn output_within(cmd: Command, limit: Duration) -> String {
+    let (out, _finished) = run_within(cmd, limit);
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }

@@ -4,9 +4,9 @@
 #![allow(dead_code)] // each test module uses a different part of this
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStdout, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -49,7 +49,8 @@ impl Drop for TempDir {
     }
 }
 
-/// Polls `cond` until it holds or `timeout` passes.
+/// Polls `cond` until it holds or `timeout` passes. Prefer [`wait_for`],
+/// which says what it waited for and what every node printed.
 pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
     loop {
@@ -69,8 +70,15 @@ pub fn wait_for(what: &str, timeout: Duration, nodes: &[&Node], cond: impl FnMut
     if wait_until(timeout, cond) {
         return;
     }
-    let dumps: String = nodes.iter().map(|n| n.dump()).collect();
-    panic!("timed out after {timeout:?} waiting for {what}\n{dumps}");
+    panic!(
+        "timed out after {timeout:?} waiting for {what}\n{}",
+        dump_all(nodes)
+    );
+}
+
+/// Every node's [`Node::dump`], one after the other.
+pub fn dump_all(nodes: &[&Node]) -> String {
+    nodes.iter().map(|n| n.dump()).collect()
 }
 
 /// A base command for the pulse binary with a clean environment: no PULSE_
@@ -83,12 +91,18 @@ pub fn pulse_cmd(dir: &TempDir) -> Command {
     cmd
 }
 
-/// A running pulse process whose output is collected; killed on drop.
+/// A child process of a test (pulse, erl, epmd, a recipe node) whose output
+/// is collected for failure messages; killed on drop, so no test leaves a
+/// process behind, whatever fails.
 pub struct Node {
     pub name: String,
     pub child: Child,
     pub lines: Arc<Mutex<Vec<String>>>,
     pub started: Instant,
+    /// The registry the process was pointed at, listed in its dump.
+    sync_dir: Option<PathBuf>,
+    /// A stdout nobody reads yet (see [`Node::spawn_unread`]).
+    unread_stdout: Option<ChildStdout>,
 }
 
 impl Node {
@@ -103,53 +117,88 @@ impl Node {
         Node::spawn(name, cmd)
     }
 
-    pub fn spawn(name: &str, mut cmd: Command) -> Node {
+    /// Runs `cmd`, collecting its stdout and stderr as one list of lines.
+    pub fn spawn(name: &str, cmd: Command) -> Node {
+        let mut node = Node::spawn_unread(name, cmd);
+        if let Some(out) = node.unread_stdout.take() {
+            collect_lines(out, node.lines.clone());
+        }
+        node
+    }
+
+    /// Runs `cmd` with a stdout nobody reads until [`Node::read_stdout`]
+    /// (a pipe that fills up); its stderr is collected.
+    pub fn spawn_unread(name: &str, mut cmd: Command) -> Node {
+        let sync_dir = sync_dir_of(&cmd);
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("spawn pulse");
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name} ({:?}): {e}", cmd.get_program()));
         let lines = Arc::new(Mutex::new(Vec::new()));
-        for out in [
-            child
-                .stdout
-                .take()
-                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-            child
-                .stderr
-                .take()
-                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            let lines = lines.clone();
-            thread::Builder::new()
-                .name("test-output".into())
-                .spawn(move || {
-                    for line in BufReader::new(out).lines().map_while(Result::ok) {
-                        lines.lock().expect("lines lock").push(line);
-                    }
-                })
-                .expect("spawn reader");
+        if let Some(err) = child.stderr.take() {
+            collect_lines(err, lines.clone());
         }
         Node {
             name: name.to_string(),
+            unread_stdout: child.stdout.take(),
             child,
             lines,
             started: Instant::now(),
+            sync_dir,
         }
+    }
+
+    /// Starts reading a stdout left unread; its lines go to the returned
+    /// list (not to [`Node::output`], which keeps stderr's).
+    pub fn read_stdout(&mut self) -> Arc<Mutex<Vec<String>>> {
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        if let Some(out) = self.unread_stdout.take() {
+            collect_lines(out, lines.clone());
+        }
+        lines
     }
 
     pub fn output(&self) -> Vec<String> {
         self.lines.lock().expect("lines lock").clone()
     }
 
+    /// What the process printed, whether it still runs, and the registry
+    /// it was pointed at: what a failed test needs to say why.
     pub fn dump(&self) -> String {
+        let registry = match &self.sync_dir {
+            Some(dir) => format!(
+                "; registry {}: [{}]",
+                dir.display(),
+                registry_names(dir).join(", ")
+            ),
+            None => String::new(),
+        };
         format!(
-            "--- output of {} ---\n{}\n",
+            "--- output of {} ({}{registry}) ---\n{}\n",
             self.name,
+            self.state(),
             self.output().join("\n")
         )
+    }
+
+    /// Whether the process still runs (it has neither exited nor been
+    /// reaped).
+    pub fn is_running(&self) -> bool {
+        self.state() == "running"
+    }
+
+    /// `running`, `exited`, or `reaped`, from /proc: no `&mut` needed, so
+    /// a dump can say it.
+    fn state(&self) -> &'static str {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()));
+        // `PID (COMM) STATE ...`; COMM may hold spaces and parentheses.
+        match stat.as_deref().ok().and_then(|s| s.rsplit_once(") ")) {
+            Some((_, rest)) if rest.starts_with(['Z', 'X']) => "exited",
+            Some(_) => "running",
+            None => "reaped",
+        }
     }
 
     /// The last status line this node printed, parsed.
@@ -182,16 +231,12 @@ impl Node {
 
     /// Waits for the process to end, up to `timeout`.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            thread::sleep(Duration::from_millis(5));
-        }
+        let mut status = None;
+        wait_until(timeout, || {
+            status = self.child.try_wait().ok().flatten();
+            status.is_some()
+        });
+        status
     }
 }
 
@@ -200,6 +245,81 @@ impl Drop for Node {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The registry a command points pulse (or a recipe node) at, if it says.
+fn sync_dir_of(cmd: &Command) -> Option<PathBuf> {
+    let args: Vec<&std::ffi::OsStr> = cmd.get_args().collect();
+    let from_flag = args
+        .windows(2)
+        .find(|w| w[0] == "--sync-dir")
+        .map(|w| PathBuf::from(w[1]));
+    from_flag.or_else(|| {
+        cmd.get_envs()
+            .find(|(k, _)| *k == "PULSE_SYNC_DIR" || *k == "SYNC_DIR")
+            .and_then(|(_, v)| v.map(PathBuf::from))
+    })
+}
+
+/// Collects the lines of `from` into `into` on a thread of its own, which
+/// ends when the process closes the pipe (detached: a test never waits
+/// for it).
+fn collect_lines(from: impl std::io::Read + Send + 'static, into: Arc<Mutex<Vec<String>>>) {
+    thread::Builder::new()
+        .name("test-output".into())
+        .spawn(move || {
+            for line in BufReader::new(from).lines().map_while(Result::ok) {
+                into.lock().expect("lines lock").push(line);
+            }
+        })
+        .expect("spawn reader");
+}
+
+/// Runs `cmd` to its end or `limit`, whichever comes first (then it is
+/// killed), and returns what it printed and whether it finished by itself.
+/// Both pipes are read while it runs, so a talkative program never blocks.
+pub fn run_within(mut cmd: Command, limit: Duration) -> (Output, bool) {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {:?}: {e}", cmd.get_program()));
+    let read_all = |pipe: Option<Box<dyn Read + Send>>| {
+        thread::Builder::new()
+            .name("test-output".into())
+            .spawn(move || {
+                let mut bytes = Vec::new();
+                if let Some(mut pipe) = pipe {
+                    let _ = pipe.read_to_end(&mut bytes);
+                }
+                bytes
+            })
+            .expect("spawn reader")
+    };
+    let stdout = read_all(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let stderr = read_all(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let finished = wait_until(limit, || matches!(child.try_wait(), Ok(Some(_))));
+    if !finished {
+        let _ = child.kill();
+    }
+    let status = child.wait().expect("wait for a killed child");
+    let out = Output {
+        status,
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
+    };
+    (out, finished)
 }
 
 /// Parses `HH:MM:SS.mmm [info] NAME["a@h": true, b@h: false]` for node `me`.
@@ -284,20 +404,11 @@ pub fn require(tool: &str, test: &str) -> bool {
         .stdout(Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
-    if found {
-        return true;
-    }
-    let msg = format!("SKIPPED ({tool} not installed): {test}");
-    if std::env::var("PULSE_REQUIRE_EXTERNAL").as_deref() == Ok("1") {
-        panic!("{msg} (PULSE_REQUIRE_EXTERNAL=1 forbids skips)");
-    }
-    eprintln!("{msg}");
-    false
+    found || skip(&format!("{tool} not installed"), test)
 }
 
 /// Whether the tests run as root (full disks need a mount). When not, the
-/// test says so loudly and is skipped, unless PULSE_REQUIRE_EXTERNAL=1 (CI
-/// runs as root), which makes a skip a failure.
+/// test is skipped as by [`require`] (CI runs as root).
 pub fn require_root(test: &str) -> bool {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let root = status
@@ -305,10 +416,13 @@ pub fn require_root(test: &str) -> bool {
         .find_map(|l| l.strip_prefix("Uid:"))
         .and_then(|ids| ids.split_whitespace().nth(1))
         == Some("0");
-    if root {
-        return true;
-    }
-    let msg = format!("SKIPPED (needs root): {test}");
+    root || skip("needs root", test)
+}
+
+/// Says loudly that `test` is skipped and why, and returns false; panics
+/// instead when PULSE_REQUIRE_EXTERNAL=1 forbids skips.
+fn skip(why: &str, test: &str) -> bool {
+    let msg = format!("SKIPPED ({why}): {test}");
     if std::env::var("PULSE_REQUIRE_EXTERNAL").as_deref() == Ok("1") {
         panic!("{msg} (PULSE_REQUIRE_EXTERNAL=1 forbids skips)");
     }

@@ -1,0 +1,495 @@
+//! The link table: at most one link per node pair, whoever opened it, as
+//! Erlang keeps it. The listener adds the links peers open, the dialers the
+//! links we open, and the round pings over whichever is there.
+//!
+//! Every link has one reader thread for its life ([`Links::serve`]). The
+//! reader answers the peer's calls and ticks itself, notes the reply the
+//! round waits for on the link (the reader that notes the round's last
+//! reply wakes the round thread, once), and hands anything else, and the
+//! link's end, to the round thread as [`LinkEvent`]s on one channel.
+//!
+//! Simultaneous connects follow OTP's status rules: while our own attempt
+//! to node X is under way, X's attempt to us is refused (`nok`) when our
+//! name sorts after X's, and else accepted (`ok_simultaneous`) and ours
+//! abandoned; when a link to X is already up, X is asked (`alive`) whether
+//! it replaces it.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread::{self, JoinHandle};
+use std::time::Instant;
+
+use crossbeam_channel::{Receiver, Sender};
+use log::debug;
+
+use crate::erlang::handshake::{Admit, HandshakeError};
+use crate::erlang::link::{self, DialError, Link, Pace, Received};
+use crate::erlang::{Identity, Phase};
+
+/// Stack of a reader thread: it decodes small terms (nesting is capped), so
+/// a small stack keeps thousands of links cheap.
+pub const READER_STACK: usize = 128 * 1024;
+
+/// Frames waiting for the round thread; beyond this a reply is dropped (and
+/// counts as missed) rather than let a flooding peer grow our memory.
+const EVENTS_CAPACITY: usize = 4096;
+
+/// The longest frame handed to the round thread: a reply to our ping is a
+/// few hundred bytes even with the longest node names; anything longer is
+/// some other message, and dropped.
+const MAX_REPLY: usize = 2048;
+
+/// Most notes of failed inbound attempts kept at once.
+const MAX_FAILED_NOTES: usize = 1024;
+
+/// What a link's reader tells the round thread.
+#[derive(Debug)]
+pub enum LinkEvent {
+    /// A frame that is not a call, a tick or the reply the round expects:
+    /// maybe a reply in another form.
+    Frame {
+        /// The peer's name.
+        peer: String,
+        /// Which link it came on.
+        link: u64,
+        /// The frame's body.
+        frame: Vec<u8>,
+    },
+    /// The peer closed the link, or it broke; not sent for links we close.
+    Closed {
+        /// The peer's name.
+        peer: String,
+        /// Which link.
+        link: u64,
+        /// What the reader saw.
+        why: String,
+    },
+}
+
+/// How the peer's own attempt to connect failed.
+enum Failed {
+    BadCookie,
+    Other(String),
+}
+
+/// An attempt to connect under way, ours or the peer's.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Pending {
+    /// Our dial, by its number.
+    Dial(u64),
+    /// The peer's connection to us, in its handshake.
+    Inbound,
+}
+
+#[derive(Default)]
+struct Table {
+    up: HashMap<String, Arc<Link>>,
+    pending: HashMap<String, Pending>,
+    /// Peers whose own attempt to connect failed in its handshake (a wrong
+    /// cookie, say), for a dial of ours that waits on that attempt.
+    failed: HashMap<String, Failed>,
+    /// Reader threads of the links we opened (the listener joins its own).
+    readers: Vec<JoinHandle<()>>,
+    closed: bool,
+    next_dial: u64,
+}
+
+/// The link table. Shared state behind a lock, the named exception: the
+/// listener, the dialers, the readers and the round thread all use it, each
+/// holding the lock only to look up or change an entry.
+pub struct Links {
+    me: Arc<Identity>,
+    pace: Pace,
+    table: Mutex<Table>,
+    /// Woken whenever a link comes up or an attempt ends.
+    changed: Condvar,
+    events: Sender<LinkEvent>,
+    /// The round's number (high 32 bits) and the replies it still waits for
+    /// (low 32 bits), in one word so a reply of an earlier round never
+    /// counts for this one; the reader that takes the last one sends on
+    /// `all_in`.
+    replies: AtomicU64,
+    all_in_tx: Sender<()>,
+    all_in: Receiver<()>,
+}
+
+impl Links {
+    /// An empty table for node `me`, and the channel its readers report on.
+    pub fn new(me: Arc<Identity>) -> (Arc<Links>, Receiver<LinkEvent>) {
+        let pace = Pace::DEFAULT;
+        let (tx, rx) = crossbeam_channel::bounded(EVENTS_CAPACITY);
+        let (all_in_tx, all_in) = crossbeam_channel::bounded(1);
+        let links = Links {
+            me,
+            pace,
+            table: Mutex::default(),
+            changed: Condvar::new(),
+            events: tx,
+            replies: AtomicU64::new(0),
+            all_in_tx,
+            all_in,
+        };
+        (Arc::new(links), rx)
+    }
+
+    /// Who we are.
+    pub fn me(&self) -> &Arc<Identity> {
+        &self.me
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Starts counting a new round's replies; returns its number.
+    pub fn reset_replies(&self) -> u32 {
+        let next = |s: u64| ((s >> 32) as u32).wrapping_add(1);
+        let before = self
+            .replies
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |s| {
+                Some(u64::from(next(s)) << 32)
+            })
+            .unwrap_or_else(|s| s);
+        while self.all_in.try_recv().is_ok() {}
+        next(before)
+    }
+
+    /// One more reply to wait for (before its ping is written).
+    pub fn await_reply(&self) {
+        self.replies.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// A reply of round `round` came (or will not be counted any more);
+    /// the last one of the current round wakes it. Replies of other rounds
+    /// count for nothing.
+    pub fn reply_came(&self, round: u32) {
+        let before = self
+            .replies
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |s| {
+                let waiting = s & u64::from(u32::MAX);
+                (s >> 32 == u64::from(round) && waiting > 0).then(|| s - 1)
+            });
+        if before.is_ok_and(|s| s & u64::from(u32::MAX) == 1) {
+            let _ = self.all_in_tx.try_send(());
+        }
+    }
+
+    /// Ready when every awaited reply has come.
+    pub fn all_in(&self) -> &Receiver<()> {
+        &self.all_in
+    }
+
+    /// The link to `peer`, if one is up.
+    pub fn get(&self, peer: &str) -> Option<Arc<Link>> {
+        self.lock().up.get(peer).cloned()
+    }
+
+    /// Closes the link to `peer` if it is still link `id`.
+    pub fn drop_link(&self, peer: &str, id: u64) {
+        let mut table = self.lock();
+        if table.up.get(peer).is_some_and(|l| l.id == id) {
+            if let Some(link) = table.up.remove(peer) {
+                link.close();
+            }
+        }
+    }
+
+    /// Opens a link to `peer` at `addr` by `deadline`, or returns the one
+    /// that is up already or that the peer's own attempt brings up.
+    pub fn dial(
+        self: &Arc<Self>,
+        addr: SocketAddr,
+        peer: &str,
+        deadline: Instant,
+    ) -> Result<Arc<Link>, DialError> {
+        let ours = {
+            let mut table = self.lock();
+            if let Some(link) = table.up.get(peer) {
+                return Ok(link.clone());
+            }
+            if table.closed {
+                return Err(DialError::Io(closed()));
+            }
+            if table.pending.contains_key(peer) {
+                None
+            } else {
+                table.next_dial += 1;
+                let id = table.next_dial;
+                table.failed.remove(peer);
+                table.pending.insert(peer.to_string(), Pending::Dial(id));
+                Some(id)
+            }
+        };
+        // Someone else's attempt is under way: its link is ours too.
+        let Some(id) = ours else {
+            return self.wait_for(peer, deadline, true);
+        };
+        let still_ours = || self.lock().pending.get(peer) == Some(&Pending::Dial(id));
+        let result = link::dial(addr, &self.me, peer, deadline, still_ours);
+        let mut table = self.lock();
+        if table.pending.get(peer) == Some(&Pending::Dial(id)) {
+            table.pending.remove(peer);
+        }
+        self.changed.notify_all();
+        match result {
+            Ok(link) => {
+                let link = Arc::new(link);
+                if table.closed || table.up.contains_key(peer) {
+                    // The peer's attempt won meanwhile (`ok_simultaneous`).
+                    link.close();
+                    return table.up.get(peer).cloned().ok_or(DialError::Io(closed()));
+                }
+                table.up.insert(peer.to_string(), link.clone());
+                let (links, reader) = (self.clone(), link.clone());
+                let spawned = thread::Builder::new()
+                    .name("pulse-link".into())
+                    .stack_size(READER_STACK)
+                    .spawn(move || links.serve(reader));
+                match spawned {
+                    Ok(handle) => {
+                        let (done, running) = std::mem::take(&mut table.readers)
+                            .into_iter()
+                            .partition(|h| h.is_finished());
+                        table.readers = running;
+                        table.readers.push(handle);
+                        drop(table);
+                        for reader in done {
+                            reader.join().expect("a link reader never panics");
+                        }
+                        self.changed.notify_all();
+                        Ok(link)
+                    }
+                    Err(e) => {
+                        table.up.remove(peer);
+                        link.close();
+                        Err(DialError::Io(e))
+                    }
+                }
+            }
+            // The peer's attempt wins (`nok`), or it keeps the link it has
+            // (`alive` answered `false`): wait for that link, which may not
+            // have reached our listener yet.
+            Err(DialError::Handshake(HandshakeError::Refused(status)))
+                if status == "nok" || status == "alive" =>
+            {
+                drop(table);
+                self.wait_for(peer, deadline, false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Waits until a link to `peer` is up, or the deadline, or (with
+    /// `while_pending`) until no attempt is left.
+    fn wait_for(
+        &self,
+        peer: &str,
+        deadline: Instant,
+        while_pending: bool,
+    ) -> Result<Arc<Link>, DialError> {
+        let mut table = self.lock();
+        loop {
+            if let Some(link) = table.up.get(peer) {
+                return Ok(link.clone());
+            }
+            if table.closed {
+                return Err(DialError::Io(closed()));
+            }
+            match table.failed.remove(peer) {
+                Some(Failed::BadCookie) => {
+                    let e = HandshakeError::BadCookie(peer.to_string());
+                    return Err(DialError::Handshake(e));
+                }
+                Some(Failed::Other(why)) => {
+                    let e = HandshakeError::Refused(format!("its own connection failed: {why}"));
+                    return Err(DialError::Handshake(e));
+                }
+                None => {}
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(DialError::Timeout(Phase::Handshake));
+            }
+            if while_pending && !table.pending.contains_key(peer) {
+                return Err(DialError::Handshake(HandshakeError::Refused(
+                    "simultaneous connect: neither link came up".into(),
+                )));
+            }
+            table = self
+                .changed
+                .wait_timeout(table, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+
+    /// Does the acceptor's handshake on an inbound connection by `deadline`
+    /// and enters the link in the table. The link to ourselves (a node pings
+    /// itself too) is never entered: its other end is our own dial.
+    pub fn accept(
+        &self,
+        stream: TcpStream,
+        deadline: Instant,
+    ) -> Result<Arc<Link>, HandshakeError> {
+        let mut marked: Option<String> = None;
+        let admit = |peer: &str| {
+            let mut table = self.lock();
+            if peer == self.me.name {
+                return Admit::Ok;
+            }
+            if table.closed {
+                return Admit::Refuse;
+            }
+            let admit = match table.pending.get(peer) {
+                _ if table.up.contains_key(peer) => Admit::Alive,
+                Some(Pending::Inbound) => Admit::Refuse,
+                Some(Pending::Dial(_)) if self.me.name.as_str() > peer => Admit::Refuse,
+                Some(Pending::Dial(_)) => Admit::Simultaneous,
+                None => Admit::Ok,
+            };
+            if admit != Admit::Refuse {
+                table.pending.insert(peer.to_string(), Pending::Inbound);
+                marked = Some(peer.to_string());
+            }
+            admit
+        };
+        let result = link::accept(stream, &self.me, deadline, admit);
+        let mut table = self.lock();
+        if let Some(peer) = &marked {
+            if table.pending.get(peer) == Some(&Pending::Inbound) {
+                table.pending.remove(peer);
+            }
+            if let Err(e) = &result {
+                let failed = match e {
+                    HandshakeError::BadCookie(_) => Failed::BadCookie,
+                    other => Failed::Other(other.to_string()),
+                };
+                // Any name may knock: the notes stay few.
+                if table.failed.len() >= MAX_FAILED_NOTES {
+                    table.failed.clear();
+                }
+                table.failed.insert(peer.clone(), failed);
+            }
+        }
+        self.changed.notify_all();
+        let link = Arc::new(result?);
+        if link.peer.name == self.me.name {
+            return Ok(link);
+        }
+        if table.closed {
+            link.close();
+            return Err(HandshakeError::Io(closed()));
+        }
+        // A new link from a node replaces the old one (it answered `alive`
+        // with `true`: it knows the old one is dead).
+        if let Some(old) = table.up.insert(link.peer.name.clone(), link.clone()) {
+            old.close();
+        }
+        self.changed.notify_all();
+        Ok(link)
+    }
+
+    /// Reads `link` until it ends: the link's reader thread. Its end is
+    /// reported unless we closed it ourselves.
+    pub fn serve(&self, link: Arc<Link>) {
+        let why = match link.reader(self.pace) {
+            Ok(mut reader) => loop {
+                match reader.recv(&link) {
+                    Ok(Received::Reply(round)) => self.reply_came(round),
+                    Ok(Received::Other(frame)) if frame.len() > MAX_REPLY => {}
+                    Ok(Received::Other(frame)) => {
+                        let event = LinkEvent::Frame {
+                            peer: link.peer.name.clone(),
+                            link: link.id,
+                            frame,
+                        };
+                        let _ = self.events.try_send(event);
+                    }
+                    Err(e) => break e,
+                }
+            },
+            Err(e) => e,
+        };
+        {
+            let mut table = self.lock();
+            if table
+                .up
+                .get(&link.peer.name)
+                .is_some_and(|l| l.id == link.id)
+            {
+                table.up.remove(&link.peer.name);
+            }
+        }
+        if link.closed_by_us() {
+            return;
+        }
+        debug!("link to {} ended: {why}", link.peer.name);
+        link.close();
+        let _ = self.events.try_send(LinkEvent::Closed {
+            peer: link.peer.name.clone(),
+            link: link.id,
+            why: closed_reason(&why),
+        });
+    }
+
+    /// Closes every link and joins the readers of the links we opened; from
+    /// now on no link is entered. Dials under way are not waited for.
+    pub fn close_all(&self) {
+        let readers = {
+            let mut table = self.lock();
+            table.closed = true;
+            for link in table.up.values() {
+                link.close();
+            }
+            table.up.clear();
+            std::mem::take(&mut table.readers)
+        };
+        self.changed.notify_all();
+        for handle in readers {
+            handle.join().expect("a link reader never panics");
+        }
+    }
+}
+
+fn closed() -> io::Error {
+    io::Error::new(io::ErrorKind::NotConnected, "node is stopping")
+}
+
+/// The reason a down event gives for a link that ended.
+fn closed_reason(e: &io::Error) -> String {
+    match e.kind() {
+        io::ErrorKind::UnexpectedEof
+        | io::ErrorKind::ConnectionReset
+        | io::ErrorKind::BrokenPipe
+        | io::ErrorKind::ConnectionAborted => "connection closed".into(),
+        _ => format!("link lost: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_rounds_own_last_reply_wakes_it() {
+        let (links, _events) = Links::new(Arc::new(Identity::new("me@h", "c")));
+        let old = links.reset_replies();
+        links.await_reply();
+        let round = links.reset_replies();
+        assert_ne!(old, round);
+        links.await_reply();
+        links.await_reply();
+        // A late reply of the round before counts for nothing.
+        links.reply_came(old);
+        links.reply_came(round);
+        assert!(links.all_in().try_recv().is_err());
+        links.reply_came(round);
+        assert!(links.all_in().try_recv().is_ok());
+        // Nothing left to count: more replies change nothing.
+        links.reply_came(round);
+        assert!(links.all_in().try_recv().is_err());
+    }
+}

@@ -1,0 +1,292 @@
+//! The prober and the link table on loopback, against peers of the test's
+//! own that answer, hang, close or take their time.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use super::{Prober, Target};
+use crate::erlang::frame::frame;
+use crate::erlang::handshake::{self, Admit, Local};
+use crate::erlang::message;
+use crate::erlang::{Identity, Phase};
+use crate::links::Links;
+use crate::listener::Listener;
+use crate::membership::{Outcome, Reason};
+
+/// A named test thread.
+fn spawn<T: Send + 'static>(
+    name: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> thread::JoinHandle<T> {
+    thread::Builder::new()
+        .name(name.into())
+        .spawn(f)
+        .expect("spawn a test thread")
+}
+
+/// What a test peer does with connection number `n` after its handshake.
+type Behave = fn(usize, TcpStream);
+
+/// A peer on loopback called `name`: accepts, does the acceptor's
+/// handshake (after `delay`), then behaves. Counts its connections.
+struct Peer {
+    addr: SocketAddr,
+    connections: Arc<AtomicUsize>,
+}
+
+impl Peer {
+    fn start(name: &'static str, delay: Duration, behave: Behave) -> Peer {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let connections = Arc::new(AtomicUsize::new(0));
+        let count = connections.clone();
+        // Detached: it blocks in accept until the test process ends.
+        spawn("test-peer-accept", move || {
+            for stream in listener.incoming().flatten() {
+                let n = count.fetch_add(1, Ordering::SeqCst);
+                spawn("test-peer", move || {
+                    thread::sleep(delay);
+                    let mut s = stream;
+                    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+                    let local = Local {
+                        name,
+                        creation: 7,
+                        cookie: "c",
+                    };
+                    if handshake::accept(&mut s, &local, |_| Admit::Ok).is_ok() {
+                        behave(n, s);
+                    }
+                });
+            }
+        });
+        Peer { addr, connections }
+    }
+
+    fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+}
+
+/// The next frame's body (empty for a tick), or `None` once closed.
+fn read_frame(s: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len).ok()?;
+    let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+    s.read_exact(&mut body).ok()?;
+    Some(body)
+}
+
+/// Answers every call until the link closes.
+fn answer(_: usize, mut s: TcpStream) {
+    while let Some(body) = read_frame(&mut s) {
+        if let Some(reply) = message::answer(&body) {
+            if s.write_all(&reply).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Reads and never answers, never sends.
+fn silent(_: usize, mut s: TcpStream) {
+    while read_frame(&mut s).is_some() {}
+}
+
+/// Closes its first link on the first ping; answers on later ones.
+fn close_first(n: usize, mut s: TcpStream) {
+    if n == 0 {
+        let _ = read_frame(&mut s);
+        return;
+    }
+    answer(n, s);
+}
+
+fn prober() -> Prober {
+    let me = Arc::new(Identity::new("me@127.0.0.1", "c"));
+    let (links, events) = Links::new(me);
+    Prober::new(links, events, 1)
+}
+
+fn target(name: &str, addr: SocketAddr) -> Target {
+    Target {
+        name: name.parse().expect("name"),
+        addr: Some(addr),
+    }
+}
+
+fn outcome(prober: &mut Prober, t: &Target, timeout: Duration) -> Outcome {
+    let mut results = prober.round(std::slice::from_ref(t), timeout);
+    results.pop().expect("one result").1
+}
+
+#[test]
+fn a_link_broken_under_a_ping_is_redialled_in_the_same_round() {
+    let peer = Peer::start("b@127.0.0.1", Duration::ZERO, close_first);
+    let t = target("b@127.0.0.1", peer.addr);
+    let mut prober = prober();
+    let got = outcome(&mut prober, &t, Duration::from_secs(3));
+    assert!(got.is_alive(), "{got:?}");
+    assert_eq!(peer.connections(), 2);
+    prober.close();
+}
+
+#[test]
+fn the_third_missed_reply_of_a_silent_peer_drops_the_link() {
+    let peer = Peer::start("s@127.0.0.1", Duration::ZERO, silent);
+    let t = target("s@127.0.0.1", peer.addr);
+    let mut prober = prober();
+    let timeout = Duration::from_millis(450);
+    let mut ids = Vec::new();
+    for round in 1..=3 {
+        let got = outcome(&mut prober, &t, timeout);
+        assert_eq!(
+            got,
+            Outcome::Down(Reason::Timeout(Phase::Reply)),
+            "round {round}"
+        );
+        ids.push(prober.links.get("s@127.0.0.1").map(|l| l.id));
+    }
+    // Kept (the same link) after two misses, gone after the third.
+    assert!(ids[0].is_some() && ids[0] == ids[1], "{ids:?}");
+    assert_eq!(ids[2], None);
+    assert_eq!(peer.connections(), 1);
+    prober.close();
+}
+
+#[test]
+fn a_dial_finishing_after_the_rounds_deadline_hands_its_link_over() {
+    let peer = Peer::start("d@127.0.0.1", Duration::from_millis(200), answer);
+    let t = target("d@127.0.0.1", peer.addr);
+    let mut prober = prober();
+    let got = outcome(&mut prober, &t, Duration::from_millis(50));
+    assert_eq!(got, Outcome::Down(Reason::Timeout(Phase::Connect)));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while prober.links.get("d@127.0.0.1").is_none() {
+        assert!(Instant::now() < deadline, "the late dial's link never came");
+        thread::sleep(Duration::from_millis(5));
+    }
+    let got = outcome(&mut prober, &t, Duration::from_secs(2));
+    assert!(got.is_alive(), "{got:?}");
+    assert_eq!(peer.connections(), 1);
+    prober.close();
+}
+
+#[test]
+fn hung_peers_cost_one_dial_each_and_never_delay_a_live_one() {
+    let hung: Vec<Peer> = (0..20)
+        .map(|_| Peer::start("h@127.0.0.1", Duration::from_secs(30), answer))
+        .collect();
+    let live = Peer::start("live@127.0.0.1", Duration::ZERO, answer);
+    let mut targets: Vec<Target> = hung
+        .iter()
+        .enumerate()
+        .map(|(i, p)| target(&format!("h{i}@127.0.0.1"), p.addr))
+        .collect();
+    targets.push(target("live@127.0.0.1", live.addr));
+    let mut prober = prober();
+    let timeout = Duration::from_millis(300);
+    for round in 0..4 {
+        let start = Instant::now();
+        let results = prober.round(&targets, timeout);
+        let took = start.elapsed();
+        assert!(
+            took < timeout + Duration::from_millis(200),
+            "round {round} took {took:?}"
+        );
+        let (name, last) = results.last().expect("results");
+        assert_eq!(name.as_str(), "live@127.0.0.1");
+        assert!(last.is_alive(), "round {round}: {last:?}");
+        assert!(results[..20].iter().all(|(_, o)| !o.is_alive()));
+    }
+    // Four rounds in about 1.2 s: each hung peer was dialled once (its dial
+    // runs a second, then backs off).
+    for p in &hung {
+        assert_eq!(p.connections(), 1);
+    }
+    // Closing never waits for the dials still hanging.
+    let start = Instant::now();
+    prober.close();
+    assert!(
+        start.elapsed() < Duration::from_millis(100),
+        "{:?}",
+        start.elapsed()
+    );
+}
+
+#[test]
+fn simultaneous_dials_leave_one_link_per_pair() {
+    for round in 0..10 {
+        let node = |name: &str| {
+            let me = Arc::new(Identity::new(name, "c"));
+            let (links, _events) = Links::new(me);
+            let socket = TcpListener::bind("127.0.0.1:0").expect("bind");
+            let listener = Listener::start(socket, links.clone()).expect("listener");
+            (links, listener, _events)
+        };
+        let (a, la, _ea) = node("a@127.0.0.1");
+        let (b, lb, _eb) = node("b@127.0.0.1");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let (a2, b2) = (a.clone(), b.clone());
+        let (to_b, to_a) = (lb.local_addr(), la.local_addr());
+        let ab = spawn("test-dial-ab", move || {
+            a2.dial(to_b, "b@127.0.0.1", deadline).map(|l| l.id)
+        });
+        let ba = spawn("test-dial-ba", move || {
+            b2.dial(to_a, "a@127.0.0.1", deadline).map(|l| l.id)
+        });
+        let ab = ab.join().expect("a's dial");
+        let ba = ba.join().expect("b's dial");
+        let (ab, ba) = (ab.expect("a reaches b"), ba.expect("b reaches a"));
+        // Each side dialled and got the one link in its table.
+        let la_link = a.get("b@127.0.0.1").expect("a's link");
+        let lb_link = b.get("a@127.0.0.1").expect("b's link");
+        assert_eq!((la_link.id, lb_link.id), (ab, ba), "round {round}");
+        assert_ne!(la_link.inbound, lb_link.inbound, "round {round}");
+        let (out, inn) = if la_link.inbound {
+            (&lb_link, &la_link)
+        } else {
+            (&la_link, &lb_link)
+        };
+        assert_eq!(
+            Some(inn.addr),
+            out.local_addr().ok(),
+            "round {round}: two links"
+        );
+        a.close_all();
+        b.close_all();
+        la.stop();
+        lb.stop();
+    }
+}
+
+#[test]
+fn a_frame_flood_costs_no_reply() {
+    // A frame that is not a call is handed to the round only; a peer that
+    // sends a stream of them still gets its ping answered.
+    fn flood(_: usize, mut s: TcpStream) {
+        let junk = frame(b"p\x83\x6a\x83\x6a");
+        let mut reader = s.try_clone().expect("clone");
+        spawn("test-flood-reader", move || {
+            while let Some(body) = read_frame(&mut reader) {
+                if let Some(reply) = message::answer(&body) {
+                    let _ = (&reader).write_all(&reply);
+                }
+            }
+        });
+        for _ in 0..20_000 {
+            if s.write_all(&junk).is_err() {
+                return;
+            }
+        }
+    }
+    let peer = Peer::start("f@127.0.0.1", Duration::ZERO, flood);
+    let t = target("f@127.0.0.1", peer.addr);
+    let mut prober = prober();
+    let got = outcome(&mut prober, &t, Duration::from_secs(3));
+    assert!(got.is_alive(), "{got:?}");
+    prober.close();
+}
