@@ -70,11 +70,18 @@ for p in /tmp/sync_dir /tmp/log; do
     fi
 done
 
+# Each node runs in a process group of its own (see background): SIGTERM to
+# the group, then wait until every process of it is gone (SIGKILL after
+# 10 s), so nothing writes to /tmp/sync_dir once it is removed.
 stop_nodes() {
-    local pid
-    for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    local pid tries
+    for pid in "${pids[@]}"; do kill -TERM -- "-$pid" 2>/dev/null || true; done
     for pid in "${pids[@]}"; do
-        timeout 10 tail --pid="$pid" -f /dev/null 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
+        for ((tries = 0; tries < 100; tries++)); do
+            kill -0 -- "-$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -KILL -- "-$pid" 2>/dev/null || true
     done
     pids=()
 }
@@ -119,7 +126,7 @@ block_lines() {
 background() {
     local line=${1%&} n=${#outs[@]}
     line=${line%% }
-    (cd "$root" && exec bash -c "exec $line") >"$tmp/out.$n" 2>&1 &
+    (cd "$root" && exec setsid bash -c "exec $line") >"$tmp/out.$n" 2>&1 &
     pids+=("$!")
     outs+=("$tmp/out.$n|$line")
 }
