@@ -7,6 +7,7 @@
 
 pub mod acceptor;
 pub mod config;
+pub mod decimal;
 pub mod discovery;
 pub mod erlang;
 pub mod fds;

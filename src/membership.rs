@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::{Duration, Instant};
 
+use crate::decimal::Fixed;
 use crate::erlang::Phase;
 use crate::logging::text::field;
 use crate::name::NodeName;
@@ -105,8 +106,8 @@ impl fmt::Display for Event {
             Event::Left(n) => write!(f, "node {n} left"),
             Event::Expired(n, silent) => write!(
                 f,
-                "node {n} expired: no heartbeat and no answer for {:.1} s, registry entry removed",
-                silent.as_secs_f64()
+                "node {n} expired: no heartbeat and no answer for {} s, registry entry removed",
+                Fixed::seconds(silent.as_millis())
             ),
             Event::Gone(n) => write!(f, "node {n} expired: its registry entry was removed"),
         }

@@ -7,11 +7,12 @@
 
 use std::fmt;
 use std::io::Read;
-use std::net::{IpAddr, Ipv4Addr, ToSocketAddrs};
-use std::process::Command;
+use std::net::{IpAddr, Ipv4Addr};
 use std::str::FromStr;
-use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use crate::discovery::dns::ResolvConf;
+use crate::discovery::resolver;
 
 /// Longest name accepted (Erlang's atom limit).
 pub const MAX_LEN: usize = 255;
@@ -81,18 +82,11 @@ pub fn recipe_alive() -> String {
     hex[..10].to_string()
 }
 
-/// The current time as `date -Ins` prints it, e.g.
-/// `2026-11-23T22:53:19,123456789+00:00\n`. `date` knows the local zone, so
-/// it is asked first; without it (a scratch container has none) the time is
-/// written in UTC, which is what `date` prints there too.
+/// The current time as `date -Ins` prints it in UTC, e.g.
+/// `2026-11-23T22:53:19,123456789+00:00\n` (what `date` prints in a
+/// container, which has no zone). Only its md5 is used, so the zone of the
+/// host's own `date` does not matter, and no program is run for it.
 fn date_ins_now() -> String {
-    if let Ok(out) = Command::new("date").arg("-Ins").output() {
-        if out.status.success() {
-            if let Ok(text) = String::from_utf8(out.stdout) {
-                return text;
-            }
-        }
-    }
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
@@ -153,47 +147,39 @@ pub fn short_host_name() -> Result<String, String> {
 
 /// The hosts file, read before any resolver is asked.
 const HOSTS_FILE: &str = "/etc/hosts";
+/// Where the name servers are listed.
+const RESOLV_CONF: &str = "/etc/resolv.conf";
 /// Largest hosts file read; the rest is ignored.
 const MAX_HOSTS_FILE: u64 = 1 << 20;
 
 /// The IPv4 address a host name stands for, as Erlang's distribution finds
-/// it: an address literal as it is, else the hosts file, else the system
-/// resolver, which may ask DNS. The resolver has no timeout of its own, so
-/// it runs on a thread of its own that is left behind (detached) when it
-/// takes longer than `timeout`.
+/// it: an address literal as it is, else the hosts file, else DNS through
+/// the name servers of `/etc/resolv.conf`, all within `timeout`. DNS is
+/// asked by pulse's own client, which keeps the deadline (the C library's
+/// resolver has no timeout of its own).
 pub fn resolve_host(host: &str, timeout: Duration) -> Result<IpAddr, String> {
     if let Ok(ip) = host.parse::<IpAddr>() {
         return Ok(ip);
     }
+    let deadline = Instant::now() + timeout;
+    if let Some(ip) = read_small(HOSTS_FILE).and_then(|text| hosts_lookup(&text, host)) {
+        return Ok(IpAddr::V4(ip));
+    }
+    let conf = ResolvConf::parse(&read_small(RESOLV_CONF).unwrap_or_default());
+    let ips = resolver::resolve(&conf, host, deadline)
+        .map_err(|e| format!("'{host}' does not resolve: {e}"))?;
+    ips.into_iter()
+        .find(IpAddr::is_ipv4)
+        .ok_or_else(|| format!("'{host}' has no IPv4 address"))
+}
+
+/// The text of a small system file, at most [`MAX_HOSTS_FILE`] bytes of it.
+fn read_small(path: &str) -> Option<String> {
     let mut text = String::new();
-    let read = std::fs::File::open(HOSTS_FILE)
-        .and_then(|f| f.take(MAX_HOSTS_FILE).read_to_string(&mut text));
-    if read.is_ok() {
-        if let Some(ip) = hosts_lookup(&text, host) {
-            return Ok(IpAddr::V4(ip));
-        }
-    }
-    let (tx, rx) = crossbeam_channel::bounded(1);
-    let query = format!("{host}:0");
-    thread::Builder::new()
-        .name("pulse-resolve".into())
-        .spawn(move || {
-            let found = query
-                .to_socket_addrs()
-                .map(|addrs| addrs.map(|a| a.ip()).find(IpAddr::is_ipv4));
-            // The asker may have given up; then nobody reads this.
-            let _ = tx.send(found);
-        })
-        .map_err(|e| format!("cannot resolve '{host}': {e}"))?;
-    match rx.recv_timeout(timeout) {
-        Ok(Ok(Some(ip))) => Ok(ip),
-        Ok(Ok(None)) => Err(format!("'{host}' has no IPv4 address")),
-        Ok(Err(e)) => Err(format!("'{host}' does not resolve: {e}")),
-        Err(_) => Err(format!(
-            "'{host}' did not resolve within {} ms",
-            timeout.as_millis()
-        )),
-    }
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_HOSTS_FILE).read_to_string(&mut text))
+        .ok()?;
+    Some(text)
 }
 
 /// The first IPv4 address a hosts file's text gives `host` (names compare

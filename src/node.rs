@@ -20,6 +20,7 @@ use crossbeam_channel::Sender;
 use log::{info, warn};
 
 use crate::config::{Config, EpmdMode};
+use crate::decimal::Fixed;
 use crate::discovery::resolver::{self, Resolver};
 use crate::discovery::{self, DnsPeers};
 use crate::erlang::{Identity, epmd};
@@ -279,8 +280,8 @@ fn still_held(holder: &Holder, config: &Config, me: &Identity) -> Option<String>
         .unwrap_or(Duration::ZERO);
     if age < config.ttl {
         return Some(format!(
-            "its registry entry was written {:.1} s ago by a node that is not pulse",
-            age.as_secs_f64()
+            "its registry entry was written {} s ago by a node that is not pulse",
+            Fixed::seconds(age.as_millis())
         ));
     }
     let host: IpAddr = match config.name.host() {

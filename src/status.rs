@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::config::Config;
+use crate::decimal::Fixed;
 use crate::discovery;
 use crate::erlang::Identity;
 use crate::json;
@@ -121,11 +122,11 @@ fn write_table(nodes: &[NodeStatus], out: &mut impl Write) -> io::Result<()> {
     )?;
     for n in nodes {
         let addr = n.address.as_deref().unwrap_or("(epmd)");
-        let age = n
-            .heartbeat_age_ms
-            .map_or("-".to_string(), |ms| format!("{:.1}s", ms as f64 / 1000.0));
+        let age = n.heartbeat_age_ms.map_or("-".to_string(), |ms| {
+            format!("{}s", Fixed::seconds(u128::from(ms)))
+        });
         let rtt = n.rtt.map_or("-".to_string(), |rtt| {
-            format!("{:.2}ms", rtt.as_secs_f64() * 1000.0)
+            format!("{}ms", Fixed::new(rtt.as_micros(), 3, 2))
         });
         // The reason may quote a peer's words: no control characters.
         let reason: String = n
@@ -155,7 +156,7 @@ pub fn to_json(nodes: &[NodeStatus]) -> String {
             .raw("alive", n.alive)
             .raw(
                 "rtt_ms",
-                json::opt(n.rtt.map(|r| format!("{:.3}", r.as_secs_f64() * 1000.0))),
+                json::opt(n.rtt.map(|r| Fixed::new(r.as_micros(), 3, 3).to_string())),
             )
             .raw("heartbeat_age_ms", json::opt(n.heartbeat_age_ms))
             .opt_str("reason", n.reason.as_deref());

@@ -10,10 +10,8 @@ mod parse;
 mod render;
 mod tail;
 
-use std::io::{self, Read, Write};
-use std::os::fd::AsFd;
+use std::io::{self, Write};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
@@ -153,34 +151,21 @@ fn placed(body: &str, opts: &Options, first: bool) -> String {
     screen
 }
 
-/// The terminal's rows and columns as `stty size` tells them for our
-/// stdout, waited for at most a second.
+/// The terminal's rows and columns, as the kernel knows them for our
+/// stdout (`TIOCGWINSZ`); `None` when stdout is not a terminal.
+#[allow(unsafe_code)]
 fn terminal_size() -> Option<(usize, usize)> {
-    let tty = io::stdout().as_fd().try_clone_to_owned().ok()?;
-    let mut child = Command::new("stty")
-        .arg("size")
-        .stdin(Stdio::from(tty))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .ok()?;
-    let deadline = Instant::now() + Duration::from_secs(1);
-    loop {
-        match child.try_wait() {
-            Ok(Some(status)) if status.success() => break,
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return None;
-            }
-        }
-    }
-    let mut text = String::new();
-    child.stdout.take()?.read_to_string(&mut text).ok()?;
-    let mut numbers = text.split_whitespace().map(|n| n.parse::<usize>().ok());
-    let (rows, cols) = (numbers.next()??, numbers.next()??);
-    (rows > 0 && cols > 0).then_some((rows, cols))
+    let mut size = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ only fills the winsize it is given, which lives
+    // for the whole call.
+    let ok = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut size) } == 0;
+    let (rows, cols) = (usize::from(size.ws_row), usize::from(size.ws_col));
+    (ok && rows > 0 && cols > 0).then_some((rows, cols))
 }
 
 #[cfg(test)]

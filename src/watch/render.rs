@@ -6,6 +6,8 @@
 
 use std::fmt::Write;
 
+use crate::decimal::Fixed;
+
 use super::model::{Cell, Frame, FrameRow, Seen};
 use super::parse::What;
 
@@ -92,7 +94,7 @@ pub fn time_of_day(ms: u32) -> String {
 
 fn age(ms: u64) -> String {
     if ms < 100_000 {
-        format!("{:.1}s", ms as f64 / 1000.0)
+        format!("{}s", Fixed::seconds(u128::from(ms)))
     } else if ms < 6_000_000 {
         format!("{}m", ms / 60_000)
     } else {
