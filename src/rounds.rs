@@ -6,7 +6,6 @@
 use std::time::{Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, select};
-use log::{info, warn};
 
 use crate::config::Config;
 use crate::membership::{Membership, Outcome, Reason};
@@ -47,12 +46,24 @@ impl Rounds {
                 }
             }
         }
+        // Through the reporter, like the last round's line, so the leave is
+        // always logged after it.
+        let mut warnings = Vec::new();
         if let Err(e) = self.own.remove() {
-            warn!("could not remove our registry entry: {e}");
+            warnings.push(format!("could not remove our registry entry: {e}"));
         }
-        info!(
+        let line = format!(
             "node {} left: registry entry removed, closing links",
             self.config.name
+        );
+        let events = Vec::new();
+        report::offer(
+            &self.reports,
+            Report {
+                events,
+                line,
+                warnings,
+            },
         );
         self.prober.close();
     }
@@ -169,9 +180,6 @@ impl Rounds {
         }
         let targets: Vec<Target> = live.iter().map(Record::target).collect();
         let mut results = self.prober.round(&targets, self.config.timeout);
-        if self.prober.stopping() {
-            return;
-        }
         self.retry_moved(&mut results, &targets);
         for (name, outcome) in &results {
             if !outcome.is_alive() {
