@@ -6,7 +6,6 @@
 use std::time::{Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, select};
-use log::{info, warn};
 
 use crate::config::Config;
 use crate::discovery::DnsPeers;
@@ -55,12 +54,24 @@ impl Rounds {
             dns.stop();
             how = "its EPMD now answers without it";
         }
+        // Through the reporter, like the last round's line, so the leave is
+        // always logged after it.
+        let mut warnings = Vec::new();
         if let Some(own) = self.own.take() {
             if let Err(e) = own.remove() {
-                warn!("could not remove our registry entry: {e}");
+                warnings.push(format!("could not remove our registry entry: {e}"));
             }
         }
-        info!("node {} left: {how}, closing links", self.config.name);
+        let line = format!("node {} left: {how}, closing links", self.config.name);
+        let events = Vec::new();
+        report::offer(
+            &self.reports,
+            Report {
+                events,
+                line,
+                warnings,
+            },
+        );
         self.prober.close();
     }
 
@@ -182,9 +193,6 @@ impl Rounds {
         }
         let targets: Vec<Target> = live.iter().map(Record::target).collect();
         let mut results = self.prober.round(&targets, self.config.timeout);
-        if self.prober.stopping() {
-            return;
-        }
         self.retry_moved(&mut results, &targets);
         for (name, outcome) in &results {
             if !outcome.is_alive() {
