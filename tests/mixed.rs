@@ -523,7 +523,18 @@ fn a_live_recipe_nodes_name_is_taken_even_without_epmd_registration() {
         );
         assert_eq!(impostor.count_containing(why), 1, "{}", impostor.dump());
         // The recipe node's file is untouched: still its text, not a record.
-        let text = std::fs::read_to_string(&entry).expect("e1's entry");
+        // The recipe writes it in place (truncate, then write), so a read
+        // can catch it empty: wait for a read that finds text.
+        let mut text = String::new();
+        wait_for(
+            "e1's entry to hold text",
+            Duration::from_secs(5),
+            &[&e1],
+            || {
+                text = std::fs::read_to_string(&entry).unwrap_or_default();
+                !text.is_empty()
+            },
+        );
         assert!(text.starts_with("{{"), "{text:?}");
     }
 }
