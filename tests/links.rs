@@ -3,12 +3,10 @@
 //! node reported down at once, a restarted node back at once.
 
 use std::process::{Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::util::erlang::{Epmd, Refresher};
-use crate::util::{Node, TempDir, free_port, require, wait_for, write_record};
+use crate::util::{Node, TempDir, free_port, require, wait_for};
 
 /// A pulse node registered with the test's EPMD.
 fn pulse(dir: &TempDir, name: &str, epmd_port: u16, interval: &str) -> Node {
@@ -285,37 +283,6 @@ fn a_killed_node_is_down_at_once_on_every_survivor_and_back_at_once() {
     });
 }
 
-/// Keeps fresh records for `names` pointing at `ports` until dropped.
-struct Records(Arc<AtomicBool>, Option<std::thread::JoinHandle<()>>);
-
-impl Records {
-    fn start(dir: &TempDir, entries: Vec<(String, u16)>) -> Records {
-        let stop = Arc::new(AtomicBool::new(false));
-        let (flag, sd) = (stop.clone(), dir.sync_dir());
-        let handle = std::thread::Builder::new()
-            .name("test-records".into())
-            .spawn(move || {
-                while !flag.load(Ordering::SeqCst) {
-                    for (name, port) in &entries {
-                        write_record(&sd, name, &format!("127.0.0.1:{port}"));
-                    }
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-            })
-            .expect("spawn records");
-        Records(stop, Some(handle))
-    }
-}
-
-impl Drop for Records {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::SeqCst);
-        if let Some(h) = self.1.take() {
-            let _ = h.join();
-        }
-    }
-}
-
 #[test]
 fn twenty_hung_entries_clog_nothing() {
     let dir = TempDir::new("hung20");
@@ -334,7 +301,7 @@ fn twenty_hung_entries_clog_nothing() {
             )
         })
         .collect();
-    let _records = Records::start(&dir, entries);
+    let _records = Refresher::many(&dir, entries);
     let args = ["--interval", "1000", "--epmd", "off"];
     let mut a = Node::start(&dir, "a1@127.0.0.1", "c", &args);
     let b = Node::start(&dir, "b1@127.0.0.1", "c", &args);
@@ -451,7 +418,7 @@ fn simultaneous_connects_with_erl_settle_on_one_link() {
         wait_for("pulse in EPMD", Duration::from_secs(10), &[&p1], || {
             p1.count_containing("registered p1 with EPMD") == 1
         });
-        let _records = Records::start(&dir, vec![(name.to_string(), port)]);
+        let _records = Refresher::many(&dir, vec![(name.to_string(), port)]);
         let rounds = 30;
         let erl = racing_erl(name, port, epmd.1, rounds);
         let nodes = [&p1, &erl];

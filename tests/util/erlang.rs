@@ -64,9 +64,18 @@ pub struct Refresher(Arc<AtomicBool>, Option<thread::JoinHandle<()>>);
 
 impl Refresher {
     pub fn start(dir: &TempDir, name: &str, port: u16) -> Refresher {
+        Refresher::many(dir, vec![(name.to_string(), port)])
+    }
+
+    /// Keeps a record fresh for each name, pointing at its port on
+    /// 127.0.0.1.
+    pub fn many(dir: &TempDir, entries: Vec<(String, u16)>) -> Refresher {
         let sd = dir.sync_dir();
-        let name = name.to_string();
-        Refresher::run(move || write_record(&sd, &name, &format!("127.0.0.1:{port}")))
+        Refresher::run(move || {
+            for (name, port) in &entries {
+                write_record(&sd, name, &format!("127.0.0.1:{port}"));
+            }
+        })
     }
 
     /// Keeps a bare entry (a file holding only a timestamp, as the recipe's
