@@ -192,6 +192,17 @@ pub struct Config {
     pub epmd_port: u16,
 }
 
+impl Config {
+    /// The configuration `pulse --name NAME --cookie COOKIE` runs with, for
+    /// a node started from code: every other field has the command's
+    /// default and may be changed before [`crate::Node::start`]. The
+    /// environment is not read.
+    pub fn for_node(name: &str, cookie: &str) -> Result<Config, String> {
+        let args = ["--name", name, "--cookie", cookie].map(OsString::from);
+        parse(args, |_| None)?.resolve()
+    }
+}
+
 /// Parses the command line (without the program name) and the environment,
 /// given as a lookup function. Flags win over the environment.
 pub fn parse<I, E>(args: I, env: E) -> Result<Args, String>
