@@ -161,7 +161,7 @@ impl Node {
         let reporter = Reporter::start(events_tx).map_err(Error::Thread)?;
         let members = Members::default();
         let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);
-        let prober = Prober::new(links, link_events, config.epmd_port);
+        let prober = Prober::new(links, link_events, config.epmd_port).stop_on(stop_rx.clone());
         let rounds = Rounds {
             membership: Membership::new(config.name.clone(), config.interval, config.ttl),
             config: config.clone(),
@@ -219,7 +219,9 @@ impl Node {
     /// Leaves gracefully: finishes the round under way, removes our record,
     /// closes every link and joins every thread.
     pub fn shutdown(self) {
-        let _ = self.stop.send(());
+        // Dropped, not sent to: the round thread sees it both between rounds
+        // and while it waits for replies.
+        drop(self.stop);
         self.round.join().expect("the round thread never panics");
         // The record is gone before the listener stops answering, so peers
         // see a leave, not a failure.

@@ -99,6 +99,8 @@ pub struct Prober {
     backoff: HashMap<NodeName, Backoff>,
     done_tx: Sender<DialDone>,
     done: Receiver<DialDone>,
+    /// Disconnected when the node stops: a round then ends at once.
+    stop: Receiver<()>,
     /// The number the link table gave this round's replies.
     reply_round: u32,
     /// Links that closed during the round, not under one of its pings.
@@ -132,10 +134,25 @@ impl Prober {
             backoff: HashMap::new(),
             done_tx,
             done,
+            stop: crossbeam_channel::never(),
             reply_round: 0,
             closed_meanwhile: Vec::new(),
             next_ref: 0,
         }
+    }
+
+    /// Ends any round at once when `stop` disconnects (its sender dropped).
+    pub fn stop_on(mut self, stop: Receiver<()>) -> Prober {
+        self.stop = stop;
+        self
+    }
+
+    /// Whether the node is stopping (a round cut short says nothing).
+    pub fn stopping(&self) -> bool {
+        matches!(
+            self.stop.try_recv(),
+            Err(crossbeam_channel::TryRecvError::Disconnected)
+        )
     }
 
     /// What the links report between rounds; see [`Prober::link_closed`].
@@ -220,6 +237,7 @@ impl Prober {
                     Ok(done) => self.take_dial(done, &wanted, &mut round, timeout, deadline),
                     Err(_) => break,
                 },
+                recv(self.stop) -> _ => break,
                 default(left) => break,
             }
         }

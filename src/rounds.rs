@@ -201,6 +201,9 @@ impl Rounds {
         }
         let targets: Vec<Target> = live.iter().map(Record::target).collect();
         let mut results = self.prober.round(&targets, self.config.timeout);
+        if self.prober.stopping() {
+            return;
+        }
         self.retry_moved(&mut results, &targets);
         for (name, outcome) in &results {
             if !outcome.is_alive() {
@@ -243,6 +246,10 @@ impl Rounds {
         events.extend(observed.events);
         let targets: Vec<Target> = observed.live.iter().map(Record::target).collect();
         let results = self.prober.round(&targets, self.config.timeout);
+        // A round cut short by the stop says nothing.
+        if self.prober.stopping() {
+            return;
+        }
         dns.pinged(&results);
         events.extend(self.membership.apply(&results, Instant::now()));
         self.publish(&results);
