@@ -4,25 +4,37 @@
 //! directory, pings every registered node (itself included) over the Erlang
 //! distribution protocol, and logs one status line. See `node` for the
 //! threads and how they talk.
+//!
+//! Embedding: build a [`Config`] in code ([`Config::for_node`]), start a
+//! [`Node`], read its membership [`Event`]s and [`Node::members`], and
+//! [`Node::shutdown`] it; `examples/embed.rs` shows it whole.
 
-pub mod acceptor;
+// What the binary, an embedder and the integration tests use.
 pub mod config;
-pub mod decimal;
 pub mod discovery;
 pub mod erlang;
 pub mod fds;
 pub mod json;
-pub mod limiter;
-pub mod links;
 pub mod listener;
 pub mod logging;
-pub mod membership;
-pub mod name;
 pub mod node;
-pub mod probe;
-pub mod registration;
-pub mod registry;
-pub mod report;
-pub mod rounds;
 pub mod status;
 pub mod watch;
+
+// The node's inner workings.
+mod acceptor;
+mod decimal;
+mod limiter;
+mod links;
+mod membership;
+mod name;
+mod probe;
+mod registration;
+mod registry;
+mod report;
+mod rounds;
+
+pub use config::Config;
+pub use membership::{Event, Reason};
+pub use name::NodeName;
+pub use node::{Error, Member, Node};

@@ -101,6 +101,7 @@ impl Limiter {
     }
 
     /// How many sources it remembers.
+    #[cfg(test)]
     pub fn sources(&self) -> usize {
         self.0.lock().map(|s| s.warned.len()).unwrap_or(0)
     }

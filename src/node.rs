@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime};
 
-use crossbeam_channel::Sender;
+use crossbeam_channel::{Receiver, Sender};
 use log::{info, warn};
 
 use crate::config::{Config, EpmdMode};
@@ -26,14 +26,14 @@ use crate::discovery::{self, DnsPeers};
 use crate::erlang::{Identity, epmd};
 use crate::links::Links;
 use crate::listener::Listener;
-use crate::membership::{Membership, Reason};
+use crate::membership::{Event, Membership, Reason};
 use crate::name::NodeName;
 use crate::probe::{self, Prober};
 use crate::registration::{EPMD_TIMEOUT, Registrar};
 use crate::registry::own::{ClaimError, Holder, OwnEntry};
 use crate::registry::{Record, Registry};
 use crate::report::Reporter;
-use crate::rounds::Rounds;
+use crate::rounds::{Members, Rounds};
 
 /// Why a node could not start.
 #[derive(Debug)]
@@ -67,9 +67,24 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
+/// How many membership events wait for an embedder that is not reading
+/// them; past that, new ones are dropped for it (the log keeps them all).
+const EVENTS_KEPT: usize = 1024;
+
+/// One member as the latest round saw it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Member {
+    /// Its node name.
+    pub name: NodeName,
+    /// Whether it answered the latest round's ping.
+    pub alive: bool,
+}
+
 /// A running node.
 pub struct Node {
     addr: SocketAddr,
+    events: Receiver<Event>,
+    members: Members,
     stop: Sender<()>,
     round: JoinHandle<()>,
     listener: Listener,
@@ -142,7 +157,9 @@ impl Node {
                 return Err(e);
             }
         };
-        let reporter = Reporter::start().map_err(Error::Thread)?;
+        let (events_tx, events) = crossbeam_channel::bounded(EVENTS_KEPT);
+        let reporter = Reporter::start(events_tx).map_err(Error::Thread)?;
+        let members = Members::default();
         let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);
         let prober = Prober::new(links, link_events, config.epmd_port).stop_on(stop_rx.clone());
         let rounds = Rounds {
@@ -155,6 +172,7 @@ impl Node {
             reports: reporter.sender(),
             heartbeat_failing: false,
             listing_failing: false,
+            members: members.clone(),
         };
         let round = thread::Builder::new()
             .name("pulse-round".into())
@@ -167,6 +185,8 @@ impl Node {
         );
         Ok(Node {
             addr,
+            events,
+            members,
             stop: stop_tx,
             round,
             listener,
@@ -182,6 +202,18 @@ impl Node {
     /// Where the node listens.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Membership events (joined, down, back, left, expired) as they are
+    /// logged. Every clone of the receiver takes from the same queue.
+    pub fn events(&self) -> Receiver<Event> {
+        self.events.clone()
+    }
+
+    /// Every member the latest round pinged (this node included), with
+    /// whether it answered; empty before the first round.
+    pub fn members(&self) -> Vec<Member> {
+        self.members.lock().map(|m| m.clone()).unwrap_or_default()
     }
 
     /// Leaves gracefully: finishes the round under way, removes our record,

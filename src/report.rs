@@ -57,14 +57,16 @@ pub struct Reporter {
 }
 
 impl Reporter {
-    /// Starts the reporter thread.
-    pub fn start() -> std::io::Result<Reporter> {
+    /// Starts the reporter thread; every event it logs also goes to
+    /// `events` (without waiting: when nobody reads it and it is full, an
+    /// event is dropped there, never in the log).
+    pub fn start(events: Sender<Event>) -> std::io::Result<Reporter> {
         // A few rounds of slack; if the console is stuck longer than that,
         // reports are dropped rather than delay the rounds.
         let (tx, rx) = crossbeam_channel::bounded(16);
         let handle = thread::Builder::new()
             .name("pulse-report".into())
-            .spawn(move || write_reports(rx))?;
+            .spawn(move || write_reports(rx, &events))?;
         Ok(Reporter { tx, handle })
     }
 
@@ -105,7 +107,7 @@ pub fn offer(outbox: &Outbox, report: Report) {
     }
 }
 
-fn write_reports(rx: Receiver<(Report, u64)>) {
+fn write_reports(rx: Receiver<(Report, u64)>, events: &Sender<Event>) {
     // Ends when every sender is dropped; nothing queued is lost.
     for (report, dropped_before) in rx {
         if dropped_before > 0 {
@@ -119,6 +121,7 @@ fn write_reports(rx: Receiver<(Report, u64)>) {
                 Event::Down(..) | Event::Expired(..) | Event::Gone(..) => warn!("{event}"),
                 _ => info!("{event}"),
             }
+            let _ = events.try_send(event.clone());
         }
         if !report.line.is_empty() {
             info!("{}", report.line);

@@ -3,6 +3,7 @@
 //! the next tick, and for links that close: a member whose link closes
 //! while its record is still there was killed, and is reported down at once.
 
+use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, select};
@@ -11,6 +12,7 @@ use crate::config::Config;
 use crate::discovery::DnsPeers;
 use crate::membership::{Membership, Outcome, Reason};
 use crate::name::NodeName;
+use crate::node::Member;
 use crate::probe::{Prober, Target};
 use crate::registry::own::{Beat, OwnEntry};
 use crate::registry::{Record, Registry};
@@ -29,7 +31,13 @@ pub(crate) struct Rounds {
     pub(crate) reports: Outbox,
     pub(crate) heartbeat_failing: bool,
     pub(crate) listing_failing: bool,
+    /// The latest round's members, for [`crate::Node::members`].
+    pub(crate) members: Members,
 }
+
+/// The members as the latest round found them, shared with the [`crate::Node`]
+/// handle: the round thread writes it once a round, an embedder reads it.
+pub(crate) type Members = Arc<Mutex<Vec<Member>>>;
 
 impl Rounds {
     pub(crate) fn run(mut self, stop: Receiver<()>) {
@@ -204,6 +212,7 @@ impl Rounds {
             }
         }
         events.extend(self.membership.apply(&results, Instant::now()));
+        self.publish(&results);
         let line = report::status_line(&self.config.name, &results);
         report::offer(
             &self.reports,
@@ -243,6 +252,7 @@ impl Rounds {
         }
         dns.pinged(&results);
         events.extend(self.membership.apply(&results, Instant::now()));
+        self.publish(&results);
         let line = report::status_line(&self.config.name, &results);
         let warnings = Vec::new();
         report::offer(
@@ -253,6 +263,20 @@ impl Rounds {
                 warnings,
             },
         );
+    }
+
+    /// Hands the round's results to whoever holds the node's handle.
+    fn publish(&self, results: &[(NodeName, Outcome)]) {
+        let members = results
+            .iter()
+            .map(|(name, outcome)| Member {
+                name: name.clone(),
+                alive: outcome.is_alive(),
+            })
+            .collect();
+        if let Ok(mut shared) = self.members.lock() {
+            *shared = members;
+        }
     }
 
     /// A node refused at the address we had may have restarted or left

@@ -4,6 +4,7 @@
 mod cli;
 mod cluster;
 mod dns;
+mod embed;
 mod epmd;
 mod erlang;
 mod faults;

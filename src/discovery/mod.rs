@@ -8,8 +8,8 @@
 //! answer, a shuffled one or a failed lookup never removes anyone.
 
 pub mod dns;
-pub mod message;
-pub mod resolver;
+mod message;
+pub(crate) mod resolver;
 
 use std::collections::BTreeMap;
 use std::fmt;

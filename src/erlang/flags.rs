@@ -8,8 +8,10 @@
 //! messages (OTP 25's set), so older pulse builds still reach it.
 
 /// The node is visible (not hidden); pulse never sets it.
+#[cfg(test)] // left out on purpose; the tests check it stays out
 pub const PUBLISHED: u64 = 0x01;
 /// Atom cache in message headers (old style).
+#[cfg(test)] // left out on purpose; the tests check it stays out
 pub const ATOM_CACHE: u64 = 0x02;
 /// References with more than one word.
 pub const EXTENDED_REFERENCES: u64 = 0x04;
@@ -30,6 +32,7 @@ pub const BIT_BINARIES: u64 = 0x400;
 /// IEEE floats.
 pub const NEW_FLOATS: u64 = 0x800;
 /// Atom cache in distribution headers.
+#[cfg(test)] // left out on purpose; the tests check it stays out
 pub const DIST_HDR_ATOM_CACHE: u64 = 0x2000;
 /// UTF-8 atoms.
 pub const UTF8_ATOMS: u64 = 0x1_0000;
@@ -38,6 +41,7 @@ pub const MAP_TAG: u64 = 0x2_0000;
 /// 32-bit creations.
 pub const BIG_CREATION: u64 = 0x4_0000;
 /// Messages split into fragments.
+#[cfg(test)] // left out on purpose; the tests check it stays out
 pub const FRAGMENTS: u64 = 0x80_0000;
 /// The version-6 handshake (OTP 23).
 pub const HANDSHAKE_23: u64 = 0x100_0000;

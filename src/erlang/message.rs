@@ -168,6 +168,7 @@ impl CallTemplate {
     /// Whether `body` answers `yes` to the current call, told from the
     /// bytes alone: a reply's message term is exactly our tag and `yes`,
     /// after a control term of whatever form.
+    #[cfg(test)]
     pub fn is_yes(&self, body: &[u8]) -> bool {
         is_yes_reply(body, &self.reply)
     }

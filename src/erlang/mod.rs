@@ -5,14 +5,14 @@
 //! current OTP (26 to 28) requires, plus monitors, so every message travels
 //! as a plain `'p'` frame: no atom cache, no fragments.
 
-pub mod cursor;
+mod cursor;
 pub mod epmd;
-pub mod flags;
-pub mod frame;
-pub mod handshake;
-pub mod link;
-pub mod message;
-pub mod term;
+pub(crate) mod flags;
+pub(crate) mod frame;
+pub(crate) mod handshake;
+pub(crate) mod link;
+pub(crate) mod message;
+pub(crate) mod term;
 
 use std::io::Read;
 

@@ -192,6 +192,17 @@ pub struct Config {
     pub epmd_port: u16,
 }
 
+impl Config {
+    /// The configuration `pulse --name NAME --cookie COOKIE` runs with, for
+    /// a node started from code: every other field has the command's
+    /// default and may be changed before [`crate::Node::start`]. The
+    /// environment is not read.
+    pub fn for_node(name: &str, cookie: &str) -> Result<Config, String> {
+        let args = ["--name", name, "--cookie", cookie].map(OsString::from);
+        parse(args, |_| None)?.resolve()
+    }
+}
+
 /// Parses the command line (without the program name) and the environment,
 /// given as a lookup function. Flags win over the environment.
 pub fn parse<I, E>(args: I, env: E) -> Result<Args, String>
@@ -533,209 +544,4 @@ fn erlang_cookie(path: &Path) -> Result<String, String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::collections::HashMap;
-
-    fn parse_with(args: &[&str], env: &[(&str, &str)]) -> Result<Args, String> {
-        let env: HashMap<String, String> = env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        parse(args.iter().map(OsString::from), |k| env.get(k).cloned())
-    }
-
-    #[test]
-    fn flags_win_over_environment() {
-        let a = parse_with(
-            &["--name", "a1@127.0.0.1", "--interval=200"],
-            &[
-                ("PULSE_NAME", "b@h"),
-                ("PULSE_INTERVAL_MS", "300"),
-                ("PULSE_TIMEOUT_MS", "50"),
-            ],
-        )
-        .expect("valid");
-        assert_eq!(a.name.as_deref(), Some("a1@127.0.0.1"));
-        assert_eq!(a.interval_ms, Some(200));
-        assert_eq!(a.timeout_ms, Some(50));
-        assert_eq!(a.command(), Command::Run);
-    }
-
-    #[test]
-    fn cookie_flag_beats_cookie_file_env() {
-        let a = parse_with(&["--cookie", "c"], &[("PULSE_COOKIE_FILE", "/x")]).expect("valid");
-        assert_eq!((a.cookie.as_deref(), a.cookie_file), (Some("c"), None));
-        let a =
-            parse_with(&[], &[("PULSE_COOKIE_FILE", "/x"), ("PULSE_COOKIE", "e")]).expect("valid");
-        assert_eq!((a.cookie.as_deref(), a.cookie_file), (Some("e"), None));
-    }
-
-    #[test]
-    fn errors_name_the_flag() {
-        let cases = [
-            (&["--interval", "abc"][..], "--interval: expected"),
-            (&["--port", "70000"], "--port: expected"),
-            (&["--ip", "nope"], "--ip: expected an IP address"),
-            (&["--bogus"], "unknown option '--bogus'"),
-            (&["--name"], "--name: missing value"),
-            (&["--interval", "5"], "interval: must be"),
-            (&["--timeout", "2000"], "timeout: must be"),
-            (&["--ttl", "100"], "ttl: must be"),
-            (&["--name", "a@h", "--sname", "b"], "exclude"),
-            (&["stray"], "unexpected argument"),
-            (&["--epmd", "maybe"], "--epmd: expected auto, serve or off"),
-            (&["--once"], "--once: only for watch"),
-            (&["status", "--once"], "--once: only for watch"),
-            (&["health", "--json"], "--json: only for status and watch"),
-        ];
-        for (args, want) in cases {
-            let err = parse_with(args, &[]).expect_err(want);
-            assert!(err.contains(want), "{args:?}: {err}");
-        }
-        let err = parse_with(&[], &[("PULSE_INTERVAL_MS", "x")]).expect_err("bad env");
-        assert!(err.contains("PULSE_INTERVAL_MS"), "{err}");
-    }
-
-    #[test]
-    fn registry_forms_and_their_environment() {
-        let a = parse_with(
-            &["--registry", "dns:tasks.pulse"],
-            &[("PULSE_SYNC_DIR", "/x")],
-        )
-        .expect("valid");
-        assert_eq!(
-            (a.sync_dir, a.dns.map(|d| d.name)),
-            (None, Some("tasks.pulse".into()))
-        );
-        let a = parse_with(
-            &[],
-            &[("PULSE_REGISTRY", "dns:p:9100"), ("PULSE_SYNC_DIR", "/x")],
-        )
-        .expect("valid");
-        assert_eq!(a.dns.and_then(|d| d.port), Some(9100));
-        let a = parse_with(&["--sync-dir", "/d"], &[("PULSE_REGISTRY", "dns:p")]).expect("valid");
-        assert_eq!((a.sync_dir, a.dns), (Some("/d".into()), None));
-        let a = parse_with(
-            &["--registry=dir:/r", "--dns-server", "127.0.0.1:5353"],
-            &[],
-        )
-        .expect("valid");
-        assert_eq!(a.sync_dir, Some("/r".into()));
-        assert_eq!(a.dns_server, Some(SocketAddr::from(([127, 0, 0, 1], 5353))));
-        let a = parse_with(&[], &[("PULSE_DNS_SERVER", "127.0.0.2")]).expect("valid");
-        assert_eq!(a.dns_server, Some(SocketAddr::from(([127, 0, 0, 2], 53))));
-        for (args, want) in [
-            (
-                &["--registry", "nfs:x"][..],
-                "--registry: expected dir:PATH",
-            ),
-            (&["--registry", "dns:"], "--registry: 'dns:'"),
-            (&["--registry", "dns:x:0"], "bad port"),
-            (&["--dns-server", "nope"], "--dns-server: expected"),
-        ] {
-            let err = parse_with(args, &[]).expect_err(want);
-            assert!(err.contains(want), "{args:?}: {err}");
-        }
-        let err = parse_with(&[], &[("PULSE_REGISTRY", "x")]).expect_err("bad env");
-        assert!(err.contains("PULSE_REGISTRY"), "{err}");
-    }
-
-    #[test]
-    fn subcommands() {
-        assert_eq!(
-            parse_with(&["status"], &[]).expect("ok").command(),
-            Command::Status
-        );
-        assert_eq!(
-            parse_with(&["health", "--cookie", "c"], &[])
-                .expect("ok")
-                .command(),
-            Command::Health
-        );
-        assert_eq!(
-            parse_with(&["--help"], &[]).expect("ok").command(),
-            Command::Help
-        );
-        let a = parse_with(
-            &["watch", "--once", "--json"],
-            &[("NO_COLOR", "1"), ("COLUMNS", "120")],
-        )
-        .expect("ok");
-        assert_eq!(a.command(), Command::Watch);
-        assert!(a.once && a.json && a.no_color);
-        assert_eq!(a.columns, Some(120));
-        // An empty NO_COLOR means nothing; a bad COLUMNS is ignored.
-        let a = parse_with(&["watch"], &[("NO_COLOR", ""), ("COLUMNS", "wide")]).expect("ok");
-        assert!(!a.no_color && a.columns.is_none());
-    }
-
-    #[test]
-    fn resolve_takes_the_address_from_the_name() {
-        let a = parse_with(&["--name", "a1@127.0.0.3", "--cookie", "c"], &[]).expect("ok");
-        let c = a.resolve().expect("resolves");
-        assert_eq!(c.ip.to_string(), "127.0.0.3");
-        assert_eq!(c.timeout, Duration::from_millis(500));
-        assert_eq!(c.ttl, Duration::from_millis(5000));
-    }
-
-    #[test]
-    fn default_name_is_md5_at_address() {
-        let a = parse_with(&["--ip", "127.0.0.9", "--cookie", "c"], &[]).expect("ok");
-        let c = a.resolve().expect("resolves");
-        let (alive, host) = c.name.as_str().split_once('@').expect("has @");
-        assert_eq!((alive.len(), host), (10, "127.0.0.9"));
-    }
-
-    #[test]
-    fn cookie_file_is_created_once_and_reused() {
-        let dir = std::env::temp_dir().join(format!("pulse-cookie-{}", std::process::id()));
-        fs::create_dir_all(&dir).expect("dir");
-        let home = dir.to_string_lossy().to_string();
-        let resolve = || {
-            parse_with(&["--name", "a@127.0.0.1"], &[("HOME", &home)])
-                .and_then(|a| a.resolve())
-                .expect("resolves")
-                .cookie
-        };
-        let first = resolve();
-        assert_eq!(first.len(), 20);
-        assert_eq!(resolve(), first);
-        use std::os::unix::fs::PermissionsExt;
-        let mode = fs::metadata(dir.join(".erlang.cookie"))
-            .expect("exists")
-            .permissions()
-            .mode();
-        assert_eq!(mode & 0o777, 0o400);
-        // Readable by its group or by others: refused, as Erlang refuses it.
-        for loose in [0o440, 0o404, 0o600 | 0o002] {
-            let file = dir.join(".erlang.cookie");
-            fs::set_permissions(&file, fs::Permissions::from_mode(loose)).expect("chmod");
-            let refused = parse_with(&["--name", "a@127.0.0.1"], &[("HOME", &home)])
-                .and_then(|a| a.resolve())
-                .expect_err("loose cookie file");
-            assert!(
-                refused.contains("must be accessible by owner only"),
-                "{refused}"
-            );
-            let given = parse_with(
-                &[
-                    "--name",
-                    "a@127.0.0.1",
-                    "--cookie-file",
-                    &file.to_string_lossy(),
-                ],
-                &[],
-            )
-            .and_then(|a| a.resolve());
-            assert!(given.is_err(), "{loose:o}");
-        }
-        fs::remove_dir_all(&dir).expect("cleanup");
-    }
-
-    #[test]
-    fn no_cookie_anywhere_is_a_clear_error() {
-        let a = parse_with(&["--name", "a@127.0.0.1"], &[]).expect("ok");
-        assert!(a.resolve().expect_err("no cookie").contains("no cookie"));
-    }
-}
+mod tests;
