@@ -13,18 +13,14 @@
 # unless PULSE_REQUIRE_EXTERNAL=1 makes that a failure.
 set -euo pipefail
 
-root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-self=tests/docker/stack_test.sh
+self=tests/docker/stack_test.sh # read by lib.sh in its messages
+# shellcheck disable=SC2034
+# skip, pass, fail, wait_for, now_ms and root; the compose-specific readers
+# there are replaced below by the stack's own.
+# shellcheck source=tests/docker/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 interval=${PULSE_TEST_INTERVAL_MS:-500}
 
-skip() {
-    printf '\n*** SKIPPED (%s): %s ***\n\n' "$1" "$self"
-    if [[ ${PULSE_REQUIRE_EXTERNAL:-0} == 1 ]]; then
-        echo "PULSE_REQUIRE_EXTERNAL=1: a skip is a failure" >&2
-        exit 1
-    fi
-    exit 0
-}
 
 command -v docker >/dev/null || skip "no docker engine"
 timeout 20 docker info --format '{{.ServerVersion}}' >/dev/null 2>&1 || skip "no docker engine"
@@ -81,11 +77,6 @@ teardown() {
 trap teardown EXIT
 trap 'exit 130' INT TERM
 
-passed=0
-pass() {
-    passed=$((passed + 1))
-    printf 'ok %d - %s\n' "$passed" "$*"
-}
 
 diagnose() {
     echo "--- tasks"
@@ -97,27 +88,8 @@ diagnose() {
     done
 }
 
-fail() {
-    printf 'FAIL - %s\n' "$*"
-    diagnose
-    printf '%d passed, 1 failed\n' "$passed"
-    exit 1
-}
 
-now_ms() { date +%s%3N; }
 
-# wait_for MS WHAT CMD...: polls CMD until it succeeds; fails after MS.
-waited=0
-wait_for() {
-    local limit=$1 what=$2 start
-    shift 2
-    start=$(now_ms)
-    until "$@"; do
-        (($(now_ms) - start < limit)) || fail "$what (not within $limit ms)"
-        sleep 0.2
-    done
-    waited=$(($(now_ms) - start))
-}
 
 running_ids() {
     docker ps -q --no-trunc --filter "label=com.docker.stack.namespace=$stack" \
