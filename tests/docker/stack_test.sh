@@ -13,8 +13,8 @@
 # unless PULSE_REQUIRE_EXTERNAL=1 makes that a failure.
 set -euo pipefail
 
-self=tests/docker/stack_test.sh # read by lib.sh in its messages
-# shellcheck disable=SC2034
+# shellcheck disable=SC2034 # read by lib.sh in its messages
+self=tests/docker/stack_test.sh
 # skip, pass, fail, wait_for, now_ms and root; the compose-specific readers
 # there are replaced below by the stack's own.
 # shellcheck source=tests/docker/lib.sh
