@@ -10,7 +10,7 @@ use crossbeam_channel::{Receiver, select};
 
 use crate::config::Config;
 use crate::discovery::DnsPeers;
-use crate::membership::{Membership, Outcome, Reason};
+use crate::membership::{Event, Membership, Outcome, Reason};
 use crate::name::NodeName;
 use crate::node::Member;
 use crate::probe::{Prober, Target};
@@ -71,15 +71,7 @@ impl Rounds {
             }
         }
         let line = format!("node {} left: {how}, closing links", self.config.name);
-        let events = Vec::new();
-        report::offer(
-            &self.reports,
-            Report {
-                events,
-                line,
-                warnings,
-            },
-        );
+        self.report(Vec::new(), line, warnings);
         self.prober.close();
     }
 
@@ -98,15 +90,7 @@ impl Rounds {
         // It may come back at another address: read its record afresh.
         self.registry.forget(&name);
         if !events.is_empty() {
-            let (line, warnings) = (String::new(), Vec::new());
-            report::offer(
-                &self.reports,
-                Report {
-                    events,
-                    line,
-                    warnings,
-                },
-            );
+            self.report(events, String::new(), Vec::new());
         }
     }
 
@@ -214,14 +198,7 @@ impl Rounds {
         events.extend(self.membership.apply(&results, Instant::now()));
         self.publish(&results);
         let line = report::status_line(&self.config.name, &results);
-        report::offer(
-            &self.reports,
-            Report {
-                events,
-                line,
-                warnings,
-            },
-        );
+        self.report(events, line, warnings);
         for (name, why) in self.prober.closed_meanwhile() {
             self.link_closed(name, why);
         }
@@ -254,15 +231,17 @@ impl Rounds {
         events.extend(self.membership.apply(&results, Instant::now()));
         self.publish(&results);
         let line = report::status_line(&self.config.name, &results);
-        let warnings = Vec::new();
-        report::offer(
-            &self.reports,
-            Report {
-                events,
-                line,
-                warnings,
-            },
-        );
+        self.report(events, line, Vec::new());
+    }
+
+    /// Hands what there is to say to the reporter, without waiting.
+    fn report(&self, events: Vec<Event>, line: String, warnings: Vec<String>) {
+        let report = Report {
+            events,
+            line,
+            warnings,
+        };
+        report::offer(&self.reports, report);
     }
 
     /// Hands the round's results to whoever holds the node's handle.
