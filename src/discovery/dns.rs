@@ -87,6 +87,8 @@ pub fn lookup(
         let n = match socket.recv(&mut buf) {
             Ok(n) => n,
             Err(e) if is_timeout(&e) => break,
+            // A signal cut the wait short: wait again for what is left.
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             // An ICMP "port unreachable" shows as refused: nobody serves there.
             Err(e) => return Err(LookupError::Io(e)),
         };
