@@ -72,7 +72,6 @@ pub enum LinkEvent {
 /// How the peer's own attempt to connect failed.
 enum Failed {
     BadCookie,
-    Other(String),
 }
 
 /// An attempt to connect under way, ours or the peer's.
@@ -303,10 +302,6 @@ impl Links {
                     let e = HandshakeError::BadCookie(peer.to_string());
                     return Err(DialError::Handshake(e));
                 }
-                Some(Failed::Other(why)) => {
-                    let e = HandshakeError::Refused(format!("its own connection failed: {why}"));
-                    return Err(DialError::Handshake(e));
-                }
                 None => {}
             }
             let left = deadline.saturating_duration_since(Instant::now());
@@ -362,11 +357,11 @@ impl Links {
             if table.pending.get(peer) == Some(&Pending::Inbound) {
                 table.pending.remove(peer);
             }
-            if let Err(e) = &result {
-                let failed = match e {
-                    HandshakeError::BadCookie(_) => Failed::BadCookie,
-                    other => Failed::Other(other.to_string()),
-                };
+            // Only a wrong cookie says the peer's attempt will not come back:
+            // a peer that hangs up mid-handshake (one asking our name, say)
+            // may still be connecting for real.
+            if let Err(HandshakeError::BadCookie(_)) = &result {
+                let failed = Failed::BadCookie;
                 // Any name may knock: the notes stay few.
                 if table.failed.len() >= MAX_FAILED_NOTES {
                     table.failed.clear();

@@ -89,7 +89,11 @@ pub fn pulse_cmd(dir: &TempDir) -> Command {
     let mut cmd = Command::new(BIN);
     cmd.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOME", dir.path());
+        .env("HOME", dir.path())
+        // An EPMD some other program left on the machine's port 4369 must
+        // not join in (it would refuse one alive name on two addresses):
+        // a test that wants EPMD starts its own and sets its port.
+        .env("ERL_EPMD_PORT", free_port().to_string());
     cmd
 }
 
