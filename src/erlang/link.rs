@@ -279,30 +279,43 @@ impl LinkReader {
                         link.send(&TICK)?;
                     }
                 }
-                Next::Incomplete => match self.frames.fill(&mut self.stream) {
-                    Ok(_) => link.mark_read(),
-                    Err(e) if is_timeout(&e) => {
-                        // Half a period early: the next timeout may be a
-                        // whole period away, and no gap of ours may reach
-                        // two periods.
-                        if link.since_write() >= self.pace.tick_every / 2 {
-                            link.send(&TICK)?;
-                        }
-                        let silent = link.since_read();
-                        if silent >= self.pace.silence_limit {
-                            return Err(io::Error::new(
-                                io::ErrorKind::TimedOut,
-                                format!("silent for {} s", silent.as_secs()),
-                            ));
-                        }
+                // Checked only before blocking, once every whole frame read
+                // is handled: an answer just written is a write, so a ping
+                // that ends a quiet second is not preceded by a tick.
+                Next::Incomplete => {
+                    if link.since_write() >= self.pace.tick_every {
+                        link.send(&TICK)?;
                     }
-                    Err(e) => return Err(e),
-                },
-            }
-            if link.since_write() >= self.pace.tick_every {
-                link.send(&TICK)?;
+                    self.fill(link)?;
+                }
             }
         }
+    }
+
+    /// Reads more bytes; a read timeout sends a tick after half a period of
+    /// our silence and fails the link after [`Pace::silence_limit`] of the
+    /// peer's.
+    fn fill(&mut self, link: &Link) -> io::Result<()> {
+        match self.frames.fill(&mut self.stream) {
+            Ok(_) => link.mark_read(),
+            Err(e) if is_timeout(&e) => {
+                // Half a period early: the next timeout may be a
+                // whole period away, and no gap of ours may reach
+                // two periods.
+                if link.since_write() >= self.pace.tick_every / 2 {
+                    link.send(&TICK)?;
+                }
+                let silent = link.since_read();
+                if silent >= self.pace.silence_limit {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("silent for {} s", silent.as_secs()),
+                    ));
+                }
+            }
+            Err(e) => return Err(e),
+        }
+        Ok(())
     }
 }
 
