@@ -107,14 +107,17 @@ refresh_latest() {
 # its former node's lines too), name_of[ID] each one's.
 declare -A name_of=()
 names=()
+name_in_output() {
+    docker logs "$1" 2>&1 |
+        sed -nE 's/^[0-9:.]+ \[(INFO|info)\] ([^ []+)\[.*/\2/p' | tail -n 1
+}
 learn_names() {
     local id n
     names=()
     for id in $(running_ids); do
         n=${name_of[$id]:-}
         if [[ -z $n ]]; then
-            n=$(docker logs "$id" 2>&1 |
-                sed -nE 's/^[0-9:.]+ \[(INFO|info)\] ([^ []+)\[.*/\2/p' | tail -n 1) || true
+            n=$(name_in_output "$id") || true
             [[ -n $n ]] || return 1
             name_of[$id]=$n
         fi

@@ -96,22 +96,11 @@ running_ids() {
         --filter status=running | LC_ALL=C sort
 }
 
-# A task's node name, from its "listening on" line.
-declare -A name_of=()
-names=()
-learn_names() {
-    local id n
-    names=()
-    for id in $(running_ids); do
-        n=${name_of[$id]:-}
-        if [[ -z $n ]]; then
-            n=$(docker logs "$id" 2>&1 |
-                sed -nE 's/^[0-9:.]+ \[info\] node ([^ ]+) listening on .*/\1/p' | head -n 1) || true
-            [[ -n $n ]] || return 1
-            name_of[$id]=$n
-        fi
-        names+=("$n")
-    done
+# A task's node name, from its "listening on" line (learn_names in lib.sh
+# asks this).
+name_in_output() {
+    docker logs "$1" 2>&1 |
+        sed -nE 's/^[0-9:.]+ \[info\] node ([^ ]+) listening on .*/\1/p' | head -n 1
 }
 
 # The last status line of a container, as sorted "name=bool" words.

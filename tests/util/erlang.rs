@@ -22,16 +22,8 @@ impl Erl {
 
     /// As [`Erl::start`] with `name_flag` `-name` or `-sname`.
     pub fn start_as(name_flag: &str, name: &str, cookie: &str, port: u16, epmd_port: u16) -> Erl {
-        let mut cmd = Command::new("erl");
-        cmd.env("ERL_EPMD_PORT", epmd_port.to_string())
-            .env_remove("ERL_FLAGS")
-            .env_remove("ERL_AFLAGS")
-            .env_remove("ERL_ZFLAGS")
-            // A crashing test node writes no erl_crash.dump into the tree.
-            .env("ERL_CRASH_DUMP_SECONDS", "0")
-            .args(["-noshell", name_flag, name, "-setcookie", cookie])
-            .args(["-kernel", "inet_dist_use_interface", "{127,0,0,1}"])
-            .args(["-kernel", "inet_dist_listen_min", &port.to_string()])
+        let mut cmd = erl_command(name_flag, name, cookie, epmd_port);
+        cmd.args(["-kernel", "inet_dist_listen_min", &port.to_string()])
             .args(["-kernel", "inet_dist_listen_max", &port.to_string()]);
         Erl(Node::spawn(&format!("erl {name}"), cmd))
     }
@@ -118,6 +110,22 @@ impl Drop for Refresher {
     }
 }
 
+/// `erl -noshell NAME_FLAG NAME -setcookie COOKIE`, distribution on loopback
+/// only, against the EPMD on `epmd_port`, untouched by the caller's
+/// `ERL_*FLAGS`.
+fn erl_command(name_flag: &str, name: &str, cookie: &str, epmd_port: u16) -> Command {
+    let mut cmd = Command::new("erl");
+    cmd.env("ERL_EPMD_PORT", epmd_port.to_string())
+        .env_remove("ERL_FLAGS")
+        .env_remove("ERL_AFLAGS")
+        .env_remove("ERL_ZFLAGS")
+        // A crashing test node writes no erl_crash.dump into the tree.
+        .env("ERL_CRASH_DUMP_SECONDS", "0")
+        .args(["-noshell", name_flag, name, "-setcookie", cookie])
+        .args(["-kernel", "inet_dist_use_interface", "{127,0,0,1}"]);
+    cmd
+}
+
 /// Runs `erl -noshell NAME_FLAG NAME -setcookie COOKIE ARGS -eval CODE`
 /// against the EPMD on `epmd_port`, listening on loopback only, and returns
 /// what it printed. `CODE` must end with `halt()`; an `erl` still running
@@ -131,17 +139,8 @@ pub fn erl_eval(
     code: &str,
     limit: Duration,
 ) -> String {
-    let mut cmd = Command::new("erl");
-    cmd.env("ERL_EPMD_PORT", epmd_port.to_string())
-        .env_remove("ERL_FLAGS")
-        .env_remove("ERL_AFLAGS")
-        .env_remove("ERL_ZFLAGS")
-        // A crashing test node writes no erl_crash.dump into the tree.
-        .env("ERL_CRASH_DUMP_SECONDS", "0")
-        .args(["-noshell", name_flag, name, "-setcookie", cookie])
-        .args(["-kernel", "inet_dist_use_interface", "{127,0,0,1}"])
-        .args(args)
-        .args(["-eval", code]);
+    let mut cmd = erl_command(name_flag, name, cookie, epmd_port);
+    cmd.args(args).args(["-eval", code]);
     output_within(cmd, limit)
 }
 
