@@ -186,6 +186,62 @@ fn a_console_that_reads_again_hears_what_it_missed() {
     );
 }
 
+/// Whether the process is stopped (state `T` in /proc).
+fn is_stopped(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(") ").map(|(_, rest)| rest.starts_with('T')))
+        .unwrap_or(false)
+}
+
+/// Status lines a node has printed so far.
+fn status_count(node: &Node) -> usize {
+    node.output()
+        .iter()
+        .filter(|l| parse_status(l, &node.name).is_some())
+        .count()
+}
+
+#[test]
+fn a_node_stopped_and_continued_keeps_its_links() {
+    // A stop (SIGSTOP, Ctrl-Z, a debugger attaching) cuts every read that
+    // has a timeout short with EINTR; that is no reason to drop a link.
+    let dir = TempDir::new("stop-cont");
+    let names = ["c1@127.0.0.1", "c2@127.0.0.1"];
+    let (c1, c2) = (
+        spawn_node(&dir, names[0], "200"),
+        spawn_node(&dir, names[1], "200"),
+    );
+    wait_for(
+        "both to see both",
+        Duration::from_secs(10),
+        &[&c1, &c2],
+        || c1.sees_all_alive(&names) && c2.sees_all_alive(&names),
+    );
+    c1.signal("STOP");
+    let pid = c1.child.id();
+    assert!(
+        wait_until(Duration::from_secs(5), || is_stopped(pid)),
+        "c1 never stopped"
+    );
+    c1.signal("CONT");
+    let (from1, from2) = (status_count(&c1), status_count(&c2));
+    wait_for(
+        "five more rounds on both",
+        Duration::from_secs(10),
+        &[&c1, &c2],
+        || status_count(&c1) >= from1 + 5 && status_count(&c2) >= from2 + 5,
+    );
+    for node in [&c1, &c2] {
+        let cut = node
+            .output()
+            .into_iter()
+            .filter(|l| l.contains("link lost") || l.contains("connection closed"))
+            .collect::<Vec<_>>();
+        assert!(cut.is_empty(), "{cut:?}\n{}{}", c1.dump(), c2.dump());
+    }
+}
+
 #[test]
 fn a_rotated_or_deleted_log_file_is_created_again() {
     let dir = TempDir::new("rotate");

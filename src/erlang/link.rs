@@ -298,6 +298,9 @@ impl LinkReader {
     fn fill(&mut self, link: &Link) -> io::Result<()> {
         match self.frames.fill(&mut self.stream) {
             Ok(_) => link.mark_read(),
+            // A stop and continue (SIGSTOP, Ctrl-Z, a debugger) cuts a read
+            // with a timeout short: the link is as good as before.
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) if is_timeout(&e) => {
                 // Half a period early: the next timeout may be a
                 // whole period away, and no gap of ours may reach
