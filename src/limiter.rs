@@ -6,7 +6,7 @@
 //! at most one warning a minute, the node at most [`MAX_PER_WINDOW`]; the
 //! rest are counted and summed up in one line ("N more rejected handshakes
 //! in the last minute"), written when the next rejection comes after the
-//! minute or, at the latest, by the reporter's next round. Only warned
+//! minute or, at the latest, with the next round's status line. Only warned
 //! sources are remembered, for one window, so the table holds at most twice
 //! [`MAX_PER_WINDOW`] entries whatever the number of sources.
 
@@ -47,7 +47,7 @@ struct State {
 pub struct Limiter(Mutex<State>);
 
 /// The node's wrong-cookie limits: the listener's readers decide with them,
-/// the reporter writes the summary of a minute that ended quietly.
+/// the round thread writes the summary of a minute that ended quietly.
 pub fn wrong_cookies() -> &'static Limiter {
     static LIMITER: OnceLock<Limiter> = OnceLock::new();
     LIMITER.get_or_init(|| Limiter::new(Instant::now()))

@@ -2,11 +2,9 @@
 //!
 //! ```text
 //! pulse-listen ── pulse-in (one per inbound link): handshake, then read it
-//! pulse-round  ── every interval: heartbeat, scan, expire, ping all over the link table
-//!      │           (pulse-dial: one per missing link; pulse-link: reads a link we opened)
-//!      │ Report
-//!      ▼
-//! pulse-report ── events and the status line to the log
+//! pulse-round  ── every interval: heartbeat, scan, expire, ping all over the link table,
+//!                  then events and the status line to the log
+//!                  (pulse-dial: one per missing link; pulse-link: reads a link we opened)
 //! ```
 
 use std::fmt;
@@ -88,7 +86,6 @@ pub struct Node {
     stop: Sender<()>,
     round: JoinHandle<()>,
     listener: Listener,
-    reporter: Reporter,
     /// Held for the node's life: stopping it takes our name out of EPMD.
     epmd: Option<EpmdPresence>,
     /// In DNS mode, how long our EPMD answers without our name after the
@@ -158,7 +155,6 @@ impl Node {
             }
         };
         let (events_tx, events) = crossbeam_channel::bounded(EVENTS_KEPT);
-        let reporter = Reporter::start(events_tx).map_err(Error::Thread)?;
         let members = Members::default();
         let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);
         let prober = Prober::new(links, link_events, config.epmd_port).stop_on(stop_rx.clone());
@@ -169,7 +165,7 @@ impl Node {
             own,
             dns,
             prober,
-            reports: reporter.sender(),
+            reporter: Reporter::new(events_tx),
             heartbeat_failing: false,
             listing_failing: false,
             members: members.clone(),
@@ -190,7 +186,6 @@ impl Node {
             stop: stop_tx,
             round,
             listener,
-            reporter,
             epmd: epmd_presence,
             linger: config
                 .dns
@@ -243,7 +238,6 @@ impl Node {
                 self.listener.stop();
             }
         }
-        self.reporter.stop();
     }
 }
 

@@ -201,6 +201,14 @@ impl Prober {
         // Anything reported between the last round and this one is old news.
         while self.events.try_recv().is_ok() {}
         for t in targets {
+            // As in Erlang, where pinging yourself is a local call: our own
+            // entry is answered here, without a connection to ourselves.
+            if t.name.as_str() == self.me.name {
+                round
+                    .outcomes
+                    .insert(t.name.clone(), Outcome::Alive(Duration::ZERO));
+                continue;
+            }
             match self.links.get(t.name.as_str()) {
                 // A link the peer opened comes from an ephemeral port; one
                 // we opened must still lead to the member's address.

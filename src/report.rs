@@ -1,11 +1,7 @@
-//! The status line, the membership events and the round's warnings,
-//! written by one reporter thread so the round thread never logs: a round
-//! hands over a [`Report`] without waiting, whatever the log is doing.
+//! The status line, the membership events and the round's warnings, as
+//! the round thread logs them.
 
-use std::cell::Cell;
-use std::thread::{self, JoinHandle};
-
-use crossbeam_channel::{Receiver, Sender, TrySendError};
+use crossbeam_channel::Sender;
 use log::{info, warn};
 
 use crate::membership::{Event, Outcome};
@@ -50,78 +46,33 @@ fn keyword_key(atom: &str) -> String {
     }
 }
 
-/// The reporter thread's end of the channel, and its handle.
+/// Where a round's news goes: the log, and the embedder's events channel.
 pub struct Reporter {
-    tx: Sender<(Report, u64)>,
-    handle: JoinHandle<()>,
+    events: Sender<Event>,
 }
 
 impl Reporter {
-    /// Starts the reporter thread; every event it logs also goes to
-    /// `events` (without waiting: when nobody reads it and it is full, an
-    /// event is dropped there, never in the log).
-    pub fn start(events: Sender<Event>) -> std::io::Result<Reporter> {
-        // A few rounds of slack; if the console is stuck longer than that,
-        // reports are dropped rather than delay the rounds.
-        let (tx, rx) = crossbeam_channel::bounded(16);
-        let handle = thread::Builder::new()
-            .name("pulse-report".into())
-            .spawn(move || write_reports(rx, &events))?;
-        Ok(Reporter { tx, handle })
+    /// Every event logged also goes to `events`, without waiting: when
+    /// nobody reads it and it is full, an event is dropped there, never in
+    /// the log.
+    pub fn new(events: Sender<Event>) -> Reporter {
+        Reporter { events }
     }
 
-    /// A sender for the round thread.
-    pub fn sender(&self) -> Outbox {
-        Outbox {
-            tx: self.tx.clone(),
-            dropped: Cell::new(0),
-        }
-    }
-
-    /// Writes what is queued, then stops.
-    pub fn stop(self) {
-        drop(self.tx);
-        self.handle
-            .join()
-            .expect("the reporter thread never panics");
-    }
-}
-
-/// The round thread's end: hands reports over without ever waiting, and
-/// counts those it had to drop.
-pub struct Outbox {
-    /// Each report with the number dropped just before it.
-    tx: Sender<(Report, u64)>,
-    /// Reports dropped since the last one handed over.
-    dropped: Cell<u64>,
-}
-
-/// Queues a report; drops it, and counts it for the next one, if the
-/// reporter is far behind.
-pub fn offer(outbox: &Outbox, report: Report) {
-    let before = outbox.dropped.get();
-    match outbox.tx.try_send((report, before)) {
-        Ok(()) => outbox.dropped.set(0),
-        Err(TrySendError::Full(_)) => outbox.dropped.set(before + 1),
-        Err(TrySendError::Disconnected(_)) => {}
-    }
-}
-
-fn write_reports(rx: Receiver<(Report, u64)>, events: &Sender<Event>) {
-    // Ends when every sender is dropped; nothing queued is lost.
-    for (report, dropped_before) in rx {
-        if dropped_before > 0 {
-            warn!("the log was not keeping up: {dropped_before} status reports were dropped");
-        }
+    /// Logs a round's warnings, its events and its status line, in that
+    /// order. The log file gets each line with one `write`, as the
+    /// heartbeat is one; the console only gets it queued
+    /// ([`crate::logging`]), so a console nobody reads never holds a round.
+    pub fn report(&self, report: Report) {
         for warning in &report.warnings {
             warn!("{warning}");
         }
-        for event in &report.events {
+        for event in report.events {
             match event {
                 Event::Down(..) | Event::Expired(..) | Event::Gone(..) => warn!("{event}"),
                 _ => info!("{event}"),
             }
-            let _ = events.try_send(event.clone());
+            let _ = self.events.try_send(event);
         }
         if !report.line.is_empty() {
             info!("{}", report.line);
@@ -137,28 +88,6 @@ mod tests {
     use super::*;
     use crate::membership::Reason;
     use std::time::Duration;
-
-    #[test]
-    fn a_full_reporter_costs_the_round_nothing_and_the_drops_are_counted() {
-        let (tx, rx) = crossbeam_channel::bounded(1);
-        let outbox = Outbox {
-            tx,
-            dropped: Cell::new(0),
-        };
-        let report = || Report {
-            events: Vec::new(),
-            line: String::new(),
-            warnings: Vec::new(),
-        };
-        for _ in 0..4 {
-            offer(&outbox, report());
-        }
-        assert_eq!(rx.try_recv().map(|(_, n)| n).ok(), Some(0));
-        offer(&outbox, report());
-        assert_eq!(rx.try_recv().map(|(_, n)| n).ok(), Some(3));
-        offer(&outbox, report());
-        assert_eq!(rx.try_recv().map(|(_, n)| n).ok(), Some(0));
-    }
 
     #[test]
     fn line_is_sorted_and_quoted_like_elixir() {

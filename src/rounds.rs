@@ -1,5 +1,5 @@
 //! The round thread: every interval, heartbeat, scan, expire, ping every
-//! member and hand the report to the reporter. Between rounds it waits for
+//! member and log what the round found. Between rounds it waits for
 //! the next tick, and for links that close: a member whose link closes
 //! while its record is still there was killed, and is reported down at once.
 
@@ -16,7 +16,7 @@ use crate::node::Member;
 use crate::probe::{Prober, Target};
 use crate::registry::own::{Beat, OwnEntry};
 use crate::registry::{Record, Registry};
-use crate::report::{self, Outbox, Report};
+use crate::report::{self, Report, Reporter};
 
 /// The round thread's state.
 pub(crate) struct Rounds {
@@ -28,7 +28,7 @@ pub(crate) struct Rounds {
     pub(crate) dns: Option<DnsPeers>,
     pub(crate) membership: Membership,
     pub(crate) prober: Prober,
-    pub(crate) reports: Outbox,
+    pub(crate) reporter: Reporter,
     pub(crate) heartbeat_failing: bool,
     pub(crate) listing_failing: bool,
     /// The latest round's members, for [`crate::Node::members`].
@@ -62,8 +62,8 @@ impl Rounds {
             dns.stop();
             how = "its EPMD now answers without it";
         }
-        // Through the reporter, like the last round's line, so the leave is
-        // always logged after it.
+        // The leave is logged after the last round's line, before the links
+        // close.
         let mut warnings = Vec::new();
         if let Some(own) = self.own.take() {
             if let Err(e) = own.remove() {
@@ -132,8 +132,7 @@ impl Rounds {
         self.membership.pause_expiry(self.heartbeat_failing);
     }
 
-    /// One round. It logs nothing itself: what it has to say goes to the
-    /// reporter in its report, so the log never delays a round.
+    /// One round: what it has to say is logged once the pings are done.
     fn round(&mut self) {
         if self.dns.is_some() {
             return self.round_dns();
@@ -234,14 +233,13 @@ impl Rounds {
         self.report(events, line, Vec::new());
     }
 
-    /// Hands what there is to say to the reporter, without waiting.
+    /// Logs what there is to say.
     fn report(&self, events: Vec<Event>, line: String, warnings: Vec<String>) {
-        let report = Report {
+        self.reporter.report(Report {
             events,
             line,
             warnings,
-        };
-        report::offer(&self.reports, report);
+        });
     }
 
     /// Hands the round's results to whoever holds the node's handle.

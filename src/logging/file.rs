@@ -32,6 +32,9 @@ pub struct LogFile {
     id: (u64, u64),
     /// Lines dropped since the last one written.
     dropped: u64,
+    /// Whether we are root, who may use the blocks reserved for it; asked
+    /// once rather than before every line.
+    root: bool,
 }
 
 impl LogFile {
@@ -48,6 +51,7 @@ impl LogFile {
             file: None,
             id: (0, 0),
             dropped: 0,
+            root: is_root(),
         };
         log.reopen()
             .map_err(|e| format!("cannot open log file {}: {e}", path.display()))?;
@@ -111,7 +115,7 @@ impl LogFile {
         let Some(file) = self.file.as_mut() else {
             return Err("not open".into());
         };
-        if free_bytes(file).is_some_and(|free| free < line.len() as u64) {
+        if free_bytes(file, self.root).is_some_and(|free| free < line.len() as u64) {
             return Err("no space left on device; lines are dropped until it has room".into());
         }
         match file.write(line) {
@@ -136,19 +140,26 @@ fn create_dir(path: &Path) -> io::Result<()> {
     fs::create_dir_all(parent(path))
 }
 
+/// Whether this process runs as root.
+#[allow(unsafe_code)]
+fn is_root() -> bool {
+    // SAFETY: geteuid takes nothing and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
 /// Bytes this process may still write to the file system holding `file`
-/// (root may use the blocks reserved for it); None when unknown.
+/// (`root` may use the blocks reserved for it); None when unknown.
 // std has no statvfs: one libc call, on a descriptor we own, into a zeroed
 // struct the kernel fills.
 #[allow(unsafe_code)]
-fn free_bytes(file: &File) -> Option<u64> {
+fn free_bytes(file: &File, root: bool) -> Option<u64> {
     // SAFETY: `stat` is a plain C struct for which all zeroes is valid, the
     // descriptor is open for the whole call, and the kernel writes only into
     // `stat`.
-    let (rc, stat, root) = unsafe {
+    let (rc, stat) = unsafe {
         let mut stat: libc::statvfs = std::mem::zeroed();
         let rc = libc::fstatvfs(file.as_raw_fd(), &mut stat);
-        (rc, stat, libc::geteuid() == 0)
+        (rc, stat)
     };
     // A file system that reports no size at all (some pseudo and network
     // ones) says nothing about its room: the write decides.
@@ -219,7 +230,12 @@ mod tests {
     fn free_space_is_known_for_a_real_file() {
         let path = temp_path("free");
         let log = LogFile::open(&path).expect("open");
-        assert!(log.file.as_ref().and_then(free_bytes).is_some());
+        assert!(
+            log.file
+                .as_ref()
+                .and_then(|f| free_bytes(f, false))
+                .is_some()
+        );
         let _ = fs::remove_dir_all(path.parent().and_then(Path::parent).expect("dir"));
     }
 }

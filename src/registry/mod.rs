@@ -407,7 +407,9 @@ fn read_untrusted(path: &Path) -> io::Result<(Vec<u8>, fs::Metadata)> {
             format!("{} bytes is over the {MAX_RECORD}-byte limit", meta.len()),
         ));
     }
-    let mut bytes = Vec::new();
+    // Room for the whole file and the end-of-file read: two reads, not a
+    // growing buffer's four.
+    let mut bytes = Vec::with_capacity(meta.len() as usize + 1);
     file.take(MAX_RECORD + 1).read_to_end(&mut bytes)?;
     if bytes.len() as u64 > MAX_RECORD {
         return Err(io::Error::new(
