@@ -45,17 +45,30 @@ fn level_word(level: Level) -> &'static str {
 /// message with control characters escaped and its length bounded.
 pub fn format_line(level: Level, message: &str) -> String {
     let now = OffsetDateTime::now_utc().to_offset(*OFFSET.get().unwrap_or(&UtcOffset::UTC));
-    let mut line = format!(
-        "{:02}:{:02}:{:02}.{:03} [{}] ",
-        now.hour(),
-        now.minute(),
-        now.second(),
-        now.millisecond(),
-        level_word(level)
-    );
+    // `HH:MM:SS.mmm [level] ` is at most 23 bytes; an escape or the cut's
+    // note may take more, rarely.
+    let mut line = String::with_capacity(message.len().min(MAX_MESSAGE) + 24);
+    push_digits(&mut line, u32::from(now.hour()), 2);
+    line.push(':');
+    push_digits(&mut line, u32::from(now.minute()), 2);
+    line.push(':');
+    push_digits(&mut line, u32::from(now.second()), 2);
+    line.push('.');
+    push_digits(&mut line, u32::from(now.millisecond()), 3);
+    line.push_str(" [");
+    line.push_str(level_word(level));
+    line.push_str("] ");
     text::push_escaped(&mut line, message, MAX_MESSAGE);
     line.push('\n');
     line
+}
+
+/// Appends the last `width` decimal digits of `n`, zero-padded.
+fn push_digits(line: &mut String, n: u32, width: u32) {
+    for place in (0..width).rev() {
+        let digit = n / 10u32.pow(place) % 10;
+        line.push(char::from(b'0' + digit as u8));
+    }
 }
 
 /// The `log` backend: the file and the console.

@@ -83,6 +83,15 @@ struct Waiting {
     sent: Instant,
 }
 
+/// What the prober keeps of one member from round to round.
+struct Member {
+    name: NodeName,
+    /// Its ping, encoded once.
+    template: CallTemplate,
+    /// Pings in a row its link left unanswered, and which link.
+    missed: Option<(u64, u32)>,
+}
+
 /// Pings members over the links in the table.
 pub struct Prober {
     me: Arc<Identity>,
@@ -90,10 +99,10 @@ pub struct Prober {
     links: Arc<Links>,
     events: Receiver<LinkEvent>,
     epmd_port: u16,
-    /// Each member's ping, encoded once.
-    templates: HashMap<NodeName, CallTemplate>,
-    /// Pings in a row each member's link left unanswered, by link.
-    missed: HashMap<NodeName, (u64, u32)>,
+    /// What is kept of each member, in the order of the last round's
+    /// targets: a round over the same members finds theirs by position,
+    /// with no lookup by name.
+    members: Vec<Member>,
     /// Members being dialled, maybe since an earlier round.
     dialing: HashSet<NodeName>,
     backoff: HashMap<NodeName, Backoff>,
@@ -108,11 +117,46 @@ pub struct Prober {
     next_ref: u64,
 }
 
-/// One round's progress.
-#[derive(Default)]
+/// One round's progress, by the target's position in the round's targets.
 struct Round {
-    outcomes: HashMap<NodeName, Outcome>,
-    waiting: HashMap<String, (NodeName, Waiting)>,
+    outcomes: Vec<Option<Outcome>>,
+    waiting: Vec<Option<Waiting>>,
+    /// How many entries of `waiting` are set.
+    unanswered: usize,
+}
+
+impl Round {
+    fn new(targets: usize) -> Round {
+        Round {
+            outcomes: (0..targets).map(|_| None).collect(),
+            waiting: (0..targets).map(|_| None).collect(),
+            unanswered: 0,
+        }
+    }
+
+    fn settle(&mut self, i: usize, outcome: Outcome) {
+        self.outcomes[i] = Some(outcome);
+    }
+
+    fn wait(&mut self, i: usize, waiting: Waiting) {
+        if self.waiting[i].replace(waiting).is_none() {
+            self.unanswered += 1;
+        }
+    }
+
+    fn take_waiting(&mut self, i: usize) -> Option<Waiting> {
+        let waiting = self.waiting[i].take();
+        if waiting.is_some() {
+            self.unanswered -= 1;
+        }
+        waiting
+    }
+}
+
+/// Where the member `name` is among `targets`. Used only for what the
+/// round hears by name (a dial's end, a link's event), which is rare.
+fn position(targets: &[Target], name: &str) -> Option<usize> {
+    targets.iter().position(|t| t.name.as_str() == name)
 }
 
 impl Prober {
@@ -128,8 +172,7 @@ impl Prober {
             links,
             events,
             epmd_port,
-            templates: HashMap::new(),
-            missed: HashMap::new(),
+            members: Vec::new(),
             dialing: HashSet::new(),
             backoff: HashMap::new(),
             done_tx,
@@ -184,13 +227,15 @@ impl Prober {
     /// targets' order, within `timeout` (plus a few milliseconds).
     pub fn round(&mut self, targets: &[Target], timeout: Duration) -> Vec<(NodeName, Outcome)> {
         let deadline = Instant::now() + timeout;
-        let wanted: HashMap<&NodeName, &Target> = targets.iter().map(|t| (&t.name, t)).collect();
-        self.templates.retain(|name, _| wanted.contains_key(name));
-        self.missed.retain(|name, _| wanted.contains_key(name));
+        self.keep_members(targets);
         // A member back at another address is dialled at once.
-        self.backoff
-            .retain(|name, b| wanted.get(name).is_some_and(|t| **t == b.target));
-        let mut round = Round::default();
+        if !self.backoff.is_empty() {
+            let wanted: HashMap<&NodeName, &Target> =
+                targets.iter().map(|t| (&t.name, t)).collect();
+            self.backoff
+                .retain(|name, b| wanted.get(name).is_some_and(|t| **t == b.target));
+        }
+        let mut round = Round::new(targets.len());
         self.reply_round = self.links.reset_replies();
         // Dials that finished since the last round: their links are in the
         // table already; only the backoff needs their news.
@@ -200,49 +245,48 @@ impl Prober {
         }
         // Anything reported between the last round and this one is old news.
         while self.events.try_recv().is_ok() {}
-        for t in targets {
+        for (i, t) in targets.iter().enumerate() {
             // As in Erlang, where pinging yourself is a local call: our own
             // entry is answered here, without a connection to ourselves.
             if t.name.as_str() == self.me.name {
-                round
-                    .outcomes
-                    .insert(t.name.clone(), Outcome::Alive(Duration::ZERO));
+                round.settle(i, Outcome::Alive(Duration::ZERO));
                 continue;
             }
             match self.links.get(t.name.as_str()) {
                 // A link the peer opened comes from an ephemeral port; one
                 // we opened must still lead to the member's address.
                 Some(link) if link.inbound || t.addr.is_none_or(|a| a == link.addr) => {
-                    self.ping(t, &link, &mut round, timeout);
+                    self.ping(i, t, &link, &mut round, timeout);
                 }
                 Some(link) => {
                     self.links.drop_link(t.name.as_str(), link.id);
-                    self.dial(t, timeout, &mut round);
+                    self.dial(i, t, timeout, &mut round);
                 }
-                None => self.dial(t, timeout, &mut round),
+                None => self.dial(i, t, timeout, &mut round),
             }
         }
         let links = self.links.clone();
         loop {
             // A dial is waited for unless its member's last dial timed out:
             // a hung peer never holds up the status line.
-            let dialing = targets.iter().any(|t| {
-                self.dialing.contains(&t.name)
-                    && !self.backoff.contains_key(&t.name)
-                    && !round.outcomes.contains_key(&t.name)
-            });
-            if round.waiting.is_empty() && !dialing {
+            let dialing = !self.dialing.is_empty()
+                && targets.iter().enumerate().any(|(i, t)| {
+                    self.dialing.contains(&t.name)
+                        && !self.backoff.contains_key(&t.name)
+                        && round.outcomes[i].is_none()
+                });
+            if round.unanswered == 0 && !dialing {
                 break;
             }
             let left = deadline.saturating_duration_since(Instant::now());
             select! {
                 recv(links.all_in()) -> _ => self.collect(&mut round),
                 recv(self.events) -> event => match event {
-                    Ok(event) => self.take_event(event, &wanted, &mut round, timeout),
+                    Ok(event) => self.take_event(event, targets, &mut round, timeout),
                     Err(_) => break,
                 },
                 recv(self.done) -> done => match done {
-                    Ok(done) => self.take_dial(done, &wanted, &mut round, timeout, deadline),
+                    Ok(done) => self.take_dial(done, targets, &mut round, timeout, deadline),
                     Err(_) => break,
                 },
                 recv(self.stop) -> _ => break,
@@ -250,110 +294,137 @@ impl Prober {
             }
         }
         self.collect(&mut round);
-        for (_, (name, waiting)) in round.waiting.drain() {
+        for (i, t) in targets.iter().enumerate() {
+            let Some(waiting) = round.take_waiting(i) else {
+                continue;
+            };
             let link = waiting.link;
             link.forget_reply();
-            let missed = match self.missed.get(&name) {
-                Some((id, n)) if *id == link.id => n + 1,
+            let member = &mut self.members[i];
+            let missed = match member.missed {
+                Some((id, n)) if id == link.id => n + 1,
                 _ => 1,
             };
-            self.missed.insert(name.clone(), (link.id, missed));
+            member.missed = Some((link.id, missed));
             if missed >= MAX_MISSED_REPLIES && link.since_read() >= SILENT_FOR {
-                self.links.drop_link(name.as_str(), link.id);
-                self.missed.remove(&name);
+                self.links.drop_link(t.name.as_str(), link.id);
+                member.missed = None;
             }
-            round
-                .outcomes
-                .insert(name, Outcome::Down(Reason::Timeout(Phase::Reply)));
+            round.settle(i, Outcome::Down(Reason::Timeout(Phase::Reply)));
         }
         targets
             .iter()
-            .map(|t| {
-                let outcome =
-                    round
-                        .outcomes
-                        .remove(&t.name)
-                        .unwrap_or(Outcome::Down(Reason::Timeout(
-                            if self.dialing.contains(&t.name) {
-                                Phase::Connect
-                            } else {
-                                Phase::Reply
-                            },
-                        )));
+            .zip(round.outcomes)
+            .map(|(t, outcome)| {
+                let outcome = outcome.unwrap_or_else(|| {
+                    Outcome::Down(Reason::Timeout(if self.dialing.contains(&t.name) {
+                        Phase::Connect
+                    } else {
+                        Phase::Reply
+                    }))
+                });
                 (t.name.clone(), outcome)
             })
             .collect()
     }
 
-    /// Writes the round's ping to `t` on `link`; a link that fails the
-    /// write is dropped and the member dialled again.
-    fn ping(&mut self, t: &Target, link: &Arc<Link>, round: &mut Round, timeout: Duration) {
+    /// Lines up the members' state with `targets`, keeping what is known
+    /// of those that stay; a round over the same members changes nothing.
+    fn keep_members(&mut self, targets: &[Target]) {
+        let same = self.members.len() == targets.len()
+            && self
+                .members
+                .iter()
+                .zip(targets)
+                .all(|(m, t)| m.name == t.name);
+        if same {
+            return;
+        }
+        let mut known: HashMap<NodeName, Member> = self
+            .members
+            .drain(..)
+            .map(|m| (m.name.clone(), m))
+            .collect();
+        let (pid, me) = (&self.pid, &self.me);
+        self.members = targets
+            .iter()
+            .map(|t| {
+                known.remove(&t.name).unwrap_or_else(|| Member {
+                    name: t.name.clone(),
+                    template: CallTemplate::new(pid, &me.name, me.creation, t.name.as_str()),
+                    missed: None,
+                })
+            })
+            .collect();
+    }
+
+    /// Writes the round's ping to target `i`, `t`, on `link`; a link that
+    /// fails the write is dropped and the member dialled again.
+    fn ping(
+        &mut self,
+        i: usize,
+        t: &Target,
+        link: &Arc<Link>,
+        round: &mut Round,
+        timeout: Duration,
+    ) {
         self.next_ref += 1;
         let reference = self.next_ref;
-        let (pid, me) = (&self.pid, &self.me);
-        let template = self
-            .templates
-            .entry(t.name.clone())
-            .or_insert_with(|| CallTemplate::new(pid, &me.name, me.creation, t.name.as_str()));
+        let template = &mut self.members[i].template;
         template.call(reference);
         self.links.await_reply();
         link.expect(template.yes_reply(), self.reply_round);
         let sent = Instant::now();
-        match link.send(template.call(reference)) {
+        match link.send(template.frame()) {
             Ok(()) => {
                 let waiting = Waiting {
                     link: link.clone(),
                     reference,
                     sent,
                 };
-                round
-                    .waiting
-                    .insert(t.name.as_str().to_string(), (t.name.clone(), waiting));
+                round.wait(i, waiting);
             }
             Err(_) => {
                 link.forget_reply();
                 self.links.reply_came(self.reply_round);
                 self.links.drop_link(t.name.as_str(), link.id);
-                self.dial(t, timeout, round);
+                self.dial(i, t, timeout, round);
             }
         }
     }
 
     /// Takes the replies the links' readers have noted.
     fn collect(&mut self, round: &mut Round) {
-        let answered: Vec<(String, Instant)> = round
-            .waiting
-            .iter()
-            .filter_map(|(peer, (_, w))| w.link.answered().map(|at| (peer.clone(), at)))
-            .collect();
-        for (peer, at) in answered {
-            if let Some((name, waiting)) = round.waiting.remove(&peer) {
-                self.missed.remove(&name);
+        if round.unanswered == 0 {
+            return;
+        }
+        for i in 0..round.waiting.len() {
+            let Some(at) = round.waiting[i].as_ref().and_then(|w| w.link.answered()) else {
+                continue;
+            };
+            if let Some(waiting) = round.take_waiting(i) {
+                self.members[i].missed = None;
                 let rtt = at.saturating_duration_since(waiting.sent);
-                round.outcomes.insert(name, Outcome::Alive(rtt));
+                round.settle(i, Outcome::Alive(rtt));
             }
         }
     }
 
-    /// Starts a dial thread for `t` unless one is on it already or its
-    /// backoff runs; in that case the last dial's failure is its outcome.
-    fn dial(&mut self, t: &Target, timeout: Duration, round: &mut Round) {
+    /// Starts a dial thread for target `i`, `t`, unless one is on it
+    /// already or its backoff runs; in that case the last dial's failure is
+    /// its outcome.
+    fn dial(&mut self, i: usize, t: &Target, timeout: Duration, round: &mut Round) {
         if self.dialing.contains(&t.name) {
             return;
         }
         if let Some(b) = self.backoff.get(&t.name) {
             if Instant::now() < b.until {
-                round
-                    .outcomes
-                    .insert(t.name.clone(), Outcome::Down(b.reason.clone()));
+                round.settle(i, Outcome::Down(b.reason.clone()));
                 return;
             }
         }
         if self.dialing.len() >= MAX_DIALS {
-            round.outcomes.insert(
-                t.name.clone(),
-                Outcome::Down(Reason::Timeout(Phase::Connect)),
-            );
+            round.settle(i, Outcome::Down(Reason::Timeout(Phase::Connect)));
             return;
         }
         let (links, done, target) = (self.links.clone(), self.done_tx.clone(), t.clone());
@@ -373,7 +444,7 @@ impl Prober {
             }
             Err(e) => {
                 let why = Reason::Failed(format!("cannot start a dial thread: {e}"));
-                round.outcomes.insert(t.name.clone(), Outcome::Down(why));
+                round.settle(i, Outcome::Down(why));
             }
         }
     }
@@ -405,27 +476,25 @@ impl Prober {
     fn take_dial(
         &mut self,
         done: DialDone,
-        wanted: &HashMap<&NodeName, &Target>,
+        targets: &[Target],
         round: &mut Round,
         timeout: Duration,
         deadline: Instant,
     ) {
         self.dialing.remove(&done.target.name);
         self.note_dial(&done);
-        let Some(t) = wanted.get(&done.target.name).copied() else {
+        let Some(i) = position(targets, done.target.name.as_str()) else {
             return;
         };
-        let settled =
-            round.outcomes.contains_key(&t.name) || round.waiting.contains_key(t.name.as_str());
+        let t = &targets[i];
+        let settled = round.outcomes[i].is_some() || round.waiting[i].is_some();
         if *t != done.target || settled {
             return;
         }
         match done.result {
-            Ok(link) if Instant::now() < deadline => self.ping(t, &link, round, timeout),
+            Ok(link) if Instant::now() < deadline => self.ping(i, t, &link, round, timeout),
             Ok(_) => {}
-            Err(reason) => {
-                round.outcomes.insert(t.name.clone(), Outcome::Down(reason));
-            }
+            Err(reason) => round.settle(i, Outcome::Down(reason)),
         }
     }
 
@@ -433,7 +502,7 @@ impl Prober {
     fn take_event(
         &mut self,
         event: LinkEvent,
-        wanted: &HashMap<&NodeName, &Target>,
+        targets: &[Target],
         round: &mut Round,
         timeout: Duration,
     ) {
@@ -441,19 +510,22 @@ impl Prober {
             // The usual reply is taken by the link's reader; this is any
             // other form of it, decoded.
             LinkEvent::Frame { peer, frame, .. } => {
-                let Some((_, waiting)) = round.waiting.get(&peer) else {
+                let Some(i) = position(targets, &peer) else {
+                    return;
+                };
+                let Some(waiting) = &round.waiting[i] else {
                     return;
                 };
                 if let Some(answer) = self.decode_reply(&frame, waiting.reference) {
-                    if let Some((name, waiting)) = round.waiting.remove(&peer) {
+                    if let Some(waiting) = round.take_waiting(i) {
                         waiting.link.forget_reply();
                         self.links.reply_came(self.reply_round);
-                        self.missed.remove(&name);
+                        self.members[i].missed = None;
                         let outcome = match answer {
                             Ok(()) => Outcome::Alive(waiting.sent.elapsed()),
                             Err(reason) => Outcome::Down(reason),
                         };
-                        round.outcomes.insert(name, outcome);
+                        round.settle(i, outcome);
                     }
                 }
             }
@@ -462,24 +534,23 @@ impl Prober {
             // round's, so a restarted node stays true and a dead one shows
             // why (refused, say).
             LinkEvent::Closed { peer, link, why } => {
-                let ours = round
-                    .waiting
-                    .get(&peer)
-                    .is_some_and(|(_, waiting)| waiting.link.id == link);
-                if !ours {
+                let ours = position(targets, &peer).filter(|&i| {
+                    round.waiting[i]
+                        .as_ref()
+                        .is_some_and(|waiting| waiting.link.id == link)
+                });
+                let Some(i) = ours else {
                     // Not under a ping of this round: news for the round
                     // thread once the round is over.
                     if let Ok(name) = peer.parse() {
                         self.closed_meanwhile.push((name, why));
                     }
                     return;
-                }
-                if let Some((name, waiting)) = round.waiting.remove(&peer) {
+                };
+                if let Some(waiting) = round.take_waiting(i) {
                     waiting.link.forget_reply();
                     self.links.reply_came(self.reply_round);
-                    if let Some(t) = wanted.get(&name).copied() {
-                        self.dial(t, timeout, round);
-                    }
+                    self.dial(i, &targets[i], timeout, round);
                 }
             }
         }

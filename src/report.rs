@@ -23,26 +23,43 @@ pub struct Report {
 /// `a1@127.0.0.1["a1@127.0.0.1": true, "a2@127.0.0.1": false]`.
 pub fn status_line(me: &NodeName, results: &[(NodeName, Outcome)]) -> String {
     let mut sorted: Vec<_> = results.iter().collect();
+    // A round's results come sorted already: then this costs one pass.
     sorted.sort_by(|a, b| a.0.cmp(&b.0));
-    let entries: Vec<String> = sorted
-        .iter()
-        .map(|(name, outcome)| format!("{}: {}", keyword_key(name.as_str()), outcome.is_alive()))
-        .collect();
-    format!("{me}[{}]", entries.join(", "))
+    // Each entry is its name, two quotes, `: false` and `, `.
+    let names: usize = results.iter().map(|(name, _)| name.as_str().len()).sum();
+    let mut line = String::with_capacity(me.as_str().len() + 2 + names + 11 * results.len());
+    line.push_str(me.as_str());
+    line.push('[');
+    for (n, (name, outcome)) in sorted.into_iter().enumerate() {
+        if n > 0 {
+            line.push_str(", ");
+        }
+        push_keyword_key(&mut line, name.as_str());
+        line.push_str(if outcome.is_alive() {
+            ": true"
+        } else {
+            ": false"
+        });
+    }
+    line.push(']');
+    line
 }
 
-/// An atom as a keyword-list key in Elixir's `inspect`: bare when it is a
-/// plain identifier, quoted otherwise (any name with a dot or a dash).
-fn keyword_key(atom: &str) -> String {
-    let mut chars = atom.chars();
-    let plain = chars
+/// Appends an atom as a keyword-list key in Elixir's `inspect`: bare when
+/// it is a plain identifier, quoted otherwise (any name with a dot or a
+/// dash).
+fn push_keyword_key(line: &mut String, atom: &str) {
+    let mut bytes = atom.bytes();
+    let plain = bytes
         .next()
-        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '@');
+        .is_some_and(|c| c.is_ascii_lowercase() || c == b'_')
+        && bytes.all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'@');
     if plain {
-        atom.to_string()
+        line.push_str(atom);
     } else {
-        format!("\"{atom}\"")
+        line.push('"');
+        line.push_str(atom);
+        line.push('"');
     }
 }
 

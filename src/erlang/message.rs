@@ -165,6 +165,11 @@ impl CallTemplate {
         &self.frame
     }
 
+    /// The current call's frame, as [`CallTemplate::call`] made it.
+    pub fn frame(&self) -> &[u8] {
+        &self.frame
+    }
+
     /// Whether `body` answers `yes` to the current call, told from the
     /// bytes alone: a reply's message term is exactly our tag and `yes`,
     /// after a control term of whatever form.

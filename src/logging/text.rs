@@ -31,7 +31,16 @@ pub fn push_escaped(out: &mut String, text: &str, max: usize) {
     while !text.is_char_boundary(end) {
         end -= 1;
     }
-    for c in text[..end].chars() {
+    out.reserve(end);
+    let mut rest = &text[..end];
+    // Printable ASCII is always safe: runs of it are copied whole, and
+    // only the characters between them are looked at one by one.
+    while let Some(at) = rest.bytes().position(|b| !(b' '..=b'~').contains(&b)) {
+        out.push_str(&rest[..at]);
+        // `at` is a character boundary: everything before it is ASCII.
+        let Some(c) = rest[at..].chars().next() else {
+            break;
+        };
         match c {
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
@@ -42,7 +51,9 @@ pub fn push_escaped(out: &mut String, text: &str, max: usize) {
             }
             c => out.push(c),
         }
+        rest = &rest[at + c.len_utf8()..];
     }
+    out.push_str(rest);
     if end < text.len() {
         let _ = write!(out, "… ({} more bytes)", text.len() - end);
     }
