@@ -83,9 +83,43 @@ enum Pending {
     Inbound,
 }
 
+/// The links that are up, by peer name, with a version that changes
+/// whenever a link enters or leaves: the round looks its members' links up
+/// again only then.
+#[derive(Default)]
+struct UpLinks {
+    by_peer: HashMap<String, Arc<Link>>,
+    version: u64,
+}
+
+impl UpLinks {
+    fn get(&self, peer: &str) -> Option<&Arc<Link>> {
+        self.by_peer.get(peer)
+    }
+
+    fn contains_key(&self, peer: &str) -> bool {
+        self.by_peer.contains_key(peer)
+    }
+
+    fn insert(&mut self, peer: String, link: Arc<Link>) -> Option<Arc<Link>> {
+        self.version += 1;
+        self.by_peer.insert(peer, link)
+    }
+
+    fn remove(&mut self, peer: &str) -> Option<Arc<Link>> {
+        self.version += 1;
+        self.by_peer.remove(peer)
+    }
+
+    fn clear(&mut self) -> Vec<Arc<Link>> {
+        self.version += 1;
+        self.by_peer.drain().map(|(_, link)| link).collect()
+    }
+}
+
 #[derive(Default)]
 struct Table {
-    up: HashMap<String, Arc<Link>>,
+    up: UpLinks,
     pending: HashMap<String, Pending>,
     /// Peers whose own attempt to connect failed in its handshake (a wrong
     /// cookie, say), for a dial of ours that waits on that attempt.
@@ -184,6 +218,23 @@ impl Links {
     /// The link to `peer`, if one is up.
     pub fn get(&self, peer: &str) -> Option<Arc<Link>> {
         self.lock().up.get(peer).cloned()
+    }
+
+    /// A number that changes whenever a link comes up or goes: links
+    /// looked up under the same number are still the table's.
+    pub fn version(&self) -> u64 {
+        self.lock().up.version
+    }
+
+    /// The links to `peers`, in their order, looked up at once, and the
+    /// table's version they belong to.
+    pub fn get_all<'a>(
+        &self,
+        peers: impl Iterator<Item = &'a str>,
+    ) -> (u64, Vec<Option<Arc<Link>>>) {
+        let table = self.lock();
+        let links = peers.map(|peer| table.up.get(peer).cloned()).collect();
+        (table.up.version, links)
     }
 
     /// Closes the link to `peer` if it is still link `id`.
@@ -436,10 +487,9 @@ impl Links {
         let readers = {
             let mut table = self.lock();
             table.closed = true;
-            for link in table.up.values() {
+            for link in table.up.clear() {
                 link.close();
             }
-            table.up.clear();
             std::mem::take(&mut table.readers)
         };
         self.changed.notify_all();

@@ -90,6 +90,9 @@ struct Member {
     template: CallTemplate,
     /// Pings in a row its link left unanswered, and which link.
     missed: Option<(u64, u32)>,
+    /// Its link in the table as of [`Prober::links_version`]. It may keep
+    /// a link the table has let go until the next round looks again.
+    link: Option<Arc<Link>>,
 }
 
 /// Pings members over the links in the table.
@@ -103,6 +106,9 @@ pub struct Prober {
     /// targets: a round over the same members finds theirs by position,
     /// with no lookup by name.
     members: Vec<Member>,
+    /// The link table's version the members' links were looked up at; none
+    /// when they must be looked up again.
+    links_version: Option<u64>,
     /// Members being dialled, maybe since an earlier round.
     dialing: HashSet<NodeName>,
     backoff: HashMap<NodeName, Backoff>,
@@ -173,6 +179,7 @@ impl Prober {
             events,
             epmd_port,
             members: Vec::new(),
+            links_version: None,
             dialing: HashSet::new(),
             backoff: HashMap::new(),
             done_tx,
@@ -228,6 +235,7 @@ impl Prober {
     pub fn round(&mut self, targets: &[Target], timeout: Duration) -> Vec<(NodeName, Outcome)> {
         let deadline = Instant::now() + timeout;
         self.keep_members(targets);
+        self.look_up_links();
         // A member back at another address is dialled at once.
         if !self.backoff.is_empty() {
             let wanted: HashMap<&NodeName, &Target> =
@@ -252,7 +260,7 @@ impl Prober {
                 round.settle(i, Outcome::Alive(Duration::ZERO));
                 continue;
             }
-            match self.links.get(t.name.as_str()) {
+            match self.members[i].link.clone() {
                 // A link the peer opened comes from an ephemeral port; one
                 // we opened must still lead to the member's address.
                 Some(link) if link.inbound || t.addr.is_none_or(|a| a == link.addr) => {
@@ -340,6 +348,7 @@ impl Prober {
         if same {
             return;
         }
+        self.links_version = None;
         let mut known: HashMap<NodeName, Member> = self
             .members
             .drain(..)
@@ -353,9 +362,24 @@ impl Prober {
                     name: t.name.clone(),
                     template: CallTemplate::new(pid, &me.name, me.creation, t.name.as_str()),
                     missed: None,
+                    link: None,
                 })
             })
             .collect();
+    }
+
+    /// Looks the members' links up in the table, unless no link came up or
+    /// went since they were last looked up.
+    fn look_up_links(&mut self) {
+        if self.links_version == Some(self.links.version()) {
+            return;
+        }
+        let names = self.members.iter().map(|m| m.name.as_str());
+        let (version, links) = self.links.get_all(names);
+        for (member, link) in self.members.iter_mut().zip(links) {
+            member.link = link;
+        }
+        self.links_version = Some(version);
     }
 
     /// Writes the round's ping to target `i`, `t`, on `link`; a link that
