@@ -135,6 +135,27 @@ fn a_link_broken_under_a_ping_is_redialled_in_the_same_round() {
 }
 
 #[test]
+fn the_links_kept_between_rounds_follow_the_table() {
+    let peer = Peer::start("k@127.0.0.1", Duration::ZERO, answer);
+    let t = target("k@127.0.0.1", peer.addr);
+    let mut prober = prober();
+    let timeout = Duration::from_secs(3);
+    assert!(outcome(&mut prober, &t, timeout).is_alive());
+    prober.look_up_links();
+    let kept = prober.members[0].link.as_ref().map(|l| l.id);
+    assert!(kept.is_some());
+    assert_eq!(kept, prober.links.get("k@127.0.0.1").map(|l| l.id));
+    // The table lets the link go: the kept one goes too, and the next
+    // round dials a new one.
+    prober.links.drop_link("k@127.0.0.1", kept.expect("a link"));
+    prober.look_up_links();
+    assert!(prober.members[0].link.is_none());
+    assert!(outcome(&mut prober, &t, timeout).is_alive());
+    assert_eq!(peer.connections(), 2);
+    prober.close();
+}
+
+#[test]
 fn the_third_missed_reply_of_a_silent_peer_drops_the_link() {
     let peer = Peer::start("s@127.0.0.1", Duration::ZERO, silent);
     let t = target("s@127.0.0.1", peer.addr);

@@ -93,6 +93,11 @@ mod tests {
             "\\u{85}\\u{2028}\\u{202e}"
         );
         assert!(!escaped("\0\u{7f}\u{9b}", 100).chars().any(is_unsafe));
+        // Escapes at either end of a run, next to other non-ASCII text.
+        assert_eq!(
+            escaped("\tä\u{7f}b\u{2066}ü\n", 100),
+            "\\tä\\u{7f}b\\u{2066}ü\\n"
+        );
     }
 
     #[test]
