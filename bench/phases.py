@@ -60,8 +60,8 @@ def steady(run):
 
 def window(run):
     """CPU (and its user/system split), memory and round period of the N
-    nodes over a steady window. Each node pings every registered node,
-    itself included, once per round, so a round is N pings."""
+    nodes over a steady window. A node's round has N entries (its own
+    answered in process), so CPU per ping is a round's CPU over N."""
     everyone = run.everyone()
     pids = [x.proc.pid for x in run.cl.nodes]
     m0, h0 = machine_ticks(), self_cpu()

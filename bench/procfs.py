@@ -45,19 +45,23 @@ def stat_split(pid):
     return int(fields[11]), int(fields[12])
 
 
-def schedstat_ns(pid):
-    total = 0
+def schedstat(pid):
+    """(run time in ns, times put on a CPU) summed over the process's
+    threads: the second is about the wake-ups, each a thread that slept."""
+    total = slices = 0
     try:
         tids = os.listdir(f"/proc/{pid}/task")
     except OSError:
-        return 0
+        return 0, 0
     for tid in tids:
         try:
             with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
-                total += int(f.read().split()[0])
+                fields = f.read().split()
+            total += int(fields[0])
+            slices += int(fields[2])
         except (OSError, ValueError, IndexError):
             pass
-    return total
+    return total, slices
 
 
 def status_field(pid, field):
@@ -97,17 +101,18 @@ def trees_of(pids):
 
 
 def cpu_reading(trees):
-    """{root: (utime ticks, stime ticks, schedstat ns)} summed over each
-    tree, with the monotonic moment in the middle of the reading (reading
-    hundreds of processes takes a while)."""
+    """{root: (utime ticks, stime ticks, schedstat ns, schedstat slices)}
+    summed over each tree, with the monotonic moment in the middle of the
+    reading (reading hundreds of processes takes a while)."""
     t0 = time.monotonic()
     out = {}
     for root, pids in trees.items():
-        u = s = ns = 0
+        u = s = ns = slices = 0
         for p in pids:
             a, b = stat_split(p)
-            u, s, ns = u + a, s + b, ns + schedstat_ns(p)
-        out[root] = (u, s, ns)
+            run, on_cpu = schedstat(p)
+            u, s, ns, slices = u + a, s + b, ns + run, slices + on_cpu
+        out[root] = (u, s, ns, slices)
     return (t0 + time.monotonic()) / 2, out
 
 
@@ -126,6 +131,7 @@ def cpu_figures(before, after, interval_s, pings_per_round):
     sched = [(r1[p][2] - r0[p][2]) / 1e9 / rounds for p in roots]
     per_round_stat = 1e6 * statistics.mean(stat)
     per_round_sched = 1e6 * statistics.mean(sched)
+    slices = statistics.mean((r1[p][3] - r0[p][3]) / rounds for p in roots)
     return {
         "window_s": w,
         "ticks_counted": ticks,
@@ -139,6 +145,8 @@ def cpu_figures(before, after, interval_s, pings_per_round):
         "pings_per_round": pings_per_round,
         "per_ping_us_stat": per_round_stat / pings_per_round,
         "per_ping_us_schedstat": per_round_sched / pings_per_round,
+        "wakeups_per_node_per_round": slices,
+        "wakeups_per_ping": slices / pings_per_round,
         "cores_all_nodes_stat": ticks / CLK_TCK / w,
         "cores_all_nodes_schedstat": sum(r1[p][2] - r0[p][2] for p in roots) / 1e9 / w,
     }

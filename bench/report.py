@@ -81,6 +81,10 @@ def rows(interval_ms):
          lambda v, n, r: (v <= 40) if n >= 100 else None),
         ("CPU/ping (us, stat)", "",
          lambda r: stat_only(r, get(r, "cpu", "per_ping_us_stat")), "{:.1f}", None),
+        ("wake-ups/node/round (schedstat)", "",
+         lambda r: get(r, "cpu", "wakeups_per_node_per_round"), "{:.1f}", None),
+        ("wake-ups/ping (schedstat)", "", lambda r: get(r, "cpu", "wakeups_per_ping"), "{:.2f}",
+         None),
         ("CPU user/system (% of ticks)", "", split, fmt_split, None),
         ("CPU ticks counted (all nodes)", "", lambda r: get(r, "cpu", "ticks_counted"), "{:.0f}",
          None),
@@ -115,6 +119,7 @@ def rows(interval_ms):
 # cluster, so no startup, convergence or rounds of status lines).
 FLOOR_ROWS = ("RSS median (MiB)", "threads per node (median)", "CPU/node/round (us, stat)",
               "CPU/node/round (us, schedstat)", "CPU/ping (us, schedstat)", "CPU/ping (us, stat)",
+              "wake-ups/node/round (schedstat)", "wake-ups/ping (schedstat)",
               "CPU user/system (% of ticks)", "CPU ticks counted (all nodes)")
 
 # Rows that make no sense for the DNS comparison (no hung peer there).
