@@ -188,22 +188,33 @@ impl Membership {
     /// be back yet.
     pub fn observe(
         &mut self,
-        records: Vec<Record>,
+        mut records: Vec<Record>,
         dir_replaced: bool,
         now: Instant,
     ) -> Observation {
         let mut events = Vec::new();
-        let mut seen = BTreeMap::new();
-        for record in records {
-            seen.insert(record.name.clone(), record);
-        }
-        let mut live = Vec::new();
+        // By name, as the members are; a name found twice (a listing that
+        // raced a rename) counts once, with its later record.
+        sort_by_name(&mut records);
+        records.dedup_by(|later, earlier| {
+            let twice = later.name == earlier.name;
+            if twice {
+                std::mem::swap(later, earlier);
+            }
+            twice
+        });
+        let mut live = Vec::with_capacity(records.len());
         // Vanished: a leave if the heartbeat was still moving, else an expiry
         // done by someone else; in a remade directory, not before the TTL.
+        // Members and records are both by name: one walk finds them.
+        let mut found = records.iter().map(|r| &r.name).peekable();
         let gone: Vec<NodeName> = self
             .members
             .keys()
-            .filter(|n| !seen.contains_key(*n))
+            .filter(|name| {
+                while found.next_if(|f| f < name).is_some() {}
+                found.peek() != Some(name)
+            })
             .cloned()
             .collect();
         for name in gone {
@@ -230,48 +241,45 @@ impl Membership {
             });
         }
         let mut expired = Vec::new();
-        for (name, record) in seen {
-            match self.members.get_mut(&name) {
-                None => {
-                    events.push(Event::Joined(name.clone()));
-                    self.members.insert(
-                        name,
-                        Member {
-                            record: record.clone(),
-                            changed_at: now,
-                            answered_at: now,
-                            missing_since: None,
-                            moved_last_scan: true,
-                            health: Health::Unknown,
-                            reason: None,
-                        },
-                    );
-                    live.push(record);
-                }
-                Some(m) => {
-                    m.missing_since = None;
-                    m.moved_last_scan = m.record.version != record.version;
-                    if m.moved_last_scan {
-                        m.changed_at = now;
-                    }
-                    m.record = record.clone();
-                    let silent = now.duration_since(m.changed_at);
-                    let unanswered = now.duration_since(m.answered_at);
-                    if silent >= self.ttl
-                        && unanswered >= self.ttl
-                        && !self.expiry_paused
-                        && name != self.me
-                    {
-                        events.push(Event::Expired(name.clone(), silent));
-                        self.members.remove(&name);
-                        expired.push(record);
-                    } else {
-                        live.push(record);
-                    }
-                }
+        for record in records {
+            let Some(m) = self.members.get_mut(&record.name) else {
+                events.push(Event::Joined(record.name.clone()));
+                let member = Member {
+                    record: record.clone(),
+                    changed_at: now,
+                    answered_at: now,
+                    missing_since: None,
+                    moved_last_scan: true,
+                    health: Health::Unknown,
+                    reason: None,
+                };
+                self.members.insert(record.name.clone(), member);
+                live.push(record);
+                continue;
+            };
+            m.missing_since = None;
+            m.moved_last_scan = m.record.version != record.version;
+            if m.moved_last_scan {
+                m.changed_at = now;
+            }
+            // In place: the same name, and a heartbeat that fits where the
+            // last one was.
+            m.record.clone_from(&record);
+            let silent = now.duration_since(m.changed_at);
+            let unanswered = now.duration_since(m.answered_at);
+            if silent >= self.ttl
+                && unanswered >= self.ttl
+                && !self.expiry_paused
+                && record.name != self.me
+            {
+                events.push(Event::Expired(record.name.clone(), silent));
+                self.members.remove(&record.name);
+                expired.push(record);
+            } else {
+                live.push(record);
             }
         }
-        live.sort_by(|a, b| a.name.cmp(&b.name));
+        sort_by_name(&mut live);
         Observation {
             live,
             expired,
@@ -313,6 +321,14 @@ impl Membership {
             }
         }
         events
+    }
+}
+
+/// Sorts records by name; a scan's come sorted already, and then checking
+/// costs a fraction of sorting.
+fn sort_by_name(records: &mut [Record]) {
+    if !records.is_sorted_by(|a, b| a.name <= b.name) {
+        records.sort_by(|a, b| a.name.cmp(&b.name));
     }
 }
 
@@ -407,6 +423,49 @@ mod tests {
         assert!(obs.expired.is_empty());
         let obs = m.observe(vec![rec("b@h", 1)], false, last + 5 * SEC);
         assert_eq!(names(&obs.expired), ["b@h"]);
+    }
+
+    #[test]
+    fn joins_expiries_and_updates_in_one_scan_come_in_name_order() {
+        let t0 = Instant::now();
+        let mut m = membership();
+        m.observe(vec![rec("c@h", 1), rec("a@h", 1)], false, t0);
+        m.apply(&[(name("a@h"), Outcome::Alive(SEC))], t0 + 5 * SEC);
+        // Out of order, a join after an expiry, and an updated member.
+        let obs = m.observe(
+            vec![rec("d@h", 1), rec("c@h", 1), rec("a@h", 2)],
+            false,
+            t0 + 5 * SEC,
+        );
+        assert!(
+            matches!(obs.events[..], [Event::Expired(ref c, _), Event::Joined(ref d)]
+                if *c == name("c@h") && *d == name("d@h")),
+            "{:?}",
+            obs.events
+        );
+        assert_eq!(obs.live, vec![rec("a@h", 2), rec("d@h", 1)]);
+        assert_eq!(obs.expired, vec![rec("c@h", 1)]);
+        assert_eq!(names(&m.records()), ["a@h", "d@h"]);
+        assert_eq!(m.records()[0], rec("a@h", 2));
+        // c comes back: a join again; d is a member, not new; a, its
+        // heartbeat moving, left.
+        let obs = m.observe(vec![rec("c@h", 1), rec("d@h", 1)], false, t0 + 6 * SEC);
+        assert_eq!(
+            obs.events,
+            vec![Event::Left(name("a@h")), Event::Joined(name("c@h"))]
+        );
+    }
+
+    #[test]
+    fn a_name_found_twice_counts_once_with_its_later_record() {
+        let t0 = Instant::now();
+        let mut m = membership();
+        let obs = m.observe(vec![rec("b@h", 1), rec("b@h", 2)], false, t0);
+        assert_eq!(obs.events, vec![Event::Joined(name("b@h"))]);
+        assert_eq!(obs.live, vec![rec("b@h", 2)]);
+        // Version 2 stood still since then: expired at the TTL.
+        let obs = m.observe(vec![rec("b@h", 2)], false, t0 + 5 * SEC);
+        assert_eq!(obs.expired, vec![rec("b@h", 2)]);
     }
 
     #[test]

@@ -18,8 +18,20 @@ use crate::discovery::resolver;
 pub const MAX_LEN: usize = 255;
 
 /// A validated node name.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct NodeName(String);
+
+impl Clone for NodeName {
+    fn clone(&self) -> NodeName {
+        NodeName(self.0.clone())
+    }
+
+    /// Reuses the allocation: a member's record takes the scanned one's
+    /// name, the same, every round.
+    fn clone_from(&mut self, source: &NodeName) {
+        self.0.clone_from(&source.0);
+    }
+}
 
 impl NodeName {
     /// The part before the `@`, which EPMD knows the node by.

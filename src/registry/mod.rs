@@ -13,10 +13,9 @@
 //! only when its inode or size changed, every [`REREAD_AFTER`], or when told
 //! to [`Registry::forget`] it. Our own entry is written by [`own`].
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::fs::{self, File};
-use std::hash::{Hash, Hasher};
 use std::io::{self, Read};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -81,7 +80,13 @@ impl fmt::Display for Skip {
 
 /// What one directory entry turned out to be.
 enum Look {
-    Node(Cached),
+    /// The cached text still holds: only the file's heartbeat is new.
+    Known {
+        version: u64,
+        modified_ms: u64,
+    },
+    /// Read afresh.
+    Read(Cached),
     Skipped(Skip),
     /// Gone between the listing and the look: not worth a word.
     Vanished,
@@ -92,7 +97,10 @@ struct Cached {
     ino: u64,
     len: u64,
     record: Record,
-    read_at: Instant,
+    /// When its text was read; `None` once forgotten: read at the next look.
+    read_at: Option<Instant>,
+    /// The scan that last found it; the others drop it.
+    found_in: u64,
 }
 
 /// One registry scan.
@@ -104,25 +112,50 @@ pub struct Scan {
     pub dir_replaced: bool,
 }
 
-fn version_of(ino: u64, mtime_ns: i128, len: u64) -> u64 {
-    let mut hasher = std::hash::DefaultHasher::new();
-    (ino, mtime_ns, len).hash(&mut hasher);
-    hasher.finish()
+/// A file's version (see [`mix_version`]).
+fn version_of(meta: &fs::Metadata) -> u64 {
+    // Nanoseconds since the epoch, wrapped to 64 bits: distinct for 584 years.
+    let mtime_ns = (meta.mtime() as u64)
+        .wrapping_mul(1_000_000_000)
+        .wrapping_add(meta.mtime_nsec() as u64);
+    mix_version(meta.ino(), mtime_ns, meta.len())
 }
 
-fn mtime_ns(meta: &fs::Metadata) -> i128 {
-    i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec())
+/// A file's inode, modification time and size mixed into 64 bits, so that
+/// a change of any of them changes the version (two versions collide about
+/// as rarely as two 64-bit hashes). No keyed hash is needed: whoever can
+/// write the directory can move any heartbeat anyway, and a scan mixes
+/// every entry every round.
+fn mix_version(ino: u64, mtime_ns: u64, len: u64) -> u64 {
+    [ino, mtime_ns, len]
+        .into_iter()
+        .fold(0x243F_6A88_85A3_08D3, |h, v| {
+            (h ^ v).wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(31)
+        })
 }
 
+/// The modification time in Unix milliseconds; 0 before the epoch or
+/// beyond 64 bits.
 fn mtime_ms(meta: &fs::Metadata) -> u64 {
-    u64::try_from(mtime_ns(meta) / 1_000_000).unwrap_or(0)
+    let (Ok(secs), Ok(nsec)) = (
+        u64::try_from(meta.mtime()),
+        u64::try_from(meta.mtime_nsec()),
+    ) else {
+        return 0;
+    };
+    secs.checked_mul(1000)
+        .and_then(|ms| ms.checked_add(nsec / 1_000_000))
+        .unwrap_or(0)
 }
 
 /// A registry directory, and what this node has seen in it.
 pub struct Registry {
     dir: PathBuf,
-    /// Node entries by file name.
-    cache: HashMap<String, Cached>,
+    /// Node entries by file name, as the last scan found them: in order,
+    /// so a scan's records need no sorting.
+    cache: BTreeMap<String, Cached>,
+    /// Scans so far: tells the entries a scan found from the others.
+    scans: u64,
     /// Entries skipped, with the reason last warned about.
     warned: HashMap<String, Skip>,
     /// The directory's (device, inode) at the last listing.
@@ -138,7 +171,8 @@ impl Registry {
     pub fn new(dir: impl Into<PathBuf>) -> Registry {
         Registry {
             dir: dir.into(),
-            cache: HashMap::new(),
+            cache: BTreeMap::new(),
+            scans: 0,
             warned: HashMap::new(),
             dir_id: None,
             over_cap: 0,
@@ -161,7 +195,7 @@ impl Registry {
     pub fn remove_if_unchanged(&self, seen: &Record) -> io::Result<()> {
         let path = self.path(&seen.name);
         match path.symlink_metadata() {
-            Ok(meta) if version_of(meta.ino(), mtime_ns(&meta), meta.len()) == seen.version => {}
+            Ok(meta) if version_of(&meta) == seen.version => {}
             Ok(_) => return Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(e),
@@ -194,34 +228,76 @@ impl Registry {
         if dir_replaced {
             self.cache.clear();
         }
+        self.scans += 1;
+        let now = Instant::now();
         let mut skipped = HashMap::new();
-        let mut cache = HashMap::new();
-        let mut records = Vec::new();
-        let mut over_cap = 0;
+        let (mut nodes, mut over_cap) = (0, 0);
         for entry in entries.flatten() {
-            let file_name = entry.file_name().to_string_lossy().into_owned();
+            let os_name = entry.file_name();
+            let file_name = os_name.to_string_lossy();
             if file_name.starts_with('.') {
                 continue;
             }
-            let Ok(name) = file_name.parse::<NodeName>() else {
-                skipped.insert(file_name, Skip::NotANodeName);
-                continue;
+            // A name in the cache was parsed when it was first found.
+            let mut known = self.cache.get_mut(file_name.as_ref());
+            let parsed;
+            let name = match &known {
+                Some(cached) => &cached.record.name,
+                None => match file_name.parse::<NodeName>() {
+                    Ok(name) => {
+                        parsed = name;
+                        &parsed
+                    }
+                    Err(_) => {
+                        skipped.insert(file_name.into_owned(), Skip::NotANodeName);
+                        continue;
+                    }
+                },
             };
-            if cache.len() >= MAX_ENTRIES {
+            if nodes >= MAX_ENTRIES {
                 over_cap += 1;
                 continue;
             }
-            match self.look_at(&entry, &name) {
-                Look::Node(cached) => {
-                    records.push(cached.record.clone());
-                    cache.insert(file_name, cached);
+            let look = look_at(&entry, &self.dir, name, known.as_deref(), now);
+            let cached = match (look, known.as_mut()) {
+                (
+                    Look::Known {
+                        version,
+                        modified_ms,
+                    },
+                    Some(cached),
+                ) => {
+                    cached.record.version = version;
+                    cached.record.modified_ms = modified_ms;
+                    cached
                 }
-                Look::Skipped(why) => {
-                    skipped.insert(file_name, why);
+                (Look::Read(fresh), Some(cached)) => {
+                    **cached = fresh;
+                    cached
                 }
-                Look::Vanished => {}
+                (Look::Read(fresh), None) => {
+                    self.cache.entry(file_name.into_owned()).or_insert(fresh)
+                }
+                (Look::Skipped(why), _) => {
+                    skipped.insert(file_name.into_owned(), why);
+                    continue;
+                }
+                (Look::Known { .. } | Look::Vanished, _) => continue,
+            };
+            cached.found_in = self.scans;
+            nodes += 1;
+        }
+        // Whatever this scan did not find is forgotten (rarely anything: a
+        // new map then, not one removal after another).
+        let scans = self.scans;
+        if self.cache.values().any(|cached| cached.found_in != scans) {
+            for (name, cached) in std::mem::take(&mut self.cache) {
+                if cached.found_in == scans {
+                    self.cache.insert(name, cached);
+                }
             }
         }
+        let records = self.cache.values().map(|c| c.record.clone()).collect();
         if over_cap > 0 && over_cap != self.over_cap {
             self.warnings.push(format!(
                 "registry: {over_cap} node entries over the {MAX_ENTRIES}-entry limit are left out"
@@ -229,9 +305,7 @@ impl Registry {
         }
         self.over_cap = over_cap;
         self.warn_skipped(&skipped);
-        self.cache = cache;
         self.warned = skipped;
-        records.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(Scan {
             records,
             dir_replaced,
@@ -283,70 +357,79 @@ impl Registry {
     /// Forgets what it read of a node's file, so the next scan reads it
     /// again (its node did not answer: it may have restarted elsewhere).
     pub fn forget(&mut self, name: &NodeName) {
-        self.cache.remove(name.as_str());
+        if let Some(cached) = self.cache.get_mut(name.as_str()) {
+            cached.read_at = None;
+        }
     }
+}
 
-    /// One directory entry under a node's name.
-    fn look_at(&self, entry: &fs::DirEntry, name: &NodeName) -> Look {
-        // The listing gives the type without a system call.
-        match entry.file_type() {
-            Ok(kind) if !kind.is_file() => return Look::Skipped(Skip::NotRegular(describe(&kind))),
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Look::Vanished,
-            Err(e) => return Look::Skipped(Skip::Unreadable(e.to_string())),
-        }
-        let meta = match entry.path().symlink_metadata() {
-            Ok(meta) => meta,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Look::Vanished,
-            Err(e) => return Look::Skipped(Skip::Unreadable(e.to_string())),
-        };
-        if let Err(why) = check_entry(&meta) {
-            return Look::Skipped(why);
-        }
-        let (ino, len) = (meta.ino(), meta.len());
-        let version = version_of(ino, mtime_ns(&meta), len);
-        let modified_ms = mtime_ms(&meta);
-        let known = self
-            .cache
-            .get(name.as_str())
-            .filter(|c| c.ino == ino && c.len == len && c.read_at.elapsed() < REREAD_AFTER);
-        if let Some(old) = known {
-            return Look::Node(Cached {
-                record: Record {
-                    version,
-                    modified_ms,
-                    ..old.record.clone()
-                },
-                ..*old
-            });
-        }
-        let record = match read_untrusted(&entry.path()) {
-            Ok((bytes, _)) => Record::from_file(name, &bytes),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Look::Vanished,
-            // Swapped for a symlink or something else since the lstat.
-            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
-                return Look::Skipped(Skip::NotRegular("a symlink"));
-            }
-            Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
-                return Look::Skipped(Skip::NotRegular("not a regular file any more"));
-            }
-            // A node's entry we may not read: its text would not matter.
-            Err(e) => {
-                debug!("registry: cannot read '{name}' ({e}), taking it as a foreign entry");
-                Record::foreign(name.clone())
-            }
-        };
-        Look::Node(Cached {
-            ino,
-            len,
-            record: Record {
-                version,
-                modified_ms,
-                ..record
-            },
-            read_at: Instant::now(),
-        })
+/// One directory entry of `dir` under a node's name; `known` is what the
+/// last scans found there.
+fn look_at(
+    entry: &fs::DirEntry,
+    dir: &Path,
+    name: &NodeName,
+    known: Option<&Cached>,
+    now: Instant,
+) -> Look {
+    // The listing gives the type without a system call.
+    match entry.file_type() {
+        Ok(kind) if !kind.is_file() => return Look::Skipped(Skip::NotRegular(describe(&kind))),
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Look::Vanished,
+        Err(e) => return Look::Skipped(Skip::Unreadable(e.to_string())),
     }
+    // An `lstat` of the name in the listed directory, without building its path.
+    let meta = match entry.metadata() {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Look::Vanished,
+        Err(e) => return Look::Skipped(Skip::Unreadable(e.to_string())),
+    };
+    if let Err(why) = check_entry(&meta) {
+        return Look::Skipped(why);
+    }
+    let (ino, len) = (meta.ino(), meta.len());
+    let version = version_of(&meta);
+    let modified_ms = mtime_ms(&meta);
+    let unchanged = known.is_some_and(|c| {
+        c.ino == ino
+            && c.len == len
+            && c.read_at
+                .is_some_and(|at| now.duration_since(at) < REREAD_AFTER)
+    });
+    if unchanged {
+        return Look::Known {
+            version,
+            modified_ms,
+        };
+    }
+    let record = match read_untrusted(&dir.join(name.as_str())) {
+        Ok((bytes, _)) => Record::from_file(name, &bytes),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Look::Vanished,
+        // Swapped for a symlink or something else since the lstat.
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Look::Skipped(Skip::NotRegular("a symlink"));
+        }
+        Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
+            return Look::Skipped(Skip::NotRegular("not a regular file any more"));
+        }
+        // A node's entry we may not read: its text would not matter.
+        Err(e) => {
+            debug!("registry: cannot read '{name}' ({e}), taking it as a foreign entry");
+            Record::foreign(name.clone())
+        }
+    };
+    Look::Read(Cached {
+        ino,
+        len,
+        record: Record {
+            version,
+            modified_ms,
+            ..record
+        },
+        read_at: Some(now),
+        found_in: 0,
+    })
 }
 
 /// Whether a regular file's metadata can be a node's entry.

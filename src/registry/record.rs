@@ -22,7 +22,7 @@ use crate::probe::Target;
 const MAGIC: &str = "pulse 1";
 
 /// One node's registry entry.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 pub struct Record {
     /// The node's name (equal to the file's name).
     pub name: NodeName,
@@ -38,6 +38,42 @@ pub struct Record {
     /// When the file was last modified, in Unix milliseconds (0 when not
     /// read from a file): the heartbeat as the file system saw it.
     pub modified_ms: u64,
+}
+
+impl Clone for Record {
+    fn clone(&self) -> Record {
+        let Record {
+            name,
+            addr,
+            heartbeat,
+            version,
+            modified_ms,
+        } = self;
+        Record {
+            name: name.clone(),
+            addr: *addr,
+            heartbeat: heartbeat.clone(),
+            version: *version,
+            modified_ms: *modified_ms,
+        }
+    }
+
+    /// Field by field, so a member's record is brought up to date each
+    /// round without allocating.
+    fn clone_from(&mut self, source: &Record) {
+        let Record {
+            name,
+            addr,
+            heartbeat,
+            version,
+            modified_ms,
+        } = source;
+        self.name.clone_from(name);
+        self.addr = *addr;
+        self.heartbeat.clone_from(heartbeat);
+        self.version = *version;
+        self.modified_ms = *modified_ms;
+    }
 }
 
 impl Record {
@@ -112,7 +148,7 @@ impl Record {
                 continue;
             };
             match key {
-                "name" => rec_name = Some(value.to_string()),
+                "name" => rec_name = Some(value),
                 "addr" => {
                     addr = Some(
                         value
@@ -124,7 +160,7 @@ impl Record {
                 _ => {}
             }
         }
-        if rec_name.as_deref() != Some(name.as_str()) {
+        if rec_name != Some(name.as_str()) {
             return Err("the name inside differs from the file name".into());
         }
         let addr = addr.ok_or("no addr")?;

@@ -287,3 +287,53 @@ fn a_restarted_node_is_read_afresh_when_its_file_changes_or_it_is_forgotten() {
     reg.forget(&name("a@127.0.0.1"));
     assert_eq!(addr(&mut reg), record("a@127.0.0.1", 40030).addr);
 }
+
+#[test]
+fn a_scan_lists_what_is_there_now_in_order_and_reads_a_returning_entry_afresh() {
+    let tmp = TempDir::new("order");
+    let dir = &tmp.0;
+    let mut reg = Registry::new(dir);
+    let text = record("b@127.0.0.1", 4000).to_text();
+    // As long as the record that comes back later: its size cannot tell.
+    let filler = "x".repeat(text.len());
+    for n in ["c@127.0.0.1", "a@127.0.0.1", "d@127.0.0.1", "b@127.0.0.1"] {
+        fs::write(dir.join(n), &filler).expect("write");
+    }
+    assert_eq!(
+        names(&mut reg),
+        ["a@127.0.0.1", "b@127.0.0.1", "c@127.0.0.1", "d@127.0.0.1"]
+    );
+    fs::remove_file(dir.join("b@127.0.0.1")).expect("remove");
+    fs::write(dir.join("aa@127.0.0.1"), "x").expect("write");
+    assert_eq!(
+        names(&mut reg),
+        ["a@127.0.0.1", "aa@127.0.0.1", "c@127.0.0.1", "d@127.0.0.1"]
+    );
+    assert_eq!(reg.cache.len(), 4, "what vanished is forgotten");
+    // Back within the reread time, maybe on the same inode, same size.
+    fs::write(dir.join("b@127.0.0.1"), &text).expect("write");
+    let scan = reg.scan().expect("scan").records;
+    assert_eq!(scan[2].name, name("b@127.0.0.1"));
+    assert_eq!(scan[2].addr, record("b@127.0.0.1", 4000).addr);
+}
+
+#[test]
+fn a_version_changes_with_any_of_inode_time_and_size() {
+    // Neighbouring values of each, as a touch, a rewrite or a restart makes.
+    let epoch_ns = 1_795_474_399_000_000_000;
+    let times: Vec<u64> = (0..20)
+        .map(|i| epoch_ns + i)
+        .chain((1..21).map(|i| epoch_ns + i * 1_000_000_000))
+        .collect();
+    let mut seen = std::collections::HashSet::new();
+    for ino in 1000..1040 {
+        for &mtime_ns in &times {
+            for len in 0..40 {
+                assert!(
+                    seen.insert(mix_version(ino, mtime_ns, len)),
+                    "collision at {ino} {mtime_ns} {len}"
+                );
+            }
+        }
+    }
+}
