@@ -43,8 +43,11 @@ pub use record::{Record, unix_ms};
 /// A live pulse node touches its record every interval without rewriting
 /// it, and the text of a foreign entry does not matter, so reading every
 /// file every round would cost each node an open, a read and a close per
-/// peer per round for nothing.
-const REREAD_AFTER: Duration = Duration::from_secs(5);
+/// peer per round for nothing. A record that changed without a new inode
+/// or size (a restart that got the old inode back) shows first as a failed
+/// ping, and a failed ping has it read again at once; this is only the
+/// last resort, so it is long: at 150 nodes, 5 s cost 30 reads a round.
+const REREAD_AFTER: Duration = Duration::from_secs(60);
 
 /// Why a directory entry is not a node's entry.
 #[derive(Clone, Debug, PartialEq, Eq)]
