@@ -42,19 +42,12 @@ pub struct Record {
 
 impl Clone for Record {
     fn clone(&self) -> Record {
-        let Record {
-            name,
-            addr,
-            heartbeat,
-            version,
-            modified_ms,
-        } = self;
         Record {
-            name: name.clone(),
-            addr: *addr,
-            heartbeat: heartbeat.clone(),
-            version: *version,
-            modified_ms: *modified_ms,
+            name: self.name.clone(),
+            addr: self.addr,
+            heartbeat: self.heartbeat.clone(),
+            version: self.version,
+            modified_ms: self.modified_ms,
         }
     }
 
