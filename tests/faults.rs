@@ -3,6 +3,7 @@
 
 use std::fs;
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -240,6 +241,37 @@ fn a_node_stopped_and_continued_keeps_its_links() {
             .collect::<Vec<_>>();
         assert!(cut.is_empty(), "{cut:?}\n{}{}", c1.dump(), c2.dump());
     }
+}
+
+#[test]
+fn a_log_fifo_nobody_reads_delays_no_heartbeat_and_no_leave() {
+    // The round thread writes the log: a FIFO (or a pipe) whose reader
+    // stalls must cost log lines, never a heartbeat, a round or a stop.
+    let dir = TempDir::new("log-fifo");
+    fs::create_dir_all(dir.log_file().parent().expect("log dir")).expect("log dir");
+    let made = Command::new("mkfifo")
+        .arg(dir.log_file())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(made, "mkfifo");
+    // Held open and never read: the pipe fills after 64 KiB.
+    let _reader = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(dir.log_file())
+        .expect("open the FIFO for reading");
+    write_long_records(&dir, 20);
+    let mut node = spawn_node(&dir, "f1@127.0.0.1", "10");
+    wait_for("the FIFO to refuse lines", Duration::from_secs(20), &[&node], || {
+        node.count_containing("cannot write to the log file") > 0
+    });
+    let (beat, rounds) = (heartbeat(&dir, "f1@127.0.0.1"), status_count(&node));
+    wait_for("20 more rounds and a heartbeat", Duration::from_secs(10), &[&node], || {
+        status_count(&node) >= rounds + 20 && heartbeat(&dir, "f1@127.0.0.1") != beat
+    });
+    node.signal("TERM");
+    let status = node.wait_exit(Duration::from_secs(5));
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{}", node.dump());
 }
 
 #[test]

@@ -9,7 +9,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
@@ -62,10 +62,14 @@ impl LogFile {
     /// that was removed too.
     fn reopen(&mut self) -> io::Result<()> {
         self.file = None;
+        // Non-blocking, so a log that is a FIFO or a pipe whose reader
+        // stalls drops lines instead of stopping the round thread that
+        // writes them (a regular file ignores the flag).
         let open = || {
             OpenOptions::new()
                 .create(true)
                 .append(true)
+                .custom_flags(libc::O_NONBLOCK)
                 .open(&self.path)
         };
         let file = match open() {
