@@ -3,8 +3,8 @@
 
 use std::fs;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::net::{SocketAddr, TcpStream};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -262,13 +262,19 @@ fn a_log_fifo_nobody_reads_delays_no_heartbeat_and_no_leave() {
         .expect("open the FIFO for reading");
     write_long_records(&dir, 20);
     let mut node = spawn_node(&dir, "f1@127.0.0.1", "10");
-    wait_for("the FIFO to refuse lines", Duration::from_secs(20), &[&node], || {
-        node.count_containing("cannot write to the log file") > 0
-    });
+    wait_for(
+        "the FIFO to refuse lines",
+        Duration::from_secs(20),
+        &[&node],
+        || node.count_containing("cannot write to the log file") > 0,
+    );
     let (beat, rounds) = (heartbeat(&dir, "f1@127.0.0.1"), status_count(&node));
-    wait_for("20 more rounds and a heartbeat", Duration::from_secs(10), &[&node], || {
-        status_count(&node) >= rounds + 20 && heartbeat(&dir, "f1@127.0.0.1") != beat
-    });
+    wait_for(
+        "20 more rounds and a heartbeat",
+        Duration::from_secs(10),
+        &[&node],
+        || status_count(&node) >= rounds + 20 && heartbeat(&dir, "f1@127.0.0.1") != beat,
+    );
     node.signal("TERM");
     let status = node.wait_exit(Duration::from_secs(5));
     assert_eq!(status.and_then(|s| s.code()), Some(0), "{}", node.dump());
