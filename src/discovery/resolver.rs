@@ -281,7 +281,8 @@ impl Settings {
     /// intervals, 5 s to 60 s. Costs one small EPMD question per address
     /// per period, and the node asked a thread to answer it: at ten
     /// intervals and 50 nodes, five of each a round. A new address is asked
-    /// at once, and a member's failed ping has its address asked again.
+    /// at once and a member's failed ping has its address asked again; a
+    /// new node at a known address is found within this period.
     fn refresh(&self) -> Duration {
         (self.interval * 30).clamp(Duration::from_secs(5), Duration::from_secs(60))
     }
