@@ -300,8 +300,8 @@ impl LinkReader {
             Ok(_) => link.mark_read(),
             // A stop and continue (SIGSTOP, Ctrl-Z, a debugger) cuts a read
             // with a timeout short: the link is as good as before. Read
-            // again at once: what the peer sent meanwhile is waiting, and
-            // the silence check must not count the time we were stopped.
+            // again at once, before any silence is judged: what the peer
+            // sent while we were stopped is waiting.
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) if is_timeout(&e) => {
                 // Half a period early: the next timeout may be a
