@@ -77,9 +77,9 @@ impl Reporter {
     }
 
     /// Logs a round's warnings, its events and its status line, in that
-    /// order. The log file gets each line with one `write`, as the
-    /// heartbeat is one; the console only gets it queued
-    /// ([`crate::logging`]), so a console nobody reads never holds a round.
+    /// order. The log file gets each line with one non-blocking `write`
+    /// and the console only gets it queued ([`crate::logging`]), so neither
+    /// a stalled log reader nor a console nobody reads holds a round.
     pub fn report(&self, report: Report) {
         for warning in &report.warnings {
             warn!("{warning}");
