@@ -1,8 +1,9 @@
 //! pulse: a small cluster node.
 //!
 //! Every interval a node writes its heartbeat record into a shared registry
-//! directory, pings every registered node (itself included) over the Erlang
-//! distribution protocol, and logs one status line. See `node` for the
+//! directory, pings every other registered node over the Erlang
+//! distribution protocol (its own entry it answers itself, as an Erlang node
+//! does), and logs one status line. See `node` for the
 //! threads and how they talk.
 //!
 //! Embedding: build a [`Config`] in code ([`Config::for_node`]), start a
