@@ -150,20 +150,31 @@ impl<'a> Reply<'a> {
     fn fill(&mut self, buf: &mut [u8]) -> io::Result<()> {
         let mut done = 0;
         while done < buf.len() {
-            let left = self.deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(self.timed_out());
-            }
-            self.stream.set_read_timeout(Some(left))?;
-            match self.stream.read(&mut buf[done..]) {
-                Ok(0) => {
+            match self.read_some(&mut buf[done..])? {
+                0 => {
                     return Err(invalid(format!(
                         "epmd: short {} (connection closed after {done} of {} bytes of a field)",
                         self.what,
                         buf.len()
                     )));
                 }
-                Ok(n) => done += n,
+                n => done += n,
+            }
+        }
+        Ok(())
+    }
+
+    /// One read before the deadline: the bytes read, 0 once the peer has
+    /// closed. A read cut short by a signal is tried again.
+    fn read_some(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            let left = self.deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(self.timed_out());
+            }
+            self.stream.set_read_timeout(Some(left))?;
+            match self.stream.read(buf) {
+                Ok(n) => return Ok(n),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e)
                     if matches!(
@@ -176,7 +187,6 @@ impl<'a> Reply<'a> {
                 Err(e) => return Err(e),
             }
         }
-        Ok(())
     }
 
     /// The error for a message that did not arrive in time.

@@ -7,9 +7,11 @@
 //! untrusted: it is read up to a size cap and a deadline, and lines that are
 //! not of that form are skipped.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
+
+use super::Reply;
 
 /// Largest reply read; a line is about 40 bytes.
 const MAX_REPLY: usize = 64 * 1024;
@@ -52,43 +54,23 @@ pub fn parse(text: &[u8]) -> Vec<(String, u16)> {
         .collect()
 }
 
+/// The whole reply, up to [`MAX_REPLY`], until EPMD closes the connection.
 fn read_to_close(stream: &mut TcpStream, deadline: Instant) -> io::Result<Vec<u8>> {
     let mut reply = Vec::new();
     let mut chunk = [0u8; 4096];
+    let mut r = Reply::new(stream, deadline, "NAMES_RESP");
     loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(timed_out());
-        }
-        stream.set_read_timeout(Some(left))?;
-        match stream.read(&mut chunk) {
-            Ok(0) => return Ok(reply),
-            Ok(n) if reply.len() + n > MAX_REPLY => {
+        match r.read_some(&mut chunk)? {
+            0 => return Ok(reply),
+            n if reply.len() + n > MAX_REPLY => {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
                     "epmd: NAMES_RESP over 64 KiB",
                 ));
             }
-            Ok(n) => reply.extend_from_slice(&chunk[..n]),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                return Err(timed_out());
-            }
-            Err(e) => return Err(e),
+            n => reply.extend_from_slice(&chunk[..n]),
         }
     }
-}
-
-fn timed_out() -> io::Error {
-    io::Error::new(
-        io::ErrorKind::TimedOut,
-        "epmd: timed out waiting for NAMES_RESP",
-    )
 }
 
 #[cfg(test)]
