@@ -10,15 +10,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 self=scripts/validate-k8s.sh
-
-skip() {
-    printf '\n*** SKIPPED (%s): %s ***\n\n' "$1" "$self"
-    if [[ ${PULSE_REQUIRE_EXTERNAL:-0} == 1 ]]; then
-        echo "PULSE_REQUIRE_EXTERNAL=1: a skip is a failure" >&2
-        exit 1
-    fi
-    exit 0
-}
+# The shell tests' loud skip (a failure when PULSE_REQUIRE_EXTERNAL=1).
+# shellcheck source=../tests/docker/lib.sh
+source tests/docker/lib.sh
 
 if command -v kubernetes-validate >/dev/null; then
     validate=(kubernetes-validate)
