@@ -235,12 +235,6 @@ pass "cut: both sides list each other false ($cut_ms ms), heal: all true again (
 scale_to 11
 converge_11=$took
 
-healthy_all() {
-    local id
-    for id in $(running_ids); do
-        [[ $(docker inspect -f '{{.State.Health.Status}}' "$id") == healthy ]] || return 1
-    done
-}
 wait_for 40000 "every container healthy" healthy_all
 pass "all 11 containers report healthy"
 

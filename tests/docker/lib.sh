@@ -66,6 +66,14 @@ running_ids() {
         --filter "label=com.docker.compose.service=node" | LC_ALL=C sort
 }
 
+# healthy_all: every running container of the cluster passes its health check.
+healthy_all() {
+    local id
+    for id in $(running_ids); do
+        [[ $(docker inspect -f '{{.State.Health.Status}}' "$id") == healthy ]] || return 1
+    done
+}
+
 # The last status line of each node in the shared log, as
 # "NAME<TAB>k=v k=v ...", keys unquoted, in the line's own order.
 latest_lines() {

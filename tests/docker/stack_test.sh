@@ -157,12 +157,6 @@ t0=$(now_ms)
 wait_for 90000 "3 tasks all see all 3 true" converged 3
 pass "deploy 3: every latest line lists all 3 true ($(($(now_ms) - t0)) ms)"
 
-healthy_all() {
-    local id
-    for id in $(running_ids); do
-        [[ $(docker inspect -f '{{.State.Health.Status}}' "$id") == healthy ]] || return 1
-    done
-}
 wait_for 30000 "every task healthy" healthy_all
 pass "every task reports healthy"
 
