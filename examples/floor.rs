@@ -125,7 +125,8 @@ struct Floor {
     /// Dropping it is the pinger's stop signal; it also wakes the pinger
     /// while it waits for its next round.
     stop_tx: mpsc::Sender<()>,
-    threads: Vec<JoinHandle<()>>,
+    pinger: JoinHandle<()>,
+    answerers: Vec<JoinHandle<()>>,
 }
 
 impl Floor {
@@ -135,7 +136,7 @@ impl Floor {
         let addr = listener.local_addr()?;
         let counts = Arc::new(Counts::default());
         let stopping = Arc::new(AtomicBool::new(false));
-        let mut threads = Vec::with_capacity(opts.links + 1);
+        let mut answerers = Vec::with_capacity(opts.links);
         let mut links = Vec::with_capacity(opts.links);
         for i in 0..opts.links {
             let out = TcpStream::connect_timeout(&addr, opts.timeout)?;
@@ -152,29 +153,33 @@ impl Floor {
             links.push(out);
             let (counts, stopping, reply) = (counts.clone(), stopping.clone(), opts.reply_bytes);
             let answer = move || answerer(inc, reply, &counts, &stopping);
-            threads.push(spawn(format!("floor-answer-{i}"), answer)?);
+            answerers.push(spawn(format!("floor-answer-{i}"), answer)?);
         }
         let (stop_tx, stop_rx) = mpsc::channel::<()>();
         let (c, interval) = (counts.clone(), opts.interval);
         let (request, reply) = (opts.request_bytes, opts.reply_bytes);
         let ping = move || pinger(links, interval, request, reply, &c, &stop_rx);
-        threads.push(spawn("floor-ping".into(), ping)?);
+        let pinger = spawn("floor-ping".into(), ping)?;
         Ok(Floor {
             counts,
             stopping,
             stop_tx,
-            threads,
+            pinger,
+            answerers,
         })
     }
 
-    /// Stops the pinger (whose links close, so every answerer reads EOF)
-    /// and joins every thread.
+    /// Stops the pinger first (its links close, so every answerer reads
+    /// EOF), then the answerers. In the other order an answerer could hang
+    /// up while the pinger's last round is in flight, and that round would
+    /// count a reset link as a failure.
     fn stop(self) -> Arc<Counts> {
-        self.stopping.store(true, Ordering::Relaxed);
+        const NEVER_PANICS: &str = "floor threads never panic: every error is counted";
         drop(self.stop_tx);
-        for t in self.threads {
-            t.join()
-                .expect("floor threads never panic: every error is counted");
+        self.pinger.join().expect(NEVER_PANICS);
+        self.stopping.store(true, Ordering::Relaxed);
+        for t in self.answerers {
+            t.join().expect(NEVER_PANICS);
         }
         self.counts
     }
