@@ -273,11 +273,18 @@ fn a_wrong_cookie_is_false_and_warned_about_sparingly() {
         "{}",
         a.dump()
     );
-    // The listening side warns once, not once per round.
-    assert_eq!(
+    // The listening side warns once, not once per round. Which side
+    // listens depends on the dials' timing: when both dial at once, the
+    // higher name keeps its own attempt (`nok` to the other), and it may
+    // stay so round after round.
+    let (warned_a, warned_b) = (
+        a.count_containing("rejected k2@127.0.0.1"),
         b.count_containing("rejected k1@127.0.0.1"),
-        1,
-        "{}",
+    );
+    assert!(
+        warned_a <= 1 && warned_b <= 1 && warned_a + warned_b >= 1,
+        "rejections warned: k1 {warned_a}, k2 {warned_b}\n{}{}",
+        a.dump(),
         b.dump()
     );
     assert!(
