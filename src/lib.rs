@@ -19,6 +19,7 @@ pub mod json;
 pub mod listener;
 pub mod logging;
 pub mod node;
+pub mod sched;
 pub mod status;
 pub mod watch;
 

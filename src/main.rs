@@ -9,7 +9,7 @@ use std::time::Duration;
 use log::error;
 use pulse::config::{self, Command, USAGE};
 use pulse::node::Node;
-use pulse::{fds, listener, logging, status};
+use pulse::{fds, listener, logging, sched, status};
 
 /// Exit codes, as documented in `--help`.
 const OK: u8 = 0;
@@ -112,6 +112,9 @@ fn watch(args: &config::Args) -> u8 {
 /// Runs a node until SIGINT or SIGTERM, then leaves gracefully. A second
 /// signal exits at once.
 fn run(config: &config::Config) -> u8 {
+    // Before any thread starts: they all inherit it. A host that refuses
+    // (a strict seccomp profile) costs only CPU, so that is not worth a word.
+    let _ = sched::batch();
     if let Err(why) = logging::init(&config.log_file) {
         eprintln!("pulse: {why}");
         return FAILURE;

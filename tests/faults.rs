@@ -12,7 +12,7 @@ use std::time::Duration;
 use crate::forged::wrong_cookie_handshake;
 use crate::util::{
     BIN, Node, TempDir, parse_status, pulse_cmd, registered_addr, require_root, split_log_line,
-    wait_for, wait_until, write_record,
+    stat_fields, wait_for, wait_until, write_record,
 };
 
 /// A node name of 238 bytes: status lines listing a few fill a pipe fast.
@@ -191,7 +191,7 @@ fn a_console_that_reads_again_hears_what_it_missed() {
 fn is_stopped(pid: u32) -> bool {
     fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
-        .and_then(|s| s.rsplit_once(") ").map(|(_, rest)| rest.starts_with('T')))
+        .and_then(|s| stat_fields(&s)?.first().map(|state| state.starts_with('T')))
         .unwrap_or(false)
 }
 

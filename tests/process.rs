@@ -6,7 +6,7 @@ use std::net::TcpListener;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use crate::util::{Node, TempDir, pulse_cmd, registry_names, wait_for, write_record};
+use crate::util::{Node, TempDir, pulse_cmd, registry_names, stat_fields, wait_for, write_record};
 
 /// `pulse health ARGS --cookie COOKIE` on the dir's registry.
 fn health(dir: &TempDir, cookie: &str, args: &[&str]) -> Output {
@@ -265,5 +265,56 @@ fn a_failed_wait_names_what_it_waited_for_and_dumps_every_node() {
         "\nbeta-on-stderr\n",
     ] {
         assert!(message.contains(part), "lacks {part:?}:\n{message}");
+    }
+}
+
+/// The scheduling policy (`/proc` stat field 41) of every thread of `pid`,
+/// by thread name.
+fn thread_policies(pid: u32) -> Vec<(String, String)> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("the node's threads");
+    let mut policies = Vec::new();
+    for task in tasks.flatten() {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            continue; // a thread that just ended
+        };
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        let fields = stat_fields(&stat).unwrap_or_default();
+        let policy = fields.get(41 - 3).copied().unwrap_or("?");
+        policies.push((comm.trim().to_string(), policy.to_string()));
+    }
+    policies
+}
+
+/// Every thread of a running node, links' readers included, runs under
+/// SCHED_BATCH (policy 3): woken threads do not preempt their wakers.
+#[test]
+fn every_thread_of_a_node_runs_under_sched_batch() {
+    let dir = TempDir::new("sched");
+    let names = ["sb1@127.0.0.63", "sb2@127.0.0.64"];
+    let nodes: Vec<Node> = names
+        .iter()
+        .map(|name| Node::start(&dir, name, "c", &["--interval", "200", "--epmd", "off"]))
+        .collect();
+    let refs: Vec<&Node> = nodes.iter().collect();
+    wait_for(
+        "both nodes to see both",
+        Duration::from_secs(9),
+        &refs,
+        || nodes.iter().all(|n| n.sees_all_alive(&names)),
+    );
+    for node in &nodes {
+        let policies = thread_policies(node.child.id());
+        assert!(
+            policies
+                .iter()
+                .any(|(comm, _)| comm.starts_with("pulse-in") || comm.starts_with("pulse-link")),
+            "{}: no link reader among {policies:?}",
+            node.name
+        );
+        assert!(
+            policies.iter().all(|(_, policy)| policy == "3"),
+            "{}: threads not under SCHED_BATCH (3): {policies:?}",
+            node.name
+        );
     }
 }

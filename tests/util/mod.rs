@@ -97,6 +97,14 @@ pub fn pulse_cmd(dir: &TempDir) -> Command {
     cmd
 }
 
+/// The fields of a `/proc/.../stat` line from the third (the state) on:
+/// the line is `PID (COMM) STATE ...`, and COMM may hold spaces and
+/// parentheses.
+pub fn stat_fields(stat: &str) -> Option<Vec<&str>> {
+    let (_, rest) = stat.rsplit_once(") ")?;
+    Some(rest.split_whitespace().collect())
+}
+
 /// A child process of a test (pulse, erl, epmd, a recipe node) whose output
 /// is collected for failure messages; killed on drop, so no test leaves a
 /// process behind, whatever fails.
@@ -199,9 +207,8 @@ impl Node {
     /// a dump can say it.
     fn state(&self) -> &'static str {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()));
-        // `PID (COMM) STATE ...`; COMM may hold spaces and parentheses.
-        match stat.as_deref().ok().and_then(|s| s.rsplit_once(") ")) {
-            Some((_, rest)) if rest.starts_with(['Z', 'X']) => "exited",
+        match stat.as_deref().ok().and_then(stat_fields) {
+            Some(fields) if fields.first().is_some_and(|s| s.starts_with(['Z', 'X'])) => "exited",
             Some(_) => "running",
             None => "reaped",
         }
