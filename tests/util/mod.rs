@@ -204,14 +204,27 @@ impl Node {
     }
 
     /// `running`, `exited`, or `reaped`, from /proc: no `&mut` needed, so
-    /// a dump can say it.
+    /// a dump can say it. A killed process's main thread turns zombie
+    /// before its other threads have ended, and its descriptors (its
+    /// listening socket) stay open until the last one has: it counts as
+    /// exited only once no thread runs.
     fn state(&self) -> &'static str {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()));
-        match stat.as_deref().ok().and_then(stat_fields) {
-            Some(fields) if fields.first().is_some_and(|s| s.starts_with(['Z', 'X'])) => "exited",
-            Some(_) => "running",
-            None => "reaped",
+        let proc_dir = format!("/proc/{}", self.child.id());
+        if std::fs::metadata(&proc_dir).is_err() {
+            return "reaped";
         }
+        let mut tasks = std::fs::read_dir(format!("{proc_dir}/task"))
+            .into_iter()
+            .flatten()
+            .flatten();
+        let live = tasks.any(|task| {
+            let stat = std::fs::read_to_string(task.path().join("stat"));
+            stat.as_deref()
+                .ok()
+                .and_then(stat_fields)
+                .is_some_and(|f| f.first().is_some_and(|s| !s.starts_with(['Z', 'X'])))
+        });
+        if live { "running" } else { "exited" }
     }
 
     /// The last status line this node printed, parsed.
