@@ -74,6 +74,13 @@ enum Failed {
     BadCookie,
 }
 
+/// How a wait for a link to come up ended, if not in an error.
+enum Waited {
+    Up(Arc<Link>),
+    /// The attempt waited on ended without a link.
+    NoAttemptLeft,
+}
+
 /// An attempt to connect under way, ours or the peer's.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Pending {
@@ -255,27 +262,35 @@ impl Links {
         peer: &str,
         deadline: Instant,
     ) -> Result<Arc<Link>, DialError> {
-        let ours = {
-            let mut table = self.lock();
-            if let Some(link) = table.up.get(peer) {
-                return Ok(link.clone());
+        let id = loop {
+            let ours = {
+                let mut table = self.lock();
+                if let Some(link) = table.up.get(peer) {
+                    return Ok(link.clone());
+                }
+                if table.closed {
+                    return Err(DialError::Io(closed()));
+                }
+                if table.pending.contains_key(peer) {
+                    None
+                } else {
+                    table.next_dial += 1;
+                    let id = table.next_dial;
+                    table.failed.remove(peer);
+                    table.pending.insert(peer.to_string(), Pending::Dial(id));
+                    Some(id)
+                }
+            };
+            if let Some(id) = ours {
+                break id;
             }
-            if table.closed {
-                return Err(DialError::Io(closed()));
+            // Someone else's attempt is under way: its link is ours too.
+            // If it ends with none (the peer only asked our name, or gave
+            // up), we dial ourselves.
+            match self.wait_for(peer, deadline, true)? {
+                Waited::Up(link) => return Ok(link),
+                Waited::NoAttemptLeft => {}
             }
-            if table.pending.contains_key(peer) {
-                None
-            } else {
-                table.next_dial += 1;
-                let id = table.next_dial;
-                table.failed.remove(peer);
-                table.pending.insert(peer.to_string(), Pending::Dial(id));
-                Some(id)
-            }
-        };
-        // Someone else's attempt is under way: its link is ours too.
-        let Some(id) = ours else {
-            return self.wait_for(peer, deadline, true);
         };
         let still_ours = || self.lock().pending.get(peer) == Some(&Pending::Dial(id));
         let result = link::dial(addr, &self.me, peer, deadline, still_ours);
@@ -326,7 +341,13 @@ impl Links {
                 if status == "nok" || status == "alive" =>
             {
                 drop(table);
-                self.wait_for(peer, deadline, false)
+                match self.wait_for(peer, deadline, false)? {
+                    Waited::Up(link) => Ok(link),
+                    // Not waited on: only the deadline ends this wait.
+                    Waited::NoAttemptLeft => {
+                        Err(DialError::Handshake(HandshakeError::Refused(status)))
+                    }
+                }
             }
             Err(e) => Err(e),
         }
@@ -339,11 +360,11 @@ impl Links {
         peer: &str,
         deadline: Instant,
         while_pending: bool,
-    ) -> Result<Arc<Link>, DialError> {
+    ) -> Result<Waited, DialError> {
         let mut table = self.lock();
         loop {
             if let Some(link) = table.up.get(peer) {
-                return Ok(link.clone());
+                return Ok(Waited::Up(link.clone()));
             }
             if table.closed {
                 return Err(DialError::Io(closed()));
@@ -360,9 +381,7 @@ impl Links {
                 return Err(DialError::Timeout(Phase::Handshake));
             }
             if while_pending && !table.pending.contains_key(peer) {
-                return Err(DialError::Handshake(HandshakeError::Refused(
-                    "simultaneous connect: neither link came up".into(),
-                )));
+                return Ok(Waited::NoAttemptLeft);
             }
             table = self
                 .changed

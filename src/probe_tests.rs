@@ -285,6 +285,59 @@ fn simultaneous_dials_leave_one_link_per_pair() {
 }
 
 #[test]
+fn a_dial_that_waited_on_an_inbound_attempt_which_gave_up_dials_itself() {
+    let node = |name: &str| {
+        let me = Arc::new(Identity::new(name, "c"));
+        let (links, events) = Links::new(me);
+        let socket = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let listener = Listener::start(socket, links.clone()).expect("listener");
+        (links, listener, events)
+    };
+    let (a, la, _ea) = node("a@127.0.0.1");
+    let (b, lb, _eb) = node("b@127.0.0.1");
+    // "b" starts a handshake with a, as a peer asking only for a's name
+    // does, and holds it open past its status: a marks b's attempt.
+    let mut asking = TcpStream::connect(la.local_addr()).expect("connect to a");
+    let name = b"b@127.0.0.1";
+    let mut send_name = vec![b'N'];
+    send_name.extend(crate::erlang::flags::OFFERED.to_be_bytes());
+    send_name.extend(7u32.to_be_bytes());
+    send_name.extend((name.len() as u16).to_be_bytes());
+    send_name.extend(name);
+    let mut msg = (send_name.len() as u16).to_be_bytes().to_vec();
+    msg.extend(send_name);
+    asking.write_all(&msg).expect("send name");
+    let mut status = [0u8; 5];
+    asking
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    asking.read_exact(&mut status).expect("status");
+    assert_eq!(&status, b"\0\x03sok");
+    // a's dial to b now waits on that attempt, which then ends unfinished.
+    let a2 = a.clone();
+    let to_b = lb.local_addr();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let dial = spawn("test-dial-ab", move || {
+        a2.dial(to_b, "b@127.0.0.1", deadline)
+    });
+    // Held long enough for the dial to find the attempt (nothing outside
+    // shows that it has), then given up.
+    thread::sleep(Duration::from_millis(200));
+    drop(asking);
+    let link = dial.join().expect("a's dial").expect("a dials b itself");
+    assert!(!link.inbound);
+    let wait = Instant::now() + Duration::from_secs(5);
+    while b.get("a@127.0.0.1").is_none() {
+        assert!(Instant::now() < wait, "b never entered a's link");
+        thread::sleep(Duration::from_millis(5));
+    }
+    a.close_all();
+    b.close_all();
+    la.stop();
+    lb.stop();
+}
+
+#[test]
 fn a_frame_flood_costs_no_reply() {
     // A frame that is not a call is handed to the round only; a peer that
     // sends a stream of them still gets its ping answered.
