@@ -9,13 +9,14 @@ use crate::util::erlang::{Epmd, Erl, Refresher};
 use crate::util::erlang::{erl_eval, output_within};
 use crate::util::{Node, TempDir, free_port, require, wait_for};
 
-/// The pulse node `name`, started with `name_args` (interval 300 ms) on the
-/// dir's registry, registered with the test's own EPMD, never the machine's.
+/// The pulse node `name`, started with `name_args` (interval 300 ms, each
+/// ping given all of it) on the dir's registry, registered with the test's
+/// own EPMD, never the machine's.
 fn pulse_on(dir: &TempDir, name: &str, name_args: &[&str], epmd_port: u16) -> Node {
     let mut cmd = crate::util::pulse_cmd(dir);
     cmd.env("ERL_EPMD_PORT", epmd_port.to_string())
         .args(name_args)
-        .args(["--cookie", "c", "--interval", "300"])
+        .args(["--cookie", "c", "--interval", "300", "--timeout", "300"])
         .arg("--sync-dir")
         .arg(dir.sync_dir())
         .arg("--log-file")

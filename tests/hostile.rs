@@ -187,8 +187,8 @@ fn hung_and_garbage_peers_never_delay_a_round() {
     }
     // A round never runs past its 200 ms timeout, however many peers
     // misbehave, so no gap between status lines exceeds interval + timeout
-    // (plus scheduling slack); a round held up by a hung peer would take
-    // seconds.
+    // (plus slack for a loaded host's scheduling); a round held up by a
+    // hung peer would take seconds.
     let times: Vec<u64> = node
         .output()
         .iter()
@@ -202,7 +202,7 @@ fn hung_and_garbage_peers_never_delay_a_round() {
         .collect();
     let max = gaps.iter().copied().max().unwrap_or(0);
     assert!(
-        max < 400 + 200 + 100,
+        max < 400 + 200 + 400,
         "a round ran late: gaps {gaps:?}\n{}",
         node.dump()
     );
@@ -254,8 +254,12 @@ fn garbage_sent_to_the_listener_does_not_hurt_the_node() {
 #[test]
 fn a_wrong_cookie_is_false_and_warned_about_sparingly() {
     let dir = TempDir::new("cookie");
-    let a = Node::start(&dir, "k1@127.0.0.1", "one", &["--interval", "200"]);
-    let b = Node::start(&dir, "k2@127.0.0.1", "two", &["--interval", "200"]);
+    // Each round redials (no link is kept), so each handshake gets the
+    // whole interval: a slow one on a loaded host would be a timeout, and
+    // the next round's bad cookie a second "is down" line.
+    let flags = &["--interval", "300", "--timeout", "300"];
+    let a = Node::start(&dir, "k1@127.0.0.1", "one", flags);
+    let b = Node::start(&dir, "k2@127.0.0.1", "two", flags);
     let ok = wait_until(Duration::from_secs(15), || {
         [&a, &b].iter().all(|n| status_lines(n) >= 8)
     });
@@ -297,18 +301,28 @@ fn a_wrong_cookie_is_false_and_warned_about_sparingly() {
 #[test]
 fn a_record_pointing_at_another_node_is_a_name_mismatch() {
     let dir = TempDir::new("mismatch");
-    let node = Node::start(&dir, "m1@127.0.0.1", "c", &["--interval", "200"]);
+    let flags = &["--interval", "200", "--timeout", "200"];
+    let node = Node::start(&dir, "m1@127.0.0.1", "c", flags);
     wait_for("m1 alive", Duration::from_secs(9), &[&node], || {
         node.sees_all_alive(&["m1@127.0.0.1"])
     });
     let addr = registered_addr(&dir.sync_dir(), "m1@127.0.0.1");
+    let reason = "node ghost@127.0.0.1 is down: name mismatch (it answered as m1@127.0.0.1)";
     // An impostor entry: another name, m1's address. Kept fresh.
     let ok = wait_until(Duration::from_secs(9), || {
         write_record(&dir.sync_dir(), "ghost@127.0.0.1", &addr);
-        node.last_status()
-            .is_some_and(|s| s.get("ghost@127.0.0.1") == Some(&false))
+        node.count_containing(reason) >= 1
+            && node
+                .last_status()
+                .is_some_and(|s| s.get("ghost@127.0.0.1") == Some(&false))
     });
     assert!(ok, "{}", node.dump());
-    let reason = "node ghost@127.0.0.1 is down: name mismatch (it answered as m1@127.0.0.1)";
+    // Said once, not once per round.
+    let seen = status_lines(&node);
+    let ok = wait_until(Duration::from_secs(9), || {
+        write_record(&dir.sync_dir(), "ghost@127.0.0.1", &addr);
+        status_lines(&node) >= seen + 3
+    });
+    assert!(ok, "{}", node.dump());
     assert_eq!(node.count_containing(reason), 1, "{}", node.dump());
 }

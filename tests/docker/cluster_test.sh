@@ -191,9 +191,10 @@ others=()
 for id in "${ids5[@]}"; do [[ $id == "$target_id" ]] || others+=("${name_of[$id]}"); done
 index=$(docker inspect -f '{{index .Config.Labels "com.docker.compose.container-number"}}' "$target_id")
 
-offset=$(stat -c %s "$log")
 said=$(chaos pause "$index") || fail "run.sh pause $index: $said"
 t0=$(now_ms)
+# Read once the change is made: run.sh's own docker calls take a while.
+offset=$(stat -c %s "$log")
 [[ $said == *"paused node_$index ($target)"* ]] || fail "run.sh pause said: $said"
 wait_for $((3 * interval + timeout_ms + 2000)) "every other node lists the paused $target false" \
     lists_after_offset "$target" false "${others[@]}"
@@ -207,9 +208,9 @@ t0=$(now_ms)
 wait_for 20000 "all 5 true again after unpause" converged 5
 pass "pause: $target false on every other node ($paused_ms ms), unpause: all true again ($(($(now_ms) - t0)) ms)"
 
-offset=$(stat -c %s "$log")
 said=$(chaos cut "node_$index") || fail "run.sh cut node_$index: $said"
 t0=$(now_ms)
+offset=$(stat -c %s "$log")
 [[ $said == *"cut node_$index ($target)"* ]] || fail "run.sh cut said: $said"
 # The cut node still writes the shared log (a bind mount, not the network).
 cut_both_sides() {

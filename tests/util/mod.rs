@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread;
+use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 pub mod erlang;
@@ -117,6 +117,8 @@ pub struct Node {
     sync_dir: Option<PathBuf>,
     /// A stdout nobody reads yet (see [`Node::spawn_unread`]).
     unread_stdout: Option<ChildStdout>,
+    /// The threads collecting its output, done at the pipes' end.
+    collectors: Vec<JoinHandle<()>>,
 }
 
 impl Node {
@@ -135,7 +137,8 @@ impl Node {
     pub fn spawn(name: &str, cmd: Command) -> Node {
         let mut node = Node::spawn_unread(name, cmd);
         if let Some(out) = node.unread_stdout.take() {
-            collect_lines(out, node.lines.clone());
+            let collector = collect_lines(out, node.lines.clone());
+            node.collectors.push(collector);
         }
         node
     }
@@ -151,9 +154,12 @@ impl Node {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {name} ({:?}): {e}", cmd.get_program()));
         let lines = Arc::new(Mutex::new(Vec::new()));
-        if let Some(err) = child.stderr.take() {
-            collect_lines(err, lines.clone());
-        }
+        let collectors = child
+            .stderr
+            .take()
+            .map(|err| collect_lines(err, lines.clone()))
+            .into_iter()
+            .collect();
         Node {
             name: name.to_string(),
             unread_stdout: child.stdout.take(),
@@ -161,6 +167,7 @@ impl Node {
             lines,
             started: Instant::now(),
             sync_dir,
+            collectors,
         }
     }
 
@@ -169,7 +176,7 @@ impl Node {
     pub fn read_stdout(&mut self) -> Arc<Mutex<Vec<String>>> {
         let lines = Arc::new(Mutex::new(Vec::new()));
         if let Some(out) = self.unread_stdout.take() {
-            collect_lines(out, lines.clone());
+            self.collectors.push(collect_lines(out, lines.clone()));
         }
         lines
     }
@@ -243,7 +250,15 @@ impl Node {
     }
 
     pub fn count_containing(&self, needle: &str) -> usize {
-        self.output().iter().filter(|l| l.contains(needle)).count()
+        self.count_containing_since(0, needle)
+    }
+
+    /// The same, over the lines from `mark` on (a length of `output()`
+    /// taken earlier), so what start-up said is left out.
+    pub fn count_containing_since(&self, mark: usize, needle: &str) -> usize {
+        let lines = self.output();
+        let since = lines.get(mark..).unwrap_or_default();
+        since.iter().filter(|l| l.contains(needle)).count()
     }
 
     pub fn signal(&self, sig: &str) {
@@ -255,13 +270,22 @@ impl Node {
         assert_eq!(ok.ok(), Some(true), "kill -{sig} {}", self.name);
     }
 
-    /// Waits for the process to end, up to `timeout`.
+    /// Waits for the process to end, up to `timeout`, and then for its
+    /// last lines to be collected (a program that left a child holding
+    /// its pipes is not waited for past the timeout).
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
         let mut status = None;
         wait_until(timeout, || {
             status = self.child.try_wait().ok().flatten();
             status.is_some()
         });
+        if status.is_some() {
+            let left = deadline
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_secs(1));
+            wait_until(left, || self.collectors.iter().all(|c| c.is_finished()));
+        }
         status
     }
 }
@@ -288,9 +312,12 @@ fn sync_dir_of(cmd: &Command) -> Option<PathBuf> {
 }
 
 /// Collects the lines of `from` into `into` on a thread of its own, which
-/// ends when the process closes the pipe (detached: a test never waits
-/// for it).
-fn collect_lines(from: impl std::io::Read + Send + 'static, into: Arc<Mutex<Vec<String>>>) {
+/// ends when the process closes the pipe. Never joined: [`Node::wait_exit`]
+/// only waits, with a bound, for it to finish.
+fn collect_lines(
+    from: impl std::io::Read + Send + 'static,
+    into: Arc<Mutex<Vec<String>>>,
+) -> JoinHandle<()> {
     thread::Builder::new()
         .name("test-output".into())
         .spawn(move || {
@@ -298,7 +325,7 @@ fn collect_lines(from: impl std::io::Read + Send + 'static, into: Arc<Mutex<Vec<
                 into.lock().expect("lines lock").push(line);
             }
         })
-        .expect("spawn reader");
+        .expect("spawn reader")
 }
 
 /// Runs `cmd` to its end or `limit`, whichever comes first (then it is
