@@ -17,8 +17,18 @@ const UP: char = '●';
 const DOWN: char = '✗';
 const UNLISTED: char = '·';
 
-fn node_args() -> [&'static str; 6] {
-    ["--epmd", "off", "--interval", "300", "--ttl", "60000"]
+fn node_args() -> [&'static str; 8] {
+    // Each ping gets the whole interval: the frames compare exact glyphs.
+    [
+        "--epmd",
+        "off",
+        "--interval",
+        "300",
+        "--timeout",
+        "300",
+        "--ttl",
+        "60000",
+    ]
 }
 
 /// `pulse watch --once` on the dir's log, with `extra` arguments.
