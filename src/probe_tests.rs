@@ -8,12 +8,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crossbeam_channel::Receiver;
+
 use super::{Prober, Target};
 use crate::erlang::frame::frame;
 use crate::erlang::handshake::{self, Admit, Local};
 use crate::erlang::message;
 use crate::erlang::{Identity, Phase};
-use crate::links::Links;
+use crate::links::{LinkEvent, Links};
 use crate::listener::Listener;
 use crate::membership::{Outcome, Reason};
 
@@ -238,16 +240,19 @@ fn hung_peers_cost_one_dial_each_and_never_delay_a_live_one() {
     );
 }
 
+/// A node's link table with its listener on loopback, and the channel its
+/// links report on (kept, so the readers' reports have a receiver).
+fn node(name: &str) -> (Arc<Links>, Listener, Receiver<LinkEvent>) {
+    let me = Arc::new(Identity::new(name, "c"));
+    let (links, events) = Links::new(me);
+    let socket = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let listener = Listener::start(socket, links.clone()).expect("listener");
+    (links, listener, events)
+}
+
 #[test]
 fn simultaneous_dials_leave_one_link_per_pair() {
     for round in 0..10 {
-        let node = |name: &str| {
-            let me = Arc::new(Identity::new(name, "c"));
-            let (links, _events) = Links::new(me);
-            let socket = TcpListener::bind("127.0.0.1:0").expect("bind");
-            let listener = Listener::start(socket, links.clone()).expect("listener");
-            (links, listener, _events)
-        };
         let (a, la, _ea) = node("a@127.0.0.1");
         let (b, lb, _eb) = node("b@127.0.0.1");
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -286,13 +291,6 @@ fn simultaneous_dials_leave_one_link_per_pair() {
 
 #[test]
 fn a_dial_that_waited_on_an_inbound_attempt_which_gave_up_dials_itself() {
-    let node = |name: &str| {
-        let me = Arc::new(Identity::new(name, "c"));
-        let (links, events) = Links::new(me);
-        let socket = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let listener = Listener::start(socket, links.clone()).expect("listener");
-        (links, listener, events)
-    };
     let (a, la, _ea) = node("a@127.0.0.1");
     let (b, lb, _eb) = node("b@127.0.0.1");
     // "b" starts a handshake with a, as a peer asking only for a's name
