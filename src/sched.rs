@@ -59,16 +59,22 @@ mod tests {
 
     #[test]
     fn batch_holds_for_the_thread_and_the_threads_it_starts() {
-        let started = std::thread::spawn(|| {
-            batch().expect("SCHED_BATCH needs no privilege");
-            let child = std::thread::spawn(policy).join().expect("no panic");
-            (
-                policy().expect("own policy"),
-                child.expect("child's policy"),
-            )
-        })
-        .join()
-        .expect("no panic");
+        fn spawn(name: &str) -> std::thread::Builder {
+            std::thread::Builder::new().name(name.into())
+        }
+        let started = spawn("test-batch")
+            .spawn(|| {
+                batch().expect("SCHED_BATCH needs no privilege");
+                let child = spawn("test-batch-child").spawn(policy).expect("spawn");
+                let child = child.join().expect("no panic");
+                (
+                    policy().expect("own policy"),
+                    child.expect("child's policy"),
+                )
+            })
+            .expect("spawn")
+            .join()
+            .expect("no panic");
         assert_eq!(started, (libc::SCHED_BATCH, libc::SCHED_BATCH));
     }
 }
