@@ -32,6 +32,8 @@ class Cluster:
         return node
 
     def wait_first_status(self, node):
+        """Seconds from exec to the node's first status line, as the harness
+        read it and as the node stamped it (None when not known)."""
         deadline = node.t_exec + self.rt.start_timeout
         with self.reader.cond:
             while node.first_status is None:
@@ -43,7 +45,8 @@ class Cluster:
                     raise BenchError(f"{node.name} printed no status line within "
                                      f"{self.rt.start_timeout:.0f} s; {self.tail(node)}")
                 self.reader.cond.wait(min(left, 0.25))
-        return node.first_status - node.t_exec
+            stamp = node.stamps[0]
+        return node.first_status - node.t_exec, None if stamp is None else stamp - node.t_exec
 
     def tail(self, node):
         other = [m for _, m in list(node.other)[-3:]]
@@ -55,9 +58,10 @@ class Cluster:
 
     def wait_all(self, observers, pred, since, timeout, must=True):
         """Waits until every observer's latest status line (printed after
-        `since`) satisfies pred. Returns (worst, {name: seconds}) where each
-        node's time is that of the first line of its final run of satisfying
-        lines, or None on timeout when not `must`."""
+        `since`) satisfies pred. Returns the worst node's seconds from
+        `since` to the first line of its final run of satisfying lines, as
+        the harness read it and as the node stamped it (None when a stamp
+        is not known); (None, None) on timeout when not `must`."""
         deadline = now() + timeout
         with self.reader.cond:
             while True:
@@ -71,7 +75,7 @@ class Cluster:
                 left = deadline - now()
                 if left <= 0:
                     if not must:
-                        return None, {}
+                        return None, None
                     n = pending[0]
                     last = n.history[-1][1] if n.history else "(none)"
                     if len(last) > 300:
@@ -80,15 +84,17 @@ class Cluster:
                         f"{len(pending)} of {len(observers)} nodes never {pred.what} "
                         f"within {timeout:.0f} s; e.g. {n.name}: {last}")
                 self.reader.cond.wait(min(left, 0.25))
-            per = {}
+            read, stamped = [], []
             for n in observers:
                 first = None
-                for t, msg in reversed(n.history):
+                for t, msg, stamp in reversed(n.history):
                     if t <= since or not pred.fn(msg):
                         break
-                    first = t
-                per[n.name] = first - since
-        return max(per.values()), per
+                    first = (t, stamp)
+                read.append(first[0] - since)
+                stamped.append(None if first[1] is None else first[1] - since)
+        worst_stamped = None if None in stamped else max(stamped)
+        return max(read), worst_stamped
 
     def wait_lines(self, observers, count, since, timeout):
         """Waits until every observer printed `count` status lines after `since`."""

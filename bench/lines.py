@@ -1,6 +1,10 @@
 """Nodes and their status lines: one reader thread timestamps every line a
 node prints on its stdout when it arrives (monotonic clock), and predicates
-say what a status line shows."""
+say what a status line shows.
+
+Each status line also keeps the time the node itself stamped on it, moved
+onto the same monotonic clock: on a saturated machine the harness reads a
+pipe late, and the node's own stamp says when the node made the line."""
 
 import os
 import re
@@ -13,7 +17,27 @@ from common import now
 
 # The console line of both pulse and the Elixir recipe:
 # "23:50:09.641 [INFO] message" / "08:27:40.557 [info] message".
-LINE_RE = re.compile(r"^\d\d:\d\d:\d\d\.\d{3} \[(\w+)\] (.*)$")
+LINE_RE = re.compile(r"^(\d\d:\d\d:\d\d\.\d{3}) \[\w+\] (.*)$")
+
+# A stamp further than this from the line's arrival is not trusted (the
+# node and the harness disagree on the time zone, or the clock jumped).
+STAMP_TRUST_S = 60.0
+
+
+def stamped_at(stamp, t, wall):
+    """The monotonic time of a line's own stamp (`HH:MM:SS.mmm`, local time
+    of day), given the monotonic and wall time the line arrived; None when
+    the two are too far apart to trust."""
+    h, m, rest = stamp.split(":")
+    stamp_s = int(h) * 3600 + int(m) * 60 + float(rest)
+    local = time.localtime(wall)
+    arrival_s = local.tm_hour * 3600 + local.tm_min * 60 + local.tm_sec + wall % 1.0
+    lag = (arrival_s - stamp_s) % 86400.0
+    if lag > 43200.0:
+        lag -= 86400.0
+    if abs(lag) > STAMP_TRUST_S:
+        return None
+    return t - lag
 
 
 def keyword_key(name):
@@ -41,8 +65,9 @@ class Node:
         self.proc = proc
         self.t_exec = t_exec
         self.first_status = None
-        self.history = deque(maxlen=200)  # (t, message) of status lines
+        self.history = deque(maxlen=200)  # (t, message, stamp) of status lines
         self.status_times = []  # t of every status line
+        self.stamps = []  # the node's own stamp of every status line (or None)
         self.other = deque(maxlen=200)  # (t, message) of other lines
         self.seq = 0
         self.buf = b""
@@ -79,7 +104,7 @@ class Reader:
                     return
                 time.sleep(0.01)
                 continue
-            t = now()
+            t, wall = now(), time.time()
             for key, _ in events:
                 node = key.data
                 with self.cond:
@@ -102,9 +127,9 @@ class Reader:
                         node.eof = t
                         self.cond.notify_all()
                         continue
-                    self.feed(node, data, t)
+                    self.feed(node, data, t, wall)
 
-    def feed(self, node, data, t):
+    def feed(self, node, data, t, wall):
         buf = node.buf + data
         *lines, node.buf = buf.split(b"\n")
         got = False
@@ -115,8 +140,10 @@ class Reader:
                 continue
             msg = m.group(2)
             if node.is_status(msg):
-                node.history.append((t, msg))
+                stamp = stamped_at(m.group(1), t, wall)
+                node.history.append((t, msg, stamp))
                 node.status_times.append(t)
+                node.stamps.append(stamp)
                 node.seq += 1
                 if node.first_status is None:
                     node.first_status = t
@@ -153,7 +180,7 @@ class Pred:
     def latest(self, node, since):
         if not node.history:
             return False
-        t, msg = node.history[-1]
+        t, msg, _ = node.history[-1]
         if t <= since:
             return False
         hit = self.cache.get(node.name)

@@ -37,15 +37,36 @@ class Run:
         return all_true([x.name for x in self.cl.nodes])
 
 
+def spread_ms(xs):
+    """Median, p95 and max of seconds, in ms; None when any is unknown."""
+    if not xs or None in xs:
+        return None
+    return {"median": ms(median(xs)), "p95": ms(p95(xs)), "max": ms(max(xs))}
+
+
 def start_nodes(run):
     """One node after the other; startup = from just before exec to the
-    node's first status line."""
-    startups = []
+    node's first status line (as read, and as the node stamped it)."""
+    startups, stamped = [], []
     for i in range(1, run.n + 1):
         node = run.cl.start(i)
-        startups.append(run.cl.wait_first_status(node))
+        read, own = run.cl.wait_first_status(node)
+        startups.append(read)
+        stamped.append(own)
     run.res["startup_ms"] = {"median": ms(median(startups)), "p95": ms(p95(startups)),
                              "max": ms(max(startups)), "samples": [ms(s) for s in startups]}
+    run.res["startup_stamped_ms"] = spread_ms(stamped)
+
+
+def stamped_gaps(node, t0, t1):
+    """Gaps between the node's own stamps of the status lines that arrived
+    from t0 to t1; None when a stamp is unknown."""
+    own = [s for t, s in zip(node.status_times, node.stamps) if t0 <= t <= t1]
+    return None if None in own else gaps(own)
+
+
+def gap_figures(gs):
+    return None if gs is None or not gs else {"mean": ms(statistics.mean(gs)), "max": ms(max(gs))}
 
 
 def steady(run):
@@ -81,18 +102,24 @@ def window(run):
     res["cpu"]["cores_harness"] = (h1 - h0) / w
     t0, t1 = before[0], after[0]
     lines = true_lines = 0
-    win_gaps = []
+    win_gaps, own_gaps, lags = [], [], []
     with run.reader.cond:
         for x in run.cl.nodes:
             win_gaps += gaps([t for t in x.status_times if t0 <= t <= t1])
-            for t, msg in x.history:
+            own = stamped_gaps(x, t0, t1)
+            own_gaps = None if own is None or own_gaps is None else own_gaps + own
+            for t, msg, stamp in x.history:
                 if t0 <= t <= t1:
                     lines += 1
                     true_lines += everyone.fn(msg)
+                    lags.append(None if stamp is None else t - stamp)
     res["steady_window"] = {"lines": lines,
                             "all_true_pct": 100.0 * true_lines / lines if lines else None}
     res["period_baseline_ms"] = {"mean": ms(statistics.mean(win_gaps)) if win_gaps else None,
                                  "max": ms(max(win_gaps)) if win_gaps else None}
+    res["period_baseline_stamped_ms"] = gap_figures(own_gaps)
+    # How late the harness read the lines the nodes stamped.
+    res["line_lag_ms"] = spread_ms(lags)
 
 
 def hung_peer(run):
@@ -107,10 +134,14 @@ def hung_peer(run):
     run.res["hung_listed_ms"] = ms(worst)
     t_from = now()
     cl.wait_lines(cl.nodes, rounds + 1, t_from, 30 + 20 * run.interval * rounds)
-    hung_gaps, odd = [], []
+    hung_gaps, own_gaps, odd = [], [], []
     with run.reader.cond:
         for x in cl.nodes:
-            ts = [t for t in x.status_times if t > t_from][: rounds + 1]
+            after_from = [i for i, t in enumerate(x.status_times) if t > t_from][: rounds + 1]
+            ts = [x.status_times[i] for i in after_from]
+            own = [x.stamps[i] for i in after_from]
+            own = None if None in own else gaps(own)
+            own_gaps = None if own is None or own_gaps is None else own_gaps + own
             for t, g in zip(ts[1:], gaps(ts)):
                 hung_gaps.append(g)
                 if abs(g - run.interval) > 0.05:
@@ -120,6 +151,7 @@ def hung_peer(run):
     run.res["period_hung_ms"] = {"mean": ms(statistics.mean(hung_gaps)),
                                  "max": ms(max(hung_gaps)), "gaps": len(hung_gaps),
                                  "off_by_more_than_50ms": odd}
+    run.res["period_hung_stamped_ms"] = gap_figures(own_gaps)
     run.res["hung_listed_false"] = listed_false
     run.res["hung_connections_accepted"] = hung.accepted
 
@@ -135,9 +167,10 @@ def convergence(run):
         hung.stop()
         cl.wait_all(cl.nodes, absent(hung.name), t_stop, 30 + 10 * run.interval)
     joiner = cl.start(run.n + 1)
-    worst, _ = cl.wait_all(cl.nodes, lists(joiner.name, "true"), joiner.t_exec,
-                           run.rt.start_timeout + 10 * run.interval)
+    worst, own = cl.wait_all(cl.nodes, lists(joiner.name, "true"), joiner.t_exec,
+                             run.rt.start_timeout + 10 * run.interval)
     run.res["convergence_ms"] = ms(worst)
+    run.res["convergence_stamped_ms"] = ms(own)
     if joiner.first_status:
         run.res["joiner_startup_ms"] = ms(joiner.first_status - joiner.t_exec)
 
@@ -151,8 +184,9 @@ def kill9(run):
     PROCS.kill_group(victim.proc)
     victim.proc.wait()
     cl.nodes.remove(victim)
-    worst, _ = cl.wait_all(others, lists(victim.name, "false"), t_kill, 10 * run.interval)
+    worst, own = cl.wait_all(others, lists(victim.name, "false"), t_kill, 10 * run.interval)
     res["kill9_detect_ms"] = ms(worst)
+    res["kill9_detect_stamped_ms"] = ms(own)
     if run.rt.expires:
         worst, _ = cl.wait_all(others, absent(victim.name), t_kill, 30 * run.interval)
         res["kill9_expire_ms"] = ms(worst)

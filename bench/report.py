@@ -64,6 +64,8 @@ def rows(interval_ms):
         ("startup median (ms)", "", lambda r: get(r, "startup_ms", "median"), "{:.1f}", None),
         ("startup p95 (ms)", "<= 100", lambda r: get(r, "startup_ms", "p95"), "{:.1f}",
          lambda v, n, r: v <= 100),
+        ("startup p95 (ms, node's clock)", "<= 100",
+         lambda r: get(r, "startup_stamped_ms", "p95"), "{:.1f}", lambda v, n, r: v <= 100),
         ("RSS median (MiB)", "", lambda r: kib_mib(get(r, "rss_kib", "median")), "{:.2f}", None),
         ("RSS max (MiB)", "", lambda r: kib_mib(get(r, "rss_kib", "max")), "{:.2f}", None),
         ("threads per node (median)", "", lambda r: get(r, "threads", "median"), "{:.0f}", None),
@@ -101,10 +103,20 @@ def rows(interval_ms):
          "{:.1f}", None),
         ("round gap, steady, max (ms)", "", lambda r: get(r, "period_baseline_ms", "max"),
          "{:.1f}", None),
+        ("round gap, steady, max (ms, node's clock)", "",
+         lambda r: get(r, "period_baseline_stamped_ms", "max"), "{:.1f}", None),
+        ("line read late, p95 (ms)", "", lambda r: get(r, "line_lag_ms", "p95"), "{:.1f}",
+         None),
+        ("line read late, max (ms)", "", lambda r: get(r, "line_lag_ms", "max"), "{:.1f}",
+         None),
         ("convergence, +1 node (ms)", f"<= {I + 100}", lambda r: get(r, "convergence_ms"),
          "{:.0f}", lambda v, n, r: v <= I + 100),
+        ("convergence, +1 node (ms, node's clock)", f"<= {I + 100}",
+         lambda r: get(r, "convergence_stamped_ms"), "{:.0f}", lambda v, n, r: v <= I + 100),
         ("kill -9 -> all false (ms)", f"<= {I}", lambda r: get(r, "kill9_detect_ms"), "{:.0f}",
          lambda v, n, r: v <= I),
+        ("kill -9 -> all false (ms, node's clock)", f"<= {I}",
+         lambda r: get(r, "kill9_detect_stamped_ms"), "{:.0f}", lambda v, n, r: v <= I),
         ("kill -9 -> expired (ms)", "", lambda r: get(r, "kill9_expire_ms"), "{:.0f}", None),
         ("SIGTERM -> gone (ms)", "", lambda r: get(r, "sigterm_gone_ms"), "{:.0f}", None),
         ("SIGTERM -> exit (ms)", "", lambda r: get(r, "sigterm_exit_ms"), "{:.0f}", None),
@@ -112,6 +124,9 @@ def rows(interval_ms):
          "{:.1f}", None),
         ("hung peer: round gap max (ms)", f"<= {I + 100}",
          lambda r: get(r, "period_hung_ms", "max"), "{:.1f}", lambda v, n, r: v <= I + 100),
+        ("hung peer: round gap max (ms, node's clock)", f"<= {I + 100}",
+         lambda r: get(r, "period_hung_stamped_ms", "max"), "{:.1f}",
+         lambda v, n, r: v <= I + 100),
     ]
 
 
@@ -125,7 +140,7 @@ FLOOR_ROWS = ("RSS median (MiB)", "threads per node (median)", "CPU/node/round (
 # Rows that make no sense for the DNS comparison (no hung peer there).
 NOT_VS_DNS = ("cores, machine busy (/proc/stat)", "cores, this harness",
               "CPU/node/round, elixir/pulse", "hung peer: round gap mean (ms)",
-              "hung peer: round gap max (ms)")
+              "hung peer: round gap max (ms)", "hung peer: round gap max (ms, node's clock)")
 
 # Rows that make no sense for the Elixir comparison.
 NOT_VS_ELIXIR = ("cores, machine busy (/proc/stat)", "cores, this harness",
