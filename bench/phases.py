@@ -139,8 +139,8 @@ def hung_peer(run):
         for x in cl.nodes:
             after_from = [i for i, t in enumerate(x.status_times) if t > t_from][: rounds + 1]
             ts = [x.status_times[i] for i in after_from]
-            own = [x.stamps[i] for i in after_from]
-            own = None if None in own else gaps(own)
+            stamps = [x.stamps[i] for i in after_from]
+            own = None if None in stamps else gaps(stamps)
             own_gaps = None if own is None or own_gaps is None else own_gaps + own
             for t, g in zip(ts[1:], gaps(ts)):
                 hung_gaps.append(g)
