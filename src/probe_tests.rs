@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Receiver;
 
 use super::{Prober, Target};
-use crate::erlang::frame::frame;
+use crate::erlang::frame::{frame, read_handshake, write_handshake};
 use crate::erlang::handshake::{self, Admit, Local};
 use crate::erlang::message;
 use crate::erlang::{Identity, Phase};
@@ -296,21 +296,12 @@ fn a_dial_that_waited_on_an_inbound_attempt_which_gave_up_dials_itself() {
     // "b" starts a handshake with a, as a peer asking only for a's name
     // does, and holds it open past its status: a marks b's attempt.
     let mut asking = TcpStream::connect(la.local_addr()).expect("connect to a");
-    let name = b"b@127.0.0.1";
-    let mut send_name = vec![b'N'];
-    send_name.extend(crate::erlang::flags::OFFERED.to_be_bytes());
-    send_name.extend(7u32.to_be_bytes());
-    send_name.extend((name.len() as u16).to_be_bytes());
-    send_name.extend(name);
-    let mut msg = (send_name.len() as u16).to_be_bytes().to_vec();
-    msg.extend(send_name);
-    asking.write_all(&msg).expect("send name");
-    let mut status = [0u8; 5];
+    let send_name = handshake::send_name(crate::erlang::flags::OFFERED, 7, "b@127.0.0.1");
+    write_handshake(&mut asking, &send_name).expect("send name");
     asking
         .set_read_timeout(Some(Duration::from_secs(5)))
         .expect("timeout");
-    asking.read_exact(&mut status).expect("status");
-    assert_eq!(&status, b"\0\x03sok");
+    assert_eq!(read_handshake(&mut asking).expect("status"), b"sok");
     // a's dial to b now waits on that attempt, which then ends unfinished.
     let a2 = a.clone();
     let to_b = lb.local_addr();

@@ -106,6 +106,17 @@ pub struct Local<'a> {
     pub cookie: &'a str,
 }
 
+/// The initiator's first message (`N`, version 6): the capability flags
+/// offered, our creation and our name.
+pub fn send_name(offered: u64, creation: u32, name: &str) -> Vec<u8> {
+    let mut message = vec![b'N'];
+    message.extend(offered.to_be_bytes());
+    message.extend(creation.to_be_bytes());
+    message.extend((name.len() as u16).to_be_bytes());
+    message.extend(name.as_bytes());
+    message
+}
+
 /// Connects as the initiator to a node expected to be called `peer_name`.
 ///
 /// A close right after our challenge reply is how Erlang answers a wrong
@@ -119,12 +130,10 @@ pub fn initiate<S: Read + Write>(
     peer_name: &str,
     still_ours: impl FnOnce() -> bool,
 ) -> Result<Peer, HandshakeError> {
-    let mut send_name = vec![b'N'];
-    send_name.extend(flags::OFFERED.to_be_bytes());
-    send_name.extend(local.creation.to_be_bytes());
-    send_name.extend((local.name.len() as u16).to_be_bytes());
-    send_name.extend(local.name.as_bytes());
-    write_handshake(stream, &send_name)?;
+    write_handshake(
+        stream,
+        &send_name(flags::OFFERED, local.creation, local.name),
+    )?;
 
     let status = read_handshake(stream)?;
     match status.strip_prefix(b"s") {
@@ -374,11 +383,7 @@ mod tests {
         let mut c = TcpStream::connect(addr).expect("connect");
         c.set_read_timeout(Some(Duration::from_secs(5)))
             .expect("timeout");
-        let mut send_name = vec![b'N'];
-        send_name.extend(offer.to_be_bytes());
-        send_name.extend([0, 0, 0, 1, 0, 3]);
-        send_name.extend(b"a@h");
-        write_handshake(&mut c, &send_name).expect("send_name");
+        write_handshake(&mut c, &send_name(offer, 1, "a@h")).expect("send_name");
         let status = read_handshake(&mut c).expect("status");
         drop(c);
         (status, server.join().expect("server thread"))
