@@ -6,7 +6,9 @@ use std::net::TcpListener;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use crate::util::{Node, TempDir, pulse_cmd, registry_names, stat_fields, wait_for, write_record};
+use crate::util::{
+    Node, TempDir, pulse_cmd, registry_names, stat_fields, thread_stats, wait_for, write_record,
+};
 
 /// `pulse health ARGS --cookie COOKIE` on the dir's registry.
 fn health(dir: &TempDir, cookie: &str, args: &[&str]) -> Output {
@@ -271,18 +273,15 @@ fn a_failed_wait_names_what_it_waited_for_and_dumps_every_node() {
 /// The scheduling policy (`/proc` stat field 41) of every thread of `pid`,
 /// by thread name.
 fn thread_policies(pid: u32) -> Vec<(String, String)> {
-    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("the node's threads");
-    let mut policies = Vec::new();
-    for task in tasks.flatten() {
-        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
-            continue; // a thread that just ended
-        };
-        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
-        let fields = stat_fields(&stat).unwrap_or_default();
-        let policy = fields.get(41 - 3).copied().unwrap_or("?");
-        policies.push((comm.trim().to_string(), policy.to_string()));
-    }
-    policies
+    thread_stats(pid)
+        .iter()
+        .map(|(task, stat)| {
+            let comm = std::fs::read_to_string(task.join("comm")).unwrap_or_default();
+            let fields = stat_fields(stat).unwrap_or_default();
+            let policy = fields.get(41 - 3).copied().unwrap_or("?");
+            (comm.trim().to_string(), policy.to_string())
+        })
+        .collect()
 }
 
 /// Every thread of a running node, links' readers included, runs under

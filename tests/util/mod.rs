@@ -105,6 +105,22 @@ pub fn stat_fields(stat: &str) -> Option<Vec<&str>> {
     Some(rest.split_whitespace().collect())
 }
 
+/// Each thread of process `pid`: its `/proc/PID/task/TID` directory and
+/// stat line. A thread that ends meanwhile is left out; none when the
+/// process is gone.
+pub fn thread_stats(pid: u32) -> Vec<(PathBuf, String)> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|task| {
+            let stat = std::fs::read_to_string(task.path().join("stat")).ok()?;
+            Some((task.path(), stat))
+        })
+        .collect()
+}
+
 /// A child process of a test (pulse, erl, epmd, a recipe node) whose output
 /// is collected for failure messages; killed on drop, so no test leaves a
 /// process behind, whatever fails.
@@ -216,20 +232,12 @@ impl Node {
     /// listening socket) stay open until the last one has: it counts as
     /// exited only once no thread runs.
     fn state(&self) -> &'static str {
-        let proc_dir = format!("/proc/{}", self.child.id());
-        if std::fs::metadata(&proc_dir).is_err() {
+        let pid = self.child.id();
+        if std::fs::metadata(format!("/proc/{pid}")).is_err() {
             return "reaped";
         }
-        let mut tasks = std::fs::read_dir(format!("{proc_dir}/task"))
-            .into_iter()
-            .flatten()
-            .flatten();
-        let live = tasks.any(|task| {
-            let stat = std::fs::read_to_string(task.path().join("stat"));
-            stat.as_deref()
-                .ok()
-                .and_then(stat_fields)
-                .is_some_and(|f| f.first().is_some_and(|s| !s.starts_with(['Z', 'X'])))
+        let live = thread_stats(pid).iter().any(|(_, stat)| {
+            stat_fields(stat).is_some_and(|f| f.first().is_some_and(|s| !s.starts_with(['Z', 'X'])))
         });
         if live { "running" } else { "exited" }
     }
