@@ -66,7 +66,8 @@ def stamped_gaps(node, t0, t1):
 
 
 def gap_figures(gs):
-    return None if gs is None or not gs else {"mean": ms(statistics.mean(gs)), "max": ms(max(gs))}
+    """Mean and max of gaps in seconds, in ms; None when there are none."""
+    return {"mean": ms(statistics.mean(gs)), "max": ms(max(gs))} if gs else None
 
 
 def steady(run):
@@ -115,8 +116,7 @@ def window(run):
                     lags.append(None if stamp is None else t - stamp)
     res["steady_window"] = {"lines": lines,
                             "all_true_pct": 100.0 * true_lines / lines if lines else None}
-    res["period_baseline_ms"] = {"mean": ms(statistics.mean(win_gaps)) if win_gaps else None,
-                                 "max": ms(max(win_gaps)) if win_gaps else None}
+    res["period_baseline_ms"] = gap_figures(win_gaps)
     res["period_baseline_stamped_ms"] = gap_figures(own_gaps)
     # How late the harness read the lines the nodes stamped.
     res["line_lag_ms"] = spread_ms(lags)
