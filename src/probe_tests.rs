@@ -84,11 +84,10 @@ fn read_frame(s: &mut TcpStream) -> Option<Vec<u8>> {
 
 /// Answers every call until the link closes.
 fn answer(_: usize, mut s: TcpStream) {
+    let mut reply = Vec::new();
     while let Some(body) = read_frame(&mut s) {
-        if let Some(reply) = message::answer(&body) {
-            if s.write_all(&reply).is_err() {
-                return;
-            }
+        if message::answer(&body, &mut reply) && s.write_all(&reply).is_err() {
+            return;
         }
     }
 }
@@ -334,8 +333,9 @@ fn a_frame_flood_costs_no_reply() {
         let junk = frame(b"p\x83\x6a\x83\x6a");
         let mut reader = s.try_clone().expect("clone");
         spawn("test-flood-reader", move || {
+            let mut reply = Vec::new();
             while let Some(body) = read_frame(&mut reader) {
-                if let Some(reply) = message::answer(&body) {
+                if message::answer(&body, &mut reply) {
                     let _ = (&reader).write_all(&reply);
                 }
             }

@@ -43,8 +43,8 @@ pub fn frame(body: &[u8]) -> Vec<u8> {
 
 /// Splits a stream of 4-byte-length frames, keeping what it has read of a
 /// frame across calls. Bytes are read straight into one buffer that is
-/// reused for the link's life, so a steady stream of pings allocates
-/// nothing here but each frame's own copy.
+/// reused for the link's life, and a frame is lent out of it, so a steady
+/// stream of pings allocates nothing here.
 #[derive(Default)]
 pub struct FrameReader {
     buf: Vec<u8>,
@@ -58,9 +58,9 @@ const READ_ROOM: usize = 512;
 
 /// What [`FrameReader::next_frame`] found in the buffer.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Next {
-    /// A whole, non-empty frame.
-    Frame(Vec<u8>),
+pub enum Next<'a> {
+    /// A whole, non-empty frame, valid until the next read.
+    Frame(&'a [u8]),
     /// A zero-length frame: the peer's keep-alive.
     Tick,
     /// More bytes are needed.
@@ -77,7 +77,7 @@ impl FrameReader {
 
     /// Takes the next whole frame out of the buffer. A length over
     /// [`MAX_FRAME`] is an error: the link cannot be trusted after it.
-    pub fn next_frame(&mut self) -> io::Result<Next> {
+    pub fn next_frame(&mut self) -> io::Result<Next<'_>> {
         let pending = &self.buf[self.start..self.end];
         let Some(head) = pending.first_chunk::<4>() else {
             return Ok(Next::Incomplete);
@@ -92,13 +92,15 @@ impl FrameReader {
         if pending.len() < 4 + len {
             return Ok(Next::Incomplete);
         }
-        let next = if len == 0 {
+        let body = self.start + 4..self.start + 4 + len;
+        // Consuming moves only the indices: the bytes stay until the next
+        // `fill`.
+        self.consume(4 + len);
+        Ok(if len == 0 {
             Next::Tick
         } else {
-            Next::Frame(pending[4..4 + len].to_vec())
-        };
-        self.consume(4 + len);
-        Ok(next)
+            Next::Frame(&self.buf[body])
+        })
     }
 
     /// Reads once from `stream` into the buffer. End of stream is an error
@@ -143,7 +145,7 @@ mod tests {
             reader.fill(&mut &[b][..]).expect("one byte");
             loop {
                 match reader.next_frame().expect("valid") {
-                    Next::Frame(f) => got.push(f),
+                    Next::Frame(f) => got.push(f.to_vec()),
                     Next::Tick => got.push(b"tick".to_vec()),
                     Next::Incomplete => break,
                 }
@@ -166,7 +168,7 @@ mod tests {
             reader.fill(&mut &now[..]).expect("bytes");
             rest = later;
             while let Next::Frame(f) = reader.next_frame().expect("valid") {
-                got.push(f);
+                got.push(f.to_vec());
             }
         }
         assert_eq!(got, vec![big, b"after".to_vec()]);

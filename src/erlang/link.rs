@@ -231,6 +231,7 @@ impl Link {
         Ok(LinkReader {
             stream,
             frames: FrameReader::default(),
+            answer: Vec::new(),
             pace,
         })
     }
@@ -249,6 +250,8 @@ pub enum Received {
 pub struct LinkReader {
     stream: TcpStream,
     frames: FrameReader,
+    /// Our answer to the peer's latest call, reused from one to the next.
+    answer: Vec<u8>,
     pace: Pace,
 }
 
@@ -264,13 +267,13 @@ impl LinkReader {
         loop {
             match self.frames.next_frame()? {
                 Next::Frame(frame) => {
-                    if let Some(round) = link.take_reply(&frame) {
+                    if let Some(round) = link.take_reply(frame) {
                         return Ok(Received::Reply(round));
                     }
-                    match message::answer(&frame) {
-                        Some(answer) => link.send(&answer)?,
-                        None => return Ok(Received::Other(frame)),
+                    if !message::answer(frame, &mut self.answer) {
+                        return Ok(Received::Other(frame.to_vec()));
                     }
+                    link.send(&self.answer)?;
                 }
                 // Answered unless we wrote a moment ago: between two pulse
                 // nodes an answer to an answer would never end.

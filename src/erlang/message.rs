@@ -206,10 +206,15 @@ fn alias_tag(reference: &Ref) -> Term {
     )
 }
 
-/// The answer to an `is_auth` call, built from the call's own bytes without
-/// decoding it, for calls of the exact form `net_adm:ping` sends. `None`
-/// for anything else, which [`parse`] then looks at properly.
-pub fn answer_is_auth(body: &[u8]) -> Option<Vec<u8>> {
+/// Writes into `out` (replacing what it held) the answer to an `is_auth`
+/// call, built from the call's own bytes without decoding it, for calls of
+/// the exact form `net_adm:ping` sends. False for anything else, which
+/// [`parse`] then looks at properly.
+pub fn answer_is_auth(body: &[u8], out: &mut Vec<u8>) -> bool {
+    answer_is_auth_opt(body, out).is_some()
+}
+
+fn answer_is_auth_opt(body: &[u8], reply: &mut Vec<u8>) -> Option<()> {
     let mut c = Cursor::new(body);
     c.expect(&[
         PASS_THROUGH,
@@ -240,7 +245,7 @@ pub fn answer_is_auth(body: &[u8]) -> Option<Vec<u8>> {
         return None;
     }
     // SEND {2, '', From} then {Tag, yes}.
-    let mut reply = Vec::with_capacity(from.len() + tag.len() + 24);
+    reply.clear();
     reply.extend([
         0,
         0,
@@ -260,15 +265,26 @@ pub fn answer_is_auth(body: &[u8]) -> Option<Vec<u8>> {
     reply.extend([SMALL_ATOM_UTF8, 3, b'y', b'e', b's']);
     let len = (reply.len() - 4) as u32;
     reply[..4].copy_from_slice(&len.to_be_bytes());
-    Some(reply)
+    Some(())
 }
 
-/// What pulse owes in answer to a frame's body, as a whole frame ready to
-/// send: `yes` to an `is_auth` call, `noproc` to a monitor or link on a
-/// process pulse lacks, an acknowledgement to an unlink. `None` for every
-/// other message, which is dropped. Never fails on garbage.
-pub fn answer(body: &[u8]) -> Option<Vec<u8>> {
-    answer_is_auth(body).or_else(|| answer_decoded(body))
+/// Writes into `out` (replacing what it held) what pulse owes in answer to
+/// a frame's body, as a whole frame ready to send: `yes` to an `is_auth`
+/// call, `noproc` to a monitor or link on a process pulse lacks, an
+/// acknowledgement to an unlink. False for every other message, which is
+/// dropped. Never fails on garbage. A reader keeps one `out` for its
+/// link's life, so answering a ping allocates nothing.
+pub fn answer(body: &[u8], out: &mut Vec<u8>) -> bool {
+    if answer_is_auth(body, out) {
+        return true;
+    }
+    match answer_decoded(body) {
+        Some(frame) => {
+            *out = frame;
+            true
+        }
+        None => false,
+    }
 }
 
 fn answer_decoded(body: &[u8]) -> Option<Vec<u8>> {
