@@ -9,6 +9,7 @@ use std::fmt;
 use std::io::Read;
 use std::net::{IpAddr, Ipv4Addr};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::discovery::dns::ResolvConf;
@@ -17,21 +18,11 @@ use crate::discovery::resolver;
 /// Longest name accepted (Erlang's atom limit).
 pub const MAX_LEN: usize = 255;
 
-/// A validated node name.
-#[derive(Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct NodeName(String);
-
-impl Clone for NodeName {
-    fn clone(&self) -> NodeName {
-        NodeName(self.0.clone())
-    }
-
-    /// Reuses the allocation: a member's record takes the scanned one's
-    /// name, the same, every round.
-    fn clone_from(&mut self, source: &NodeName) {
-        self.0.clone_from(&source.0);
-    }
-}
+/// A validated node name. Names are copied into every round's targets,
+/// results and members and into link events, so a copy shares the text
+/// rather than allocating it again.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct NodeName(Arc<str>);
 
 impl NodeName {
     /// The part before the `@`, which EPMD knows the node by.
@@ -82,7 +73,7 @@ impl FromStr for NodeName {
                 "'{s}': the host after '@' must be letters, digits, '.', '_' or '-'"
             ));
         }
-        Ok(NodeName(s.to_string()))
+        Ok(NodeName(Arc::from(s)))
     }
 }
 
