@@ -45,7 +45,7 @@ class Cluster:
                     raise BenchError(f"{node.name} printed no status line within "
                                      f"{self.rt.start_timeout:.0f} s; {self.tail(node)}")
                 self.reader.cond.wait(min(left, 0.25))
-            stamp = node.stamps[0]
+            stamp = node.status_at[0][1]
         return node.first_status - node.t_exec, None if stamp is None else stamp - node.t_exec
 
     def tail(self, node):
@@ -102,7 +102,7 @@ class Cluster:
         with self.reader.cond:
             while True:
                 short = [n for n in observers
-                         if sum(1 for t in n.status_times[-count - 1 :] if t > since) < count]
+                         if sum(1 for t, _ in n.status_at[-count - 1 :] if t > since) < count]
                 if not short:
                     return
                 left = deadline - now()

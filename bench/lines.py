@@ -66,8 +66,7 @@ class Node:
         self.t_exec = t_exec
         self.first_status = None
         self.history = deque(maxlen=200)  # (t, message, stamp) of status lines
-        self.status_times = []  # t of every status line
-        self.stamps = []  # the node's own stamp of every status line (or None)
+        self.status_at = []  # (t, stamp or None) of every status line
         self.other = deque(maxlen=200)  # (t, message) of other lines
         self.seq = 0
         self.buf = b""
@@ -142,8 +141,7 @@ class Reader:
             if node.is_status(msg):
                 stamp = stamped_at(m.group(1), t, wall)
                 node.history.append((t, msg, stamp))
-                node.status_times.append(t)
-                node.stamps.append(stamp)
+                node.status_at.append((t, stamp))
                 node.seq += 1
                 if node.first_status is None:
                     node.first_status = t

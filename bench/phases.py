@@ -58,11 +58,16 @@ def start_nodes(run):
     run.res["startup_stamped_ms"] = spread_ms(stamped)
 
 
-def stamped_gaps(node, t0, t1):
-    """Gaps between the node's own stamps of the status lines that arrived
-    from t0 to t1; None when a stamp is unknown."""
-    own = [s for t, s in zip(node.status_times, node.stamps) if t0 <= t <= t1]
-    return None if None in own else gaps(own)
+def both_gaps(lines):
+    """Gaps between the (read, stamped) times of consecutive status lines:
+    as read, and as stamped (None when a stamp is unknown)."""
+    own = [s for _, s in lines]
+    return gaps([t for t, _ in lines]), None if None in own else gaps(own)
+
+
+def joined(so_far, more):
+    """so_far + more, or None once either is unknown."""
+    return None if so_far is None or more is None else so_far + more
 
 
 def gap_figures(gs):
@@ -106,9 +111,9 @@ def window(run):
     win_gaps, own_gaps, lags = [], [], []
     with run.reader.cond:
         for x in run.cl.nodes:
-            win_gaps += gaps([t for t in x.status_times if t0 <= t <= t1])
-            own = stamped_gaps(x, t0, t1)
-            own_gaps = None if own is None or own_gaps is None else own_gaps + own
+            read, own = both_gaps([ln for ln in x.status_at if t0 <= ln[0] <= t1])
+            win_gaps += read
+            own_gaps = joined(own_gaps, own)
             for t, msg, stamp in x.history:
                 if t0 <= t <= t1:
                     lines += 1
@@ -137,12 +142,10 @@ def hung_peer(run):
     hung_gaps, own_gaps, odd = [], [], []
     with run.reader.cond:
         for x in cl.nodes:
-            after_from = [i for i, t in enumerate(x.status_times) if t > t_from][: rounds + 1]
-            ts = [x.status_times[i] for i in after_from]
-            stamps = [x.stamps[i] for i in after_from]
-            own = None if None in stamps else gaps(stamps)
-            own_gaps = None if own is None or own_gaps is None else own_gaps + own
-            for t, g in zip(ts[1:], gaps(ts)):
+            lines = [ln for ln in x.status_at if ln[0] > t_from][: rounds + 1]
+            read, own = both_gaps(lines)
+            own_gaps = joined(own_gaps, own)
+            for (t, _), g in zip(lines[1:], read):
                 hung_gaps.append(g)
                 if abs(g - run.interval) > 0.05:
                     odd.append({"node": x.name, "at_s": round(t - t_from, 3),
