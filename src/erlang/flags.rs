@@ -49,6 +49,16 @@ pub const HANDSHAKE_23: u64 = 0x100_0000;
 pub const UNLINK_ID: u64 = 0x200_0000;
 /// Shorthand a peer may send for every flag OTP 25 made mandatory.
 pub const MANDATORY_25_DIGEST: u64 = 0x400_0000;
+/// Spawn requests (`SPAWN_REQUEST`, `SPAWN_REPLY`), for `erpc`.
+#[cfg(test)] // left out on purpose; the tests check it stays out
+pub const SPAWN: u64 = 0x1 << 32;
+/// Process aliases (`ALIAS_SEND`), and replies to `[alias | Ref]` tags.
+#[cfg(test)] // left out on purpose; the tests check it stays out
+pub const ALIAS: u64 = 0x8 << 32;
+/// Alternate activation signals (`ALTACT_SIG_SEND`, OTP 28): priority and
+/// alias messages.
+#[cfg(test)] // left out on purpose; the tests check it stays out
+pub const ALTACT_SIG: u64 = 0x20 << 32;
 /// Node container version 4: full 32-bit pid fields, 64-bit port numbers
 /// (`V4_PORT_EXT`), references of up to 5 words.
 pub const V4_NC: u64 = 0x4 << 32;
@@ -77,8 +87,10 @@ pub const REQUIRED: u64 = MANDATORY_25;
 /// What pulse offers: the mandatory set plus monitors (so a monitor on a
 /// process pulse lacks fails at once with `noproc`). `PUBLISHED` is left
 /// out so real nodes treat pulse as hidden; atom caches and fragments are
-/// left out so every frame is a plain `'p'` frame; `SPAWN` and `ALIAS` are
-/// left out so `erpc` fails at once with `notsup` and replies come to pids.
+/// left out so every frame is a plain `'p'` frame; `SPAWN` is left out so
+/// `erpc` fails at once with `notsup`; `ALIAS` and `ALTACT_SIG` are left out
+/// so a peer never addresses pulse by alias, which is why pulse's own calls
+/// carry a plain reference as their tag (see `message`).
 pub const OFFERED: u64 = MANDATORY | DIST_MONITOR | DIST_MONITOR_NAME;
 
 /// The flags as the peer meant them: the OTP 25 shorthand expanded.
@@ -128,7 +140,14 @@ mod tests {
         assert_eq!(MANDATORY & !MANDATORY_25, 0x4_0200_0000);
         assert_eq!(OFFERED, 0x4_0307_0FBC);
         assert_eq!(
-            OFFERED & (PUBLISHED | ATOM_CACHE | DIST_HDR_ATOM_CACHE | FRAGMENTS),
+            OFFERED
+                & (PUBLISHED
+                    | ATOM_CACHE
+                    | DIST_HDR_ATOM_CACHE
+                    | FRAGMENTS
+                    | SPAWN
+                    | ALIAS
+                    | ALTACT_SIG),
             0
         );
     }

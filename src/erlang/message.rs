@@ -1,9 +1,13 @@
 //! The messages pulse sends and answers: the ping, and the replies a node
 //! owes for processes it does not have.
 //!
-//! The ping is `{'$gen_call', {From, [alias | Ref]}, {is_auth, Node}}` sent to
-//! the registered name `net_kernel`; the answer is `{[alias | Ref], yes}` sent
-//! to `From`. The reply tag is echoed exactly, or the caller never matches it.
+//! The ping is `{'$gen_call', {From, Ref}, {is_auth, Node}}` sent to the
+//! registered name `net_kernel`; the answer is `{Ref, yes}` sent to `From`.
+//! The tag is a plain reference, as a node without process aliases calls:
+//! pulse does not offer `DFLAG_ALIAS`, and from OTP 27 on `gen:reply/2`
+//! answers an `[alias | Ref]` tag by sending to the alias, which the runtime
+//! drops on a link that did not negotiate aliases. A peer's own tag, either
+//! form, is echoed exactly to its pid, or the caller never matches it.
 //!
 //! pulse has two processes: `net_kernel`, which answers `is_auth` calls, and
 //! the pid its own calls come from. A monitor on anything else ends at once
@@ -110,7 +114,7 @@ pub fn is_auth_call(from: &Pid, reference: &Ref, target: &str) -> Vec<u8> {
         Term::atom(""),
         Term::atom(NET_KERNEL),
     ]);
-    let tag = alias_tag(reference);
+    let tag = Term::Ref(reference.clone());
     let payload = Term::Tuple(vec![
         Term::atom("$gen_call"),
         Term::Tuple(vec![Term::Pid(from.clone()), tag]),
@@ -146,7 +150,7 @@ impl CallTemplate {
         let reference = our_ref(node, creation, MARK);
         let frame = is_auth_call(from, &reference, target);
         let mut reply = vec![VERSION];
-        Term::Tuple(vec![alias_tag(&reference), Term::atom("yes")]).encode(&mut reply);
+        Term::Tuple(vec![Term::Ref(reference.clone()), Term::atom("yes")]).encode(&mut reply);
         let mark = ref_words(MARK);
         let find = |bytes: &[u8]| bytes.windows(12).position(|w| w == mark).unwrap_or(0);
         CallTemplate {
@@ -197,13 +201,6 @@ fn ref_words(n: u64) -> [u8; 12] {
     w[..4].copy_from_slice(&(n as u32).to_be_bytes());
     w[4..8].copy_from_slice(&((n >> 32) as u32).to_be_bytes());
     w
-}
-
-fn alias_tag(reference: &Ref) -> Term {
-    Term::List(
-        vec![Term::atom("alias")],
-        Box::new(Term::Ref(reference.clone())),
-    )
 }
 
 /// Writes into `out` (replacing what it held) the answer to an `is_auth`

@@ -7,11 +7,14 @@ fn call_has_the_documented_size_and_parses_back() {
     let from = our_pid("rs@127.0.0.1", 0x12345);
     let r = our_ref("rs@127.0.0.1", 0x12345, 7);
     let frame = is_auth_call(&from, &r, "rs@127.0.0.1");
-    // A 12-character name gives a 160-byte body.
-    assert_eq!(frame.len(), 4 + 160);
+    // A 12-character name gives a 148-byte body.
+    assert_eq!(frame.len(), 4 + 148);
     match parse(&frame[4..]) {
         Incoming::IsAuth { from: f, tag } => {
             assert_eq!(f, from);
+            // A plain reference: pulse offers no aliases, so an `[alias | Ref]`
+            // tag would be answered to an alias the peer's runtime drops.
+            assert_eq!(tag, Term::Ref(r.clone()));
             let reply = is_auth_reply(&f, &tag);
             assert_eq!(
                 parse(&reply[4..]),
@@ -48,14 +51,17 @@ fn the_fast_answer_equals_the_decoded_one() {
         };
         assert_eq!(fast(&call[4..]), Some(is_auth_reply(&f, &tag)));
     }
-    // A plain reference as the tag works too.
+    // The `[alias | Ref]` tag OTP's own calls carry is echoed too.
     let control = Term::Tuple(vec![
         Term::Int(REG_SEND),
         Term::Pid(from.clone()),
         Term::atom(""),
         Term::atom("net_kernel"),
     ]);
-    let tag = Term::Ref(our_ref("caller@127.0.0.1", 77, 5));
+    let tag = Term::List(
+        vec![Term::atom("alias")],
+        Box::new(Term::Ref(our_ref("caller@127.0.0.1", 77, 5))),
+    );
     let payload = Term::Tuple(vec![
         Term::atom("$gen_call"),
         Term::Tuple(vec![Term::Pid(from.clone()), tag.clone()]),
