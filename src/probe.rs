@@ -20,6 +20,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, select};
+use log::warn;
 
 use crate::erlang::handshake::HandshakeError;
 use crate::erlang::link::{self, DialError, Link};
@@ -90,6 +91,9 @@ struct Member {
     template: CallTemplate,
     /// Pings in a row its link left unanswered, and which link.
     missed: Option<(u64, u32)>,
+    /// Links closed in a row for unanswered pings, since its last answer:
+    /// each doubles the wait before the next dial.
+    silent_closes: u32,
     /// Its link in the table as of [`Prober::links_version`]. It may keep
     /// a link the table has let go until the next round looks again.
     link: Option<Arc<Link>>,
@@ -314,11 +318,35 @@ impl Prober {
                 _ => 1,
             };
             member.missed = Some((link.id, missed));
-            if missed >= MAX_MISSED_REPLIES && link.since_read() >= SILENT_FOR {
+            let silent = link.since_read();
+            if missed >= MAX_MISSED_REPLIES && silent >= SILENT_FOR {
                 self.links.drop_link(t.name.as_str(), link.id);
                 member.missed = None;
+                let wait = FIRST_BACKOFF
+                    .saturating_mul(1 << member.silent_closes.min(4))
+                    .min(MAX_BACKOFF);
+                member.silent_closes += 1;
+                warn!(
+                    "closed the link to {}: {missed} pings in a row unanswered and nothing \
+                     heard for {:.1} s; dialling again in {} s",
+                    t.name,
+                    silent.as_secs_f64(),
+                    wait.as_secs()
+                );
+                let backoff = Backoff {
+                    target: t.clone(),
+                    until: Instant::now() + wait,
+                    wait,
+                    reason: Reason::Timeout(Phase::Reply),
+                };
+                self.backoff.insert(t.name.clone(), backoff);
             }
             round.settle(i, Outcome::Down(Reason::Timeout(Phase::Reply)));
+        }
+        for (member, outcome) in self.members.iter_mut().zip(&round.outcomes) {
+            if matches!(outcome, Some(Outcome::Alive(_))) {
+                member.silent_closes = 0;
+            }
         }
         targets
             .iter()
@@ -362,6 +390,7 @@ impl Prober {
                     name: t.name.clone(),
                     template: CallTemplate::new(pid, &me.name, me.creation, t.name.as_str()),
                     missed: None,
+                    silent_closes: 0,
                     link: None,
                 })
             })
