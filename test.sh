@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every check pulse has, in the order CI runs them: dependencies, formatting,
-# lints, unit and integration tests (against real erl and elixir), the Docker
-# cluster tests, a smoke run of the benchmark, and the README's commands.
+# lints, unit and integration tests (against real erl of OTP 25 and 27, and
+# elixir), the Docker cluster tests, a smoke run of the benchmark, and the
+# README's commands.
 #
 # Tests that need Erlang, Elixir or a Docker engine skip loudly when those
 # are missing; PULSE_REQUIRE_EXTERNAL=1 (set by CI) turns a skip into a
@@ -13,6 +14,10 @@ step() { printf '\n==> %s\n' "$*"; }
 
 step "dependencies"
 scripts/install-deps.sh
+# The OTP 27 that install-deps builds, unless the caller names another.
+if [ -z "${PULSE_OTP27:-}" ] && [ -x /opt/otp-27/bin/erl ]; then
+    export PULSE_OTP27=/opt/otp-27
+fi
 
 step "cargo fmt --check"
 cargo fmt --check

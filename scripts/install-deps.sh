@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Installs what the tests and the container build need, when it is missing:
 # the musl target (for the static binary in the scratch image), Erlang (the
-# judge of the wire code), Elixir (the recipe's own node, for the mixed
-# cluster test), tmux (a terminal for the watch colour test), python3 (the
-# judge of the JSON output, and the benchmark) and matplotlib for the
-# benchmark's plot. Without root or apt it says what is missing and goes on:
+# judge of the wire code: Debian's OTP 25, and an OTP 27 built once from the
+# source archive in ../shared/otp when that is beside the clone), Elixir (the
+# recipe's own node, for the mixed cluster test), tmux (a terminal for the
+# watch colour test), python3 (the judge of the JSON output, and the
+# benchmark) and matplotlib for the benchmark's plot. Without root or apt it says what is missing and goes on:
 # the tests that need it then skip loudly (or fail, under
 # PULSE_REQUIRE_EXTERNAL=1), and the benchmark skips its plot with a note.
 set -euo pipefail
@@ -22,6 +23,7 @@ command -v erl >/dev/null 2>&1 || missing+=(erlang-base)
 command -v elixir >/dev/null 2>&1 || missing+=(elixir)
 command -v tmux >/dev/null 2>&1 || missing+=(tmux)
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
+command -v musl-gcc >/dev/null 2>&1 || missing+=(musl-tools)
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         echo "install-deps: installing ${missing[*]}"
@@ -31,6 +33,20 @@ if [ ${#missing[@]} -gt 0 ]; then
     else
         echo "install-deps: WARNING: missing ${missing[*]} (install them with apt-get as root); tests needing them will skip"
     fi
+fi
+
+# OTP 27, the second release the Erlang tests run against (see
+# tests/util/erlang.rs): taken from PULSE_OTP27 when set, else built once into
+# /opt/otp-27 from ../shared/otp (about 6 minutes) and reused after.
+otp27=${PULSE_OTP27:-/opt/otp-27}
+builder="$(cd "$(dirname "$0")/.." && pwd)/../shared/otp/build-otp27.sh"
+if [ -x "$otp27/bin/erl" ]; then
+    :
+elif [ -f "$builder" ] && [ "$(id -u)" = 0 ]; then
+    echo "install-deps: building OTP 27 into $otp27 (once per machine, about 6 minutes)"
+    bash "$builder" "$otp27"
+else
+    echo "install-deps: WARNING: no OTP 27 at $otp27: set PULSE_OTP27 to an OTP 27 installation (or put its erl first on PATH); the OTP 27 runs of the Erlang tests will skip"
 fi
 
 # The benchmark's plot. Debian's package serves Debian's python3; another

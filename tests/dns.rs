@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use pulse::discovery::dns::{LookupError, lookup};
 
 use crate::util::dns_server::{DnsServer, Mode};
-use crate::util::erlang::{Epmd, Erl};
+use crate::util::erlang::{Epmd, Erl, Otp, erl_eval, otps};
 use crate::util::{Node, TempDir, free_port, parse_status, pulse_cmd, require, wait_until};
 
 const NAME: &str = "pulse.test";
@@ -411,14 +411,20 @@ fn dns_sixty_nodes_behind_one_name() {
 #[test]
 fn dns_and_real_erlang_nodes_find_each_other() {
     let test = "dns_and_real_erlang_nodes_find_each_other";
-    if !require("erl", test) || !require("epmd", test) {
+    if !require("epmd", test) {
         return;
     }
+    for otp in otps(test) {
+        dns_and_real_erlang_nodes_of(&otp);
+    }
+}
+
+fn dns_and_real_erlang_nodes_of(otp: &Otp) {
     let dir = TempDir::new("dns-erl");
     let dns = DnsServer::start();
     dns.set(NAME, &[Ipv4Addr::LOCALHOST]);
     let epmd = Epmd::start();
-    let _x = Erl::start("x@127.0.0.1", "dnscookie", free_port(), epmd.1);
+    let _x = Erl::start(otp, "x@127.0.0.1", "dnscookie", free_port(), epmd.1);
     let start = |name: &str| {
         let mut cmd = pulse_cmd(&dir);
         cmd.env("ERL_EPMD_PORT", epmd.1.to_string())
@@ -433,7 +439,7 @@ fn dns_and_real_erlang_nodes_find_each_other() {
     let ok = wait_until(Duration::from_secs(20), || {
         p1.sees_all_alive(&all) && p2.sees_all_alive(&all)
     });
-    assert!(ok, "{}", dump(&[&p1, &p2]));
+    assert!(ok, "{}\n{}", otp.label(), dump(&[&p1, &p2]));
 
     let find_and_ping = format!(
         "Ips = inet_res:lookup(\"{NAME}\", in, a, [{{nameservers, [{{{{127,0,0,1}}, {}}}]}}]), \
@@ -443,18 +449,21 @@ fn dns_and_real_erlang_nodes_find_each_other() {
          halt().",
         dns.addr.port()
     );
-    let out = std::process::Command::new("timeout")
-        .args(["30", "erl", "-noshell", "-name", "y@127.0.0.1"])
-        .args(["-setcookie", "dnscookie", "-eval", &find_and_ping])
-        .env("ERL_EPMD_PORT", epmd.1.to_string())
-        .output()
-        .expect("run erl");
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let text = erl_eval(
+        otp,
+        "-name",
+        "y@127.0.0.1",
+        "dnscookie",
+        epmd.1,
+        &[],
+        &find_and_ping,
+        Duration::from_secs(30),
+    );
     for n in ["p1", "p2", "x"] {
         assert!(
             text.lines().any(|l| l == format!("{n} pong")),
-            "the Erlang node did not find and ping {n}:\n{text}{}",
-            String::from_utf8_lossy(&out.stderr)
+            "the Erlang node ({}) did not find and ping {n}:\n{text}",
+            otp.label()
         );
     }
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use pulse::erlang::epmd::{RegisterError, Responder, port_please, register};
 
-use crate::util::erlang::Epmd;
+use crate::util::erlang::{Epmd, Otp, otps};
 use crate::util::{free_port, require, run_within, wait_until};
 
 /// Generous per-request timeout.
@@ -16,9 +16,10 @@ fn at(epmd: &Epmd) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], epmd.1))
 }
 
-/// `erl` with a clean environment pointing at the EPMD on `epmd_port`.
-fn erl(epmd_port: u16) -> Command {
-    let mut cmd = Command::new("erl");
+/// `erl` of `otp` with a clean environment pointing at the EPMD on
+/// `epmd_port`.
+fn erl(otp: &Otp, epmd_port: u16) -> Command {
+    let mut cmd = otp.command("erl");
     cmd.env("ERL_EPMD_PORT", epmd_port.to_string())
         .env("ERL_EPMD_ADDRESS", "127.0.0.1")
         .env_remove("ERL_FLAGS")
@@ -116,12 +117,15 @@ fn duplicate_registration_is_name_taken_and_reregister_after_drop_works() {
 
 #[test]
 fn real_erl_reads_the_responder() {
-    if !require("erl", "real_erl_reads_the_responder") {
-        return;
+    for otp in otps("real_erl_reads_the_responder") {
+        real_erl_reads_the_responder_of(&otp);
     }
+}
+
+fn real_erl_reads_the_responder_of(otp: &Otp) {
     let r =
         Responder::start(SocketAddr::from(([127, 0, 0, 1], 0)), "pulse_t4", 43210).expect("start");
-    let mut cmd = erl(r.local_addr().port());
+    let mut cmd = erl(otp, r.local_addr().port());
     cmd.args([
         "-noshell",
         "-eval",
@@ -130,23 +134,27 @@ fn real_erl_reads_the_responder() {
     let out = run_with_deadline(cmd, Duration::from_secs(30));
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "erl failed\n{stdout}\n{stderr}");
+    let otp = otp.label();
+    assert!(out.status.success(), "{otp} erl failed\n{stdout}\n{stderr}");
     assert_eq!(
         stdout.lines().collect::<Vec<_>>(),
         ["{port,43210,6}", "noport", r#"{ok,[{"pulse_t4",43210}]}"#],
-        "stderr: {stderr}"
+        "{otp} stderr: {stderr}"
     );
 }
 
 #[test]
 fn real_erl_sees_our_registration() {
-    let test = "real_erl_sees_our_registration";
-    if !require("epmd", test) || !require("erl", test) {
-        return;
+    for otp in otps("real_erl_sees_our_registration") {
+        real_erl_sees_our_registration_of(&otp);
     }
-    let epmd = Epmd::start();
+}
+
+/// Registered with `otp`'s own EPMD, read by its `erl`.
+fn real_erl_sees_our_registration_of(otp: &Otp) {
+    let epmd = Epmd::start_for(otp);
     let _reg = register(at(&epmd), "pulse_t4r", 43211, T).expect("register");
-    let mut cmd = erl(epmd.1);
+    let mut cmd = erl(otp, epmd.1);
     cmd.args([
         "-noshell",
         "-eval",
@@ -156,20 +164,23 @@ fn real_erl_sees_our_registration() {
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
         "{port,43211,6}",
-        "stderr: {}",
+        "{} stderr: {}",
+        otp.label(),
         String::from_utf8_lossy(&out.stderr)
     );
 }
 
 #[test]
 fn our_port_please_finds_a_real_erl_node() {
-    let test = "our_port_please_finds_a_real_erl_node";
-    if !require("epmd", test) || !require("erl", test) {
-        return;
+    for otp in otps("our_port_please_finds_a_real_erl_node") {
+        our_port_please_finds_a_real_erl_node_of(&otp);
     }
-    let epmd = Epmd::start();
+}
+
+fn our_port_please_finds_a_real_erl_node_of(otp: &Otp) {
+    let epmd = Epmd::start_for(otp);
     let dist = free_port();
-    let node = crate::util::erlang::Erl::start("pulse_t4e@127.0.0.1", "c", dist, epmd.1);
+    let node = crate::util::erlang::Erl::start(otp, "pulse_t4e@127.0.0.1", "c", dist, epmd.1);
     let mut last = None;
     let found = wait_until(Duration::from_secs(20), || {
         last = Some(port_please(at(&epmd), "pulse_t4e", T).map_err(|e| e.to_string()));
@@ -177,12 +188,13 @@ fn our_port_please_finds_a_real_erl_node() {
     });
     assert!(
         found,
-        "erl never registered at port {dist}; last answer {last:?}\n{}",
+        "{} erl never registered at port {dist}; last answer {last:?}\n{}",
+        otp.label(),
         node.0.dump()
     );
     drop(node);
     let gone = wait_until(Duration::from_secs(10), || {
         matches!(port_please(at(&epmd), "pulse_t4e", T), Ok(None))
     });
-    assert!(gone, "killed erl still registered");
+    assert!(gone, "{} killed erl still registered", otp.label());
 }

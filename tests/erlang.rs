@@ -1,12 +1,13 @@
-//! The wire code against real Erlang (Debian's `erlang-base`): pulse pings
-//! an `erl` node and gets `true`, and `false` when the cookies differ; calls,
-//! monitors and links on processes pulse lacks fail at once, whichever side
-//! opened the connection; short names ping both ways.
+//! The wire code against real Erlang, every OTP release [`otps`] finds
+//! (Debian's OTP 25 and an OTP 27 in CI): pulse pings an `erl` node and gets
+//! `true`, and `false` when the cookies differ; calls, monitors and links on
+//! processes pulse lacks fail at once, whichever side opened the connection;
+//! short names ping both ways.
 
 use std::time::Duration;
 
-use crate::util::erlang::{Epmd, Erl, Refresher};
-use crate::util::erlang::{erl_eval, output_within};
+use crate::util::erlang::{Epmd, Erl, Otp, Refresher};
+use crate::util::erlang::{erl_eval, otps, output_within};
 use crate::util::{Node, TempDir, free_port, require, wait_for};
 
 /// The pulse node `name`, started with `name_args` (interval 300 ms, each
@@ -25,13 +26,19 @@ fn pulse_on(dir: &TempDir, name: &str, name_args: &[&str], epmd_port: u16) -> No
 }
 
 fn pulse_sees_erl(cookie_of_erl: &str, want: bool, test: &str) {
-    if !require("erl", test) || !require("epmd", test) {
+    if !require("epmd", test) {
         return;
     }
+    for otp in otps(test) {
+        pulse_sees_erl_of(&otp, cookie_of_erl, want);
+    }
+}
+
+fn pulse_sees_erl_of(otp: &Otp, cookie_of_erl: &str, want: bool) {
     let dir = TempDir::new("erl");
     let epmd = Epmd::start();
     let port = free_port();
-    let erl = Erl::start("x@127.0.0.1", cookie_of_erl, port, epmd.1);
+    let erl = Erl::start(otp, "x@127.0.0.1", cookie_of_erl, port, epmd.1);
     let _record = Refresher::start(&dir, "x@127.0.0.1", port);
     let node = pulse_on(&dir, "p1@127.0.0.1", &["--name", "p1@127.0.0.1"], epmd.1);
     // erl takes a second or two to come up; until then it is false.
@@ -54,16 +61,26 @@ fn pulse_sees_erl(cookie_of_erl: &str, want: bool, test: &str) {
         node.last_status()
             .and_then(|s| s.get("x@127.0.0.1").copied()),
         Some(want),
-        "{}",
+        "{}\n{}",
+        otp.label(),
         node.dump()
     );
     if !want {
         assert!(
             node.count_containing("node x@127.0.0.1 is down: bad cookie") >= 1,
-            "{}",
+            "{}\n{}",
+            otp.label(),
             node.dump()
         );
     }
+    // No link pulse opened was closed for unanswered pings.
+    assert_eq!(
+        node.count_containing("closed the link"),
+        0,
+        "{}\n{}",
+        otp.label(),
+        node.dump()
+    );
 }
 
 #[test]
@@ -138,9 +155,15 @@ const PID_CHECKS_OK: &str = "pulse_dialed true\nmonitor_pid noproc\nmonitor_call
 #[test]
 fn calls_and_monitors_on_missing_processes_fail_at_once_when_erlang_dials() {
     let test = "calls_and_monitors_on_missing_processes_fail_at_once_when_erlang_dials";
-    if !require("erl", test) || !require("epmd", test) {
+    if !require("epmd", test) {
         return;
     }
+    for otp in otps(test) {
+        missing_processes_when_erlang_dials(&otp);
+    }
+}
+
+fn missing_processes_when_erlang_dials(otp: &Otp) {
     let dir = TempDir::new("erl-dials");
     let epmd = Epmd::start();
     let mut cmd = crate::util::pulse_cmd(&dir);
@@ -163,6 +186,7 @@ fn calls_and_monitors_on_missing_processes_fail_at_once_when_erlang_dials() {
     });
     for ticktime in ["4", "300"] {
         let out = erl_eval(
+            otp,
             "-name",
             &format!("x{ticktime}@127.0.0.1"),
             "c",
@@ -174,7 +198,8 @@ fn calls_and_monitors_on_missing_processes_fail_at_once_when_erlang_dials() {
         assert_eq!(
             out,
             NAME_CHECKS_OK,
-            "net_ticktime {ticktime}\n{}",
+            "{} net_ticktime {ticktime}\n{}",
+            otp.label(),
             node.dump()
         );
     }
@@ -184,9 +209,15 @@ fn calls_and_monitors_on_missing_processes_fail_at_once_when_erlang_dials() {
 #[test]
 fn calls_monitors_and_links_fail_at_once_when_pulse_dials() {
     let test = "calls_monitors_and_links_fail_at_once_when_pulse_dials";
-    if !require("erl", test) || !require("epmd", test) {
+    if !require("epmd", test) {
         return;
     }
+    for otp in otps(test) {
+        missing_processes_when_pulse_dials(&otp);
+    }
+}
+
+fn missing_processes_when_pulse_dials(otp: &Otp) {
     for ticktime in ["4", "300"] {
         let dir = TempDir::new("pulse-dials");
         let epmd = Epmd::start();
@@ -195,6 +226,7 @@ fn calls_monitors_and_links_fail_at_once_when_pulse_dials() {
         let node = pulse_on(&dir, "p1@127.0.0.1", &["--name", "p1@127.0.0.1"], epmd.1);
         let port = port.to_string();
         let out = erl_eval(
+            otp,
             "-name",
             "x@127.0.0.1",
             "c",
@@ -219,7 +251,8 @@ fn calls_monitors_and_links_fail_at_once_when_pulse_dials() {
         assert_eq!(
             out,
             format!("{PID_CHECKS_OK}{NAME_CHECKS_OK}"),
-            "net_ticktime {ticktime}\n{}",
+            "{} net_ticktime {ticktime}\n{}",
+            otp.label(),
             node.dump()
         );
     }
@@ -232,9 +265,15 @@ fn calls_monitors_and_links_fail_at_once_when_pulse_dials() {
 #[test]
 fn short_names_ping_both_ways_with_erl_and_elixir() {
     let test = "short_names_ping_both_ways_with_erl_and_elixir";
-    if !require("erl", test) || !require("epmd", test) {
+    if !require("epmd", test) {
         return;
     }
+    for otp in otps(test) {
+        short_names_ping_both_ways(&otp, test);
+    }
+}
+
+fn short_names_ping_both_ways(otp: &Otp, test: &str) {
     let raw = std::fs::read_to_string("/proc/sys/kernel/hostname").expect("hostname");
     let host = raw.trim().split('.').next().unwrap_or_default().to_string();
     let loopback = std::fs::read_to_string("/etc/hosts")
@@ -259,6 +298,7 @@ fn short_names_ping_both_ways_with_erl_and_elixir() {
 
     // Erlang to pulse.
     let out = erl_eval(
+        otp,
         "-sname",
         "e2",
         "c",
@@ -267,8 +307,9 @@ fn short_names_ping_both_ways_with_erl_and_elixir() {
         &format!("{}P(ping, net_adm:ping(N)), halt().", header(&p1)),
         Duration::from_secs(60),
     );
-    assert_eq!(out, "ping pong\n", "{}", node.dump());
-    if require("elixir", test) {
+    assert_eq!(out, "ping pong\n", "{}\n{}", otp.label(), node.dump());
+    // Debian's Elixir runs on the OTP on the PATH only.
+    if otp.is_on_path() && require("elixir", test) {
         let mut iex = std::process::Command::new("elixir");
         iex.env("ERL_EPMD_PORT", epmd.1.to_string())
             .args(["--sname", "x3", "--cookie", "c"])
@@ -279,10 +320,10 @@ fn short_names_ping_both_ways_with_erl_and_elixir() {
     }
 
     // pulse to Erlang, found through the host name and EPMD.
-    let _erl = Erl::start_as("-sname", "e1", "c", free_port(), epmd.1);
+    let _erl = Erl::start_as(otp, "-sname", "e1", "c", free_port(), epmd.1);
     let _entry = Refresher::bare(&dir, &e1);
     wait_for(
-        "pulse to see the short-named erl",
+        &format!("pulse to see the short-named erl ({})", otp.label()),
         Duration::from_secs(20),
         &[&node],
         || {

@@ -207,9 +207,15 @@ fn pulse_and_every_otp_release_in_one_registry_for_two_minutes() {
     all.extend(erl_names.iter().map(String::as_str));
     let nodes: Vec<&Node> = pulse_nodes.iter().chain(&erls).collect();
     let erl_all_true = |n: &Node| {
-        n.output().iter().rev().find_map(|l| erl_line(l)).is_some_and(|e| {
-            e.len() == all.len() && e.iter().all(|(name, ok)| *ok && all.contains(&name.as_str()))
-        })
+        n.output()
+            .iter()
+            .rev()
+            .find_map(|l| erl_line(l))
+            .is_some_and(|e| {
+                e.len() == all.len()
+                    && e.iter()
+                        .all(|(name, ok)| *ok && all.contains(&name.as_str()))
+            })
     };
     wait_for(
         "every node to list every node true",
@@ -254,10 +260,20 @@ fn pulse_and_every_otp_release_in_one_registry_for_two_minutes() {
     }
     for (node, mark) in nodes.iter().zip(&marks) {
         let lines = node.output().len() - mark;
-        assert!(lines >= 100, "{} wrote {lines} lines in 120 s\n{}", node.name, dump());
+        assert!(
+            lines >= 100,
+            "{} wrote {lines} lines in 120 s\n{}",
+            node.name,
+            dump()
+        );
     }
     for (p, mark) in pulse_nodes.iter().zip(&marks) {
         assert_eq!(p.count_containing("closed the link"), 0, "{}", p.dump());
-        assert_eq!(p.count_containing_since(*mark, "is down"), 0, "{}", p.dump());
+        assert_eq!(
+            p.count_containing_since(*mark, "is down"),
+            0,
+            "{}",
+            p.dump()
+        );
     }
 }

@@ -12,6 +12,7 @@ mod forged;
 mod hostile;
 mod links;
 mod mixed;
+mod otp;
 mod process;
 mod registry;
 mod util;

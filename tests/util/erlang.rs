@@ -1,31 +1,142 @@
-//! Real Erlang programs for tests: `erl` nodes and EPMDs of the test's own,
-//! killed on drop (each a [`Node`]), and a record refresher standing in for
-//! a live node.
+//! Real Erlang programs for tests: the OTP releases to run against (each an
+//! [`Otp`]), `erl` nodes and EPMDs of the test's own, killed on drop (each a
+//! [`Node`]), and a record refresher standing in for a live node.
 
+use std::path::PathBuf;
 use std::process::Command;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::thread;
 use std::time::Duration;
 
-use super::{Node, TempDir, free_port, run_within, wait_for, write_record};
+use super::{Node, TempDir, free_port, run_within, skip, wait_for, write_record};
+
+/// One installed Erlang/OTP release: its `bin` directory (`None`: the `erl`
+/// on PATH) and its major release, as `erl` itself reports it.
+#[derive(Clone, Debug)]
+pub struct Otp {
+    bin: Option<PathBuf>,
+    pub release: u32,
+}
+
+impl Otp {
+    /// A command running this release's program `name` (`erl`, `epmd`),
+    /// with its `bin` first on PATH so that what `erl` starts (EPMD, the
+    /// emulator) is of the same release.
+    pub fn command(&self, name: &str) -> Command {
+        match &self.bin {
+            None => Command::new(name),
+            Some(bin) => {
+                let mut cmd = Command::new(bin.join(name));
+                let path = std::env::var_os("PATH").unwrap_or_default();
+                let mut dirs = vec![bin.clone()];
+                dirs.extend(std::env::split_paths(&path));
+                if let Ok(joined) = std::env::join_paths(dirs) {
+                    cmd.env("PATH", joined);
+                }
+                cmd
+            }
+        }
+    }
+
+    /// Whether this is the `erl` on PATH.
+    pub fn is_on_path(&self) -> bool {
+        self.bin.is_none()
+    }
+
+    /// A label for messages: `OTP 25`.
+    pub fn label(&self) -> String {
+        format!("OTP {}", self.release)
+    }
+
+    /// The release of the `erl` in `bin` (or on PATH), if one runs.
+    fn find(bin: Option<PathBuf>) -> Option<Otp> {
+        let probe = Otp { bin, release: 0 };
+        let mut cmd = probe.command("erl");
+        cmd.args(["-noshell", "-eval"])
+            .arg("io:format(\"~s\", [erlang:system_info(otp_release)]), halt().")
+            .env_remove("ERL_FLAGS")
+            .env_remove("ERL_AFLAGS")
+            .env_remove("ERL_ZFLAGS");
+        let (out, finished) = run_within(cmd, Duration::from_secs(30));
+        let release = String::from_utf8_lossy(&out.stdout).trim().parse().ok()?;
+        (finished && out.status.success()).then_some(Otp { release, ..probe })
+    }
+}
+
+/// The OTP releases every Erlang test runs against: the `erl` on PATH
+/// (Debian's OTP 25 in CI) and an OTP 27, from `PULSE_OTP27` (an
+/// installation directory, as `scripts/install-deps.sh` makes) or the PATH.
+/// A release that is missing is skipped loudly (a failure under
+/// `PULSE_REQUIRE_EXTERNAL=1`), so `test` runs against those found.
+pub fn otps(test: &str) -> Vec<Otp> {
+    let (path, otp27) = installed();
+    let mut found = Vec::new();
+    match path {
+        Some(otp) => found.push(otp.clone()),
+        None => {
+            skip("erl not installed: apt-get install erlang-base", test);
+        }
+    }
+    match otp27 {
+        Some(otp) => found.push(otp.clone()),
+        None if path.as_ref().is_some_and(|o| o.release == 27) => {}
+        None => {
+            skip(
+                "no OTP 27: set PULSE_OTP27 to an OTP 27 installation directory \
+                 (scripts/install-deps.sh builds one when ../shared/otp is beside the clone)",
+                test,
+            );
+        }
+    }
+    found
+}
+
+/// The `erl` on PATH, the release the Elixir tests run on (Debian's Elixir
+/// runs on Debian's OTP only); `None` (skipped loudly) when there is none.
+pub fn path_otp(test: &str) -> Option<Otp> {
+    let found = installed().0.clone();
+    if found.is_none() {
+        skip("erl not installed: apt-get install erlang-base", test);
+    }
+    found
+}
+
+/// The `erl` on PATH and the OTP 27 of `PULSE_OTP27`, looked up once.
+fn installed() -> &'static (Option<Otp>, Option<Otp>) {
+    static FOUND: OnceLock<(Option<Otp>, Option<Otp>)> = OnceLock::new();
+    FOUND.get_or_init(|| {
+        let path = Otp::find(None);
+        let otp27 = std::env::var_os("PULSE_OTP27")
+            .and_then(|dir| Otp::find(Some(PathBuf::from(dir).join("bin"))))
+            .filter(|o| o.release == 27);
+        (path, otp27)
+    })
+}
 
 /// A real `erl` node, killed on drop; `.0` has its output for dumps.
 pub struct Erl(pub Node);
 
 impl Erl {
-    /// Starts `erl -name NAME -setcookie COOKIE` listening on `port` only,
-    /// on loopback, with an EPMD of its own on `epmd_port`.
-    pub fn start(name: &str, cookie: &str, port: u16, epmd_port: u16) -> Erl {
-        Erl::start_as("-name", name, cookie, port, epmd_port)
+    /// Starts `erl -name NAME -setcookie COOKIE` of release `otp`, listening
+    /// on `port` only, on loopback, with the EPMD on `epmd_port`.
+    pub fn start(otp: &Otp, name: &str, cookie: &str, port: u16, epmd_port: u16) -> Erl {
+        Erl::start_as(otp, "-name", name, cookie, port, epmd_port)
     }
 
     /// As [`Erl::start`] with `name_flag` `-name` or `-sname`.
-    pub fn start_as(name_flag: &str, name: &str, cookie: &str, port: u16, epmd_port: u16) -> Erl {
-        let mut cmd = erl_command(name_flag, name, cookie, epmd_port);
+    pub fn start_as(
+        otp: &Otp,
+        name_flag: &str,
+        name: &str,
+        cookie: &str,
+        port: u16,
+        epmd_port: u16,
+    ) -> Erl {
+        let mut cmd = erl_command(otp, name_flag, name, cookie, epmd_port);
         cmd.args(["-kernel", "inet_dist_listen_min", &port.to_string()])
             .args(["-kernel", "inet_dist_listen_max", &port.to_string()]);
-        Erl(Node::spawn(&format!("erl {name}"), cmd))
+        Erl(Node::spawn(&format!("erl {name} ({})", otp.label()), cmd))
     }
 }
 
@@ -39,7 +150,15 @@ impl Epmd {
 
     /// An EPMD on a given port (one a test keeps, to restart EPMD on it).
     pub fn start_on(port: u16) -> Epmd {
-        let mut cmd = Command::new("epmd");
+        Epmd::start_of(Command::new("epmd"), port)
+    }
+
+    /// The EPMD of release `otp`, on a free port.
+    pub fn start_for(otp: &Otp) -> Epmd {
+        Epmd::start_of(otp.command("epmd"), free_port())
+    }
+
+    fn start_of(mut cmd: Command, port: u16) -> Epmd {
         cmd.args(["-address", "127.0.0.1", "-port", &port.to_string()]);
         let epmd = Node::spawn(&format!("epmd on port {port}"), cmd);
         // Ready once it accepts connections; nodes started earlier would
@@ -113,8 +232,8 @@ impl Drop for Refresher {
 /// `erl -noshell NAME_FLAG NAME -setcookie COOKIE`, distribution on loopback
 /// only, against the EPMD on `epmd_port`, untouched by the caller's
 /// `ERL_*FLAGS`.
-fn erl_command(name_flag: &str, name: &str, cookie: &str, epmd_port: u16) -> Command {
-    let mut cmd = Command::new("erl");
+fn erl_command(otp: &Otp, name_flag: &str, name: &str, cookie: &str, epmd_port: u16) -> Command {
+    let mut cmd = otp.command("erl");
     cmd.env("ERL_EPMD_PORT", epmd_port.to_string())
         .env_remove("ERL_FLAGS")
         .env_remove("ERL_AFLAGS")
@@ -131,6 +250,7 @@ fn erl_command(name_flag: &str, name: &str, cookie: &str, epmd_port: u16) -> Com
 /// what it printed. `CODE` must end with `halt()`; an `erl` still running
 /// after `limit` is killed and what it printed so far is returned.
 pub fn erl_eval(
+    otp: &Otp,
     name_flag: &str,
     name: &str,
     cookie: &str,
@@ -139,7 +259,7 @@ pub fn erl_eval(
     code: &str,
     limit: Duration,
 ) -> String {
-    let mut cmd = erl_command(name_flag, name, cookie, epmd_port);
+    let mut cmd = erl_command(otp, name_flag, name, cookie, epmd_port);
     cmd.args(args).args(["-eval", code]);
     output_within(cmd, limit)
 }

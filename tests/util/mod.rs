@@ -482,7 +482,7 @@ pub fn require_root(test: &str) -> bool {
 
 /// Says loudly that `test` is skipped and why, and returns false; panics
 /// instead when PULSE_REQUIRE_EXTERNAL=1 forbids skips.
-fn skip(why: &str, test: &str) -> bool {
+pub fn skip(why: &str, test: &str) -> bool {
     let msg = format!("SKIPPED ({why}): {test}");
     if std::env::var("PULSE_REQUIRE_EXTERNAL").as_deref() == Ok("1") {
         panic!("{msg} (PULSE_REQUIRE_EXTERNAL=1 forbids skips)");
