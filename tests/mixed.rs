@@ -594,16 +594,21 @@ fn the_recipe_node_fixture_heartbeats_and_logs_as_the_recipe_shows() {
         "one file per node, nothing else"
     );
 
-    // Logger writes the same line to the console and the shared file.
-    let log = std::fs::read_to_string(dir.log_file()).expect("log file");
-    for name in all {
-        assert!(
-            log.lines().any(
-                |l| split_log_line(l).is_some_and(|(level, _)| level == "info")
-                    && parse_status(l, name)
-                        .is_some_and(|s| s.len() == 2 && s.values().all(|v| *v))
-            ),
-            "no all-true [info] line from {name} in the log file:\n{log}"
-        );
-    }
+    // Logger writes the same line to the console and the shared file; the
+    // file's copy may come a little later than the console's.
+    let mut log = String::new();
+    let all_true_in_log = |log: &str, name: &str| {
+        log.lines().any(|l| {
+            split_log_line(l).is_some_and(|(level, _)| level == "info")
+                && parse_status(l, name).is_some_and(|s| s.len() == 2 && s.values().all(|v| *v))
+        })
+    };
+    let ok = wait_until(Duration::from_secs(10), || {
+        log = std::fs::read_to_string(dir.log_file()).unwrap_or_default();
+        all.iter().all(|name| all_true_in_log(&log, name))
+    });
+    assert!(
+        ok,
+        "no all-true [info] line from each of {all:?} in the log file:\n{log}"
+    );
 }
