@@ -124,7 +124,7 @@ fn pulse_registers_again_when_epmd_restarts_for_erl() {
 
 /// The recipe's loop in Erlang, for an `erl` of any release: every second
 /// it writes its heartbeat file into `sync_dir`, pings every entry there
-/// in turn and prints `line [{Name, Ok}, ...]`; it prints every
+/// in turn and prints `line NAME=true …`; it prints every
 /// `nodedown` it sees, with the reason.
 fn recipe_erl(otp: &Otp, name: &str, sync_dir: &std::path::Path, epmd_port: u16) -> Node {
     let script = format!(
@@ -138,8 +138,9 @@ fn recipe_erl(otp: &Otp, name: &str, sync_dir: &std::path::Path, epmd_port: u16)
              ok = file:write_file(filename:join(Dir, Me), \
                                   io_lib:format(\"~p\", [calendar:universal_time()])), \
              {{ok, Names}} = file:list_dir(Dir), \
-             Res = [{{N, net_adm:ping(list_to_atom(N)) =:= pong}} || N <- lists:sort(Names)], \
-             io:format(\"line ~p~n\", [Res]), \
+             Res = [N ++ \"=\" ++ atom_to_list(net_adm:ping(list_to_atom(N)) =:= pong) \
+                    || N <- lists:sort(Names)], \
+             io:format(\"line ~s~n\", [lists:join(\" \", Res)]), \
              Flush(), \
              timer:sleep(1000), \
              L() end, \
@@ -159,15 +160,14 @@ fn recipe_erl(otp: &Otp, name: &str, sync_dir: &std::path::Path, epmd_port: u16)
     Node::spawn(&format!("{name} ({})", otp.label()), cmd)
 }
 
-/// An `erl` recipe line's entries: `(name, ok)` pairs.
+/// An `erl` recipe line's entries (`line NAME=true NAME=false …`), as
+/// `(name, ok)` pairs.
 fn erl_line(line: &str) -> Option<Vec<(String, bool)>> {
-    let body = line.strip_prefix("line [")?.strip_suffix(']')?;
-    body.split("},")
-        .filter(|e| !e.is_empty())
+    line.strip_prefix("line ")?
+        .split(' ')
         .map(|e| {
-            let e = e.trim().trim_start_matches('{').trim_end_matches('}');
-            let (name, ok) = e.rsplit_once(',')?;
-            Some((name.trim_matches('"').to_string(), ok == "true"))
+            let (name, ok) = e.rsplit_once('=')?;
+            Some((name.to_string(), ok == "true"))
         })
         .collect()
 }
