@@ -555,3 +555,75 @@ fn two_pulse_nodes_hold_one_connection_between_them() {
     assert_eq!(links, 1, "links accepted by o1 and o2");
     assert!(nodes.iter().all(|n| n.sees_all_alive(&names)));
 }
+
+/// An `erl` node whose `net_kernel` stops answering (suspended) while its
+/// link stays up: pulse shows it false with a reason, closes the link once
+/// with a line that says why, and dials again only after a backoff that
+/// doubles, not every few rounds.
+#[test]
+fn unanswered_pings_close_the_link_once_with_a_reason_and_back_off() {
+    let test = "unanswered_pings_close_the_link_once_with_a_reason_and_back_off";
+    if !require("epmd", test) {
+        return;
+    }
+    for otp in otps(test) {
+        let dir = TempDir::new("unanswered");
+        let epmd = Epmd::start();
+        let port = free_port();
+        let p1 = pulse(&dir, "p1@127.0.0.1", epmd.1, "300");
+        let _record = Refresher::start(&dir, "x@127.0.0.1", port);
+        let script = "pong = net_adm:ping('p1@127.0.0.1'), timer:sleep(1500), \
+                      sys:suspend(net_kernel), io:format(\"suspended~n\"), \
+                      timer:sleep(infinity).";
+        let mut cmd = otp.command("erl");
+        cmd.env("ERL_EPMD_PORT", epmd.1.to_string())
+            .env_remove("ERL_FLAGS")
+            .env_remove("ERL_AFLAGS")
+            .env_remove("ERL_ZFLAGS")
+            .args(["-noshell", "-name", "x@127.0.0.1", "-setcookie", "c"])
+            .args(["-kernel", "inet_dist_use_interface", "{127,0,0,1}"])
+            .args(["-kernel", "inet_dist_listen_min", &port.to_string()])
+            .args(["-kernel", "inet_dist_listen_max", &port.to_string()])
+            .args(["-eval", script])
+            .stdin(Stdio::null());
+        let erl = Node::spawn(&format!("x@127.0.0.1 ({})", otp.label()), cmd);
+        let nodes = [&p1, &erl];
+        wait_for(
+            "erl to suspend net_kernel",
+            Duration::from_secs(20),
+            &nodes,
+            || erl.count_containing("suspended") == 1,
+        );
+        wait_for("the first close", Duration::from_secs(10), &nodes, || {
+            p1.count_containing("closed the link to x@127.0.0.1: 3 pings in a row unanswered") == 1
+        });
+        let first = Instant::now();
+        wait_for(
+            "x false with a reason",
+            Duration::from_secs(5),
+            &nodes,
+            || {
+                p1.last_status()
+                    .is_some_and(|s| s.get("x@127.0.0.1") == Some(&false))
+            },
+        );
+        assert!(
+            p1.count_containing("node x@127.0.0.1 is down: timeout") >= 1,
+            "{}",
+            p1.dump()
+        );
+        // 10 s more: closes 1, 2 and 4 s apart at most (every 3 rounds,
+        // about 1 s, without the backoff).
+        while first.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let closes = p1.count_containing("closed the link to x@127.0.0.1");
+        assert!(
+            (1..=4).contains(&closes),
+            "{} closes in 10 s ({})\n{}",
+            closes,
+            otp.label(),
+            p1.dump()
+        );
+    }
+}
