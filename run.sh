@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs pulse: one node on this host, or a cluster of containers.
 #
-#   ./run.sh [pulse flags...]   build if needed, run one node here (foreground)
+#   ./run.sh [pulse flags...]   build if needed, run one node here (foreground);
+#                               also ./run.sh run|health [flags...]
 #   ./run.sh build              build the static binary the image needs
 #                               (cargo build --release --target x86_64-unknown-linux-musl)
 #   ./run.sh cluster N [-d]     build the static binary and the image, start N
@@ -302,10 +303,25 @@ cmd_scale() {
     compose up -d --no-build --no-recreate --scale "node=$n" >&2
 }
 
+# Whether the compose project has anything for 'down' to remove: compose
+# itself would only complain that its network is not found.
+compose_exists() {
+    [[ -n $(docker ps -aq --filter "label=com.docker.compose.project=$project") ||
+        -n $(docker network ls -q --filter "label=com.docker.compose.project=$project") ]]
+}
+
 cmd_down() {
     docker_answers || die "no Docker engine answers; nothing to take down (local nodes stop with Ctrl-C)"
-    if stack_running; then stack_down; fi
-    compose down --remove-orphans
+    local any=no
+    if stack_running; then
+        stack_down
+        any=yes
+    fi
+    if compose_exists; then
+        compose down --remove-orphans
+        any=yes
+    fi
+    if [[ $any == no ]]; then say "nothing of pulse's is running (no stack '$stack', no containers or network of the project '$project')"; fi
 }
 
 cmd_status() {
@@ -449,9 +465,14 @@ logs)
 kill | stop | pause | unpause | cut | heal | restart) cmd_chaos "$@" ;;
 watch) exec "$(host_binary)" watch --log-file "$log_file" "${@:2}" ;;
 help) usage ;;
-*)
+"" | -* | run | health)
     # One node on this host, every argument passed through to pulse.
     bin=$(host_binary)
     exec "$bin" "$@"
+    ;;
+*)
+    # A mistyped command, not a flag for pulse: say so in run.sh's terms.
+    say "unknown command '$1': the commands are build, cluster, stack, scale, status, logs, watch, down, kill, stop, pause, unpause, cut, heal, restart, run, health and help ('./run.sh help' says what each does)"
+    exit 2
     ;;
 esac

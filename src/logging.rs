@@ -107,7 +107,14 @@ impl Log for Logger {
                 }
             }
         }
-        self.console.offer(Stream::Stdout, line);
+        // Errors (the node cannot start or go on) go where errors are looked
+        // for; the file has them too.
+        let stream = if record.level() == Level::Error {
+            Stream::Stderr
+        } else {
+            Stream::Stdout
+        };
+        self.console.offer(stream, line);
     }
 
     fn flush(&self) {}

@@ -22,10 +22,7 @@ const CONSOLE_GRACE: Duration = Duration::from_secs(1);
 fn main() -> ExitCode {
     let args = match config::parse(std::env::args_os().skip(1), |var| std::env::var(var).ok()) {
         Ok(args) => args,
-        Err(why) => {
-            eprintln!("pulse: {why}\n\n{USAGE}");
-            return ExitCode::from(USAGE_ERROR);
-        }
+        Err(why) => return usage_error(&why),
     };
     if let Command::Help = args.command() {
         print!("{USAGE}");
@@ -40,13 +37,15 @@ fn main() -> ExitCode {
     }
     let config = match args.resolve() {
         Ok(config) => config,
-        Err(why) => {
-            eprintln!("pulse: {why}");
-            return ExitCode::from(USAGE_ERROR);
-        }
+        Err(why) => return usage_error(&why),
     };
     let code = match args.command() {
-        Command::Status => match status::status(&config, args.json, &mut std::io::stdout()) {
+        Command::Status => match status::status(
+            &config,
+            args.json,
+            &mut std::io::stdout(),
+            &mut std::io::stderr(),
+        ) {
             Ok(true) => OK,
             Ok(false) => FAILURE,
             Err(e) => {
@@ -71,6 +70,13 @@ fn main() -> ExitCode {
         }
     };
     ExitCode::from(code)
+}
+
+/// A bad flag or value: the reason and where to read more, no more, so the
+/// reason stays on the screen.
+fn usage_error(why: &str) -> ExitCode {
+    eprintln!("pulse: {why}\nTry 'pulse --help' for the options and their values.");
+    ExitCode::from(USAGE_ERROR)
 }
 
 /// Draws the cluster from the shared log until SIGINT or SIGTERM (or once).

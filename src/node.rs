@@ -165,7 +165,7 @@ impl Node {
             own,
             dns,
             prober,
-            reporter: Reporter::new(events_tx),
+            reporter: Reporter::new(config.name.as_str(), events_tx),
             heartbeat_failing: false,
             listing_failing: false,
             members: members.clone(),
@@ -274,11 +274,23 @@ fn join_epmd(config: &Config, port: u16) -> Result<Option<EpmdPresence>, Error> 
             info!("answering EPMD requests for {alive} on {at}");
             Ok(Some(EpmdPresence::Serving(responder)))
         }
-        EpmdMode::Auto => match Registrar::start(at, alive, port, config.interval) {
-            Ok(registrar) => Ok(Some(EpmdPresence::Registered(registrar))),
-            Err(e @ epmd::RegisterError::NameTaken(_)) => Err(Error::Epmd(e.to_string())),
-            Err(epmd::RegisterError::Io(e)) => Err(Error::Thread(e)),
-        },
+        EpmdMode::Auto => {
+            match Registrar::start(at, alive, port, config.interval, meanwhile(config)) {
+                Ok(registrar) => Ok(Some(EpmdPresence::Registered(registrar))),
+                Err(e @ epmd::RegisterError::NameTaken(_)) => Err(Error::Epmd(e.to_string())),
+                Err(epmd::RegisterError::Io(e)) => Err(Error::Thread(e)),
+            }
+        }
+    }
+}
+
+/// How peers reach this node while EPMD does not name it, if they can.
+fn meanwhile(config: &Config) -> Option<&'static str> {
+    match &config.dns {
+        None => Some("pulse nodes reach it through its registry entry"),
+        Some(source) if source.port.is_some() => Some("pulse nodes reach it on its fixed port"),
+        // Peers ask each address's EPMD for the names there.
+        Some(_) => None,
     }
 }
 

@@ -65,6 +65,8 @@ fn push_keyword_key(line: &mut String, atom: &str) {
 
 /// Where a round's news goes: the log, and the embedder's events channel.
 pub struct Reporter {
+    /// This node's name: each event line says who saw it.
+    me: String,
     events: Sender<Event>,
 }
 
@@ -72,8 +74,11 @@ impl Reporter {
     /// Every event logged also goes to `events`, without waiting: when
     /// nobody reads it and it is full, an event is dropped there, never in
     /// the log.
-    pub fn new(events: Sender<Event>) -> Reporter {
-        Reporter { events }
+    pub fn new(me: &str, events: Sender<Event>) -> Reporter {
+        Reporter {
+            me: me.to_string(),
+            events,
+        }
     }
 
     /// Logs a round's warnings, its events and its status line, in that
@@ -85,9 +90,12 @@ impl Reporter {
             warn!("{warning}");
         }
         for event in report.events {
+            // `ME: node X …`: in a log many nodes share, an event is one
+            // node's view, not the cluster's.
+            let me = &self.me;
             match event {
-                Event::Down(..) | Event::Expired(..) | Event::Gone(..) => warn!("{event}"),
-                _ => info!("{event}"),
+                Event::Down(..) | Event::Expired(..) | Event::Gone(..) => warn!("{me}: {event}"),
+                _ => info!("{me}: {event}"),
             }
             let _ = self.events.try_send(event);
         }

@@ -11,7 +11,7 @@ use crate::discovery;
 use crate::erlang::Identity;
 use crate::json;
 use crate::links::Links;
-use crate::membership::Outcome;
+use crate::membership::{Outcome, Reason};
 use crate::probe::{Prober, Target};
 use crate::registry::{self, Record, Registry};
 
@@ -45,7 +45,7 @@ fn registered(config: &Config, me: &Identity, own_host: bool) -> io::Result<Vec<
     match Registry::new(&config.sync_dir).scan() {
         Ok(scan) => Ok(scan.records),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(e) => Err(e),
+        Err(e) => Err(registry::listing_error(&config.sync_dir, &e)),
     }
 }
 
@@ -85,18 +85,29 @@ pub fn check_all(config: &Config) -> io::Result<Vec<NodeStatus>> {
                 address: record.addr.map(|a| a.to_string()),
                 alive,
                 rtt,
-                // The heartbeat is the file's modification time, whoever wrote it.
-                heartbeat_age_ms: Some(now.saturating_sub(record.modified_ms)),
+                heartbeat_age_ms: heartbeat_age_ms(record, now),
                 reason,
             }
         })
         .collect())
 }
 
+/// How old a record's heartbeat is: the file's modification time, whoever
+/// wrote it. A record from DNS has no file, so its age is unknown.
+fn heartbeat_age_ms(record: &Record, now_ms: u64) -> Option<u64> {
+    (record.modified_ms != 0).then(|| now_ms.saturating_sub(record.modified_ms))
+}
+
 /// Pings every registered node once and prints a table (or, with `json`,
-/// the JSON document PROTOCOL.md describes) to `out`. Returns whether every
-/// node answered (false for an empty registry too).
-pub fn status(config: &Config, json: bool, out: &mut impl Write) -> io::Result<bool> {
+/// the JSON document PROTOCOL.md describes) to `out`, and to `err` which
+/// cookie file nodes refused. Returns whether every node answered (false
+/// for an empty registry too).
+pub fn status(
+    config: &Config,
+    json: bool,
+    out: &mut impl Write,
+    err: &mut impl Write,
+) -> io::Result<bool> {
     let nodes = check_all(config)?;
     if json {
         out.write_all(to_json(&nodes).as_bytes())?;
@@ -109,6 +120,21 @@ pub fn status(config: &Config, json: bool, out: &mut impl Write) -> io::Result<b
                 discovery::source(config)
             )?;
         }
+    }
+    let bad_cookie = Reason::BadCookie.to_string();
+    let refused = nodes
+        .iter()
+        .filter(|n| n.reason.as_deref() == Some(bad_cookie.as_str()))
+        .count();
+    // After the table, so it is the last thing read.
+    if let (Some(file), 1..) = (&config.cookie_file, refused) {
+        writeln!(
+            err,
+            "pulse: {refused} of {} nodes refused the cookie read from {}: give the \
+             cluster's cookie with --cookie or PULSE_COOKIE",
+            nodes.len(),
+            file.display()
+        )?;
     }
     Ok(!nodes.is_empty() && nodes.iter().all(|n| n.alive))
 }
@@ -198,9 +224,48 @@ pub fn health(config: &Config, name_given: bool) -> Result<bool, String> {
     match outcomes.first() {
         Some(Outcome::Alive(_)) => Ok(true),
         Some(Outcome::Down(why)) => {
-            eprintln!("pulse: {} is down: {why}", record.name);
+            let from = match (&why, &config.cookie_file) {
+                (Reason::BadCookie, Some(file)) => {
+                    format!(" (our cookie was read from {})", file.display())
+                }
+                _ => String::new(),
+            };
+            eprintln!("pulse: {} is down: {why}{from}", record.name);
             Ok(false)
         }
         None => Ok(false),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_without_a_file_has_no_heartbeat_age() {
+        let name: crate::name::NodeName = "d1@127.0.0.1".parse().expect("name");
+        let addr = "127.0.0.1:4000".parse().expect("addr");
+        let from_dns = Record::new(name, addr, SystemTime::now());
+        let now = registry::unix_ms(SystemTime::now());
+        assert_eq!(heartbeat_age_ms(&from_dns, now), None);
+        let from_file = Record {
+            modified_ms: now - 1500,
+            ..from_dns
+        };
+        assert_eq!(heartbeat_age_ms(&from_file, now), Some(1500));
+        let node = NodeStatus {
+            name: "d1@127.0.0.1".into(),
+            address: Some("127.0.0.1:4000".into()),
+            alive: true,
+            rtt: Some(Duration::from_micros(80)),
+            heartbeat_age_ms: None,
+            reason: None,
+        };
+        assert!(to_json(std::slice::from_ref(&node)).contains("\"heartbeat_age_ms\": null"));
+        let mut table = Vec::new();
+        write_table(&[node], &mut table).expect("table");
+        let row = String::from_utf8(table).expect("utf-8");
+        let row = row.lines().nth(1).expect("a row");
+        assert_eq!(row.split_whitespace().nth(4), Some("-"), "{row}");
     }
 }

@@ -1,9 +1,12 @@
 //! The command line: help, version, bad input, configuration sources, the
-//! default identity.
+//! default identity, what `status` says, and `run.sh`'s own answers.
 
+use std::net::Ipv4Addr;
+use std::process::Command;
 use std::time::Duration;
 
-use crate::util::{Node, TempDir, pulse_cmd, registry_names, wait_until};
+use crate::util::dns_server::DnsServer;
+use crate::util::{Node, TempDir, free_port, pulse_cmd, registry_names, wait_for, wait_until};
 
 #[test]
 fn help_and_version_exit_zero() {
@@ -27,7 +30,7 @@ fn help_and_version_exit_zero() {
 }
 
 #[test]
-fn bad_input_gives_a_reason_the_usage_and_exit_2() {
+fn bad_input_gives_a_reason_a_pointer_to_help_and_exit_2() {
     let dir = TempDir::new("badflags");
     for (args, reason) in [
         (&["--interval", "abc"][..], "--interval: expected"),
@@ -41,12 +44,26 @@ fn bad_input_gives_a_reason_the_usage_and_exit_2() {
             "must be letters",
         ),
         (&["--timeout", "0"], "timeout: must be"),
+        (
+            &["--port", "99999"],
+            "--port: expected a port number from 0 to 65535",
+        ),
+        (&["--name", "bad"], "'bad' is not a node name"),
+        (
+            &["--cookie", ""],
+            "cookie must be 1 to 255 printable characters",
+        ),
     ] {
         let out = pulse_cmd(&dir).args(args).output().expect("run");
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
-        let first = err.lines().next().unwrap_or("");
-        assert!(first.contains(reason), "{args:?}: first line {first:?}");
+        // The reason stays on the screen: no usage scrolls it away.
+        let lines: Vec<&str> = err.lines().collect();
+        assert!(
+            matches!(&lines[..], [first, help] if first.contains(reason) && help.contains("pulse --help")),
+            "{args:?}: {err}"
+        );
+        assert!(out.stdout.is_empty(), "{args:?}");
     }
     // A bad environment value is reported by its variable's name.
     let out = pulse_cmd(&dir)
@@ -183,13 +200,216 @@ fn an_unusable_registry_or_log_is_a_clear_error() {
             .output()
             .expect("run")
     };
-    // The registry path is a file: nothing can be registered there.
-    let out = run(&file.join("sub"), &dir.log_file());
-    assert_eq!(out.status.code(), Some(1));
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("cannot write to the registry"), "{text}");
+    let file_shown = file.display().to_string();
+    // The registry path is a file, or under one: nothing can be registered
+    // there. The error names it and what to do, on stderr.
+    for sync in [file.clone(), file.join("sub")] {
+        let out = run(&sync, &dir.log_file());
+        assert_eq!(out.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("cannot write to the registry")
+                && err.contains(&file_shown)
+                && err.contains("not a directory; remove it or give --sync-dir"),
+            "{err}"
+        );
+        assert!(
+            !String::from_utf8_lossy(&out.stdout).contains("[error]"),
+            "an error on stdout"
+        );
+        // `status` says the same of it.
+        let out = pulse_cmd(&dir)
+            .args(["status", "--cookie", "c"])
+            .arg("--sync-dir")
+            .arg(&sync)
+            .output()
+            .expect("run");
+        assert_eq!(out.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&file_shown) && err.contains("give --sync-dir"),
+            "{err}"
+        );
+    }
     // The log's directory is a file.
     let out = run(&dir.sync_dir(), &file.join("cluster.log"));
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot create log directory"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot create log directory")
+            && err.contains(&file_shown)
+            && err.contains("give --log-file"),
+        "{err}"
+    );
+}
+
+/// `status` in DNS mode: its records come from no file, so the heartbeat's
+/// age is unknown (`-`, `null`), not the time since 1970.
+#[test]
+fn status_in_dns_mode_has_no_heartbeat_age() {
+    let dir = TempDir::new("dns-age");
+    let dns = DnsServer::start();
+    dns.set("age.test", &[Ipv4Addr::new(127, 1, 20, 1)]);
+    let port = free_port().to_string();
+    let common = |cmd: &mut Command| {
+        cmd.args([
+            "--cookie",
+            "c",
+            "--registry",
+            &format!("dns:age.test:{port}"),
+        ])
+        .args(["--dns-server", &dns.addr.to_string()]);
+    };
+    let mut cmd = pulse_cmd(&dir);
+    cmd.args(["--name", "a1@127.1.20.1", "--port", &port, "--epmd", "off"])
+        .args(["--log-file", "-", "--interval", "200"]);
+    common(&mut cmd);
+    let node = Node::spawn("a1@127.1.20.1", cmd);
+    wait_for(
+        "a1 to list itself",
+        Duration::from_secs(9),
+        &[&node],
+        || node.sees_all_alive(&["a1@127.1.20.1"]),
+    );
+    let status = |json: bool| {
+        let mut cmd = pulse_cmd(&dir);
+        cmd.args(["status", "--ip", "127.1.20.9"]);
+        if json {
+            cmd.arg("--json");
+        }
+        common(&mut cmd);
+        let out = cmd.output().expect("run");
+        assert_eq!(out.status.code(), Some(0), "{}", node.dump());
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let text = status(false);
+    let row = text
+        .lines()
+        .find(|l| l.starts_with("a1@127.1.20.1"))
+        .unwrap_or_else(|| panic!("no row for a1:\n{text}"));
+    // NAME ADDRESS ALIVE RTT AGE
+    assert_eq!(row.split_whitespace().nth(4), Some("-"), "{text}");
+    let json = status(true);
+    assert!(json.contains("\"heartbeat_age_ms\": null"), "{json}");
+}
+
+/// `status` with no cookie makes no `~/.erlang.cookie` (a new random one
+/// matches no node), and when nodes refuse the cookie of a file, it names
+/// that file.
+#[test]
+fn status_says_which_cookie_file_nodes_refused() {
+    let dir = TempDir::new("status-cookie");
+    let node = Node::start(&dir, "c1@127.0.0.1", "right", &["--epmd", "off"]);
+    wait_for(
+        "c1 to list itself",
+        Duration::from_secs(9),
+        &[&node],
+        || node.sees_all_alive(&["c1@127.0.0.1"]),
+    );
+    let cookie_file = dir.path().join(".erlang.cookie");
+    let status = || {
+        pulse_cmd(&dir)
+            .args(["status", "--ip", "127.0.0.1"])
+            .arg("--sync-dir")
+            .arg(dir.sync_dir())
+            .output()
+            .expect("run")
+    };
+    let out = status();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains(&cookie_file.display().to_string()), "{err}");
+    assert!(
+        !cookie_file.exists(),
+        "status made {}",
+        cookie_file.display()
+    );
+    std::fs::write(&cookie_file, "wrong").expect("cookie file");
+    let owner_only = std::os::unix::fs::PermissionsExt::from_mode(0o400);
+    std::fs::set_permissions(&cookie_file, owner_only).expect("chmod");
+    let out = status();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("bad cookie"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(
+        err.contains(&format!(
+            "refused the cookie read from {}",
+            cookie_file.display()
+        )),
+        "{err}"
+    );
+}
+
+/// `run.sh` with `fake` first on PATH: stand-ins for `docker` and `cargo`
+/// that log their arguments, so no engine or build is needed.
+fn run_sh(dir: &TempDir, args: &[&str]) -> (Option<i32>, String, String) {
+    let fake = dir.path().join("fake-bin");
+    std::fs::create_dir_all(&fake).expect("fake bin");
+    let calls = dir.path().join("calls");
+    // An engine that runs nothing of ours; `compose down` then complains
+    // as the real one does.
+    let docker = r#"#!/bin/sh
+echo "docker $*" >> "$CALLS"
+case "$1 $2" in
+"info "*) echo 20.10.24 ;;
+"compose version") echo "Docker Compose version v2.0.0" ;;
+"compose "*) case "$*" in *" down"*) echo "Network pulse_default not found." >&2 ;; esac ;;
+esac
+exit 0
+"#;
+    let cargo = "#!/bin/sh\necho \"cargo $*\" >> \"$CALLS\"\n";
+    for (name, text) in [("docker", docker), ("cargo", cargo)] {
+        let path = fake.join(name);
+        std::fs::write(&path, text).expect("fake");
+        let exec = std::os::unix::fs::PermissionsExt::from_mode(0o755);
+        std::fs::set_permissions(&path, exec).expect("chmod");
+    }
+    let path = format!(
+        "{}:{}",
+        fake.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/run.sh"))
+        .args(args)
+        .env_clear()
+        .env("PATH", path)
+        .env("HOME", dir.path())
+        .env("CALLS", &calls)
+        .env("PULSE_HOST_DIR", dir.path())
+        .output()
+        .expect("run run.sh");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let calls = std::fs::read_to_string(&calls).unwrap_or_default();
+    (out.status.code(), text, calls)
+}
+
+#[test]
+fn run_sh_answers_a_mistyped_command_itself() {
+    let dir = TempDir::new("runsh-verb");
+    let (code, text, calls) = run_sh(&dir, &["clustr", "3"]);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(
+        text.contains("run.sh: unknown command 'clustr'") && text.contains("./run.sh help"),
+        "{text}"
+    );
+    assert!(!text.contains("Usage: pulse"), "{text}");
+    assert!(!calls.contains("cargo"), "built for a typo: {calls}");
+}
+
+#[test]
+fn run_sh_down_with_nothing_running_says_so_quietly() {
+    let dir = TempDir::new("runsh-down");
+    let (code, text, calls) = run_sh(&dir, &["down"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(!text.contains("not found"), "{text}");
+    assert!(text.contains("nothing of pulse's is running"), "{text}");
+    assert!(!calls.contains(" down"), "{calls}");
 }

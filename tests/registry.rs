@@ -401,3 +401,125 @@ fn a_foreign_entry_caught_mid_write_stays_listed_without_events() {
         assert_eq!(node.count_containing(word), 0, "{word}:\n{}", node.dump());
     }
 }
+
+/// Whether the tests run as root, who can act as another user.
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|ids| ids.split_whitespace().nth(1))
+        == Some("0")
+}
+
+/// `pulse ARGS` run as `uid` (through setpriv), in the clean environment
+/// of [`crate::util::pulse_cmd`].
+fn pulse_as(dir: &TempDir, uid: u32) -> Command {
+    let base = crate::util::pulse_cmd(dir);
+    let mut cmd = Command::new("setpriv");
+    let id = uid.to_string();
+    cmd.args(["--reuid", &id, "--regid", &id, "--clear-groups"])
+        .arg(base.get_program())
+        .env_clear();
+    for (key, value) in base.get_envs() {
+        if let Some(value) = value {
+            cmd.env(key, value);
+        }
+    }
+    cmd
+}
+
+/// The quick start after the containers ran: they made the shared dirs,
+/// and a node of another user (a person on the host) runs in them too.
+#[test]
+fn dirs_a_node_makes_are_for_every_user_as_tmp_is() {
+    let test = "dirs_a_node_makes_are_for_every_user_as_tmp_is";
+    let dir = TempDir::new("shared-dirs");
+    let tmp = dir.path().join("tmp");
+    let sd = tmp.join("sync_dir");
+    let log = tmp.join("log").join("cluster.log");
+    let args = |name: &str| -> Vec<String> {
+        let mut args: Vec<String> = ["--name", name, "--cookie", "c"]
+            .into_iter()
+            .chain(SOLO.iter().copied())
+            .map(String::from)
+            .collect();
+        args.extend(["--sync-dir".into(), sd.display().to_string()]);
+        args.extend(["--log-file".into(), log.display().to_string()]);
+        args
+    };
+    let mut cmd = crate::util::pulse_cmd(&dir);
+    cmd.args(args("s1@127.0.0.1"));
+    let s1 = Node::spawn("s1@127.0.0.1", cmd);
+    wait_for("s1 to list itself", Duration::from_secs(9), &[&s1], || {
+        s1.sees_all_alive(&["s1@127.0.0.1"])
+    });
+    let mode = |p: &Path| {
+        std::fs::metadata(p)
+            .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+            .permissions()
+            .mode()
+            & 0o7777
+    };
+    for made in [&tmp, &sd, &tmp.join("log")] {
+        assert_eq!(mode(made), 0o1777, "{}", made.display());
+    }
+    assert_eq!(mode(&log), 0o666);
+    if !require_root(test) || !crate::util::require("setpriv", test) {
+        return;
+    }
+    let mut cmd = pulse_as(&dir, 65534);
+    cmd.args(args("s2@127.0.0.1"));
+    let s2 = Node::spawn("s2@127.0.0.1", cmd);
+    let both = ["s1@127.0.0.1", "s2@127.0.0.1"];
+    wait_for(
+        "s1 and s2 to list both",
+        Duration::from_secs(9),
+        &[&s1, &s2],
+        || s1.sees_all_alive(&both) && s2.sees_all_alive(&both),
+    );
+    let log_text = std::fs::read_to_string(&log).expect("log");
+    assert!(log_text.contains("] s2@127.0.0.1["), "{log_text}");
+}
+
+/// A registry dir this user may not write (the containers' dir, mode 0755,
+/// for a person on the host): the error names it and the fix, on stderr.
+#[test]
+fn a_registry_this_user_may_not_write_is_named_with_the_fix() {
+    let dir = TempDir::new("denied");
+    let sd = dir.sync_dir();
+    std::fs::create_dir_all(&sd).expect("sync dir");
+    let mut cmd = if is_root() {
+        if !crate::util::require(
+            "setpriv",
+            "a_registry_this_user_may_not_write_is_named_with_the_fix",
+        ) {
+            return;
+        }
+        std::os::unix::fs::chown(&sd, Some(65532), Some(65532)).expect("chown");
+        std::fs::set_permissions(&sd, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        pulse_as(&dir, 65534)
+    } else {
+        std::fs::set_permissions(&sd, std::fs::Permissions::from_mode(0o555)).expect("chmod");
+        crate::util::pulse_cmd(&dir)
+    };
+    let out = cmd
+        .args(["--name", "d1@127.0.0.1", "--cookie", "c", "--log-file", "-"])
+        .args(SOLO)
+        .arg("--sync-dir")
+        .arg(&sd)
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    for part in [
+        &format!("{}: Permission denied", sd.display()),
+        "belongs to uid",
+        &format!("chmod 1777 {}", sd.display()),
+        "give --sync-dir",
+    ] {
+        assert!(err.contains(part), "{part}: {err}");
+    }
+    // Let the temp dir go.
+    let _ = std::fs::set_permissions(&sd, std::fs::Permissions::from_mode(0o755));
+}

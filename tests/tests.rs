@@ -9,6 +9,7 @@ mod epmd;
 mod erlang;
 mod faults;
 mod forged;
+mod fresh_epmd;
 mod hostile;
 mod links;
 mod mixed;

@@ -54,7 +54,8 @@ Options (flags win over the environment):
 With no name, the node is called md5(`date -Ins`)[..10]@ADDR, ADDR being
 --ip or the first non-loopback IPv4 address. A name's host is looked up in
 /etc/hosts, then by the system resolver. With no cookie, the cookie is
-read from $HOME/.erlang.cookie, which is created when missing.
+read from $HOME/.erlang.cookie, which a node creates when missing (status
+and health do not: a new random cookie would match no node).
 
 Exit codes: 0 ok; 1 runtime failure (status: some node is down;
 watch --once: some link is down); 2 bad usage; 130 stopped by a second
@@ -172,6 +173,9 @@ pub struct Config {
     pub port: u16,
     /// The shared secret.
     pub cookie: String,
+    /// The file the cookie was read from (`None`: given as such), so that a
+    /// cookie every node refuses can be traced to its file.
+    pub cookie_file: Option<PathBuf>,
     /// The registry directory (unused in DNS mode).
     pub sync_dir: PathBuf,
     /// Peers from DNS instead of the directory.
@@ -236,16 +240,16 @@ where
             "--name" => out.name = Some(value()?),
             "--sname" => out.sname = Some(value()?),
             "--ip" => out.ip = Some(ip_value(&flag, &value()?)?),
-            "--port" => out.port = Some(number(&flag, &value()?)?),
+            "--port" => out.port = Some(port_value(&flag, &value()?)?),
             "--cookie" => out.cookie = Some(value()?),
             "--cookie-file" => out.cookie_file = Some(value()?.into()),
             "--sync-dir" => out.set_registry(Registry::Dir(value()?.into())),
             "--registry" => out.set_registry(registry_value(&flag, &value()?)?),
             "--dns-server" => out.dns_server = Some(server_value(&flag, &value()?)?),
             "--log-file" => out.log_file = Some(value()?.into()),
-            "--interval" => out.interval_ms = Some(number(&flag, &value()?)?),
-            "--timeout" => out.timeout_ms = Some(number(&flag, &value()?)?),
-            "--ttl" => out.ttl_ms = Some(number(&flag, &value()?)?),
+            "--interval" => out.interval_ms = Some(millis(&flag, &value()?)?),
+            "--timeout" => out.timeout_ms = Some(millis(&flag, &value()?)?),
+            "--ttl" => out.ttl_ms = Some(millis(&flag, &value()?)?),
             "--epmd" => out.epmd = Some(value()?.parse().map_err(|e| format!("{flag}: {e}"))?),
             "--json" => out.json = true,
             "--once" => out.once = true,
@@ -274,7 +278,7 @@ where
         out.ip = env_value(&env, "PULSE_IP", ip_value)?;
     }
     if out.port.is_none() {
-        out.port = env_value(&env, "PULSE_PORT", number)?;
+        out.port = env_value(&env, "PULSE_PORT", port_value)?;
     }
     if out.cookie.is_none() && out.cookie_file.is_none() {
         out.cookie = env_value(&env, "PULSE_COOKIE", text)?;
@@ -296,18 +300,18 @@ where
         out.log_file = env_value(&env, "PULSE_LOG_FILE", path)?;
     }
     if out.interval_ms.is_none() {
-        out.interval_ms = env_value(&env, "PULSE_INTERVAL_MS", number)?;
+        out.interval_ms = env_value(&env, "PULSE_INTERVAL_MS", millis)?;
     }
     if out.timeout_ms.is_none() {
-        out.timeout_ms = env_value(&env, "PULSE_TIMEOUT_MS", number)?;
+        out.timeout_ms = env_value(&env, "PULSE_TIMEOUT_MS", millis)?;
     }
     if out.ttl_ms.is_none() {
-        out.ttl_ms = env_value(&env, "PULSE_TTL_MS", number)?;
+        out.ttl_ms = env_value(&env, "PULSE_TTL_MS", millis)?;
     }
     if out.epmd.is_none() {
         out.epmd = env_value(&env, "PULSE_EPMD", mode)?;
     }
-    out.epmd_port = env_value(&env, "ERL_EPMD_PORT", number)?;
+    out.epmd_port = env_value(&env, "ERL_EPMD_PORT", port_value)?;
     out.home = env_value(&env, "HOME", path)?;
     out.no_color = env("NO_COLOR").is_some_and(|v| !v.is_empty());
     // A malformed width is no reason to refuse: the terminal's is used.
@@ -339,10 +343,25 @@ fn env_value<T>(
         .transpose()
 }
 
-fn number<T: std::str::FromStr>(flag: &str, v: &str) -> Result<T, String> {
+/// A TCP port. The message gives the range: "a whole number" would not
+/// say what is wrong with 99999.
+fn port_value(flag: &str, v: &str) -> Result<u16, String> {
     v.trim()
         .parse()
-        .map_err(|_| format!("{flag}: expected a non-negative whole number, got '{v}'"))
+        .map_err(|_| format!("{flag}: expected a port number from 0 to 65535, got '{v}'"))
+}
+
+/// A duration in whole milliseconds; the ranges are checked later, where
+/// the interval is known.
+fn millis(flag: &str, v: &str) -> Result<u64, String> {
+    let digits = v.trim();
+    digits.parse().map_err(|_| {
+        if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+            format!("{flag}: {digits} ms is out of range")
+        } else {
+            format!("{flag}: expected milliseconds as a whole number, got '{v}'")
+        }
+    })
 }
 
 /// Where peers are found, as `--registry` gives it.
@@ -452,11 +471,13 @@ impl Args {
         };
         let name: NodeName = name_text.parse()?;
         let interval = Duration::from_millis(self.interval_ms());
+        let (cookie, cookie_file) = self.cookie()?;
         Ok(Config {
             name,
             ip,
             port: self.port.unwrap_or(0),
-            cookie: self.cookie()?,
+            cookie,
+            cookie_file,
             sync_dir: self
                 .sync_dir
                 .clone()
@@ -476,21 +497,51 @@ impl Args {
     }
 
     /// The cookie: given, read from the given file, or Erlang's own file in
-    /// the home directory (created with a random cookie when missing).
-    fn cookie(&self) -> Result<String, String> {
-        let cookie = if let Some(c) = &self.cookie {
-            c.clone()
+    /// the home directory (created with a random cookie when missing), with
+    /// the file it came from. `status` and `health` never create it: a new
+    /// random cookie would match no node.
+    fn cookie(&self) -> Result<(String, Option<PathBuf>), String> {
+        let (cookie, file) = if let Some(c) = &self.cookie {
+            (c.clone(), None)
         } else if let Some(path) = &self.cookie_file {
-            read_cookie(path)?
+            (read_cookie(path)?, Some(path.clone()))
         } else if let Some(home) = &self.home {
-            erlang_cookie(&home.join(".erlang.cookie"))?
+            let path = home.join(".erlang.cookie");
+            let cookie = if matches!(self.command(), Command::Status | Command::Health) {
+                if !path.exists() {
+                    return Err(format!(
+                        "no cookie: {} does not exist (a new random one would match no node); \
+                         give the cluster's cookie with --cookie or PULSE_COOKIE",
+                        path.display()
+                    ));
+                }
+                read_cookie(&path)?
+            } else {
+                erlang_cookie(&path)?
+            };
+            (cookie, Some(path))
         } else {
             return Err("no cookie: give --cookie or --cookie-file, or set HOME so $HOME/.erlang.cookie can be used".into());
         };
-        if cookie.is_empty() || cookie.len() > 255 || cookie.chars().any(char::is_control) {
-            return Err("cookie: must be 1 to 255 printable characters".into());
+        let problem = if cookie.is_empty() {
+            Some("it is empty".to_string())
+        } else if cookie.len() > 255 {
+            Some(format!("it has {} bytes", cookie.len()))
+        } else if cookie.chars().any(char::is_control) {
+            Some("it holds a control character".to_string())
+        } else {
+            None
+        };
+        if let Some(problem) = problem {
+            let from = match &file {
+                Some(path) => format!("the cookie in {}", path.display()),
+                None => "the cookie".to_string(),
+            };
+            return Err(format!(
+                "{from} must be 1 to 255 printable characters, but {problem}"
+            ));
         }
-        Ok(cookie)
+        Ok((cookie, file))
     }
 }
 
@@ -498,12 +549,16 @@ impl Args {
 /// write is refused: the cookie is the cluster's only secret.
 fn read_cookie(path: &Path) -> Result<String, String> {
     use std::os::unix::fs::PermissionsExt;
-    let meta = fs::metadata(path).map_err(|e| format!("cookie file {}: {e}", path.display()))?;
-    if !meta.is_file() {
-        return Err(format!(
-            "cookie file {}: not a regular file",
+    let unusable = |why: &dyn std::fmt::Display| {
+        format!(
+            "cookie file {}: {why}; give a readable file with --cookie-file, or the cookie \
+             itself with --cookie",
             path.display()
-        ));
+        )
+    };
+    let meta = fs::metadata(path).map_err(|e| unusable(&e))?;
+    if !meta.is_file() {
+        return Err(unusable(&"not a regular file"));
     }
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
@@ -512,8 +567,7 @@ fn read_cookie(path: &Path) -> Result<String, String> {
             path.display()
         ));
     }
-    let text =
-        fs::read_to_string(path).map_err(|e| format!("cookie file {}: {e}", path.display()))?;
+    let text = fs::read_to_string(path).map_err(|e| unusable(&e))?;
     Ok(text.trim().to_string())
 }
 
@@ -539,7 +593,10 @@ fn erlang_cookie(path: &Path) -> Result<String, String> {
         Ok(()) => Ok(cookie),
         // Another node created it at the same moment: use theirs.
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => read_cookie(path),
-        Err(e) => Err(format!("cannot create cookie file {}: {e}", path.display())),
+        Err(e) => Err(format!(
+            "cannot create cookie file {}: {e}; give the cookie with --cookie or --cookie-file",
+            path.display()
+        )),
     }
 }
 

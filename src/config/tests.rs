@@ -203,3 +203,63 @@ fn no_cookie_anywhere_is_a_clear_error() {
     let a = parse_with(&["--name", "a@127.0.0.1"], &[]).expect("ok");
     assert!(a.resolve().expect_err("no cookie").contains("no cookie"));
 }
+
+#[test]
+fn a_bad_number_says_what_would_do() {
+    for (args, want) in [
+        (
+            &["--port", "99999"][..],
+            "--port: expected a port number from 0 to 65535, got '99999'",
+        ),
+        (&["--port", "-1"], "from 0 to 65535"),
+        (
+            &["--interval", "abc"],
+            "--interval: expected milliseconds as a whole number",
+        ),
+        (
+            &["--ttl", "99999999999999999999999"],
+            "--ttl: 99999999999999999999999 ms is out of range",
+        ),
+    ] {
+        let err = parse_with(args, &[]).expect_err(want);
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+    let err = parse_with(&[], &[("ERL_EPMD_PORT", "70000")]).expect_err("bad port");
+    assert!(
+        err.starts_with("ERL_EPMD_PORT: expected a port number"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_bad_cookie_names_its_file_and_status_makes_no_cookie_file() {
+    let dir = std::env::temp_dir().join(format!("pulse-cookie-status-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).expect("dir");
+    let home = dir.to_string_lossy().to_string();
+    let file = dir.join(".erlang.cookie");
+    for command in ["status", "health"] {
+        let err = parse_with(&[command, "--ip", "127.0.0.1"], &[("HOME", &home)])
+            .and_then(|a| a.resolve())
+            .expect_err("no cookie file, none made");
+        assert!(
+            err.contains(&file.display().to_string()) && err.contains("--cookie"),
+            "{err}"
+        );
+        assert!(!file.exists(), "{command} made {}", file.display());
+    }
+    // A node makes it, and says where its cookie came from.
+    let c = parse_with(&["--name", "a@127.0.0.1"], &[("HOME", &home)])
+        .and_then(|a| a.resolve())
+        .expect("made");
+    assert_eq!(c.cookie_file.as_deref(), Some(file.as_path()));
+    let c = parse_with(&["status", "--ip", "127.0.0.1"], &[("HOME", &home)])
+        .and_then(|a| a.resolve())
+        .expect("read");
+    assert_eq!(c.cookie_file.as_deref(), Some(file.as_path()));
+    let err = parse_with(&["--name", "a@127.0.0.1", "--cookie", ""], &[])
+        .and_then(|a| a.resolve())
+        .expect_err("empty");
+    assert!(err.contains("it is empty"), "{err}");
+    fs::remove_dir_all(&dir).expect("cleanup");
+}

@@ -1,5 +1,6 @@
-//! The console: stdout (and stderr for problems with the log itself), fed
-//! by one thread so that a console nobody reads never holds up the node.
+//! The console: stdout (stderr for error lines and problems with the log
+//! itself), fed by one thread so that a console nobody reads never holds up
+//! the node.
 //!
 //! A paused terminal or a full pipe blocks `write` for as long as it likes.
 //! Lines are queued to the `pulse-console` thread without waiting; while
@@ -22,7 +23,7 @@ const QUEUE: usize = 256;
 pub enum Stream {
     /// Log lines.
     Stdout,
-    /// Problems with the log itself.
+    /// Error lines, and problems with the log itself.
     Stderr,
 }
 

@@ -9,9 +9,11 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
+
+use crate::registry::shared;
 
 /// What happened to a line, for the console to hear about.
 #[derive(Debug, PartialEq, Eq)]
@@ -42,8 +44,8 @@ impl LogFile {
     pub fn open(path: &Path) -> Result<LogFile, String> {
         create_dir(path).map_err(|e| {
             format!(
-                "cannot create log directory {}: {e}",
-                parent(path).display()
+                "cannot create log directory {}",
+                shared::explain(parent(path), &e, "--log-file")
             )
         })?;
         let mut log = LogFile {
@@ -53,8 +55,12 @@ impl LogFile {
             dropped: 0,
             root: is_root(),
         };
-        log.reopen()
-            .map_err(|e| format!("cannot open log file {}: {e}", path.display()))?;
+        log.reopen().map_err(|e| {
+            format!(
+                "cannot open log file {}",
+                shared::explain(path, &e, "--log-file")
+            )
+        })?;
         Ok(log)
     }
 
@@ -65,12 +71,32 @@ impl LogFile {
         // Non-blocking, so a log that is a FIFO or a pipe whose reader
         // stalls drops lines instead of stopping the round thread that
         // writes them (a regular file ignores the flag).
-        let open = || {
+        let append = || {
             OpenOptions::new()
-                .create(true)
                 .append(true)
                 .custom_flags(libc::O_NONBLOCK)
                 .open(&self.path)
+        };
+        // A file we make is for every user's nodes, as its dir is.
+        let open = || match append() {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                match OpenOptions::new()
+                    .append(true)
+                    .create_new(true)
+                    .mode(0o666)
+                    .custom_flags(libc::O_NONBLOCK)
+                    .open(&self.path)
+                {
+                    Ok(file) => {
+                        // Past the umask; a file system without modes keeps its own.
+                        let _ = file.set_permissions(fs::Permissions::from_mode(0o666));
+                        Ok(file)
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => append(),
+                    Err(e) => Err(e),
+                }
+            }
+            other => other,
         };
         let file = match open() {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -141,7 +167,7 @@ fn parent(path: &Path) -> &Path {
 }
 
 fn create_dir(path: &Path) -> io::Result<()> {
-    fs::create_dir_all(parent(path))
+    shared::create_dir(parent(path))
 }
 
 /// Whether this process runs as root.
@@ -228,6 +254,16 @@ mod tests {
         assert_eq!(log.write_line(b"c\n"), Note::Recovered(2));
         assert_eq!(fs::read_to_string(&path).expect("read"), "c\n");
         let _ = fs::remove_dir_all(dir.parent().expect("dir"));
+    }
+
+    #[test]
+    fn a_log_it_makes_is_for_every_users_nodes() {
+        let path = temp_path("shared");
+        let _log = LogFile::open(&path).expect("open");
+        let mode = |p: &Path| fs::metadata(p).expect("made").permissions().mode() & 0o7777;
+        assert_eq!(mode(&path), 0o666);
+        assert_eq!(mode(parent(&path)), shared::SHARED_MODE);
+        let _ = fs::remove_dir_all(path.parent().and_then(Path::parent).expect("dir"));
     }
 
     #[test]

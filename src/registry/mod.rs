@@ -35,8 +35,20 @@ const WARN_EACH_UP_TO: usize = 5;
 
 pub mod own;
 mod record;
+pub mod shared;
 
 pub use record::{Record, unix_ms};
+
+/// An error listing the registry `dir`, naming it and saying what to do.
+pub fn listing_error(dir: &Path, e: &io::Error) -> io::Error {
+    io::Error::new(
+        e.kind(),
+        format!(
+            "cannot list the registry: {}",
+            shared::explain(dir, e, "--sync-dir")
+        ),
+    )
+}
 
 /// How long an entry's text is trusted while only its heartbeat moves.
 ///

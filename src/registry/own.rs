@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
-use super::{MAX_RECORD, Record, open_untrusted};
+use super::{MAX_RECORD, Record, open_untrusted, shared};
 
 /// How long a claim waits for another node's claim in the same directory
 /// (which may be judging a holder by pinging it).
@@ -81,7 +81,21 @@ impl OwnEntry {
         record: &Record,
         judge: impl FnOnce(&Holder) -> Option<String>,
     ) -> Result<OwnEntry, ClaimError> {
-        fs::create_dir_all(dir)?;
+        OwnEntry::claim_in(dir, record, judge).map_err(|e| match e {
+            ClaimError::Io(e) => ClaimError::Io(io::Error::new(
+                e.kind(),
+                shared::explain(dir, &e, "--sync-dir"),
+            )),
+            taken => taken,
+        })
+    }
+
+    fn claim_in(
+        dir: &Path,
+        record: &Record,
+        judge: impl FnOnce(&Holder) -> Option<String>,
+    ) -> Result<OwnEntry, ClaimError> {
+        shared::create_dir(dir)?;
         check_dir_is_safe(dir)?;
         let _dir_lock = lock_dir(dir)?;
         let path = dir.join(record.name.as_str());
@@ -94,6 +108,19 @@ impl OwnEntry {
                 }
                 // Stale, or not a file at all: unlinking never follows a link.
                 match fs::remove_file(&path) {
+                    // In a shared dir only an entry's owner may remove it.
+                    Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                        return Err(ClaimError::Io(io::Error::new(
+                            e.kind(),
+                            format!(
+                                "{}: the stale entry of an earlier node under our name belongs \
+                                 to uid {} and cannot be removed by this user ({e}); remove it \
+                                 as that user, or run this node under another name",
+                                path.display(),
+                                meta.uid()
+                            ),
+                        )));
+                    }
                     Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e.into()),
                     _ => {}
                 }

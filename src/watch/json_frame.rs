@@ -58,6 +58,15 @@ pub fn render(frame: &Frame) -> String {
             .str("event", e.what.word())
             .str("detail", &e.detail)
             .raw("count", e.count);
+        let seen_by = ev.key("seen_by");
+        seen_by.push('[');
+        for (i, by) in e.seen_by.iter().enumerate() {
+            if i > 0 {
+                seen_by.push_str(", ");
+            }
+            json::string(seen_by, by);
+        }
+        seen_by.push(']');
         ev.end();
     }
     events.push(']');

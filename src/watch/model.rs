@@ -46,7 +46,13 @@ pub struct Seen {
     pub detail: String,
     /// How many lines reported it.
     pub count: u32,
+    /// The nodes that logged it, in order, as far as the lines name them
+    /// (at most [`MAX_SEEN_BY`]).
+    pub seen_by: Vec<String>,
 }
+
+/// Observers kept per event: the footer names a few and counts the rest.
+const MAX_SEEN_BY: usize = 8;
 
 /// The state built from the log's lines, in the order they were written.
 #[derive(Default)]
@@ -151,7 +157,14 @@ impl Cluster {
                         && signed_diff(line.time_ms, s.time_ms).abs() < i64::from(SAME_EVENT_MS)
                 });
                 match repeat {
-                    Some(seen) => seen.count += 1,
+                    Some(seen) => {
+                        seen.count += 1;
+                        if let Some(by) = e.seen_by {
+                            if seen.seen_by.len() < MAX_SEEN_BY && !seen.seen_by.contains(&by) {
+                                seen.seen_by.push(by);
+                            }
+                        }
+                    }
                     None => {
                         if self.events.len() == MAX_EVENTS {
                             self.events.pop_front();
@@ -162,6 +175,7 @@ impl Cluster {
                             what: e.what,
                             detail: e.detail,
                             count: 1,
+                            seen_by: e.seen_by.into_iter().collect(),
                         });
                     }
                 }
@@ -254,6 +268,29 @@ mod tests {
             c.add(parse_line(l).unwrap_or_else(|| panic!("parses: {l}")));
         }
         c
+    }
+
+    #[test]
+    fn an_event_names_who_saw_it() {
+        let mut c = cluster(&[
+            "05:10:01.100 [warning] w1@h: node w3@h is down: connection refused",
+            "05:10:01.200 [warning] w2@h: node w3@h is down: connection refused",
+            "05:10:01.300 [warning] w2@h: node w3@h is down: connection refused",
+            "05:10:02.000 [info] w3@h: node w3@h joined",
+        ]);
+        let f = c.frame(0, 3000, 60_000);
+        let seen: Vec<_> = f
+            .events
+            .iter()
+            .map(|e| (e.what, e.count, e.seen_by.clone()))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (What::Down, 3, vec!["w1@h".to_string(), "w2@h".to_string()]),
+                (What::Joined, 1, vec!["w3@h".to_string()]),
+            ]
+        );
     }
 
     #[test]

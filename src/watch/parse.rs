@@ -43,6 +43,8 @@ pub struct Event {
     pub what: What,
     /// The reason or detail after the colon, if any (clipped).
     pub detail: String,
+    /// The node that logged it, when the line names one.
+    pub seen_by: Option<String>,
 }
 
 /// The events a node logs.
@@ -84,8 +86,17 @@ pub fn parse_line(line: &str) -> Option<LogLine> {
     }
     // Older Elixir Loggers pad the level with a second space.
     let message = message.trim_start_matches(' ');
-    let kind = match message.strip_prefix("node ") {
-        Some(event) => Kind::Event(parse_event(event)?),
+    // An event is `node X …`, or `OBSERVER: node X …` as pulse logs it.
+    let observed = message
+        .split_once(": node ")
+        .filter(|(by, _)| is_node_name(by))
+        .map(|(by, event)| (Some(by), event));
+    let kind = match observed.or_else(|| message.strip_prefix("node ").map(|e| (None, e))) {
+        Some((by, event)) => {
+            let mut event = parse_event(event)?;
+            event.seen_by = by.map(str::to_string);
+            Kind::Event(event)
+        }
         None => parse_status(message)?,
     };
     Some(LogLine { time_ms, kind })
@@ -130,6 +141,7 @@ fn parse_event(text: &str) -> Option<Event> {
         node: node.to_string(),
         what,
         detail: detail.chars().take(MAX_DETAIL).collect(),
+        seen_by: None,
     })
 }
 
@@ -243,6 +255,35 @@ mod tests {
         assert_eq!(node, "7c57022cc5@172.19.0.6");
         assert_eq!(l.len(), 3);
         assert!(l.iter().all(|(_, alive)| *alive));
+    }
+
+    #[test]
+    fn an_event_line_may_name_its_observer() {
+        let line = "05:01:13.001 [warning] p1@h: node w3@h is down: timeout (reply)";
+        let Some(LogLine {
+            kind: Kind::Event(e),
+            ..
+        }) = parse_line(line)
+        else {
+            panic!("not an event: {line}");
+        };
+        assert_eq!(
+            (
+                e.node.as_str(),
+                e.what,
+                e.detail.as_str(),
+                e.seen_by.as_deref()
+            ),
+            ("w3@h", What::Down, "timeout (reply)", Some("p1@h"))
+        );
+        // A prefix that is no node name makes no event.
+        assert!(!matches!(
+            parse_line("05:01:13.001 [info] notanode: node w3@h joined"),
+            Some(LogLine {
+                kind: Kind::Event(_),
+                ..
+            })
+        ));
     }
 
     #[test]

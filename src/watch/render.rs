@@ -201,6 +201,11 @@ fn event_line(out: &mut String, e: &Seen, p: &Painter, width: usize) {
         What::Down => format!("node {} is down: {}", e.node, e.detail),
         What::Expired => format!("node {} expired: {}", e.node, e.detail),
     };
+    let text = match e.seen_by.as_slice() {
+        [] => text,
+        [one] if e.count == 1 => format!("{text}, seen by {one}"),
+        [first, ..] => format!("{text}, seen by {first} and {} more", e.count - 1),
+    };
     // One screen line each: the time before and the count after take 24.
     p.paint(out, colour, &clip(&clean(&text), width.saturating_sub(24)));
     if e.count > 1 {

@@ -249,6 +249,7 @@ fn erl_command(otp: &Otp, name_flag: &str, name: &str, cookie: &str, epmd_port: 
 /// against the EPMD on `epmd_port`, listening on loopback only, and returns
 /// what it printed. `CODE` must end with `halt()`; an `erl` still running
 /// after `limit` is killed and what it printed so far is returned.
+#[allow(clippy::too_many_arguments)] // each names one thing of the erl run; a struct would only rename them
 pub fn erl_eval(
     otp: &Otp,
     name_flag: &str,
