@@ -258,8 +258,9 @@ fn a_wrong_cookie_is_false_and_warned_about_sparingly() {
     // whole interval: a slow one on a loaded host would be a timeout, and
     // the next round's bad cookie a second "is down" line.
     let flags = &["--interval", "300", "--timeout", "300"];
-    let a = Node::start(&dir, "k1@127.0.0.1", "one", flags);
-    let b = Node::start(&dir, "k2@127.0.0.1", "two", flags);
+    // Cookies no log line could contain by chance.
+    let a = Node::start(&dir, "k1@127.0.0.1", "cookie-of-k1-q7x", flags);
+    let b = Node::start(&dir, "k2@127.0.0.1", "cookie-of-k2-z9w", flags);
     let ok = wait_until(Duration::from_secs(15), || {
         [&a, &b].iter().all(|n| status_lines(n) >= 8)
     });
@@ -292,7 +293,7 @@ fn a_wrong_cookie_is_false_and_warned_about_sparingly() {
         b.dump()
     );
     assert!(
-        b.output().iter().all(|l| !l.contains("one")),
+        b.output().iter().all(|l| !l.contains("cookie-of-k1-q7x")),
         "the cookie crossed the wire:\n{}",
         b.dump()
     );
