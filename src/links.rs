@@ -12,7 +12,11 @@
 //! to node X is under way, X's attempt to us is refused (`nok`) when our
 //! name sorts after X's, and else accepted (`ok_simultaneous`) and ours
 //! abandoned; when a link to X is already up, X is asked (`alive`) whether
-//! it replaces it.
+//! it replaces it. A second connection under X's name while the first is
+//! still in its handshake goes on as well (OTP settles that one by the
+//! names too): a handshake that never finishes, an impostor's, must not
+//! keep the real X out for its whole deadline. Whichever finishes holds
+//! the link.
 
 use std::collections::HashMap;
 use std::io;
@@ -81,13 +85,14 @@ enum Waited {
     NoAttemptLeft,
 }
 
-/// An attempt to connect under way, ours or the peer's.
+/// An attempt to connect under way, ours or the peer's, by its number: an
+/// attempt that ends clears the mark only if it is still its own.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Pending {
-    /// Our dial, by its number.
+    /// Our dial.
     Dial(u64),
-    /// The peer's connection to us, in its handshake.
-    Inbound,
+    /// The peer's connection to us, in its handshake (the latest of them).
+    Inbound(u64),
 }
 
 /// The links that are up, by peer name, with a version that changes
@@ -134,7 +139,7 @@ struct Table {
     /// Reader threads of the links we opened (the listener joins its own).
     readers: Vec<JoinHandle<()>>,
     closed: bool,
-    next_dial: u64,
+    next_attempt: u64,
 }
 
 /// The link table. Shared state behind a lock, the named exception: the
@@ -274,8 +279,8 @@ impl Links {
                 if table.pending.contains_key(peer) {
                     None
                 } else {
-                    table.next_dial += 1;
-                    let id = table.next_dial;
+                    table.next_attempt += 1;
+                    let id = table.next_attempt;
                     table.failed.remove(peer);
                     table.pending.insert(peer.to_string(), Pending::Dial(id));
                     Some(id)
@@ -399,7 +404,7 @@ impl Links {
         stream: TcpStream,
         deadline: Instant,
     ) -> Result<Arc<Link>, HandshakeError> {
-        let mut marked: Option<String> = None;
+        let mut marked: Option<(String, u64)> = None;
         let admit = |peer: &str| {
             let mut table = self.lock();
             if peer == self.me.name {
@@ -410,23 +415,30 @@ impl Links {
             }
             let admit = match table.pending.get(peer) {
                 _ if table.up.contains_key(peer) => Admit::Alive,
-                Some(Pending::Inbound) => Admit::Refuse,
                 Some(Pending::Dial(_)) if self.me.name.as_str() > peer => Admit::Refuse,
                 Some(Pending::Dial(_)) => Admit::Simultaneous,
-                None => Admit::Ok,
+                // The older one may never finish (see the module's doc).
+                Some(Pending::Inbound(_)) | None => Admit::Ok,
             };
             if admit != Admit::Refuse {
-                table.pending.insert(peer.to_string(), Pending::Inbound);
-                marked = Some(peer.to_string());
+                table.next_attempt += 1;
+                let attempt = table.next_attempt;
+                table
+                    .pending
+                    .insert(peer.to_string(), Pending::Inbound(attempt));
+                marked = Some((peer.to_string(), attempt));
             }
             admit
         };
         let result = link::accept(stream, &self.me, deadline, admit);
         let mut table = self.lock();
-        if let Some(peer) = &marked {
-            if table.pending.get(peer) == Some(&Pending::Inbound) {
-                table.pending.remove(peer);
-            }
+        // A newer connection under the name holds the mark by now: this
+        // one's end says nothing about the attempt a dial may wait on.
+        let still_marked = marked
+            .as_ref()
+            .filter(|(peer, attempt)| table.pending.get(peer) == Some(&Pending::Inbound(*attempt)));
+        if let Some((peer, _)) = still_marked {
+            table.pending.remove(peer);
             // Only a wrong cookie says the peer's attempt will not come back:
             // a peer that hangs up mid-handshake (one asking our name, say)
             // may still be connecting for real.

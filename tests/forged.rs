@@ -14,13 +14,14 @@ pub const FORGED: &str = "\n12:00:00.000 [info] forged@127.0.0.1[\"forged@127.0.
 pub const ESCAPES: &str = "\u{1b}[2J\u{1b}]0;owned\u{7}";
 
 /// Writes one handshake message: a 2-byte length, then the bytes.
-fn send_msg(s: &mut TcpStream, msg: &[u8]) -> std::io::Result<()> {
+pub fn send_msg(s: &mut TcpStream, msg: &[u8]) -> std::io::Result<()> {
     let len = u16::try_from(msg.len()).unwrap_or(u16::MAX);
     s.write_all(&len.to_be_bytes())?;
     s.write_all(msg)
 }
 
-fn read_msg(s: &mut TcpStream) -> std::io::Result<Vec<u8>> {
+/// Reads one handshake message: a 2-byte length, then the bytes.
+pub fn read_msg(s: &mut TcpStream) -> std::io::Result<Vec<u8>> {
     let mut len = [0u8; 2];
     s.read_exact(&mut len)?;
     let mut msg = vec![0; usize::from(u16::from_be_bytes(len))];
@@ -29,7 +30,7 @@ fn read_msg(s: &mut TcpStream) -> std::io::Result<Vec<u8>> {
 }
 
 /// The `send_name` of a version-6 initiator offering the flags OTP 25 needs.
-fn send_name(name: &[u8]) -> Vec<u8> {
+pub fn send_name(name: &[u8]) -> Vec<u8> {
     let mut msg = vec![b'N'];
     msg.extend(0x0107_0F94u64.to_be_bytes());
     msg.extend(1u32.to_be_bytes());

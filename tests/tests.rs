@@ -10,6 +10,7 @@ mod erlang;
 mod faults;
 mod forged;
 mod fresh_epmd;
+mod halfopen;
 mod hostile;
 mod links;
 mod mixed;
