@@ -14,12 +14,18 @@
 #                               a single-node swarm when it is not in one
 #   ./run.sh scale N            grow or shrink the running cluster (or stack)
 #   ./run.sh status             ping every registered node once, print a table
+#                               (no cluster running: the nodes on this host)
 #   ./run.sh logs               follow the shared log (stack: service logs)
 #   ./run.sh watch [FLAGS]      who reaches whom, redrawn every interval, from
 #                               the shared log (pulse watch: --once, --json)
-#   ./run.sh down               stop the cluster and the stack (every node
+#   ./run.sh down               stop the cluster or the stack (every node
 #                               leaves gracefully)
 #   ./run.sh help               this text; `./run.sh --help` is pulse's own
+#
+# scale, status, logs and down say which cluster they act on: the compose
+# project, or the stack when it is pulse's (its service carries the label
+# com.pulse.stack=1; another program's stack of that name is left alone).
+# With both running they ask which: --compose or --stack.
 #
 # Breaking the container cluster on purpose; NODE is a container's index
 # (3, node_3 or node-3) or its node name (md5@address):
@@ -35,11 +41,14 @@
 # holding sync_dir/ and log/; default /tmp as in the recipe), PULSE_COOKIE
 # (default "pulse" for the cluster commands), PULSE_INTERVAL_MS,
 # COMPOSE_PROJECT_NAME (default "pulse", from .env, as for docker-compose),
-# PULSE_STACK (the stack's name, default "pulse").
+# PULSE_STACK (the stack's name, default "pulse"), CARGO_TARGET_DIR (where
+# the host commands look for what cargo built, as cargo itself does).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 musl_target=x86_64-unknown-linux-musl
+# Where cargo puts what it builds, as cargo itself decides it.
+target_dir=${CARGO_TARGET_DIR:-$here/target}
 host_dir=${PULSE_HOST_DIR:-/tmp}
 sync_dir=$host_dir/sync_dir
 log_file=$host_dir/log/cluster.log
@@ -72,10 +81,27 @@ positive() {
 
 # --- building ---------------------------------------------------------------
 
+# built_from_sources BIN: BIN exists and no source is newer than it.
+built_from_sources() {
+    [[ -x $1 ]] &&
+        [[ -z $(find "$here/src" "$here/Cargo.toml" "$here/Cargo.lock" -newer "$1" -print -quit 2>/dev/null) ]]
+}
+
 host_binary() {
-    # cargo itself decides whether anything needs rebuilding.
+    # The static binary of './run.sh build' runs on any Linux of its
+    # architecture: when it is as new as the sources and runs here, it
+    # spares a second build of the same code.
+    local musl=$target_dir/$musl_target/release/pulse bin=$target_dir/release/pulse
+    if built_from_sources "$musl" && "$musl" --version >/dev/null 2>&1; then
+        printf '%s\n' "$musl"
+        return
+    fi
+    # cargo itself decides what needs rebuilding; a build of its own takes
+    # half a minute the first time, so it is said before, not after.
+    built_from_sources "$bin" ||
+        say "building pulse for this host first (cargo build --release; about 30 s the first time)"
     cargo build --release --quiet --manifest-path "$here/Cargo.toml" >&2
-    printf '%s\n' "$here/target/release/pulse"
+    printf '%s\n' "$bin"
 }
 
 musl_binary() {
@@ -178,9 +204,25 @@ follow_log() {
 
 # --- Docker Swarm -------------------------------------------------------------
 
-stack_running() {
-    docker_answers &&
-        docker stack ls --format '{{.Name}}' 2>/dev/null | grep -qxF "$stack"
+# deploy/docker-stack.yml sets this label on the node service. Another
+# program's stack may be called "pulse" too: run.sh acts only on a stack
+# whose service carries the label.
+stack_label=com.pulse.stack
+
+# A stack of that name is deployed, ours or not.
+stack_exists() {
+    docker stack ls --format '{{.Name}}' 2>/dev/null | grep -qxF "$stack"
+}
+
+# The stack is pulse's: its node service is in it and carries our label.
+stack_ours() {
+    [[ $(docker service inspect --format \
+        "{{index .Spec.Labels \"com.docker.stack.namespace\"}} {{index .Spec.Labels \"$stack_label\"}}" \
+        "${stack}_node" 2>/dev/null) == "$stack 1" ]]
+}
+
+stack_tasks() {
+    docker ps -q --filter "label=com.docker.swarm.service.name=${stack}_node"
 }
 
 stack_containers() {
@@ -204,6 +246,9 @@ cmd_stack() {
     *) die "stack: unknown option '$2'" ;;
     esac
     docker_answers || die "no Docker engine answers; 'stack' needs one"
+    if stack_exists && ! stack_ours; then
+        die "a stack '$stack' is deployed that is not pulse's (its service ${stack}_node has no label $stack_label=1): deploying would change it; PULSE_STACK=NAME deploys pulse under another name (a pulse stack from before that label: 'docker stack rm $stack' first)"
+    fi
     state=$(docker info --format '{{.Swarm.LocalNodeState}}')
     if [[ $state == inactive ]]; then
         say "this engine is in no swarm: making it a single-node swarm ('docker swarm leave --force' undoes it)"
@@ -285,13 +330,21 @@ cmd_cluster() {
 }
 
 cmd_scale() {
-    local n=${1:-}
+    cluster_flag "$@"
+    local n=${rest[0]:-}
     positive "$n"
+    [[ ${#rest[@]} -le 1 ]] || die "scale: unknown option '${rest[1]}'"
     docker_answers || die "no Docker engine answers; 'scale' needs the container cluster"
-    if stack_running; then
+    pick_cluster "scale $n" "$flag"
+    case $target in
+    none) die "$(nothing_of_ours): nothing to scale; './run.sh cluster $n' or './run.sh stack $n' starts one" ;;
+    stack)
+        say "scaling the stack '$stack' (service ${stack}_node) to $n tasks"
         docker service scale --detach "${stack}_node=$n" >&2
         return
-    fi
+        ;;
+    esac
+    say "scaling the compose project '$project' to $n nodes"
     # Only the count changes: running nodes are kept as they are even when
     # the sources changed since (a rebuilt image would make compose recreate
     # them all, under new names). The image is built only when missing.
@@ -310,35 +363,141 @@ compose_exists() {
         -n $(docker network ls -q --filter "label=com.docker.compose.project=$project") ]]
 }
 
+# cluster_flag ARGS...: takes --compose or --stack out of ARGS into `flag`;
+# the other arguments are left in `rest`.
+cluster_flag() {
+    flag=
+    rest=()
+    local a
+    for a in "$@"; do
+        case $a in
+        --compose | --stack)
+            if [[ -n $flag && $flag != "$a" ]]; then
+                say "--compose and --stack: one or the other"
+                exit 2
+            fi
+            flag=$a
+            ;;
+        *) rest+=("$a") ;;
+        esac
+    done
+}
+
+# pick_cluster COMMAND FLAG: sets `target` to compose or stack, the cluster
+# of pulse's that COMMAND (as typed, for the hint) acts on, or to none. A
+# FLAG (--compose, --stack) names one; with none and both present, this
+# asks which instead of guessing. A stack of our name that is not ours is
+# never picked, and said to be left alone. Needs a Docker engine.
+pick_cluster() {
+    local command=$1 want=$2 compose=no ours=no foreign=no
+    target=none
+    if compose_exists; then compose=yes; fi
+    if stack_ours; then
+        ours=yes
+    elif stack_exists; then
+        foreign=yes
+    fi
+    if [[ $foreign == yes ]]; then
+        say "the stack '$stack' is not pulse's (its service ${stack}_node has no label $stack_label=1): leaving it alone (PULSE_STACK names pulse's stack)"
+    fi
+    case $want in
+    --compose)
+        [[ $compose == yes ]] || die "$command: the compose project '$project' has no containers or network"
+        target=compose
+        ;;
+    --stack)
+        [[ $ours == yes ]] || die "$command: no stack of pulse's is called '$stack' (PULSE_STACK names it)"
+        target=stack
+        ;;
+    *)
+        if [[ $compose == yes && $ours == yes ]]; then
+            say "both the compose project '$project' and the stack '$stack' are pulse's: say which one, './run.sh $command --compose' or './run.sh $command --stack'"
+            exit 2
+        elif [[ $compose == yes ]]; then
+            target=compose
+        elif [[ $ours == yes ]]; then
+            target=stack
+        fi
+        ;;
+    esac
+}
+
+# What pick_cluster found nothing of, in words.
+nothing_of_ours() {
+    printf "nothing of pulse's is running (no stack of pulse's called '%s', no containers or network of the compose project '%s')" "$stack" "$project"
+}
+
 cmd_down() {
+    cluster_flag "$@"
+    [[ ${#rest[@]} -eq 0 ]] || die "down: unknown option '${rest[0]}'"
     docker_answers || die "no Docker engine answers; nothing to take down (local nodes stop with Ctrl-C)"
-    local any=no
-    if stack_running; then
+    pick_cluster down "$flag"
+    case $target in
+    none) say "$(nothing_of_ours)" ;;
+    stack)
+        say "removing the stack '$stack' (docker stack rm): every task leaves gracefully"
         stack_down
-        any=yes
-    fi
-    if compose_exists; then
+        ;;
+    compose)
+        say "taking down the compose project '$project': every node leaves gracefully"
         compose down --remove-orphans
-        any=yes
-    fi
-    if [[ $any == no ]]; then say "nothing of pulse's is running (no stack '$stack', no containers or network of the project '$project')"; fi
+        ;;
+    esac
 }
 
 cmd_status() {
+    cluster_flag "$@"
     # Inside a container when the cluster runs: no host build needed. Else
     # the host binary (the host also reaches container addresses directly).
-    local id=
+    local id= where
+    target=none
     if docker_answers; then
-        id=$(running_containers | awk 'NR == 1')
-        if [[ -z $id ]] && stack_running; then id=$(stack_containers | awk 'NR == 1'); fi
+        pick_cluster status "$flag"
+        case $target in
+        compose)
+            id=$(running_containers | awk 'NR == 1')
+            where="the compose project '$project'"
+            ;;
+        stack)
+            id=$(stack_tasks | awk 'NR == 1')
+            where="the stack '$stack'"
+            ;;
+        none) where="no compose project '$project' or stack of pulse's runs" ;;
+        esac
+    elif [[ -n $flag ]]; then
+        die "status $flag: no Docker engine answers"
+    else
+        where="no Docker engine answers"
     fi
     if [[ -n $id ]]; then
+        say "status of $where, from inside its container $(docker inspect -f '{{.Name}}' "$id" | sed 's,^/,,')"
         # docker exec, not compose exec: compose picks container #1, which
         # may be the one that was stopped or killed.
-        docker exec "$id" /pulse status
+        docker exec "$id" /pulse status "${rest[@]}"
     else
-        "$(host_binary)" status --sync-dir "$sync_dir"
+        if [[ $target != none ]]; then where="$where has no running container"; fi
+        say "$where: pinging the nodes registered in $sync_dir from this host"
+        "$(host_binary)" status --sync-dir "$sync_dir" "${rest[@]}"
     fi
+}
+
+cmd_logs() {
+    cluster_flag "$@"
+    [[ ${#rest[@]} -eq 0 ]] || die "logs: unknown option '${rest[0]}'"
+    if docker_answers; then
+        pick_cluster logs "$flag"
+        case $target in
+        stack)
+            say "following the logs of the stack '$stack' (service ${stack}_node; Ctrl-C stops following)"
+            exec docker service logs --follow --tail 20 "${stack}_node"
+            ;;
+        compose) say "the compose project '$project' logs to $log_file" ;;
+        none) say "no compose project '$project' or stack of pulse's runs: $log_file has what nodes on this host write" ;;
+        esac
+    elif [[ -n $flag ]]; then
+        die "logs $flag: no Docker engine answers"
+    fi
+    follow_log
 }
 
 # --- breaking the cluster on purpose -----------------------------------------
@@ -396,11 +555,11 @@ cmd_chaos() {
         ;;
     pause)
         docker pause "$node_id" >/dev/null
-        say "paused $node_label: frozen, its pings time out, the others list it false until 'unpause'"
+        say "paused $node_label: frozen, its pings time out, the others list it false until 'unpause'; paused longer than the TTL (5 intervals by default) it expires, and joins again on 'unpause'"
         ;;
     unpause)
         docker unpause "$node_id" >/dev/null
-        say "unpaused $node_label: it runs again and the others list it true at their next round"
+        say "unpaused $node_label: it runs again; the others list it true within an interval plus the timeout, or once the dial backoff (at most 16 s) of a link whose dials timed out is over"
         ;;
     cut)
         net=$(cluster_network)
@@ -413,7 +572,7 @@ cmd_chaos() {
         [[ -n $net ]] || die "the cluster '$project' has no network"
         docker network connect --alias node "$net" "$node_id"
         ip=$(container_ip "$node_id")
-        say "healed $node_label: back on the cluster network at $ip; every line lists it true again at the next round"
+        say "healed $node_label: back on the cluster network at $ip; every line lists it true again within an interval plus the timeout, or once the dial backoff (at most 16 s) of a link whose dials timed out is over"
         # A node's name and listener carry its address: should another
         # container have taken the address meanwhile, this one is unreachable.
         [[ $node_label == *"@$ip)" ]] ||
@@ -456,12 +615,9 @@ build) cmd_build ;;
 cluster) cmd_cluster "${@:2}" ;;
 stack) cmd_stack "${@:2}" ;;
 scale) cmd_scale "${@:2}" ;;
-down) cmd_down ;;
-status) cmd_status ;;
-logs)
-    if stack_running; then exec docker service logs --follow --tail 20 "${stack}_node"; fi
-    follow_log
-    ;;
+down) cmd_down "${@:2}" ;;
+status) cmd_status "${@:2}" ;;
+logs) cmd_logs "${@:2}" ;;
 kill | stop | pause | unpause | cut | heal | restart) cmd_chaos "$@" ;;
 watch) exec "$(host_binary)" watch --log-file "$log_file" "${@:2}" ;;
 help) usage ;;

@@ -413,3 +413,245 @@ fn run_sh_down_with_nothing_running_says_so_quietly() {
     assert!(text.contains("nothing of pulse's is running"), "{text}");
     assert!(!calls.contains(" down"), "{calls}");
 }
+
+/// `run.sh` against a stand-in engine that `fake` describes, as
+/// environment variables: `FAKE_STACK`, a stack of that name deployed;
+/// `FAKE_STACK_LABEL`, its node service's `com.pulse.stack` label (`1` for
+/// ours, empty for another program's); `FAKE_COMPOSE`, the compose project
+/// has a running container. `cargo` "builds" a host binary that only says
+/// how it was called, and `tail` says what it would follow, so nothing
+/// runs for real and nothing waits.
+fn run_sh_on(dir: &TempDir, args: &[&str], fake: &[(&str, &str)]) -> (Option<i32>, String, String) {
+    let bin = dir.path().join("fake-bin");
+    std::fs::create_dir_all(&bin).expect("fake bin");
+    let calls = dir.path().join("calls");
+    let docker = r#"#!/bin/sh
+echo "docker $*" >> "$CALLS"
+case "$*" in
+"info "*) echo 20.10.24 ;;
+"compose version"*) echo "Docker Compose version v2.0.0" ;;
+"stack ls "*) if [ -n "$FAKE_STACK" ]; then echo "$FAKE_STACK"; fi ;;
+"service inspect "*)
+    if [ -z "$FAKE_STACK" ]; then echo "no such service" >&2; exit 1; fi
+    echo "$FAKE_STACK $FAKE_STACK_LABEL" ;;
+"ps -q --filter label=com.docker.swarm.service.name="* | "ps -q --filter label=com.docker.stack.namespace="*)
+    if [ -n "$FAKE_STACK" ]; then echo task1; fi ;;
+"ps -q --filter label=com.docker.compose.project="* | "ps -aq --filter label=com.docker.compose.project="*)
+    if [ -n "$FAKE_COMPOSE" ]; then echo compose1; fi ;;
+"inspect -f {{.Name}} "*) echo "/name-of-$4" ;;
+"exec "*) echo "status from inside $2" ;;
+esac
+exit 0
+"#;
+    let cargo = r#"#!/bin/sh
+echo "cargo $*" >> "$CALLS"
+echo "cargo ran" >&2
+mkdir -p "$CARGO_TARGET_DIR/release"
+printf '#!/bin/sh\necho "host pulse $*"\n' > "$CARGO_TARGET_DIR/release/pulse"
+chmod 755 "$CARGO_TARGET_DIR/release/pulse"
+"#;
+    let tail = "#!/bin/sh\necho \"tail $*\" >> \"$CALLS\"\n";
+    for (name, text) in [("docker", docker), ("cargo", cargo), ("tail", tail)] {
+        let path = bin.join(name);
+        std::fs::write(&path, text).expect("fake");
+        let exec = std::os::unix::fs::PermissionsExt::from_mode(0o755);
+        std::fs::set_permissions(&path, exec).expect("chmod");
+    }
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let _ = std::fs::remove_file(&calls);
+    let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/run.sh"))
+        .args(args)
+        .env_clear()
+        .env("PATH", path)
+        .env("HOME", dir.path())
+        .env("CALLS", &calls)
+        .env("PULSE_HOST_DIR", dir.path())
+        .env("CARGO_TARGET_DIR", dir.path().join("target"))
+        .envs(fake.iter().copied())
+        .output()
+        .expect("run run.sh");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let calls = std::fs::read_to_string(&calls).unwrap_or_default();
+    (out.status.code(), text, calls)
+}
+
+#[test]
+fn run_sh_leaves_another_programs_stack_of_the_same_name_alone() {
+    // A stack called "pulse" without our label, no compose cluster, nodes
+    // on the host: status pings the host's nodes, the rest do nothing.
+    let dir = TempDir::new("runsh-foreign");
+    let foreign = [("FAKE_STACK", "pulse"), ("FAKE_STACK_LABEL", "")];
+    let (code, text, calls) = run_sh_on(&dir, &["status"], &foreign);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        !calls.contains("docker exec"),
+        "ran status in their task: {calls}"
+    );
+    assert!(
+        text.contains("the stack 'pulse' is not pulse's") && text.contains("leaving it alone"),
+        "{text}"
+    );
+    let sync_dir = dir.path().join("sync_dir");
+    assert!(
+        text.contains(&format!(
+            "pinging the nodes registered in {}",
+            sync_dir.display()
+        )) && text.contains(&format!(
+            "host pulse status --sync-dir {}",
+            sync_dir.display()
+        )),
+        "{text}"
+    );
+    let (code, text, calls) = run_sh_on(&dir, &["down"], &foreign);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("nothing of pulse's is running"), "{text}");
+    assert!(
+        !calls.contains("stack rm") && !calls.contains(" down"),
+        "{calls}"
+    );
+    let (code, text, calls) = run_sh_on(&dir, &["scale", "3"], &foreign);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("nothing to scale"), "{text}");
+    assert!(
+        !calls.contains("service scale") && !calls.contains(" up "),
+        "{calls}"
+    );
+    let (code, text, calls) = run_sh_on(&dir, &["logs"], &foreign);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(!calls.contains("service logs"), "{calls}");
+    assert!(calls.contains("tail -n 20 -F"), "{calls}");
+    let (code, text, _) = run_sh_on(&dir, &["status", "--stack"], &foreign);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("no stack of pulse's is called 'pulse'"),
+        "{text}"
+    );
+    // Nor is a stack of ours deployed over theirs.
+    let (code, text, calls) = run_sh_on(&dir, &["stack", "3", "-d"], &foreign);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("PULSE_STACK"), "{text}");
+    assert!(
+        !calls.contains("stack deploy") && !calls.contains("cargo"),
+        "{calls}"
+    );
+}
+
+#[test]
+fn run_sh_names_the_cluster_it_acts_on_and_asks_when_both_run() {
+    let dir = TempDir::new("runsh-which");
+    let both = [
+        ("FAKE_STACK", "pulse"),
+        ("FAKE_STACK_LABEL", "1"),
+        ("FAKE_COMPOSE", "1"),
+    ];
+    for verb in ["status", "down", "logs"] {
+        let (code, text, calls) = run_sh_on(&dir, &[verb], &both);
+        assert_eq!(code, Some(2), "{verb}: {text}");
+        assert!(
+            text.contains(&format!(
+                "'./run.sh {verb} --compose' or './run.sh {verb} --stack'"
+            )),
+            "{verb}: {text}"
+        );
+        assert!(
+            !calls.contains("docker exec")
+                && !calls.contains("stack rm")
+                && !calls.contains(" down")
+                && !calls.contains("logs")
+                && !calls.contains("tail"),
+            "{verb} acted: {calls}"
+        );
+    }
+    let (code, text, calls) = run_sh_on(&dir, &["scale", "4"], &both);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("'./run.sh scale 4 --stack'"), "{text}");
+    assert!(!calls.contains("service scale"), "{calls}");
+
+    let (code, text, calls) = run_sh_on(&dir, &["status", "--stack"], &both);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("status of the stack 'pulse', from inside its container name-of-task1"),
+        "{text}"
+    );
+    assert!(calls.contains("docker exec task1 /pulse status"), "{calls}");
+    let (code, text, calls) = run_sh_on(&dir, &["down", "--compose"], &both);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("taking down the compose project 'pulse'"),
+        "{text}"
+    );
+    assert!(
+        calls.contains(" down --remove-orphans") && !calls.contains("stack rm"),
+        "{calls}"
+    );
+
+    // Only one of ours: it is named before anything is done to it.
+    let stack = [("FAKE_STACK", "pulse"), ("FAKE_STACK_LABEL", "1")];
+    let (code, text, calls) = run_sh_on(&dir, &["scale", "4"], &stack);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("scaling the stack 'pulse' (service pulse_node) to 4"),
+        "{text}"
+    );
+    assert!(
+        calls.contains("service scale --detach pulse_node=4"),
+        "{calls}"
+    );
+    let (code, text, calls) = run_sh_on(&dir, &["down", "--compose"], &stack);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        !calls.contains(" down") && !calls.contains("stack rm"),
+        "{calls}"
+    );
+    let compose = [("FAKE_COMPOSE", "1")];
+    let (code, text, calls) = run_sh_on(&dir, &["status"], &compose);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains(
+            "status of the compose project 'pulse', from inside its container name-of-compose1"
+        ),
+        "{text}"
+    );
+    assert!(
+        calls.contains("docker exec compose1 /pulse status"),
+        "{calls}"
+    );
+}
+
+#[test]
+fn run_sh_watch_says_it_builds_or_uses_the_static_binary() {
+    let dir = TempDir::new("runsh-build");
+    // Nothing built yet: a line says so before cargo starts.
+    let (code, text, calls) = run_sh_on(&dir, &["watch", "--once"], &[]);
+    assert_eq!(code, Some(0), "{text}");
+    let said = text
+        .find("run.sh: building pulse for this host first")
+        .unwrap_or_else(|| panic!("no word before the build: {text}"));
+    assert!(said < text.find("cargo ran").expect("cargo ran"), "{text}");
+    assert!(calls.contains("cargo build --release"), "{calls}");
+    assert!(text.contains("host pulse watch --log-file"), "{text}");
+    // Built since: no word, and cargo only checks.
+    let (code, text, _) = run_sh_on(&dir, &["watch", "--once"], &[]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(!text.contains("building"), "{text}");
+    // `./run.sh build` made a static binary as new as the sources: it
+    // runs here, and nothing is built.
+    let musl = dir.path().join("target/x86_64-unknown-linux-musl/release");
+    std::fs::create_dir_all(&musl).expect("musl dir");
+    let static_bin = musl.join("pulse");
+    std::fs::write(&static_bin, "#!/bin/sh\necho \"static pulse $*\"\n").expect("stub");
+    let exec = std::os::unix::fs::PermissionsExt::from_mode(0o755);
+    std::fs::set_permissions(&static_bin, exec).expect("chmod");
+    let (code, text, calls) = run_sh_on(&dir, &["watch", "--once"], &[]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("static pulse watch --log-file"), "{text}");
+    assert!(!calls.contains("cargo"), "built anyway: {calls}");
+}

@@ -17,6 +17,8 @@ pub const MAX_ROWS: usize = 1000;
 pub const MAX_ROW_BYTES: usize = 16 << 20;
 /// Most columns shown.
 pub const MAX_COLUMNS: usize = 1000;
+/// Most nodes whose last word is kept, for "every node left".
+const MAX_WORDS: usize = MAX_ROWS;
 /// Events kept for the footer.
 pub const MAX_EVENTS: usize = 8;
 /// The same event logged by several observers within this many ms is one.
@@ -63,6 +65,14 @@ pub struct Cluster {
     events: VecDeque<Seen>,
     /// Time of day of the last line read.
     newest_ms: Option<u32>,
+    /// Whether the log's last word about each node that logged a status
+    /// line or had an event was that it left (at most [`MAX_WORDS`]).
+    left: BTreeMap<String, bool>,
+    /// More nodes than `left` holds were named: "every node left" cannot
+    /// be told any more.
+    left_overflowed: bool,
+    /// Time of day of the latest leave.
+    last_left_ms: Option<u32>,
 }
 
 /// One cell of the matrix.
@@ -106,6 +116,9 @@ pub struct Frame {
     pub links: usize,
     /// Rows past the staleness limit.
     pub stale_rows: usize,
+    /// When the log's last word about every node is that it left (after
+    /// `run.sh down`, say): the time of day of the last leave.
+    pub all_left_ms: Option<u32>,
 }
 
 impl Frame {
@@ -121,6 +134,7 @@ impl Cluster {
         self.newest_ms = Some(line.time_ms);
         match line.kind {
             Kind::Status { node, links } => {
+                self.last_word(&node, false);
                 let bytes = node.len() + links.iter().map(|(n, _)| n.len()).sum::<usize>();
                 let old = self.rows.get(&node).map(|r| r.bytes);
                 let fits = old.is_some() || self.rows.len() < MAX_ROWS;
@@ -142,6 +156,15 @@ impl Cluster {
                 }
             }
             Kind::Event(e) => {
+                match e.what {
+                    What::Left => {
+                        self.last_word(&e.node, true);
+                        self.last_left_ms = Some(line.time_ms);
+                    }
+                    // The ping that fails as a node leaves says nothing new.
+                    What::Down if self.left.get(&e.node) == Some(&true) => {}
+                    _ => self.last_word(&e.node, false),
+                }
                 // A node that left or expired after its last line has no row.
                 if matches!(e.what, What::Left | What::Expired) {
                     if let Some(row) = self.rows.remove(&e.node) {
@@ -183,6 +206,36 @@ impl Cluster {
         }
     }
 
+    /// Notes the log's latest word about `node`: whether it left.
+    fn last_word(&mut self, node: &str, left: bool) {
+        if let Some(word) = self.left.get_mut(node) {
+            *word = left;
+            return;
+        }
+        if self.left_overflowed {
+            return;
+        }
+        if self.left.len() == MAX_WORDS {
+            // Nodes that left tell nothing against "every node left".
+            self.left.retain(|_, left| !*left);
+        }
+        if self.left.len() < MAX_WORDS {
+            self.left.insert(node.to_string(), left);
+        } else {
+            self.left_overflowed = true;
+        }
+    }
+
+    /// The time of the last leave, when the log's last word about every
+    /// node it named is that it left.
+    fn all_left(&self) -> Option<u32> {
+        let all = !self.left_overflowed
+            && self.rows.is_empty()
+            && !self.left.is_empty()
+            && self.left.values().all(|left| *left);
+        self.last_left_ms.filter(|_| all)
+    }
+
     /// The frame to show, `since_newest_ms` after the newest line was
     /// written. Rows older than `stale_ms` are stale; rows older than
     /// `forget_ms` are dropped for good.
@@ -219,6 +272,7 @@ impl Cluster {
             links_up: 0,
             links: 0,
             stale_rows: 0,
+            all_left_ms: self.all_left(),
         };
         for (node, row) in &self.rows {
             let age_ms = age(row);
@@ -381,6 +435,78 @@ mod tests {
         assert_eq!(f.columns, ["ex1@127.0.0.1"]);
         assert!(f.all_up());
         assert_eq!(f.events[0].what, What::Left);
+    }
+
+    #[test]
+    fn a_log_whose_last_word_is_that_every_node_left_says_so() {
+        // `run.sh down`: each node says it leaves, the others see it go,
+        // and a ping that fails on the way out changes nothing.
+        let mut c = cluster(&[
+            "08:10:00.100 [info] a@h[\"a@h\": true, \"b@h\": true]",
+            "08:10:00.200 [info] b@h[\"a@h\": true, \"b@h\": true]",
+            "08:10:00.900 [info] node a@h left: registry entry removed, closing links",
+            "08:10:00.950 [info] b@h: node a@h left",
+            "08:10:01.000 [warning] b@h: node a@h is down: connection refused",
+        ]);
+        assert_eq!(
+            c.frame(0, 3000, 60_000).all_left_ms,
+            None,
+            "b@h is still here"
+        );
+        c.add(
+            parse_line("08:10:01.300 [info] node b@h left: registry entry removed, closing links")
+                .expect("parses"),
+        );
+        let f = c.frame(0, 3000, 60_000);
+        assert!(f.rows.is_empty());
+        assert_eq!(f.all_left_ms, Some((8 * 3600 + 10 * 60 + 1) * 1000 + 300));
+        // A node that comes back (a new cluster) ends it.
+        c.add(parse_line("08:20:00.000 [info] c@h[\"c@h\": true]").expect("parses"));
+        assert_eq!(c.frame(0, 3000, 60_000).all_left_ms, None);
+        // A node that expired did not leave; nor did one only forgotten.
+        let mut c = cluster(&[
+            "08:10:00.100 [info] a@h[\"a@h\": true, \"b@h\": true]",
+            "08:10:00.200 [info] b@h[\"a@h\": true, \"b@h\": true]",
+            "08:10:06.000 [info] a@h: node b@h expired: no heartbeat and no answer for 5 s, registry entry removed",
+            "08:10:07.000 [info] node a@h left: registry entry removed, closing links",
+        ]);
+        let f = c.frame(0, 3000, 60_000);
+        assert!(f.rows.is_empty());
+        assert_eq!(f.all_left_ms, None);
+        let mut c = cluster(&["08:10:00.100 [info] a@h[\"a@h\": true]"]);
+        let f = c.frame(70_000, 3000, 60_000);
+        assert!(f.rows.is_empty());
+        assert_eq!(f.all_left_ms, None);
+        // An empty log has no last word.
+        assert_eq!(Cluster::default().frame(0, 3000, 60_000).all_left_ms, None);
+    }
+
+    #[test]
+    fn last_words_are_bounded() {
+        let mut c = Cluster::default();
+        let status = |i: usize| LogLine {
+            time_ms: 0,
+            kind: Kind::Status {
+                node: format!("n{i}@h"),
+                links: vec![],
+            },
+        };
+        // Nodes that left make room for new ones.
+        for i in 0..MAX_WORDS + 10 {
+            c.add(status(i));
+            c.add(parse_line(&format!("00:00:00.000 [info] node n{i}@h left")).expect("parses"));
+        }
+        assert!(c.left.len() <= MAX_WORDS && !c.left_overflowed);
+        assert_eq!(c.frame(0, 3000, 60_000).all_left_ms, Some(0));
+        // Past the bound with every node here, no claim is ever made.
+        for i in 0..MAX_WORDS + 1 {
+            c.add(status(i));
+        }
+        assert!(c.left.len() <= MAX_WORDS && c.left_overflowed);
+        for i in 0..MAX_WORDS + 1 {
+            c.add(parse_line(&format!("00:00:01.000 [info] node n{i}@h left")).expect("parses"));
+        }
+        assert_eq!(c.frame(0, 3000, 60_000).all_left_ms, None);
     }
 
     #[test]

@@ -179,7 +179,11 @@ pub fn text(frame: &Frame, title: &str, style: Style, max_lines: Option<usize>) 
 
 fn matrix(frame: &Frame, p: &Painter, width: usize) -> String {
     if frame.rows.is_empty() {
-        "(no status lines in the log yet)\n".to_string()
+        match frame.all_left_ms {
+            // `HH:MM:SS`: the events below carry the milliseconds.
+            Some(ms) => format!("every node left (last at {})\n", &time_of_day(ms)[..8]),
+            None => "(no status lines in the log yet)\n".to_string(),
+        }
     } else if let Some(matrix) = named_matrix(frame, p, width) {
         matrix
     } else {
@@ -402,6 +406,29 @@ mod tests {
         let col = header.find("w3@127.0.0.63").expect("column") + 6;
         let cell: String = row("w1@").chars().skip(col).take(1).collect();
         assert_eq!(cell, DOWN, "{t}");
+    }
+
+    #[test]
+    fn after_every_node_left_the_frame_says_so() {
+        let style = Style {
+            colour: false,
+            width: 120,
+        };
+        let f = frame(
+            &[
+                "08:10:00.100 [info] a@h[\"a@h\": true, \"b@h\": true]",
+                "08:10:00.200 [info] b@h[\"a@h\": true, \"b@h\": true]",
+                "08:10:00.900 [info] node a@h left: registry entry removed, closing links",
+                "08:10:00.950 [info] b@h: node a@h left",
+                "08:10:01.300 [info] node b@h left: registry entry removed, closing links",
+            ],
+            0,
+        );
+        let t = text(&f, "pulse watch", style, None);
+        assert!(t.contains("\nevery node left (last at 08:10:01)\n"), "{t}");
+        assert!(!t.contains("no status lines"), "{t}");
+        let t = text(&frame(&[], 0), "pulse watch", style, None);
+        assert!(t.contains("(no status lines in the log yet)"), "{t}");
     }
 
     #[test]
