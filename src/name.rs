@@ -12,6 +12,8 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use time::{OffsetDateTime, UtcOffset};
+
 use crate::discovery::dns::ResolvConf;
 use crate::discovery::resolver;
 
@@ -90,38 +92,22 @@ pub fn recipe_alive() -> String {
 /// container, which has no zone). Only its md5 is used, so the zone of the
 /// host's own `date` does not matter, and no program is run for it.
 fn date_ins_now() -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    format_date_ins_utc(now.as_secs(), now.subsec_nanos())
+    format_date_ins_utc(OffsetDateTime::now_utc())
 }
 
-/// `date -Ins` for a UTC instant.
-fn format_date_ins_utc(secs: u64, nanos: u32) -> String {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    let (y, m, d) = civil_from_days(days);
+/// `date -Ins` for an instant, in UTC.
+fn format_date_ins_utc(t: OffsetDateTime) -> String {
+    let t = t.to_offset(UtcOffset::UTC);
     format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02},{nanos:09}+00:00\n",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02},{:09}+00:00\n",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.nanosecond()
     )
-}
-
-/// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's
-/// well-known algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
 }
 
 /// The host's first non-loopback IPv4 address, as the recipe's run.sh takes
@@ -255,18 +241,24 @@ mod tests {
 
     #[test]
     fn date_ins_format_matches_date() {
-        // 2026-11-23T22:53:19,123456789+00:00
+        let at = |secs: i128, nanos: i128| {
+            let t = OffsetDateTime::from_unix_timestamp_nanos(secs * 1_000_000_000 + nanos)
+                .expect("in range");
+            format_date_ins_utc(t)
+        };
         assert_eq!(
-            format_date_ins_utc(1_795_474_399, 123_456_789),
+            at(1_795_474_399, 123_456_789),
             "2026-11-23T22:53:19,123456789+00:00\n"
         );
+        assert_eq!(at(0, 0), "1970-01-01T00:00:00,000000000+00:00\n");
+        assert_eq!(at(951_782_400, 5), "2000-02-29T00:00:00,000000005+00:00\n");
+        // Another offset is shown in UTC, as `date` in a container shows it.
+        let east = OffsetDateTime::from_unix_timestamp(0)
+            .expect("epoch")
+            .to_offset(UtcOffset::from_hms(2, 0, 0).expect("offset"));
         assert_eq!(
-            format_date_ins_utc(0, 0),
+            format_date_ins_utc(east),
             "1970-01-01T00:00:00,000000000+00:00\n"
-        );
-        assert_eq!(
-            format_date_ins_utc(951_782_400, 5),
-            "2000-02-29T00:00:00,000000005+00:00\n"
         );
     }
 

@@ -13,7 +13,9 @@ use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
-use super::message::{self, RCODE_NXDOMAIN, TYPE_A, TYPE_AAAA};
+use simple_dns::{RCODE, TYPE};
+
+use super::message;
 
 /// The DNS port.
 pub const PORT: u16 = 53;
@@ -58,7 +60,7 @@ pub fn lookup(
 ) -> Result<Vec<IpAddr>, LookupError> {
     let name = name.strip_suffix('.').unwrap_or(name);
     let base = query_id();
-    let queries = [(base, TYPE_A), (base.wrapping_add(1), TYPE_AAAA)].map(|(id, qtype)| Query {
+    let queries = [(base, TYPE::A), (base.wrapping_add(1), TYPE::AAAA)].map(|(id, qtype)| Query {
         id,
         name,
         qtype,
@@ -129,7 +131,7 @@ pub fn lookup(
 struct Query<'a> {
     id: u16,
     name: &'a str,
-    qtype: u16,
+    qtype: TYPE,
 }
 
 impl Query<'_> {
@@ -153,9 +155,9 @@ impl Query<'_> {
     fn read(&self, reply: &[u8]) -> Option<Result<Vec<IpAddr>, LookupError>> {
         let reply = message::parse_reply(reply, self.id, self.name, self.qtype).ok()?;
         Some(match reply.rcode {
-            0 => Ok(reply.addrs),
-            RCODE_NXDOMAIN => Err(LookupError::NotFound),
-            code => Err(LookupError::Server(format!("response code {code}"))),
+            RCODE::NoError => Ok(reply.addrs),
+            RCODE::NameError => Err(LookupError::NotFound),
+            code => Err(LookupError::Server(format!("response code {code:?}"))),
         })
     }
 
