@@ -4,7 +4,9 @@
 # `<!-- readme-test: NAME -->` marker is run on a fresh host: no
 # /tmp/sync_dir or /tmp/log, no EPMD, no image built.
 #
-#   compose        ./run.sh build, the recipe's docker-compose commands
+#   compose        ./run.sh build, the recipe's docker-compose commands; then,
+#                  in the dirs the containers left, the two-terminals block
+#                  again as a plain user (nobody), as a user would go on
 #   two-terminals  two pulse nodes by hand, then Ctrl-C
 #   iex            pulse started before any EPMD, then Node.ping from iex
 #   mixed          two of the recipe's Elixir nodes and two pulse nodes
@@ -44,6 +46,10 @@ export ERL_EPMD_PORT
 block=
 pids=()
 outs=()
+# Who runs a block's nodes, and from where: root from the clone, or a plain
+# user (see as_plain_user) from a copy of the binary it can reach.
+runner=()
+workdir=$root
 
 diagnose() {
     echo "--- block '$block' of $readme"
@@ -103,7 +109,7 @@ teardown() {
     for p in sync_dir log; do
         if [[ -e $tmp/saved/$p || -L $tmp/saved/$p ]]; then mv "$tmp/saved/$p" /tmp/; fi
     done
-    rm -rf "$tmp"
+    rm -rf "$tmp" "${plain:-}"
     exit "$rc"
 }
 trap teardown EXIT
@@ -126,7 +132,7 @@ block_lines() {
 background() {
     local line=${1%&} n=${#outs[@]}
     line=${line%% }
-    (cd "$root" && exec setsid bash -c "exec $line") >"$tmp/out.$n" 2>&1 &
+    (cd "$workdir" && exec setsid "${runner[@]}" bash -c "exec $line") >"$tmp/out.$n" 2>&1 &
     pids+=("$!")
     outs+=("$tmp/out.$n|$line")
 }
@@ -179,12 +185,14 @@ all_list_all() {
     for n in "$@"; do latest_lists_all "$n" "$@" || return 1; done
 }
 
+# run_block NAME [keep-dirs]: runs the block on a fresh host, or with
+# keep-dirs in the /tmp/sync_dir and /tmp/log that are there.
 run_block() {
     block=$1
     local lines line iex_cmd='' inputs=() expects=() expect_next=0
     mapfile -t lines < <(block_lines "$block")
     ((${#lines[@]} > 0)) || fail "README.md has no block after <!-- readme-test: $block -->"
-    fresh_host
+    if [[ ${2:-} == keep-dirs ]]; then stop_nodes; outs=(); else fresh_host; fi
     for line in "${lines[@]}"; do
         if ((expect_next)); then
             expects+=("$line")
@@ -230,6 +238,31 @@ check_compose() {
     pass "compose: the host lists 11 entries in /tmp/sync_dir and reads $log"
     remove_project
     ! docker image inspect "$PULSE_IMAGE" >/dev/null 2>&1 || fail "image $PULSE_IMAGE left behind"
+    # A user goes on by hand in the dirs the containers made (uid 65532).
+    if ((EUID == 0)); then
+        as_plain_user run_block two-terminals keep-dirs
+        block=compose
+        pass "compose, then two-terminals as nobody in the dirs the containers left"
+    fi
+}
+
+# as_plain_user CMD...: runs CMD with the block's nodes started as nobody,
+# from a copy of the release binary in a dir that user can reach (the
+# clone's own path may not be). Foreground lines (the build) stay root's.
+as_plain_user() {
+    plain=$(mktemp -d /tmp/pulse-readme-plain.XXXXXX)
+    chmod 755 "$plain"
+    mkdir -p "$plain/target/release"
+    # The block's own build line runs later, as root in the clone; the copy
+    # is needed first.
+    (cd "$root" && cargo build --release --quiet) || fail "cargo build --release"
+    cp "$root/target/release/pulse" "$plain/target/release/pulse"
+    chmod -R a+rX "$plain"
+    runner=(setpriv --reuid=nobody --regid=nogroup --clear-groups --)
+    workdir=$plain
+    "$@"
+    runner=()
+    workdir=$root
 }
 
 # prints_and_logs LINE NAME...: every NAME printed "NAME" + LINE, and the
