@@ -25,6 +25,7 @@ pub mod watch;
 
 // The node's inner workings.
 mod acceptor;
+mod deadline;
 mod decimal;
 mod limiter;
 mod links;

@@ -10,10 +10,12 @@
 
 use std::fmt;
 use std::io::{self, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket};
-use std::time::{Duration, Instant};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::time::Instant;
 
 use simple_dns::{RCODE, TYPE};
+
+use crate::deadline::{self, Deadlined, is_timeout};
 
 use super::message;
 
@@ -79,18 +81,9 @@ pub fn lookup(
     let mut answers: [Option<Result<Vec<IpAddr>, LookupError>>; 2] = [None, None];
     let mut buf = vec![0; MAX_UDP];
     while answers.iter().any(Option::is_none) {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            break;
-        }
-        socket
-            .set_read_timeout(Some(left))
-            .map_err(LookupError::Io)?;
-        let n = match socket.recv(&mut buf) {
+        let n = match deadline::recv(&socket, &mut buf, deadline) {
             Ok(n) => n,
             Err(e) if is_timeout(&e) => break,
-            // A signal cut the wait short: wait again for what is left.
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             // An ICMP "port unreachable" shows as refused: nobody serves there.
             Err(e) => return Err(LookupError::Io(e)),
         };
@@ -163,23 +156,19 @@ impl Query<'_> {
 
     /// Asks again over TCP, as a truncated UDP reply says to.
     fn over_tcp(&self, server: SocketAddr, deadline: Instant) -> Result<Vec<IpAddr>, LookupError> {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(LookupError::Timeout);
-        }
-        let mut stream = TcpStream::connect_timeout(&server, left).map_err(timeout_or_io)?;
+        let stream = deadline::connect(server, deadline).map_err(timeout_or_io)?;
         let query = self.bytes()?;
         let mut framed = u16::try_from(query.len())
             .map_err(|_| LookupError::BadName("query too long".into()))?
             .to_be_bytes()
             .to_vec();
         framed.extend_from_slice(&query);
-        set_deadline(&stream, deadline)?;
+        let mut stream = Deadlined::new(&stream, deadline);
         stream.write_all(&framed).map_err(timeout_or_io)?;
         let mut len = [0; 2];
-        read_by(&mut stream, &mut len, deadline)?;
+        stream.read_exact(&mut len).map_err(timeout_or_io)?;
         let mut reply = vec![0; usize::from(u16::from_be_bytes(len))];
-        read_by(&mut stream, &mut reply, deadline)?;
+        stream.read_exact(&mut reply).map_err(timeout_or_io)?;
         if !self.matches_header(&reply) {
             return Err(LookupError::Server("a TCP reply to another query".into()));
         }
@@ -191,47 +180,11 @@ impl Query<'_> {
     }
 }
 
-fn set_deadline(stream: &TcpStream, deadline: Instant) -> Result<(), LookupError> {
-    let left = deadline
-        .saturating_duration_since(Instant::now())
-        .max(Duration::from_millis(1));
-    stream
-        .set_read_timeout(Some(left))
-        .map_err(LookupError::Io)?;
-    stream
-        .set_write_timeout(Some(left))
-        .map_err(LookupError::Io)
-}
-
-fn read_by(stream: &mut TcpStream, buf: &mut [u8], deadline: Instant) -> Result<(), LookupError> {
-    let mut done = 0;
-    while done < buf.len() {
-        if Instant::now() >= deadline {
-            return Err(LookupError::Timeout);
-        }
-        set_deadline(stream, deadline)?;
-        match stream.read(&mut buf[done..]) {
-            Ok(0) => return Err(LookupError::Server("TCP reply cut short".into())),
-            Ok(n) => done += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(timeout_or_io(e)),
-        }
-    }
-    Ok(())
-}
-
-fn is_timeout(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-    )
-}
-
 fn timeout_or_io(e: io::Error) -> LookupError {
-    if is_timeout(&e) {
-        LookupError::Timeout
-    } else {
-        LookupError::Io(e)
+    match e.kind() {
+        _ if is_timeout(&e) => LookupError::Timeout,
+        io::ErrorKind::UnexpectedEof => LookupError::Server("TCP reply cut short".into()),
+        _ => LookupError::Io(e),
     }
 }
 
@@ -304,6 +257,7 @@ impl ResolvConf {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn resolv_conf_of_docker_and_kubernetes() {

@@ -12,7 +12,7 @@
 //! that stalls, trickles bytes or sends garbage costs at most that time.
 //! Once a link is up, its read timeout is set once and never changed.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
@@ -22,6 +22,7 @@ use super::frame::{FrameReader, Next, TICK};
 use super::handshake::{self, Admit, HandshakeError, Peer};
 use super::message;
 use super::{Identity, Phase};
+use crate::deadline::{self, Deadlined, is_timeout};
 
 /// How long one write may block. A healthy peer always has room in its
 /// receive buffer for a ping; one that stops reading loses its link.
@@ -94,15 +95,6 @@ struct Awaited {
     round: u32,
     active: bool,
     answered: Option<Instant>,
-}
-
-/// Whether an I/O error is a timeout (`WouldBlock` is what a timed-out read
-/// returns on Unix).
-pub fn is_timeout(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-    )
 }
 
 impl Link {
@@ -327,42 +319,6 @@ impl LinkReader {
     }
 }
 
-/// A stream whose every read and write must finish by a deadline.
-struct Deadlined<'a> {
-    stream: &'a TcpStream,
-    deadline: Instant,
-}
-
-impl Deadlined<'_> {
-    fn remaining(&self) -> io::Result<Duration> {
-        let left = self.deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(io::Error::new(io::ErrorKind::TimedOut, "deadline passed"));
-        }
-        Ok(left)
-    }
-}
-
-impl Read for Deadlined<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.stream.set_read_timeout(Some(self.remaining()?))?;
-        let mut s = self.stream;
-        s.read(buf)
-    }
-}
-
-impl Write for Deadlined<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.stream.set_write_timeout(Some(self.remaining()?))?;
-        let mut s = self.stream;
-        s.write(buf)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
 /// Why opening a link failed.
 #[derive(Debug)]
 pub enum DialError {
@@ -397,21 +353,14 @@ pub fn dial(
     deadline: Instant,
     still_ours: impl FnOnce() -> bool,
 ) -> Result<Link, DialError> {
-    let left = deadline.saturating_duration_since(Instant::now());
-    if left.is_zero() {
-        return Err(DialError::Timeout(Phase::Connect));
-    }
-    let stream = TcpStream::connect_timeout(&addr, left).map_err(|e| match e.kind() {
+    let stream = deadline::connect(addr, deadline).map_err(|e| match e.kind() {
         io::ErrorKind::ConnectionRefused => DialError::Refused,
         _ if is_timeout(&e) => DialError::Timeout(Phase::Connect),
         _ => DialError::Io(e),
     })?;
     stream.set_nodelay(true).map_err(DialError::Io)?;
     let peer = handshake::initiate(
-        &mut Deadlined {
-            stream: &stream,
-            deadline,
-        },
+        &mut Deadlined::new(&stream, deadline),
         &me.local(),
         peer_name,
         still_ours,
@@ -433,14 +382,7 @@ pub fn accept(
 ) -> Result<Link, HandshakeError> {
     let addr = stream.peer_addr()?;
     stream.set_nodelay(true)?;
-    let peer = handshake::accept(
-        &mut Deadlined {
-            stream: &stream,
-            deadline,
-        },
-        &me.local(),
-        admit,
-    )?;
+    let peer = handshake::accept(&mut Deadlined::new(&stream, deadline), &me.local(), admit)?;
     Ok(Link::new(stream, peer, addr, true)?)
 }
 
@@ -449,6 +391,7 @@ mod tests {
     use super::*;
     use crate::erlang::frame::frame;
     use crate::erlang::message::{is_auth_call, is_auth_reply, our_pid, our_ref};
+    use std::io::Read;
     use std::net::TcpListener;
 
     /// A link on loopback without a handshake, and the raw socket at its

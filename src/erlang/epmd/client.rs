@@ -13,35 +13,46 @@ use super::*;
 /// the connect and, separately, the whole request/reply exchange.
 pub fn port_please(epmd: SocketAddr, alive: &str, timeout: Duration) -> io::Result<Option<u16>> {
     check_alive(alive)?;
-    let mut stream = connect(epmd, timeout)?;
+    let stream = connect(epmd, timeout)?;
     let deadline = Instant::now() + timeout;
 
     let mut req = Vec::with_capacity(3 + alive.len());
     push_u16(&mut req, frame_len(1 + alive.len())?);
     req.push(PORT_PLEASE2_REQ);
     req.extend_from_slice(alive.as_bytes());
-    send(&mut stream, &req, "PORT_PLEASE2_REQ")?;
+    send(&stream, deadline, &req, "PORT_PLEASE2_REQ")?;
 
-    let mut r = Reply::new(&mut stream, deadline, "PORT2_RESP");
-    let tag = r.u8()?;
-    if tag != PORT2_RESP {
-        return Err(invalid(format!(
-            "epmd: expected PORT2_RESP ('w'), got tag {tag:#04x}"
-        )));
-    }
-    if r.u8()? != 0 {
-        return Ok(None);
-    }
-    let port = r.u16()?;
-    let _node_type = r.u8()?;
-    let _proto = r.u8()?;
-    let highest = r.u16()?;
-    let lowest = r.u16()?;
-    let nlen = usize::from(r.u16()?);
-    let name = r.bytes(nlen)?;
-    let elen = usize::from(r.u16()?);
-    let _extra = r.bytes(elen)?;
+    read_message(&stream, deadline, "PORT2_RESP", |r| {
+        let tag = r.u8()?;
+        if tag != PORT2_RESP {
+            return Some(Err(invalid(format!(
+                "epmd: expected PORT2_RESP ('w'), got tag {tag:#04x}"
+            ))));
+        }
+        if r.u8()? != 0 {
+            return Some(Ok(None));
+        }
+        let port = r.u16()?;
+        let _node_type = r.u8()?;
+        let _proto = r.u8()?;
+        let highest = r.u16()?;
+        let lowest = r.u16()?;
+        let nlen = usize::from(r.u16()?);
+        let name = r.take(nlen)?;
+        let elen = usize::from(r.u16()?);
+        let _extra = r.take(elen)?;
+        Some(port2_resp(alive, port, highest, lowest, name))
+    })
+}
 
+/// The port a whole `PORT2_RESP` gives, if its fields make sense.
+fn port2_resp(
+    alive: &str,
+    port: u16,
+    highest: u16,
+    lowest: u16,
+    name: &[u8],
+) -> io::Result<Option<u16>> {
     if port == 0 {
         return Err(invalid("epmd: PORT2_RESP with port 0".to_string()));
     }
@@ -53,7 +64,7 @@ pub fn port_please(epmd: SocketAddr, alive: &str, timeout: Duration) -> io::Resu
     if name != alive.as_bytes() {
         log::debug!(
             "epmd: asked for {alive:?}, PORT2_RESP names {:?}",
-            String::from_utf8_lossy(&name)
+            String::from_utf8_lossy(name)
         );
     }
     Ok(Some(port))
@@ -132,7 +143,7 @@ fn register_once(
     port: u16,
     timeout: Duration,
 ) -> io::Result<Option<Registration>> {
-    let mut stream = connect(epmd, timeout)?;
+    let stream = connect(epmd, timeout)?;
     let deadline = Instant::now() + timeout;
 
     let body_len = 13 + alive.len();
@@ -147,18 +158,19 @@ fn register_once(
     push_u16(&mut req, frame_len(alive.len())?);
     req.extend_from_slice(alive.as_bytes());
     push_u16(&mut req, 0); // no extra
-    send(&mut stream, &req, "ALIVE2_REQ")?;
+    send(&stream, deadline, &req, "ALIVE2_REQ")?;
 
-    let mut r = Reply::new(&mut stream, deadline, "ALIVE2 reply");
-    let (result, creation) = match r.u8()? {
-        ALIVE2_X_RESP => (r.u8()?, r.u32()?),
-        ALIVE2_RESP => (r.u8()?, u32::from(r.u16()?)),
-        tag => {
-            return Err(invalid(format!(
-                "epmd: expected ALIVE2_X_RESP ('v') or ALIVE2_RESP ('y'), got tag {tag:#04x}"
-            )));
-        }
-    };
+    let (result, creation) = read_message(&stream, deadline, "ALIVE2 reply", |r| {
+        Some(Ok(match r.u8()? {
+            ALIVE2_X_RESP => (r.u8()?, r.u32()?),
+            ALIVE2_RESP => (r.u8()?, u32::from(r.u16()?)),
+            tag => {
+                return Some(Err(invalid(format!(
+                    "epmd: expected ALIVE2_X_RESP ('v') or ALIVE2_RESP ('y'), got tag {tag:#04x}"
+                ))));
+            }
+        }))
+    })?;
     if result != 0 {
         return Ok(None);
     }

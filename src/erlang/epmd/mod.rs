@@ -14,11 +14,13 @@
 //!   still find us.
 //!
 //! Framing: every request starts with a big-endian `u16` length; replies have
-//! no length prefix, so they are read field by field, and EPMD closes the
-//! connection after a `PORT2_RESP`. Replies are always read by length, never
-//! assuming that one `read` returns one message. Every socket operation has a
-//! deadline, and malformed or truncated replies are reported as
-//! [`io::ErrorKind::InvalidData`], never as a panic.
+//! no length prefix, and EPMD closes the connection after a `PORT2_RESP`.
+//! Requests and replies alike are read by one function, `read_message`: the
+//! bytes that have come are parsed with the wire's one byte cursor until the
+//! message is whole, never assuming that one `read` returns one message.
+//! Every socket operation has a deadline (`crate::deadline`), and malformed
+//! or truncated replies are reported as [`io::ErrorKind::InvalidData`], never
+//! as a panic.
 
 mod client;
 pub mod names;
@@ -32,6 +34,9 @@ pub use responder::Responder;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
+
+use super::cursor::Cursor;
+use crate::deadline::{self, Deadlined, is_timeout};
 
 /// Default EPMD port.
 pub const DEFAULT_PORT: u16 = 4369;
@@ -69,24 +74,25 @@ const RESPONDER_IO_TIMEOUT: Duration = Duration::from_secs(1);
 /// Largest request body the [`Responder`] reads; anything longer is dropped unread.
 const RESPONDER_MAX_REQUEST: usize = 1 + MAX_ALIVE_LEN;
 
-/// Connects with `timeout` and sets read and write timeouts before any I/O.
+/// Connects within `timeout`; the exchange that follows has a deadline of
+/// its own.
 fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
-    let stream = TcpStream::connect_timeout(&addr, timeout)?;
-    stream.set_read_timeout(Some(timeout))?;
-    stream.set_write_timeout(Some(timeout))?;
+    let stream = deadline::connect(addr, Instant::now() + timeout)?;
     stream.set_nodelay(true)?;
     Ok(stream)
 }
 
-/// Writes a whole request, reporting a write timeout as [`io::ErrorKind::TimedOut`].
-fn send(stream: &mut TcpStream, req: &[u8], what: &str) -> io::Result<()> {
-    stream.write_all(req).map_err(|e| match e.kind() {
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => io::Error::new(
-            io::ErrorKind::TimedOut,
-            format!("epmd: timed out sending {what}"),
-        ),
-        _ => e,
-    })
+/// Writes a whole message called `what` by `deadline`.
+fn send(stream: &TcpStream, deadline: Instant, msg: &[u8], what: &str) -> io::Result<()> {
+    Deadlined::new(stream, deadline)
+        .write_all(msg)
+        .map_err(|e| match e.kind() {
+            _ if is_timeout(&e) => io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("epmd: timed out sending {what}"),
+            ),
+            _ => e,
+        })
 }
 
 /// Rejects alive names EPMD cannot hold: empty, longer than 255 bytes, or containing '@'.
@@ -126,102 +132,40 @@ fn invalid(msg: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg)
 }
 
-/// Reads the fields of one unprefixed message, by length, before a deadline.
-struct Reply<'a> {
-    /// The connection being read.
-    stream: &'a mut TcpStream,
-    /// When the whole message must have arrived.
+/// Reads one message called `what` (a request or a reply) from `stream` by
+/// `deadline`. Replies carry no length, so the bytes are read as they come
+/// and `parse` is tried on all read so far: `None` from it (the cursor ran
+/// out) means the message is not whole yet, `Some` is the message or why it
+/// is not one, decided as soon as the bytes that tell have come. Whatever
+/// the peer sends after the message is dropped; EPMD sends nothing.
+fn read_message<T>(
+    stream: &TcpStream,
     deadline: Instant,
-    /// Message name for error texts, e.g. "PORT2_RESP".
-    what: &'static str,
-}
-
-impl<'a> Reply<'a> {
-    /// Starts reading a message called `what` from `stream`, due by `deadline`.
-    fn new(stream: &'a mut TcpStream, deadline: Instant, what: &'static str) -> Reply<'a> {
-        Reply {
-            stream,
-            deadline,
-            what,
+    what: &str,
+    mut parse: impl FnMut(&mut Cursor<'_>) -> Option<io::Result<T>>,
+) -> io::Result<T> {
+    let mut read = Vec::new();
+    let mut chunk = [0u8; 512];
+    let mut stream = Deadlined::new(stream, deadline);
+    loop {
+        if let Some(message) = parse(&mut Cursor::new(&read)) {
+            return message;
         }
-    }
-
-    /// Fills `buf` completely, however the bytes are split across reads.
-    fn fill(&mut self, buf: &mut [u8]) -> io::Result<()> {
-        let mut done = 0;
-        while done < buf.len() {
-            match self.read_some(&mut buf[done..])? {
-                0 => {
-                    return Err(invalid(format!(
-                        "epmd: short {} (connection closed after {done} of {} bytes of a field)",
-                        self.what,
-                        buf.len()
-                    )));
-                }
-                n => done += n,
+        match stream.read(&mut chunk) {
+            Ok(0) => {
+                return Err(invalid(format!(
+                    "epmd: short {what} (connection closed after {} bytes)",
+                    read.len()
+                )));
             }
+            Ok(n) => read.extend_from_slice(&chunk[..n]),
+            Err(e) if is_timeout(&e) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("epmd: timed out waiting for {what}"),
+                ));
+            }
+            Err(e) => return Err(e),
         }
-        Ok(())
-    }
-
-    /// One read before the deadline: the bytes read, 0 once the peer has
-    /// closed. A read cut short by a signal is tried again.
-    fn read_some(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        loop {
-            let left = self.deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(self.timed_out());
-            }
-            self.stream.set_read_timeout(Some(left))?;
-            match self.stream.read(buf) {
-                Ok(n) => return Ok(n),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    return Err(self.timed_out());
-                }
-                Err(e) => return Err(e),
-            }
-        }
-    }
-
-    /// The error for a message that did not arrive in time.
-    fn timed_out(&self) -> io::Error {
-        io::Error::new(
-            io::ErrorKind::TimedOut,
-            format!("epmd: timed out waiting for {}", self.what),
-        )
-    }
-
-    /// Reads one byte.
-    fn u8(&mut self) -> io::Result<u8> {
-        let mut b = [0u8; 1];
-        self.fill(&mut b)?;
-        Ok(b[0])
-    }
-
-    /// Reads a big-endian `u16`.
-    fn u16(&mut self) -> io::Result<u16> {
-        let mut b = [0u8; 2];
-        self.fill(&mut b)?;
-        Ok(u16::from_be_bytes(b))
-    }
-
-    /// Reads a big-endian `u32`.
-    fn u32(&mut self) -> io::Result<u32> {
-        let mut b = [0u8; 4];
-        self.fill(&mut b)?;
-        Ok(u32::from_be_bytes(b))
-    }
-
-    /// Reads exactly `n` bytes.
-    fn bytes(&mut self, n: usize) -> io::Result<Vec<u8>> {
-        let mut v = vec![0u8; n];
-        self.fill(&mut v)?;
-        Ok(v)
     }
 }

@@ -7,11 +7,12 @@
 //! untrusted: it is read up to a size cap and a deadline, and lines that are
 //! not of that form are skipped.
 
-use std::io::{self, Write};
+use std::io::{self, Read};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use super::Reply;
+use super::{NAMES_REQ, connect, send};
+use crate::deadline::{Deadlined, is_timeout};
 
 /// Largest reply read; a line is about 40 bytes.
 const MAX_REPLY: usize = 64 * 1024;
@@ -21,13 +22,11 @@ const MAX_ALIVE: usize = 255;
 /// Asks the EPMD at `epmd` for its names: `(alive, port)` pairs, in its
 /// order. `timeout` bounds the connect and, separately, the exchange.
 pub fn names(epmd: SocketAddr, timeout: Duration) -> io::Result<Vec<(String, u16)>> {
-    let mut stream = TcpStream::connect_timeout(&epmd, timeout)?;
+    let stream = connect(epmd, timeout)?;
     let deadline = Instant::now() + timeout;
-    stream.set_nodelay(true)?;
-    stream.set_write_timeout(Some(timeout))?;
     // Length 1, tag 'n'.
-    stream.write_all(&[0, 1, b'n'])?;
-    let reply = read_to_close(&mut stream, deadline)?;
+    send(&stream, deadline, &[0, 1, NAMES_REQ], "NAMES_REQ")?;
+    let reply = read_to_close(&stream, deadline)?;
     if reply.len() < 4 {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
@@ -55,21 +54,22 @@ pub fn parse(text: &[u8]) -> Vec<(String, u16)> {
 }
 
 /// The whole reply, up to [`MAX_REPLY`], until EPMD closes the connection.
-fn read_to_close(stream: &mut TcpStream, deadline: Instant) -> io::Result<Vec<u8>> {
+fn read_to_close(stream: &TcpStream, deadline: Instant) -> io::Result<Vec<u8>> {
     let mut reply = Vec::new();
-    let mut chunk = [0u8; 4096];
-    let mut r = Reply::new(stream, deadline, "NAMES_RESP");
-    loop {
-        match r.read_some(&mut chunk)? {
-            0 => return Ok(reply),
-            n if reply.len() + n > MAX_REPLY => {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "epmd: NAMES_RESP over 64 KiB",
-                ));
-            }
-            n => reply.extend_from_slice(&chunk[..n]),
-        }
+    let read = Deadlined::new(stream, deadline)
+        .take(MAX_REPLY as u64 + 1)
+        .read_to_end(&mut reply);
+    match read {
+        Err(e) if is_timeout(&e) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "epmd: timed out waiting for NAMES_RESP",
+        )),
+        Err(e) => Err(e),
+        Ok(_) if reply.len() > MAX_REPLY => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "epmd: NAMES_RESP over 64 KiB",
+        )),
+        Ok(_) => Ok(reply),
     }
 }
 

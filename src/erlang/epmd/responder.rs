@@ -1,6 +1,6 @@
 //! A tiny EPMD stand-in for hosts where no EPMD runs.
 
-use std::io::{self, Write};
+use std::io;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -141,8 +141,7 @@ fn serve(listener: &TcpListener, closing: &AtomicBool, answers: &Arc<Answers>) {
             .name("pulse-epmd-req".into())
             .stack_size(CLIENT_STACK)
             .spawn(move || {
-                let mut stream = stream;
-                if let Err(e) = answer(&mut stream, &answers) {
+                if let Err(e) = answer(&stream, &answers) {
                     log::debug!("epmd responder: request from {peer}: {e}");
                 }
                 // The clone kept for `stop` holds the socket open: close it
@@ -170,28 +169,31 @@ fn reap(clients: &mut Vec<(JoinHandle<()>, TcpStream)>) {
 }
 
 /// Reads one request from `stream` and writes the matching reply, if any.
-fn answer(stream: &mut TcpStream, answers: &Answers) -> io::Result<()> {
-    stream.set_read_timeout(Some(RESPONDER_IO_TIMEOUT))?;
-    stream.set_write_timeout(Some(RESPONDER_IO_TIMEOUT))?;
+fn answer(stream: &TcpStream, answers: &Answers) -> io::Result<()> {
     let deadline = Instant::now() + RESPONDER_IO_TIMEOUT;
-
-    let mut r = Reply::new(stream, deadline, "request");
-    let len = usize::from(r.u16()?);
-    if len == 0 || len > RESPONDER_MAX_REQUEST {
-        return Err(invalid(format!("epmd responder: request length {len}")));
-    }
-    let body = r.bytes(len)?;
-    let left = answers.leaving.load(Ordering::SeqCst);
-    match body.split_first() {
-        Some((&PORT_PLEASE2_REQ, name)) if name == answers.alive.as_slice() && !left => {
-            stream.write_all(&answers.port2_ok)
+    let body = read_message(stream, deadline, "request", |r| {
+        let len = usize::from(r.u16()?);
+        if len == 0 || len > RESPONDER_MAX_REQUEST {
+            return Some(Err(invalid(format!(
+                "epmd responder: request length {len}"
+            ))));
         }
-        Some((&PORT_PLEASE2_REQ, _)) => stream.write_all(&[PORT2_RESP, 1]),
-        Some((&NAMES_REQ, [])) if left => stream.write_all(&answers.no_names),
-        Some((&NAMES_REQ, [])) => stream.write_all(&answers.names),
-        Some((tag, _)) => Err(invalid(format!(
-            "epmd responder: unsupported request tag {tag:#04x}"
-        ))),
-        None => Ok(()),
-    }
+        Some(Ok(r.take(len)?.to_vec()))
+    })?;
+    let left = answers.leaving.load(Ordering::SeqCst);
+    let reply: &[u8] = match body.split_first() {
+        Some((&PORT_PLEASE2_REQ, name)) if name == answers.alive.as_slice() && !left => {
+            &answers.port2_ok
+        }
+        Some((&PORT_PLEASE2_REQ, _)) => &[PORT2_RESP, 1],
+        Some((&NAMES_REQ, [])) if left => &answers.no_names,
+        Some((&NAMES_REQ, [])) => &answers.names,
+        Some((tag, _)) => {
+            return Err(invalid(format!(
+                "epmd responder: unsupported request tag {tag:#04x}"
+            )));
+        }
+        None => return Ok(()),
+    };
+    send(stream, deadline, reply, "reply")
 }
