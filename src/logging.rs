@@ -1,31 +1,44 @@
-//! The log: every line to the console and appended to the shared log file,
-//! in the format of Elixir's Logger (`22:53:19.123 [info] message`), so a log
-//! shared with the recipe's Elixir nodes reads as one.
+//! The log: three streams, one `log` backend.
 //!
-//! Every line passes [`format_line`], which escapes control characters and
-//! bounds the length, so nothing a peer or the registry says can forge a
-//! line or drive a terminal. The file gets each line synchronously and
-//! whole ([`file`]); the console gets it through a queue that never waits
-//! ([`console`]), so a console nobody reads delays no heartbeat, ping or
-//! leave.
+//! * The shared log file gets every line in the format of Elixir's Logger
+//!   (`22:53:19.123 [info] message`), so a log shared with the recipe's
+//!   Elixir nodes reads as one, and `pulse watch` can follow it.
+//! * stdout gets the status and event lines, the reporter's
+//!   ([`REPORTER`]), in the same format: what the recipe's nodes print.
+//! * stderr gets the node's own diagnostics (start-up, configuration, EPMD
+//!   state, hostile-input warnings), formatted by `simplelog`
+//!   (`22:53:19.123 [WARN] message`), so a pipe that reads stdout sees the
+//!   recipe's lines only.
+//!
+//! Every message passes [`text::push_escaped`] first, which escapes control
+//! characters and bounds the length, so nothing a peer or the registry says
+//! can forge a line or drive a terminal. The file gets each line
+//! synchronously and whole ([`file`]); the console gets it through a queue
+//! that never waits ([`console`]), so a console nobody reads delays no
+//! heartbeat, ping or leave.
 
 use std::path::Path;
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
+use simplelog::{ConfigBuilder, LevelPadding, WriteLogger, format_description};
 use time::{OffsetDateTime, UtcOffset};
 
 pub mod console;
 pub mod file;
 pub mod text;
 
-use console::{Console, Stream};
+use console::{Console, Lines, Stream};
 use file::{LogFile, Note};
 
 /// Longest message in one line. A status line lists every node (about 30
 /// bytes each), so this allows some two thousand nodes.
 pub const MAX_MESSAGE: usize = 64 * 1024;
+
+/// The target of the reporter's records (`src/report.rs`): the status and
+/// event lines, which go to stdout. Every other record is a diagnostic.
+pub const REPORTER: &str = "pulse::report";
 
 /// The local time zone, found once while the process has one thread (the
 /// only time it can be known safely); UTC when it cannot.
@@ -71,23 +84,19 @@ fn push_digits(line: &mut String, n: u32, width: u32) {
     }
 }
 
-/// The `log` backend: the file and the console.
+/// The `log` backend: the file, stdout and (through `simplelog`) stderr.
 struct Logger {
     /// None when the log goes to the console only (`-` as the file).
     file: Option<Mutex<LogFile>>,
     console: Console,
+    /// Formats diagnostics onto stderr's queue.
+    diagnostics: Box<WriteLogger<Lines>>,
 }
 
-impl Log for Logger {
-    fn enabled(&self, metadata: &Metadata) -> bool {
-        metadata.level() <= Level::Info
-    }
-
-    fn log(&self, record: &Record) {
-        if !self.enabled(record.metadata()) {
-            return;
-        }
-        let line = format_line(record.level(), &record.args().to_string());
+impl Logger {
+    /// Appends `line` to the file, and says on stderr when the file stops
+    /// or starts taking lines.
+    fn write_file(&self, line: &str) {
         let note = match self.file.as_ref().map(Mutex::lock) {
             Some(Ok(mut file)) => file.write_line(line.as_bytes()),
             _ => Note::Written,
@@ -107,23 +116,63 @@ impl Log for Logger {
                 }
             }
         }
-        // Errors (the node cannot start or go on) go where errors are looked
-        // for; the file has them too.
-        let stream = if record.level() == Level::Error {
-            Stream::Stderr
+    }
+}
+
+impl Log for Logger {
+    fn enabled(&self, metadata: &Metadata) -> bool {
+        metadata.level() <= Level::Info
+    }
+
+    fn log(&self, record: &Record) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let message = record.args().to_string();
+        let line = format_line(record.level(), &message);
+        self.write_file(&line);
+        if record.target() == REPORTER {
+            self.console.offer(Stream::Stdout, line);
         } else {
-            Stream::Stdout
-        };
-        self.console.offer(stream, line);
+            let mut escaped = String::with_capacity(message.len().min(MAX_MESSAGE));
+            text::push_escaped(&mut escaped, &message, MAX_MESSAGE);
+            self.diagnostics.log(
+                &Record::builder()
+                    .level(record.level())
+                    .target(record.target())
+                    .args(format_args!("{escaped}"))
+                    .build(),
+            );
+        }
     }
 
     fn flush(&self) {}
 }
 
+/// `simplelog` writing diagnostics to stderr's queue: the time of day as
+/// the file has it (local zone, milliseconds), the level, the message.
+fn diagnostics(console: Console, offset: UtcOffset) -> Box<WriteLogger<Lines>> {
+    let config = ConfigBuilder::new()
+        .set_time_format_custom(format_description!(
+            "[hour]:[minute]:[second].[subsecond digits:3]"
+        ))
+        .set_time_offset(offset)
+        .set_level_padding(LevelPadding::Off)
+        .set_thread_level(LevelFilter::Off)
+        .set_target_level(LevelFilter::Off)
+        .set_location_level(LevelFilter::Off)
+        .build();
+    WriteLogger::new(
+        LevelFilter::Info,
+        config,
+        Lines::new(console, Stream::Stderr),
+    )
+}
+
 static LOGGER: OnceLock<Logger> = OnceLock::new();
 
-/// Sets up logging to stdout and to `log_file` (its directory is created;
-/// `-` means stdout only). Call it while the process has one thread, so the
+/// Sets up logging to the console and to `log_file` (its directory is
+/// created; `-` means the console only). Call it while the process has one thread, so the
 /// local time zone can be read.
 pub fn init(log_file: &Path) -> Result<(), String> {
     let file = if log_file == Path::new("-") {
@@ -131,9 +180,15 @@ pub fn init(log_file: &Path) -> Result<(), String> {
     } else {
         Some(Mutex::new(LogFile::open(log_file)?))
     };
-    let _ = OFFSET.set(UtcOffset::current_local_offset().unwrap_or(UtcOffset::UTC));
+    let offset =
+        *OFFSET.get_or_init(|| UtcOffset::current_local_offset().unwrap_or(UtcOffset::UTC));
     let console = Console::start().map_err(|e| format!("cannot start the console thread: {e}"))?;
-    let logger = LOGGER.get_or_init(|| Logger { file, console });
+    let diagnostics = diagnostics(console.clone(), offset);
+    let logger = LOGGER.get_or_init(|| Logger {
+        file,
+        console,
+        diagnostics,
+    });
     log::set_logger(logger).map_err(|e| format!("cannot set up logging: {e}"))?;
     log::set_max_level(LevelFilter::Info);
     Ok(())
@@ -150,6 +205,80 @@ pub fn finish(timeout: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{self, Write};
+    use std::sync::Arc;
+
+    /// A writer that keeps what it got.
+    #[derive(Clone, Default)]
+    struct Kept(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Kept {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.lock().expect("kept").extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Kept {
+        fn text(&self) -> String {
+            String::from_utf8(self.0.lock().expect("kept").clone()).expect("utf8")
+        }
+    }
+
+    #[test]
+    fn status_lines_go_to_stdout_and_diagnostics_to_stderr_escaped() {
+        let (out, err) = (Kept::default(), Kept::default());
+        let console = Console::start_with(out.clone(), err.clone()).expect("console");
+        let logger = Logger {
+            file: None,
+            console: console.clone(),
+            diagnostics: diagnostics(console.clone(), UtcOffset::UTC),
+        };
+        let log = |level, target, message: &str| {
+            logger.log(
+                &Record::builder()
+                    .level(level)
+                    .target(target)
+                    .args(format_args!("{message}"))
+                    .build(),
+            );
+        };
+        log(Level::Info, REPORTER, "a1@h[\"a1@h\": true]");
+        log(Level::Warn, REPORTER, "a1@h: node b@h is down: timeout");
+        log(
+            Level::Warn,
+            "pulse::limiter",
+            "rejected x\n00:00:00.000 [info] forged\u{1b}[2J",
+        );
+        log(Level::Info, "pulse::node", "listening");
+        log(Level::Debug, "pulse::node", "not shown");
+        assert!(console.drain(Duration::from_secs(10)));
+        let (out, err) = (out.text(), err.text());
+        let out: Vec<_> = out
+            .lines()
+            .map(|l| l.split_once(' ').expect("time").1)
+            .collect();
+        assert_eq!(
+            out,
+            [
+                "[info] a1@h[\"a1@h\": true]",
+                "[warning] a1@h: node b@h is down: timeout"
+            ]
+        );
+        let err: Vec<_> = err.lines().collect();
+        assert_eq!(err.len(), 2, "{err:?}");
+        for (line, want) in err.iter().zip([
+            "[WARN] rejected x\\n00:00:00.000 [info] forged\\e[2J",
+            "[INFO] listening",
+        ]) {
+            let (time, rest) = line.split_once(' ').expect("time");
+            assert_eq!(time.len(), 12, "{line}");
+            assert_eq!(rest, want);
+        }
+    }
 
     #[test]
     fn a_line_reads_like_elixirs_logger_and_cannot_be_forged() {

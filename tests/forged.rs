@@ -6,7 +6,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::thread;
 use std::time::Duration;
 
-use crate::util::{Node, TempDir, parse_status, registered_addr, split_log_line, wait_for};
+use crate::util::{Node, TempDir, level_of, parse_status, registered_addr, wait_for};
 
 /// A status line as an attacker would forge it, after a newline.
 pub const FORGED: &str = "\n12:00:00.000 [info] forged@127.0.0.1[\"forged@127.0.0.1\": true]";
@@ -127,10 +127,7 @@ fn a_handshake_name_cannot_forge_a_log_line() {
         .into_iter()
         .find(|l| l.contains(escaped))
         .expect("warning");
-    assert_eq!(
-        split_log_line(&warning).map(|(level, _)| level),
-        Some("warning")
-    );
+    assert_eq!(level_of(&warning), Some("warning"), "{warning}");
     assert!(warning.contains("wrong cookie"), "{warning}");
 }
 

@@ -1,11 +1,13 @@
-//! The console: stdout (stderr for error lines and problems with the log
-//! itself), fed by one thread so that a console nobody reads never holds up
-//! the node.
+//! The console: stdout for the status and event lines, stderr for the
+//! node's diagnostics, fed by one thread so that a console nobody reads
+//! never holds up the node.
 //!
 //! A paused terminal or a full pipe blocks `write` for as long as it likes.
 //! Lines are queued to the `pulse-console` thread without waiting; while
 //! the queue is full they are dropped and counted, and once the console
 //! takes lines again it is told how many it missed (the log file has them).
+//! [`Lines`] puts a `Write` in front of the queue, for a logger that writes
+//! a line in pieces.
 
 use std::io::{self, Write};
 use std::sync::Arc;
@@ -21,9 +23,9 @@ const QUEUE: usize = 256;
 /// Which console stream a line is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Stream {
-    /// Log lines.
+    /// Status and event lines.
     Stdout,
-    /// Error lines, and problems with the log itself.
+    /// Diagnostics, and problems with the log itself.
     Stderr,
 }
 
@@ -35,6 +37,7 @@ enum Item {
 
 /// The sending side; the thread is detached on purpose, since it may be
 /// blocked in `write` for good, and the process must still be able to exit.
+#[derive(Clone)]
 pub struct Console {
     tx: Sender<Item>,
     dropped: Arc<AtomicU64>,
@@ -82,6 +85,46 @@ impl Console {
             return false;
         }
         rx.recv_deadline(deadline).is_ok()
+    }
+}
+
+/// A `Write` that queues each whole line to one console stream, never
+/// waiting: what a logger writes in pieces reaches the console as one
+/// line, or (the queue full) not at all.
+pub struct Lines {
+    console: Console,
+    stream: Stream,
+    /// The line written so far, not yet ended.
+    line: Vec<u8>,
+}
+
+impl Lines {
+    /// Lines for `stream` of `console`.
+    pub fn new(console: Console, stream: Stream) -> Lines {
+        Lines {
+            console,
+            stream,
+            line: Vec::new(),
+        }
+    }
+}
+
+impl Write for Lines {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        for piece in buf.split_inclusive(|&b| b == b'\n') {
+            self.line.extend_from_slice(piece);
+            if piece.ends_with(b"\n") {
+                let line = String::from_utf8_lossy(&self.line).into_owned();
+                self.line.clear();
+                self.console.offer(self.stream, line);
+            }
+        }
+        Ok(buf.len())
+    }
+
+    /// A line is queued when it ends, not before.
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 
@@ -144,6 +187,19 @@ mod tests {
         fn flush(&mut self) -> io::Result<()> {
             Ok(())
         }
+    }
+
+    #[test]
+    fn lines_written_in_pieces_reach_the_console_whole() {
+        let err = Gated::default();
+        let console = Console::start_with(io::sink(), err.clone()).expect("start");
+        let mut lines = Lines::new(console.clone(), Stream::Stderr);
+        for piece in ["12:00:00.000 ", "[WARN] ", "one\ntwo", "\n", "three"] {
+            lines.write_all(piece.as_bytes()).expect("write");
+        }
+        assert!(console.drain(Duration::from_secs(10)));
+        let got = String::from_utf8(err.got.lock().expect("got").clone()).expect("utf8");
+        assert_eq!(got, "12:00:00.000 [WARN] one\ntwo\n");
     }
 
     #[test]

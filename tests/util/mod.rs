@@ -431,6 +431,20 @@ pub fn split_log_line(line: &str) -> Option<(&str, &str)> {
         .then_some((level, message))
 }
 
+/// The level of a log line in Elixir's word, however it is spelled: the
+/// status and event lines say `info`/`warning`, the diagnostics on stderr
+/// `INFO`/`WARN` (simplelog's words).
+pub fn level_of(line: &str) -> Option<&'static str> {
+    let (level, _) = split_log_line(line)?;
+    Some(match level.to_ascii_lowercase().as_str() {
+        "error" => "error",
+        "warn" | "warning" => "warning",
+        "notice" => "notice",
+        "info" => "info",
+        _ => "debug",
+    })
+}
+
 /// The registry's file names, sorted.
 pub fn registry_names(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
