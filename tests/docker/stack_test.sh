@@ -96,11 +96,11 @@ running_ids() {
         --filter status=running | LC_ALL=C sort
 }
 
-# A task's node name, from its "listening on" line (learn_names in lib.sh
-# asks this).
+# A task's node name, from its "listening on" line on stderr (learn_names
+# in lib.sh asks this).
 name_in_output() {
     docker logs "$1" 2>&1 |
-        sed -nE 's/^[0-9:.]+ \[info\] node ([^ ]+) listening on .*/\1/p' | head -n 1
+        sed -nE 's/^[0-9:.]+ \[(info|INFO)\] node ([^ ]+) listening on .*/\2/p' | head -n 1
 }
 
 # The last status line of a container, as sorted "name=bool" words.
