@@ -1,13 +1,14 @@
 #!/usr/bin/env python3
 """Benchmark for pulse: what a node costs and how fast the cluster converges,
-beside the recipe's Elixir node and beside the floor (examples/floor.rs, a
-bare ping-pong over loopback TCP), all measured in the same run.
+beside the recipe's Elixir node, beside Serf (HashiCorp's gossip membership
+agent, at its defaults) and beside the floor (examples/floor.rs, a bare
+ping-pong over loopback TCP), all measured in the same run.
 
 Run from the repository root:
 
     python3 bench/bench.py                       # N = 2, 11, 50, 100, 150 (+ Elixir at 2, 11)
     python3 bench/bench.py --sizes 2,11 --out /tmp/bench.json
-    python3 bench/bench.py --smoke               # CI: N = 11 only, short windows, < 1 min
+    python3 bench/bench.py --smoke               # CI: N = 11 only (+ Serf), short windows
 
 It builds the static musl binary (`cargo build --release --target
 x86_64-unknown-linux-musl`, the one the image ships; the glibc release build
@@ -18,10 +19,14 @@ to bench/results.json, the table to bench/results.txt and the plot to
 bench/results.png (a smoke run writes them under target/bench-smoke/; --out
 puts them beside the JSON path given).
 
+Every target is a ratio of a pulse figure to the same figure of the floor,
+of Serf or of the recipe's node measured in the same run.
+
 Exit status: 0 when every measurement could be taken, whatever the figures;
 1 when the benchmark itself broke (a node never printed a status line, the
-cluster never converged, a node was never detected down, ...); 2 for bad
-usage. Missed targets never change the exit status.
+cluster never converged, a node was never detected down, ...; also serf
+missing under PULSE_REQUIRE_EXTERNAL=1); 2 for bad usage. Missed targets
+never change the exit status.
 
 Only the Python 3 standard library is used for measuring; the plot needs
 matplotlib and is skipped (with a note) without it. All traffic stays on
@@ -46,8 +51,12 @@ from build import ensure_binary, ensure_floor, raise_limits, sizes
 from common import PROCS, REPO, BenchError, log, shown
 from lines import Reader
 from phases import scenario
-from report import render, targets
+from report import render
 from runtimes import ElixirRuntime, PulseDnsRuntime, PulseRuntime
+from serf import SerfRuntime
+
+# Serf at about 15 MiB an agent: the default sizes up to this one.
+SERF_MAX_DEFAULT = 150
 
 
 class Opts:
@@ -57,13 +66,16 @@ class Opts:
 
 def parse_args(argv):
     ap = argparse.ArgumentParser(
-        description="Benchmark pulse nodes on this host, beside the recipe's Elixir node "
-                    "and the floor.",
+        description="Benchmark pulse nodes on this host, beside the recipe's Elixir node, "
+                    "Serf and the floor.",
         epilog="Exit status: 0 measured (targets may be missed), 1 the benchmark broke, 2 usage.")
     ap.add_argument("--sizes", default="2,11,50,100,150", help="cluster sizes N for pulse")
     ap.add_argument("--elixir-sizes", default="2,11",
                     help="sizes for the Elixir recipe node ('' to skip; skipped when elixir "
                          "is missing)")
+    ap.add_argument("--serf-sizes", default=None,
+                    help="sizes for Serf agents ('' to skip; skipped when serf is missing) "
+                         f"[the --sizes up to {SERF_MAX_DEFAULT}]")
     ap.add_argument("--dns-sizes", default="11,50",
                     help="sizes for pulse with peers from DNS (--registry dns:NAME) instead "
                          "of the directory ('' to skip)")
@@ -77,7 +89,8 @@ def parse_args(argv):
                     help="JSON output path; the .txt table and .png plot go beside it "
                          "[bench/results.json; target/bench-smoke/results.json with --smoke]")
     ap.add_argument("--smoke", action="store_true",
-                    help="CI smoke run: N=11 only, no Elixir, short windows, no musl build")
+                    help="CI smoke run: N=11 only, Serf when installed, no Elixir, short "
+                         "windows, no musl build")
     ap.add_argument("--no-floor", action="store_true", help="do not measure the floor")
     ap.add_argument("--binary", help="use this pulse binary instead of building one")
     ap.add_argument("--no-build", action="store_true",
@@ -101,6 +114,12 @@ def parse_args(argv):
     opts.sizes = [11] if a.smoke else sizes_of(a.sizes)
     opts.elixir_sizes = [] if a.smoke else sizes_of(a.elixir_sizes)
     opts.dns_sizes = [] if a.smoke else sizes_of(a.dns_sizes)
+    if a.smoke:
+        opts.serf_sizes = [11]
+    elif a.serf_sizes is None:
+        opts.serf_sizes = [n for n in opts.sizes if n <= SERF_MAX_DEFAULT]
+    else:
+        opts.serf_sizes = sizes_of(a.serf_sizes)
     if any(n > 49 for n in opts.elixir_sizes):
         # The recipe logs `inspect(list)`, which shows at most 50 entries;
         # the joiner makes N + 1.
@@ -124,22 +143,29 @@ def on_signal(signum, _frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+def all_sizes(opts):
+    return sorted(set(opts.sizes) | set(opts.elixir_sizes) | set(opts.dns_sizes)
+                  | set(opts.serf_sizes))
+
+
 def plan_runs(opts, have_floor):
-    """(kind, N) in the order they run: for each N the floor, pulse and
-    pulse with peers from DNS, close in time so they see the same machine;
-    the Elixir node last."""
+    """(kind, N) in the order they run: for each N pulse, the floor and
+    Serf one right after the other so all see the same machine, then pulse
+    with peers from DNS; the Elixir node last."""
     plan = []
-    for n in sorted(set(opts.sizes) | set(opts.elixir_sizes) | set(opts.dns_sizes)):
-        if have_floor:
-            plan.append(("floor", n))
+    for n in all_sizes(opts):
         if n in opts.sizes:
             plan.append(("pulse", n))
+        if have_floor:
+            plan.append(("floor", n))
+        if n in opts.serf_sizes:
+            plan.append(("serf", n))
         if n in opts.dns_sizes:
             plan.append(("pulse-dns", n))
     return plan + [("elixir", n) for n in opts.elixir_sizes]
 
 
-def measure_all(opts, binary, floor_bin, reader, base_dir, broken):
+def measure_all(opts, binary, floor_bin, serf_bin, reader, base_dir, broken):
     """Every run: the floor's tight loop first, then plan_runs. Returns
     (runs, the tight-loop floor)."""
     results, tight = [], None
@@ -147,6 +173,7 @@ def measure_all(opts, binary, floor_bin, reader, base_dir, broken):
         tight = floor.measure(floor_bin, 1, 0, min(opts.window_s, 3.0), base_dir)
         broken += [f"floor tight loop: {e}" for e in tight["errors"]]
     pulse_rt = PulseRuntime(binary, opts.interval_ms)
+    serf_rt = SerfRuntime(serf_bin) if serf_bin else None
     dns_rt = None
     ex = None
     for kind, n in plan_runs(opts, floor_bin is not None):
@@ -154,6 +181,8 @@ def measure_all(opts, binary, floor_bin, reader, base_dir, broken):
             r = floor.measure(floor_bin, n, opts.interval_ms, opts.window_s, base_dir)
         elif kind == "pulse":
             r = scenario(pulse_rt, n, opts, reader, base_dir)
+        elif kind == "serf":
+            r = scenario(serf_rt, n, opts, reader, base_dir)
         elif kind == "pulse-dns":
             if dns_rt is None:
                 dns_rt = PulseDnsRuntime(binary, opts.interval_ms)
@@ -204,8 +233,9 @@ def main(argv):
         binary = ensure_binary(opts)
         floor_bin = ensure_floor(opts, binary) if opts.floor else None
         size_info = sizes(opts, binary)
-        limit_notes = raise_limits(max(opts.sizes + opts.elixir_sizes + opts.dns_sizes))
+        limit_notes = raise_limits(max(all_sizes(opts)))
         elixir_ok = bool(shutil.which("elixir") and shutil.which("mix") and shutil.which("epmd"))
+        serf_bin = shutil.which("serf") if opts.serf_sizes else None
         header = [
             f"pulse benchmark  {time.strftime('%Y-%m-%d %H:%M:%S')}  host {platform.node()}, "
             f"{os.cpu_count()} cores, kernel {platform.release()}",
@@ -218,10 +248,20 @@ def main(argv):
         if opts.elixir_sizes and not elixir_ok:
             header.append("elixir: not installed, Elixir comparison skipped")
             opts.elixir_sizes = []
+        if serf_bin:
+            header.append(f"serf: {SerfRuntime.version(serf_bin)} ({serf_bin}), lan profile, "
+                          f"N = {', '.join(map(str, opts.serf_sizes))}")
+        elif opts.serf_sizes:
+            header.append("SERF SKIPPED: serf is not installed (scripts/install-deps.sh "
+                          "installs Debian's serf); no Serf column, no target against Serf")
+            if os.environ.get("PULSE_REQUIRE_EXTERNAL") == "1":
+                broken.append("serf is not installed and PULSE_REQUIRE_EXTERNAL=1")
+            opts.serf_sizes = []
         for line in header:
             log(line)
         reader = Reader()
-        results, tight = measure_all(opts, binary, floor_bin, reader, base_dir, broken)
+        results, tight = measure_all(opts, binary, floor_bin, serf_bin, reader, base_dir,
+                                     broken)
     except BenchError as e:
         log(f"BROKE: {e}")
         broken.append(str(e))
@@ -237,7 +277,7 @@ def main(argv):
         else:
             log(f"run directory kept: {base_dir}")
 
-    table, misses = render(results, tight, opts.interval_ms, size_info, header)
+    table, misses, target_results = render(results, tight, opts.interval_ms, size_info, header)
     print("\n".join(table), flush=True)
     doc = {
         "meta": {
@@ -251,9 +291,10 @@ def main(argv):
             "window_s": opts.window_s,
             "hung_rounds": opts.hung_rounds,
             "smoke": opts.smoke,
+            "serf_sizes": opts.serf_sizes,
             "header": header,
         },
-        "targets": targets(opts.interval_ms),
+        "targets": target_results,
         "sizes": size_info,
         "runs": results,
         "floor_tight": tight,

@@ -19,13 +19,14 @@ class Cluster:
         self.interval = interval_s
         self.nodes = []  # live ones
         self.all = []  # every node started
+        self.confirmed = 0  # views asked another way (Serf's RPC) that agreed
 
     def start(self, i):
         name = self.rt.name(i)
         with open(self.dir / f"{name}.stderr", "wb") as err:
             t0 = now()
             p = self.rt.spawn(name, self.sync, self.log_file, err)
-        node = Node(name, p, t0)
+        node = Node(name, p, t0, self.rt.parser(name))
         self.reader.add(node)
         self.nodes.append(node)
         self.all.append(node)
@@ -93,8 +94,22 @@ class Cluster:
                     first = (t, stamp)
                 read.append(first[0] - since)
                 stamped.append(None if first[1] is None else first[1] - since)
+        self.confirm(observers, pred)
         worst_stamped = None if None in stamped else max(stamped)
         return max(read), worst_stamped
+
+    def confirm(self, observers, pred):
+        """Asks every observer's view another way where the runtime has one
+        (Serf's RPC) and breaks when it disagrees with the status lines."""
+        if not self.rt.asks_again:
+            return
+        wrong = self.rt.disagreeing(observers, pred)
+        if wrong:
+            name, line = wrong[0]
+            raise BenchError(f"{len(wrong)} of {len(observers)} nodes' lines said they "
+                             f"{pred.what}, but asked again they do not; e.g. {name}: "
+                             f"{line[:300]}")
+        self.confirmed += len(observers)
 
     def wait_lines(self, observers, count, since, timeout):
         """Waits until every observer printed `count` status lines after `since`."""

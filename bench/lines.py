@@ -4,7 +4,10 @@ say what a status line shows.
 
 Each status line also keeps the time the node itself stamped on it, moved
 onto the same monotonic clock: on a saturated machine the harness reads a
-pipe late, and the node's own stamp says when the node made the line."""
+pipe late, and the node's own stamp says when the node made the line.
+
+A node whose runtime prints no status lines (Serf) has a parser that makes
+one, without a stamp, from each line that changes what the node knows."""
 
 import os
 import re
@@ -60,10 +63,11 @@ def entries(msg):
 
 
 class Node:
-    def __init__(self, name, proc, t_exec):
+    def __init__(self, name, proc, t_exec, parser=None):
         self.name = name
         self.proc = proc
         self.t_exec = t_exec
+        self.parser = parser  # makes status lines from other lines (Serf), or None
         self.first_status = None
         self.history = deque(maxlen=200)  # (t, message, stamp) of status lines
         self.status_at = []  # (t, stamp or None) of every status line
@@ -133,21 +137,28 @@ class Reader:
         *lines, node.buf = buf.split(b"\n")
         got = False
         for raw in lines:
-            m = LINE_RE.match(raw.decode("utf-8", "replace"))
-            if not m:
-                node.other.append((t, raw.decode("utf-8", "replace")))
-                continue
-            msg = m.group(2)
-            if node.is_status(msg):
-                stamp = stamped_at(m.group(1), t, wall)
-                node.history.append((t, msg, stamp))
-                node.status_at.append((t, stamp))
-                node.seq += 1
-                if node.first_status is None:
-                    node.first_status = t
-                got = True
+            text = raw.decode("utf-8", "replace")
+            if node.parser is not None:
+                msg, stamp = node.parser.feed(text), None
+                if msg is None:
+                    node.other.append((t, text.strip()))
+                    continue
             else:
-                node.other.append((t, msg))
+                m = LINE_RE.match(text)
+                if not m:
+                    node.other.append((t, text))
+                    continue
+                msg = m.group(2)
+                if not node.is_status(msg):
+                    node.other.append((t, msg))
+                    continue
+                stamp = stamped_at(m.group(1), t, wall)
+            node.history.append((t, msg, stamp))
+            node.status_at.append((t, stamp))
+            node.seq += 1
+            if node.first_status is None:
+                node.first_status = t
+            got = True
         if got:
             self.cond.notify_all()
 

@@ -76,13 +76,28 @@ def gap_figures(gs):
 
 
 def steady(run):
-    """Until every node lists all N nodes true, then a few more rounds."""
+    """Until every node lists all N nodes true, then a few more rounds. A
+    runtime without rounds (Serf) settles instead until it has nothing left
+    to gossip, then for as long as those rounds last."""
     cl = run.cl
     worst, _ = cl.wait_all(cl.nodes, run.everyone(), cl.nodes[-1].t_exec,
                            10 + 10 * run.interval + 0.1 * run.n)
     run.res["steady_after_last_start_ms"] = ms(worst)
-    cl.wait_lines(cl.nodes, run.opts.settle_rounds, now(),
-                  10 + 10 * run.interval * run.opts.settle_rounds)
+    if run.rt.periodic:
+        cl.wait_lines(cl.nodes, run.opts.settle_rounds, now(),
+                      10 + 10 * run.interval * run.opts.settle_rounds)
+        return
+    t0 = now()
+    run.rt.settle(cl.nodes, 30 + 0.1 * run.n)
+    run.res["settled_after_ms"] = ms(now() - t0)
+    # A settling window as long as the rounds, not a wait for a condition.
+    time.sleep(run.opts.settle_rounds * run.interval)
+
+
+# CPU figures that count rounds or pings: none for a runtime without rounds.
+PER_ROUND = ("per_node_per_round_us_stat", "per_node_per_round_us_schedstat",
+             "pings_per_round", "per_ping_us_stat", "per_ping_us_schedstat",
+             "wakeups_per_node_per_round", "wakeups_per_ping")
 
 
 def window(run):
@@ -104,6 +119,9 @@ def window(run):
     res["rss_kib"] = {"median": median(rss), "max": max(rss), "samples": rss}
     res["threads"] = {"median": median(threads), "max": max(threads)}
     res["cpu"] = cpu_figures(before, after, run.interval, run.n)
+    if not run.rt.periodic:
+        for key in PER_ROUND:
+            del res["cpu"][key]
     res["cpu"]["cores_machine_busy"] = (m1 - m0) / CLK_TCK / w
     res["cpu"]["cores_harness"] = (h1 - h0) / w
     t0, t1 = before[0], after[0]
@@ -121,6 +139,13 @@ def window(run):
                     lags.append(None if stamp is None else t - stamp)
     res["steady_window"] = {"lines": lines,
                             "all_true_pct": 100.0 * true_lines / lines if lines else None}
+    if not run.rt.periodic:
+        # No line in the window unless something changed; what every node
+        # knows at its end, asked over the runtime's other way (Serf's RPC).
+        wrong = run.rt.disagreeing(run.cl.nodes, everyone)
+        run.cl.confirmed += run.n - len(wrong)
+        res["steady_window"]["all_true_pct"] = 100.0 * (1 - len(wrong) / run.n)
+        res["steady_window"]["asked_at_end"] = True
     res["period_baseline_ms"] = gap_figures(win_gaps)
     res["period_baseline_stamped_ms"] = gap_figures(own_gaps)
     # How late the harness read the lines the nodes stamped.
@@ -129,8 +154,6 @@ def window(run):
 
 def hung_peer(run):
     """Round period with a peer that accepts TCP and never answers."""
-    if not getattr(run.rt, "has_hung_peer", True):
-        return
     cl, rounds = run.cl, run.opts.hung_rounds
     hung = run.hung = HungPeer("hung@127.0.0.1", cl.sync, run.dir, run.interval)
     t_h = now()
@@ -187,7 +210,8 @@ def kill9(run):
     PROCS.kill_group(victim.proc)
     victim.proc.wait()
     cl.nodes.remove(victim)
-    worst, own = cl.wait_all(others, lists(victim.name, "false"), t_kill, 10 * run.interval)
+    worst, own = cl.wait_all(others, lists(victim.name, "false"), t_kill,
+                             run.rt.wait_s("detect", run.interval))
     res["kill9_detect_ms"] = ms(worst)
     res["kill9_detect_stamped_ms"] = ms(own)
     if run.rt.expires:
@@ -195,7 +219,7 @@ def kill9(run):
         res["kill9_expire_ms"] = ms(worst)
         return
     res["kill9_expire_ms"] = None
-    res["kill9_expire_note"] = "the recipe never expires a dead node's file"
+    res["kill9_expire_note"] = run.rt.expire_note
     # Not a measurement: clear the file so the next phase sees a clean cluster.
     try:
         (cl.sync / victim.name).unlink()
@@ -203,9 +227,9 @@ def kill9(run):
         pass
 
 
-def sigterm(run):
-    """SIGTERM one node: until it is gone from every other node's line, and
-    until the process exits."""
+def leave(run):
+    """A graceful leave (SIGTERM; Serf's is SIGINT): until the node is gone
+    from every other node's line, and until the process exits."""
     cl, res, rt = run.cl, run.res, run.rt
     victim = cl.nodes[1]
     others = [x for x in cl.nodes if x is not victim]
@@ -215,17 +239,18 @@ def sigterm(run):
         p.wait()
         done["t"] = now()
 
-    wt = threading.Thread(target=waiter, name="sigterm-wait", daemon=True)
+    wt = threading.Thread(target=waiter, name="leave-wait", daemon=True)
+    res["leave_signal"] = signal.Signals(rt.leave_signal).name
     t_term = now()
-    os.kill(victim.proc.pid, signal.SIGTERM)
+    os.kill(victim.proc.pid, rt.leave_signal)
     wt.start()
     try:
         worst, _ = cl.wait_all(others, absent(victim.name), t_term,
-                               (10 if rt.removes_record_on_leave else 5) * run.interval,
+                               rt.wait_s("leave", run.interval),
                                must=rt.removes_record_on_leave)
         res["sigterm_gone_ms"] = ms(worst)
         if worst is None:
-            res["sigterm_gone_note"] = "never: the recipe leaves its registry file behind"
+            res["sigterm_gone_note"] = rt.leave_note
     finally:
         wt.join(timeout=10)
         if "t" not in done:
@@ -234,14 +259,14 @@ def sigterm(run):
         res["sigterm_exit_ms"] = ms(done["t"] - t_term) if "t" in done else None
         res["sigterm_exit_code"] = victim.proc.returncode
         with run.reader.cond:
-            res["sigterm_logged_left"] = any(f"node {victim.name} left" in m
-                                             for _, m in victim.other)
+            left = rt.left_text.format(name=victim.name)
+            res["sigterm_logged_left"] = any(left in m for _, m in victim.other)
         cl.nodes.remove(victim)
 
 
 PHASES = [("start", start_nodes), ("steady", steady), ("window", window),
           ("hung peer", hung_peer), ("convergence", convergence), ("kill -9", kill9),
-          ("SIGTERM", sigterm)]
+          ("leave", leave)]
 
 
 def scenario(rt, n, opts, reader, base_dir):
@@ -249,6 +274,8 @@ def scenario(rt, n, opts, reader, base_dir):
     run = Run(rt, n, opts, reader, base_dir)
     try:
         for name, phase in PHASES:
+            if phase is hung_peer and not rt.has_hung_peer:
+                continue
             log(f"{rt.label} N={n}: {name}")
             try:
                 phase(run)
@@ -261,4 +288,6 @@ def scenario(rt, n, opts, reader, base_dir):
         if run.hung is not None:
             run.hung.stop()
         run.res["shutdown"] = run.cl.stop_all()
+        if rt.asks_again:
+            run.res["views_asked_again"] = run.cl.confirmed
     return run.res

@@ -1,6 +1,9 @@
 #!/usr/bin/env python3
 """Draws the main figures of a benchmark run against N: CPU per node per
-round, RSS per node, startup; pulse, the recipe's Elixir node and the floor.
+second and per ping, RSS per node, startup, the cores all nodes use, and the
+time until every node knows of one more node, a kill -9 and a graceful
+leave; pulse, Serf, the recipe's Elixir node and the floor, with each
+target (a ratio to one of them) drawn where it lands for pulse.
 
     python3 bench/plot.py bench/results.json     # writes bench/results.png
 
@@ -11,22 +14,25 @@ import json
 import sys
 from pathlib import Path
 
+from report import FLOOR_ROWS, TARGETS, rows
+
 STYLE = {  # runtime -> (label, colour, marker, line style)
     "pulse": ("pulse", "#1f77b4", "o", "-"),
+    "serf": ("Serf (lan profile)", "#2ca02c", "D", "-"),
     "elixir": ("recipe's Elixir node", "#d62728", "s", "-"),
     "floor": ("floor (bare ping-pong on K = N links)", "#7f7f7f", "^", "--"),
 }
 
-PANELS = [  # (title, y label, getter(run), targets as [(N, value)] or a value for every N)
-    ("CPU per node per round", "µs (schedstat)",
-     lambda r: (r.get("cpu") or {}).get("per_node_per_round_us_schedstat", {}).get("mean"),
-     [(2, 150), (11, 470)]),
-    ("CPU per ping", "µs (schedstat)", lambda r: ping_us(r), [(100, 40), (150, 40)]),
-    ("RSS per node", "MiB",
-     lambda r: None if (r.get("rss_kib") or {}).get("median") is None
-     else r["rss_kib"]["median"] / 1024, []),
+PANELS = [  # (title, y label, the table's row drawn, the row whose targets are drawn)
+    ("CPU per node per second", "µs (schedstat)", "CPU/node/s (us, schedstat)", None),
+    ("CPU per ping", "µs (schedstat)", None, None),
+    ("RSS per node", "MiB, median", "RSS median (MiB)", None),
     ("startup (exec → first status line)", "ms, median (bar up to p95)",
-     lambda r: (r.get("startup_ms") or {}).get("median"), 100),
+     "startup median (ms)", "startup p95 (ms)"),
+    ("cores, all nodes", "cores (schedstat)", "cores, all nodes (schedstat)", None),
+    ("one more node known by every node", "ms", "+1 node -> known by all (ms)", None),
+    ("kill -9 known by every node", "ms", "kill -9 -> known by all (ms)", None),
+    ("graceful leave known by every node", "ms", "leave -> known by all (ms)", None),
 ]
 
 
@@ -49,6 +55,23 @@ def series(doc, runtime, getter):
     return [(n, v) for n, v in pts if v is not None]
 
 
+def target_points(doc, label, getters):
+    """[(N, the most pulse's figure may be)]: at each N, the tightest of the
+    row's ratio targets times the reference's figure measured there."""
+    by = {(r["runtime"], r["n"]): r for r in doc.get("runs", [])}
+    out = {}
+    for row, ref, most, at in TARGETS:
+        if row != label:
+            continue
+        for (rt, n), r in by.items():
+            if rt != ref or (at is not None and n not in at) or ("pulse", n) not in by:
+                continue
+            v = getters[row](r)
+            if v is not None:
+                out[n] = min(out.get(n, float("inf")), most * v)
+    return sorted(out.items())
+
+
 def draw(doc, path):
     """Writes the figure to `path` (PNG or SVG by its suffix). Returns None,
     or why it could not (matplotlib missing)."""
@@ -61,11 +84,15 @@ def draw(doc, path):
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     meta = doc.get("meta", {})
-    fig, axes = plt.subplots(2, 2, figsize=(11, 8.5))
+    fig, axes = plt.subplots(2, 4, figsize=(19, 9))
     ns = sorted({r["n"] for r in doc.get("runs", [])})
     plain = FuncFormatter(lambda v, _pos: f"{v:g}")
-    for ax, (title, unit, getter, goal) in zip(axes.flat, PANELS):
+    getters = {label: g for label, g, _f in rows()}
+    for ax, (title, unit, row, target_row) in zip(axes.flat, PANELS):
+        getter = getters[row] if row else ping_us
         for runtime, (label, colour, marker, ls) in STYLE.items():
+            if runtime == "floor" and row is not None and row not in FLOOR_ROWS:
+                continue  # one process, not a cluster: only its costs compare
             pts = series(doc, runtime, getter)
             if not pts:
                 continue
@@ -80,11 +107,11 @@ def draw(doc, path):
                 for x, y in p95:
                     ax.plot([x, x], [dict(pts).get(x, y), y], color=colour, lw=1, alpha=0.6)
                     ax.plot([x], [y], "_", color=colour, ms=10)
-        if isinstance(goal, (int, float)):
-            ax.axhline(goal, color="black", ls=":", lw=1, label=f"target (p95 <= {goal:g})")
-        elif [g for g in goal if g[0] in ns]:
-            gx, gy = zip(*[g for g in goal if g[0] in ns])
-            ax.plot(gx, gy, "_", color="black", ms=16, mew=2, label="target (at most)")
+        goal = target_points(doc, target_row or row, getters) if row else []
+        if goal:
+            gx, gy = zip(*goal)
+            ax.plot(gx, gy, "_", color="black", ms=16, mew=2,
+                    label="target for pulse (a ratio to a reference, at most)")
         ax.set_title(title)
         ax.set_xlabel("N (nodes in the cluster)")
         ax.set_ylabel(unit)
@@ -107,11 +134,11 @@ def draw(doc, path):
     for ax in axes.flat:
         for h, label in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(label, h)
-    fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=3, fontsize=9,
+    fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=5, fontsize=9,
                frameon=False)
     fig.suptitle(f"pulse benchmark, interval {meta.get('interval_ms', '?')} ms, "
                  f"{meta.get('cores', '?')} cores ({meta.get('host', '?')})", fontsize=11)
-    fig.tight_layout(rect=(0, 0.07, 1, 0.97))
+    fig.tight_layout(rect=(0, 0.05, 1, 0.97))
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)
     plt.close(fig)

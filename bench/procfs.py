@@ -117,9 +117,9 @@ def cpu_reading(trees):
 
 
 def cpu_figures(before, after, interval_s, pings_per_round):
-    """CPU of each process between two readings: per process per round
-    (from utime+stime ticks and from schedstat ns), per ping, the cores all
-    of them used, and the user/system split of the ticks."""
+    """CPU of each process between two readings: per process per round and
+    per second (from utime+stime ticks and from schedstat ns), per ping, the
+    cores all of them used, and the user/system split of the ticks."""
     (t0, r0), (t1, r1) = before, after
     w = t1 - t0
     rounds = w / interval_s
@@ -142,10 +142,15 @@ def cpu_figures(before, after, interval_s, pings_per_round):
         "system_pct": 100.0 * system / ticks if ticks else None,
         "per_node_per_round_us_stat": {"mean": per_round_stat, "max": 1e6 * max(stat)},
         "per_node_per_round_us_schedstat": {"mean": per_round_sched, "max": 1e6 * max(sched)},
+        "per_node_per_s_us_stat": {"mean": per_round_stat / interval_s,
+                                   "max": 1e6 * max(stat) / interval_s},
+        "per_node_per_s_us_schedstat": {"mean": per_round_sched / interval_s,
+                                        "max": 1e6 * max(sched) / interval_s},
         "pings_per_round": pings_per_round,
         "per_ping_us_stat": per_round_stat / pings_per_round,
         "per_ping_us_schedstat": per_round_sched / pings_per_round,
         "wakeups_per_node_per_round": slices,
+        "wakeups_per_node_per_s": slices / interval_s,
         "wakeups_per_ping": slices / pings_per_round,
         "cores_all_nodes_stat": ticks / CLK_TCK / w,
         "cores_all_nodes_schedstat": sum(r1[p][2] - r0[p][2] for p in roots) / 1e9 / w,

@@ -1,22 +1,41 @@
-"""The targets and the printed tables: pulse against its targets, pulse
-beside the recipe's Elixir node, pulse beside the floor. Targets are read,
-never asserted: a missed one is marked MISS and listed, nothing more."""
+"""The targets and the printed tables: pulse with its targets, then pulse
+beside Serf, the recipe's Elixir node, pulse with peers from DNS and the
+floor, each with the ratio pulse / other. Every target is such a ratio, to a
+reference measured in the same run; targets are read, never asserted: a
+missed one is marked MISS and listed, nothing more."""
 
 from common import MUSL, MiB
 
+# (row, reference runtime, the most pulse / reference may be, the N it
+# applies at or None for every N where both were measured).
+TARGETS = [
+    ("CPU/node/s (us, schedstat)", "floor", 1.5, None),
+    ("CPU/node/s (us, schedstat)", "serf", 1.0, None),
+    ("CPU/node/s (us, schedstat)", "elixir", 0.1, (11,)),
+    ("RSS median (MiB)", "serf", 1.0, None),
+    ("startup p95 (ms)", "serf", 1.0, None),
+    ("+1 node -> known by all (ms)", "serf", 1.0, None),
+    ("kill -9 -> known by all (ms)", "serf", 1.0, None),
+    ("leave -> known by all (ms)", "serf", 1.0, None),
+    ("hung peer: round gap max (ms)", "elixir", 0.15, None),
+    ("hung peer: round gap max (ms, node's clock)", "elixir", 0.15, None),
+]
 
-def targets(interval_ms):
-    """The targets as stored in the JSON."""
-    return {
-        "cpu_per_node_per_round_us": "<= 150 at N=2, <= 470 at N=11",
-        "elixir_over_pulse_cpu_per_round": ">= 10 at N=11 (Elixir measured in the same run)",
-        "cpu_per_ping_us": "<= 40 at N=100 and N=150",
-        "cores_all_nodes_at_150": "<= 0.9 at N=150, with every status line all true",
-        "convergence_ms": f"<= {interval_ms + 100} (interval + 100 ms)",
-        "kill9_detect_ms": f"<= {interval_ms} (one interval)",
-        "period_hung_max_ms": f"<= {interval_ms + 100} (interval + 100 ms)",
-        "startup_p95_ms": "<= 100",
-    }
+# A check of the run itself rather than a target: every status line of
+# the steady window lists all N nodes true.
+ALL_TRUE = "steady lines all true (%)"
+
+# The figures whose ratios every pulse run stores, by JSON key.
+RATIO_KEYS = {
+    "cpu_per_node_per_s": "CPU/node/s (us, schedstat)",
+    "rss_median": "RSS median (MiB)",
+    "startup_p95": "startup p95 (ms)",
+    "cores_all_nodes": "cores, all nodes (schedstat)",
+    "join_known": "+1 node -> known by all (ms)",
+    "kill9_known": "kill -9 -> known by all (ms)",
+    "leave_known": "leave -> known by all (ms)",
+    "hung_gap_max": "hung peer: round gap max (ms)",
+}
 
 
 def get(d, *path):
@@ -47,105 +66,97 @@ def fmt_split(v):
     return f"{v[0]:.0f}/{v[1]:.0f}"
 
 
-def cpu_round_target(v, n, r):
-    return {2: v <= 150, 11: v <= 470}.get(n)
+def per_s(r, key):
+    """CPU per node per second; from runs before the per-second figure, per
+    round over the interval."""
+    v = get(r, "cpu", f"per_node_per_s_us_{key}", "mean")
+    if v is None:
+        per_round = get(r, "cpu", f"per_node_per_round_us_{key}", "mean")
+        interval = get(r, "interval_ms")
+        v = None if per_round is None or not interval else per_round * 1000.0 / interval
+    return v
 
 
-def cores_target(v, n, r):
-    if n < 150:
-        return None
-    return v <= 0.9 and get(r, "steady_window", "all_true_pct") == 100
-
-
-def rows(interval_ms):
-    """(label, target text, getter(run), format, check(value, n, run) -> True/False/None)."""
-    I = interval_ms
+def rows():
+    """(label, getter(run), format)."""
     return [
-        ("startup median (ms)", "", lambda r: get(r, "startup_ms", "median"), "{:.1f}", None),
-        ("startup p95 (ms)", "<= 100", lambda r: get(r, "startup_ms", "p95"), "{:.1f}",
-         lambda v, n, r: v <= 100),
-        ("startup p95 (ms, node's clock)", "<= 100",
-         lambda r: get(r, "startup_stamped_ms", "p95"), "{:.1f}", lambda v, n, r: v <= 100),
-        ("RSS median (MiB)", "", lambda r: kib_mib(get(r, "rss_kib", "median")), "{:.2f}", None),
-        ("RSS max (MiB)", "", lambda r: kib_mib(get(r, "rss_kib", "max")), "{:.2f}", None),
-        ("threads per node (median)", "", lambda r: get(r, "threads", "median"), "{:.0f}", None),
-        ("CPU/node/round (us, stat)", "",
-         lambda r: stat_only(r, get(r, "cpu", "per_node_per_round_us_stat", "mean")), "{:.0f}",
-         None),
-        ("CPU/node/round (us, schedstat)", "<=150 N=2, <=470 N=11",
-         lambda r: get(r, "cpu", "per_node_per_round_us_schedstat", "mean"), "{:.0f}",
-         cpu_round_target),
-        ("CPU/node/round, elixir/pulse", ">= 10 (N=11)",
-         lambda r: get(r, "vs_elixir", "cpu_per_round"), "{:.1f}",
-         lambda v, n, r: (v >= 10) if n == 11 else None),
-        ("CPU/ping (us, schedstat)", "<= 40 (N>=100)",
-         lambda r: get(r, "cpu", "per_ping_us_schedstat"), "{:.1f}",
-         lambda v, n, r: (v <= 40) if n >= 100 else None),
-        ("CPU/ping (us, stat)", "",
-         lambda r: stat_only(r, get(r, "cpu", "per_ping_us_stat")), "{:.1f}", None),
-        ("wake-ups/node/round (schedstat)", "",
-         lambda r: get(r, "cpu", "wakeups_per_node_per_round"), "{:.1f}", None),
-        ("wake-ups/ping (schedstat)", "", lambda r: get(r, "cpu", "wakeups_per_ping"), "{:.2f}",
-         None),
-        ("CPU user/system (% of ticks)", "", split, fmt_split, None),
-        ("CPU ticks counted (all nodes)", "", lambda r: get(r, "cpu", "ticks_counted"), "{:.0f}",
-         None),
-        ("cores, all nodes (stat)", "",
-         lambda r: stat_only(r, get(r, "cpu", "cores_all_nodes_stat")), "{:.3f}", None),
-        ("cores, all nodes (schedstat)", "<= 0.9 all true (N=150)",
-         lambda r: get(r, "cpu", "cores_all_nodes_schedstat"), "{:.3f}", cores_target),
-        ("cores, machine busy (/proc/stat)", "", lambda r: get(r, "cpu", "cores_machine_busy"),
-         "{:.3f}", None),
-        ("cores, this harness", "", lambda r: get(r, "cpu", "cores_harness"), "{:.3f}", None),
-        ("steady lines all true (%)", "100", lambda r: get(r, "steady_window", "all_true_pct"),
-         "{:.1f}", lambda v, n, r: v >= 100),
-        ("round gap, steady, mean (ms)", "", lambda r: get(r, "period_baseline_ms", "mean"),
-         "{:.1f}", None),
-        ("round gap, steady, max (ms)", "", lambda r: get(r, "period_baseline_ms", "max"),
-         "{:.1f}", None),
-        ("round gap, steady, max (ms, node's clock)", "",
-         lambda r: get(r, "period_baseline_stamped_ms", "max"), "{:.1f}", None),
-        ("line read late, p95 (ms)", "", lambda r: get(r, "line_lag_ms", "p95"), "{:.1f}",
-         None),
-        ("line read late, max (ms)", "", lambda r: get(r, "line_lag_ms", "max"), "{:.1f}",
-         None),
-        ("convergence, +1 node (ms)", f"<= {I + 100}", lambda r: get(r, "convergence_ms"),
-         "{:.0f}", lambda v, n, r: v <= I + 100),
-        ("convergence, +1 node (ms, node's clock)", f"<= {I + 100}",
-         lambda r: get(r, "convergence_stamped_ms"), "{:.0f}", lambda v, n, r: v <= I + 100),
-        ("kill -9 -> all false (ms)", f"<= {I}", lambda r: get(r, "kill9_detect_ms"), "{:.0f}",
-         lambda v, n, r: v <= I),
-        ("kill -9 -> all false (ms, node's clock)", f"<= {I}",
-         lambda r: get(r, "kill9_detect_stamped_ms"), "{:.0f}", lambda v, n, r: v <= I),
-        ("kill -9 -> expired (ms)", "", lambda r: get(r, "kill9_expire_ms"), "{:.0f}", None),
-        ("SIGTERM -> gone (ms)", "", lambda r: get(r, "sigterm_gone_ms"), "{:.0f}", None),
-        ("SIGTERM -> exit (ms)", "", lambda r: get(r, "sigterm_exit_ms"), "{:.0f}", None),
-        ("hung peer: round gap mean (ms)", "", lambda r: get(r, "period_hung_ms", "mean"),
-         "{:.1f}", None),
-        ("hung peer: round gap max (ms)", f"<= {I + 100}",
-         lambda r: get(r, "period_hung_ms", "max"), "{:.1f}", lambda v, n, r: v <= I + 100),
-        ("hung peer: round gap max (ms, node's clock)", f"<= {I + 100}",
-         lambda r: get(r, "period_hung_stamped_ms", "max"), "{:.1f}",
-         lambda v, n, r: v <= I + 100),
+        ("startup median (ms)", lambda r: get(r, "startup_ms", "median"), "{:.1f}"),
+        ("startup p95 (ms)", lambda r: get(r, "startup_ms", "p95"), "{:.1f}"),
+        ("startup p95 (ms, node's clock)", lambda r: get(r, "startup_stamped_ms", "p95"),
+         "{:.1f}"),
+        ("RSS median (MiB)", lambda r: kib_mib(get(r, "rss_kib", "median")), "{:.2f}"),
+        ("RSS max (MiB)", lambda r: kib_mib(get(r, "rss_kib", "max")), "{:.2f}"),
+        ("threads per node (median)", lambda r: get(r, "threads", "median"), "{:.0f}"),
+        ("CPU/node/s (us, stat)", lambda r: stat_only(r, per_s(r, "stat")), "{:.0f}"),
+        ("CPU/node/s (us, schedstat)", lambda r: per_s(r, "schedstat"), "{:.0f}"),
+        ("CPU/node/round (us, schedstat)",
+         lambda r: get(r, "cpu", "per_node_per_round_us_schedstat", "mean"), "{:.0f}"),
+        ("CPU/ping (us, schedstat)", lambda r: get(r, "cpu", "per_ping_us_schedstat"),
+         "{:.1f}"),
+        ("CPU/ping (us, stat)", lambda r: stat_only(r, get(r, "cpu", "per_ping_us_stat")),
+         "{:.1f}"),
+        ("wake-ups/node/s (schedstat)", lambda r: get(r, "cpu", "wakeups_per_node_per_s"),
+         "{:.1f}"),
+        ("wake-ups/ping (schedstat)", lambda r: get(r, "cpu", "wakeups_per_ping"), "{:.2f}"),
+        ("CPU user/system (% of ticks)", split, fmt_split),
+        ("CPU ticks counted (all nodes)", lambda r: get(r, "cpu", "ticks_counted"), "{:.0f}"),
+        ("cores, all nodes (stat)",
+         lambda r: stat_only(r, get(r, "cpu", "cores_all_nodes_stat")), "{:.3f}"),
+        ("cores, all nodes (schedstat)", lambda r: get(r, "cpu", "cores_all_nodes_schedstat"),
+         "{:.3f}"),
+        ("cores, machine busy (/proc/stat)", lambda r: get(r, "cpu", "cores_machine_busy"),
+         "{:.3f}"),
+        ("cores, this harness", lambda r: get(r, "cpu", "cores_harness"), "{:.3f}"),
+        (ALL_TRUE, lambda r: get(r, "steady_window", "all_true_pct"), "{:.1f}"),
+        ("round gap, steady, mean (ms)", lambda r: get(r, "period_baseline_ms", "mean"),
+         "{:.1f}"),
+        ("round gap, steady, max (ms)", lambda r: get(r, "period_baseline_ms", "max"),
+         "{:.1f}"),
+        ("round gap, steady, max (ms, node's clock)",
+         lambda r: get(r, "period_baseline_stamped_ms", "max"), "{:.1f}"),
+        ("line read late, p95 (ms)", lambda r: get(r, "line_lag_ms", "p95"), "{:.1f}"),
+        ("line read late, max (ms)", lambda r: get(r, "line_lag_ms", "max"), "{:.1f}"),
+        ("+1 node -> known by all (ms)", lambda r: get(r, "convergence_ms"), "{:.0f}"),
+        ("+1 node -> known by all (ms, node's clock)",
+         lambda r: get(r, "convergence_stamped_ms"), "{:.0f}"),
+        ("kill -9 -> known by all (ms)", lambda r: get(r, "kill9_detect_ms"), "{:.0f}"),
+        ("kill -9 -> known by all (ms, node's clock)",
+         lambda r: get(r, "kill9_detect_stamped_ms"), "{:.0f}"),
+        ("kill -9 -> expired (ms)", lambda r: get(r, "kill9_expire_ms"), "{:.0f}"),
+        ("leave -> known by all (ms)", lambda r: get(r, "sigterm_gone_ms"), "{:.0f}"),
+        ("leave -> exit (ms)", lambda r: get(r, "sigterm_exit_ms"), "{:.0f}"),
+        ("hung peer: round gap mean (ms)", lambda r: get(r, "period_hung_ms", "mean"),
+         "{:.1f}"),
+        ("hung peer: round gap max (ms)", lambda r: get(r, "period_hung_ms", "max"), "{:.1f}"),
+        ("hung peer: round gap max (ms, node's clock)",
+         lambda r: get(r, "period_hung_stamped_ms", "max"), "{:.1f}"),
     ]
 
 
 # Rows that compare a node's costs with the floor's (the floor has no
 # cluster, so no startup, convergence or rounds of status lines).
-FLOOR_ROWS = ("RSS median (MiB)", "threads per node (median)", "CPU/node/round (us, stat)",
-              "CPU/node/round (us, schedstat)", "CPU/ping (us, schedstat)", "CPU/ping (us, stat)",
-              "wake-ups/node/round (schedstat)", "wake-ups/ping (schedstat)",
+FLOOR_ROWS = ("RSS median (MiB)", "threads per node (median)", "CPU/node/s (us, stat)",
+              "CPU/node/s (us, schedstat)", "CPU/ping (us, schedstat)", "CPU/ping (us, stat)",
+              "wake-ups/node/s (schedstat)", "wake-ups/ping (schedstat)",
               "CPU user/system (% of ticks)", "CPU ticks counted (all nodes)")
+
+# Rows Serf has: no rounds, no stamps of its own, no hung peer.
+SERF_ROWS = ("startup median (ms)", "startup p95 (ms)", "RSS median (MiB)", "RSS max (MiB)",
+             "threads per node (median)", "CPU/node/s (us, stat)", "CPU/node/s (us, schedstat)",
+             "wake-ups/node/s (schedstat)", "CPU user/system (% of ticks)",
+             "CPU ticks counted (all nodes)", "cores, all nodes (schedstat)", ALL_TRUE,
+             "+1 node -> known by all (ms)", "kill -9 -> known by all (ms)",
+             "leave -> known by all (ms)", "leave -> exit (ms)")
 
 # Rows that make no sense for the DNS comparison (no hung peer there).
 NOT_VS_DNS = ("cores, machine busy (/proc/stat)", "cores, this harness",
-              "CPU/node/round, elixir/pulse", "hung peer: round gap mean (ms)",
-              "hung peer: round gap max (ms)", "hung peer: round gap max (ms, node's clock)")
+              "hung peer: round gap mean (ms)", "hung peer: round gap max (ms)",
+              "hung peer: round gap max (ms, node's clock)")
 
 # Rows that make no sense for the Elixir comparison.
 NOT_VS_ELIXIR = ("cores, machine busy (/proc/stat)", "cores, this harness",
-                 "CPU/node/round (us, stat)", "cores, all nodes (stat)",
-                 "CPU/node/round, elixir/pulse", "CPU ticks counted (all nodes)")
+                 "CPU/node/s (us, stat)", "cores, all nodes (stat)",
+                 "CPU ticks counted (all nodes)")
 
 
 def show(v, fmt):
@@ -154,77 +165,145 @@ def show(v, fmt):
     return fmt(v) if callable(fmt) else fmt.format(v)
 
 
-def cell(r, getter, fmt, check, n):
-    v = getter(r) if r else None
-    if v is None:
-        return "n/a", None
-    text = show(v, fmt)
-    verdict = check(v, n, r) if check else None
-    if verdict is True:
-        text += " ok"
-    elif verdict is False:
-        text += " MISS"
-    return text, verdict
+def ratio(pv, ov):
+    if isinstance(pv, (int, float)) and isinstance(ov, (int, float)) and ov:
+        return pv / ov
+    return None
 
 
-def link_ratios(results):
-    """Stores in each pulse run how it compares with the Elixir node and the
-    floor at the same N (so the targets that need both can be read)."""
-    by = {(r["runtime"], r["n"]): r for r in results}
-    for r in results:
-        if r["runtime"] != "pulse":
-            continue
-        p = get(r, "cpu", "per_node_per_round_us_schedstat", "mean")
-        e = get(by.get(("elixir", r["n"])), "cpu", "per_node_per_round_us_schedstat", "mean")
-        f = get(by.get(("floor", r["n"])), "cpu", "per_node_per_round_us_schedstat", "mean")
-        if p and e:
-            r["vs_elixir"] = {"cpu_per_round": e / p}
-        if p and f:
-            r["vs_floor"] = {"cpu_per_round": p / f}
+def limit(x):
+    return f"{x:g}"
 
 
-def pulse_table(pulse, spec, interval_ms):
+class Verdicts:
+    """Every ratio target at every N: pulse's figure, the reference's, the
+    ratio and whether it is met (None when either was not measured)."""
+
+    def __init__(self, by, spec):
+        getters = {label: g for label, g, _f in spec}
+        self.results = []
+        for label, ref, most, at in TARGETS:
+            res = []
+            for (rt, n), r in sorted(by.items()):
+                if rt != "pulse" or (at is not None and n not in at):
+                    continue
+                other = by.get((ref, n))
+                if other is None:
+                    continue
+                pv, ov = getters[label](r), getters[label](other)
+                q = ratio(pv, ov)
+                res.append({"n": n, "pulse": pv, "reference": ov, "ratio": q,
+                            "met": None if q is None else q <= most})
+            self.results.append(({"figure": label, "reference": ref, "ratio": f"pulse/{ref}",
+                                  "at_most": most, "sizes": list(at) if at else "every N"},
+                                 res))
+
+    def at(self, label, n, ref=None):
+        """[(target, result)] for a row at N (and one reference)."""
+        return [(t, x) for t, res in self.results for x in res
+                if t["figure"] == label and x["n"] == n and (ref is None or t["reference"] == ref)]
+
+    def misses(self):
+        return [f"{t['figure']} at N={x['n']}: pulse/{t['reference']} = {x['ratio']:.3g}, "
+                f"target <= {limit(t['at_most'])}"
+                for t, res in self.results for x in res if x["met"] is False]
+
+    def json(self):
+        return [dict(t, results=res) for t, res in self.results]
+
+
+def target_text(label):
+    parts = []
+    for lab, ref, most, at in TARGETS:
+        if lab == label:
+            where = f" N={','.join(map(str, at))}" if at else ""
+            parts.append(f"<={limit(most)} {ref}{where}")
+    if label == ALL_TRUE:
+        parts.append("100 (check)")
+    return ", ".join(parts)
+
+
+def mark(text, verdicts):
+    """The text with ok (every target met), MISS (any missed) or nothing."""
+    known = [v for v in verdicts if v is not None]
+    if not known:
+        return text
+    return text + (" ok" if all(known) else " MISS")
+
+
+def pulse_table(pulse, spec, verdicts, interval_ms):
     out, misses = [], []
     ns = sorted(pulse)
     w0 = max(len(s[0]) for s in spec)
-    w1 = max(len("target"), max(len(s[1]) for s in spec))
+    w1 = max(len("target (pulse / ...)"), max(len(target_text(s[0])) for s in spec))
     widths, cells = [], {}
     for n in ns:
         col = []
-        for label, _, g, f, c in spec:
-            text, verdict = cell(pulse[n], g, f, c, n)
-            col.append(text)
-            if verdict is False:
-                misses.append(f"{label} at N={n}: {text}")
+        for label, g, f in spec:
+            v = g(pulse[n])
+            text = show(v, f)
+            marks = [x["met"] for _t, x in verdicts.at(label, n)]
+            if label == ALL_TRUE and v is not None:
+                marks.append(v >= 100)
+                if v < 100:
+                    misses.append(f"check: {label} at N={n}: {text}")
+            col.append(mark(text, marks) if v is not None else text)
         cells[n] = col
         widths.append(max(len(f"N={n}"), max(len(t) for t in col)))
-    out.append(f"pulse, interval {interval_ms} ms")
-    line = f"{'metric':<{w0}}  {'target':<{w1}}" + "".join(
+    out.append(f"pulse, interval {interval_ms} ms; each target is a ratio pulse / reference "
+               "at the same N, marked ok or MISS when that reference was measured")
+    line = f"{'metric':<{w0}}  {'target (pulse / ...)':<{w1}}" + "".join(
         f"  {f'N={n}':>{w}}" for n, w in zip(ns, widths))
     out.append(line)
     out.append("-" * len(line))
-    for i, (label, tgt, *_rest) in enumerate(spec):
-        out.append(f"{label:<{w0}}  {tgt:<{w1}}" + "".join(
+    for i, (label, *_rest) in enumerate(spec):
+        out.append(f"{label:<{w0}}  {target_text(label):<{w1}}" + "".join(
             f"  {cells[n][i]:>{w}}" for n, w in zip(ns, widths)))
     out += [f"  BROKEN N={r['n']}: {e}" for r in pulse.values() for e in r["errors"]]
     return out, misses
 
 
-def side_by_side(title, pulse, other, name, spec):
-    """One line per metric and N: pulse, the other, and pulse / other."""
+def side_by_side(title, pulse, other, name, spec, verdicts=None):
+    """One line per metric and N: pulse, the other, pulse / other and, where
+    there is one, the target on that ratio."""
     out = ["", f"{title} (ratio = pulse / {name})"]
     w0 = max(len(s[0]) for s in spec)
     hdr = f"{'metric':<{w0}}  {'N':>3}  {'pulse':>12}  {name:>12}  {'ratio':>9}"
+    if verdicts:
+        hdr += "  target"
     out += [hdr, "-" * len(hdr)]
-    for label, _, g, f, _c in spec:
+    for label, g, f in spec:
         for n in sorted(other):
             pv = g(pulse.get(n)) if pulse.get(n) else None
             ov = g(other[n])
-            ratio = "n/a"
-            if isinstance(pv, (int, float)) and isinstance(ov, (int, float)) and ov:
-                ratio = f"{pv / ov:.3g}"
-            out.append(f"{label:<{w0}}  {n:>3}  {show(pv, f):>12}  {show(ov, f):>12}  {ratio:>9}")
+            q = ratio(pv, ov)
+            line = (f"{label:<{w0}}  {n:>3}  {show(pv, f):>12}  {show(ov, f):>12}  "
+                    f"{'n/a' if q is None else f'{q:.3g}':>9}")
+            for t, x in (verdicts.at(label, n, name) if verdicts else []):
+                verdict = {True: "ok", False: "MISS", None: ""}[x["met"]]
+                line += f"  <= {limit(t['at_most'])} {verdict}".rstrip()
+            out.append(line.rstrip())
     return out
+
+
+def link_ratios(results, spec):
+    """Stores in each pulse run its main figures over the floor's, Serf's,
+    the Elixir node's and pulse-dns's at the same N (pulse / other)."""
+    getters = {label: g for label, g, _f in spec}
+    by = {(r["runtime"], r["n"]): r for r in results}
+    for r in results:
+        if r["runtime"] != "pulse":
+            continue
+        ratios = {}
+        for ref in ("floor", "serf", "elixir", "pulse-dns"):
+            other = by.get((ref, r["n"]))
+            if other is None:
+                continue
+            got = {key: ratio(getters[label](r), getters[label](other))
+                   for key, label in RATIO_KEYS.items()
+                   if ref != "floor" or label in FLOOR_ROWS}
+            ratios[ref] = {k: v for k, v in got.items() if v is not None}
+        r["ratios"] = ratios
 
 
 def tight_line(t):
@@ -258,45 +337,59 @@ def sizes_lines(size_info):
     return out
 
 
+def notes(runs, label):
+    out = []
+    for r in runs.values():
+        for key in ("kill9_expire_note", "sigterm_gone_note"):
+            if r.get(key):
+                out.append(f"  {label} N={r['n']}: {key.split('_note')[0]}: {r[key]}")
+        out += [f"  BROKEN {label} N={r['n']}: {e}" for e in r["errors"]]
+    return out
+
+
 def render(results, floor_tight, interval_ms, size_info, header):
-    """The whole printed report and the list of missed targets."""
-    link_ratios(results)
-    pulse = {r["n"]: r for r in results if r["runtime"] == "pulse"}
-    elixir = {r["n"]: r for r in results if r["runtime"] == "elixir"}
-    floor = {r["n"]: r for r in results if r["runtime"] == "floor"}
-    dns = {r["n"]: r for r in results if r["runtime"] == "pulse-dns"}
-    spec = rows(interval_ms)
+    """The whole printed report, the missed targets (and checks) and the
+    targets with their results for the JSON."""
+    spec = rows()
+    link_ratios(results, spec)
+    by = {(r["runtime"], r["n"]): r for r in results}
+    verdicts = Verdicts(by, spec)
+    runs = {}
+    for r in results:
+        runs.setdefault(r["runtime"], {})[r["n"]] = r
+    pulse, serf, elixir, dns, floor = (runs.get(k, {}) for k in
+                                       ("pulse", "serf", "elixir", "pulse-dns", "floor"))
     out, misses = ["", *header, ""], []
     if pulse:
-        table, misses = pulse_table(pulse, spec, interval_ms)
+        table, misses = pulse_table(pulse, spec, verdicts, interval_ms)
         out += table
+    if serf:
+        out += side_by_side("pulse vs Serf (agents at their defaults, lan profile)", pulse,
+                            serf, "serf", [s for s in spec if s[0] in SERF_ROWS], verdicts)
+        out += notes(serf, "serf")
     if elixir:
         out += side_by_side("pulse vs the recipe's Elixir node", pulse, elixir, "elixir",
-                            [s for s in spec if s[0] not in NOT_VS_ELIXIR])
-        for r in elixir.values():
-            for key in ("kill9_expire_note", "sigterm_gone_note"):
-                if key in r:
-                    out.append(f"  elixir N={r['n']}: {key.split('_note')[0]}: {r[key]}")
-            out += [f"  BROKEN elixir N={r['n']}: {e}" for e in r["errors"]]
+                            [s for s in spec if s[0] not in NOT_VS_ELIXIR], verdicts)
+        out += notes(elixir, "elixir")
     if dns:
         out += side_by_side("pulse with peers from the registry directory vs from DNS "
                             "(--registry dns:NAME, a test DNS server on 127.0.0.1)", pulse, dns,
                             "dns", [s for s in spec if s[0] not in NOT_VS_DNS])
-        for r in dns.values():
-            out += [f"  BROKEN pulse-dns N={r['n']}: {e}" for e in r["errors"]]
+        out += notes(dns, "pulse-dns")
     if floor or floor_tight:
         out += side_by_side(f"pulse vs the floor: K links pinged every {interval_ms} ms "
                             "(K = N)", pulse, floor, "floor",
-                            [s for s in spec if s[0] in FLOOR_ROWS])
+                            [s for s in spec if s[0] in FLOOR_ROWS], verdicts)
         out += ["  " + x for x in tight_line(floor_tight)]
         for r in floor.values():
             out += [f"  BROKEN floor K={r['n']}: {e}" for e in r["errors"]]
     if size_info is not None:
         out += sizes_lines(size_info)
     out.append("")
+    misses = verdicts.misses() + misses
     if misses:
         out.append("missed targets:")
         out += [f"  {m}" for m in misses]
     else:
         out.append("missed targets: none")
-    return out, misses
+    return out, misses, verdicts.json()

@@ -1,9 +1,10 @@
-"""How to start a node of each kind (pulse, the recipe's Elixir node), and
-the hung peer: a listener that accepts TCP and never answers, with a
-registry record kept fresh."""
+"""How to start a node of each kind (pulse, the recipe's Elixir node; Serf
+is in serf.py), and the hung peer: a listener that accepts TCP and never
+answers, with a registry record kept fresh."""
 
 import os
 import selectors
+import signal
 import socket
 import struct
 import subprocess
@@ -14,11 +15,50 @@ from common import COOKIE, FIXTURE, PROCS, BenchError, log, now
 from dns_server import DnsServer
 
 
-class PulseRuntime:
-    label = "pulse"
+class Runtime:
+    """What the phases ask of every kind of node; the defaults are pulse's."""
+
+    label = "?"
     start_timeout = 10.0
-    removes_record_on_leave = True
-    expires = True
+    periodic = True  # a status line every interval (else only on a change)
+    has_hung_peer = True
+    removes_record_on_leave = True  # a graceful leave ends up known by every node
+    leave_note = None  # why not, when it never is
+    expires = True  # a killed node's entry goes away
+    expire_note = None  # why not, when it never does
+    leave_signal = signal.SIGTERM
+    left_text = "node {name} left"  # what a leaving node logs
+    asks_again = False  # a node's view can also be read another way (disagreeing)
+
+    def wait_s(self, what, interval_s):
+        """How long to wait until every node knows of a kill -9 ("detect")
+        or a graceful leave ("leave")."""
+        rounds = {"detect": 10, "leave": 10 if self.removes_record_on_leave else 5}[what]
+        return rounds * interval_s
+
+    def setup(self, run_dir):
+        pass
+
+    def teardown(self):
+        pass
+
+    def parser(self, name):
+        """What turns a node's stdout lines into status lines (None: the
+        lines are status lines already)."""
+        return None
+
+    def settle(self, nodes, timeout):
+        """For a runtime without rounds: waits until it has nothing left to
+        spread once every node knows every node."""
+
+    def disagreeing(self, nodes, pred):
+        """The nodes whose view, asked another way than their status lines,
+        does not satisfy pred."""
+        raise NotImplementedError
+
+
+class PulseRuntime(Runtime):
+    label = "pulse"
 
     def __init__(self, binary, interval_ms):
         self.binary = binary
@@ -26,12 +66,6 @@ class PulseRuntime:
 
     def name(self, i):
         return f"p{i}@127.0.0.{i + 1}"
-
-    def setup(self, run_dir):
-        pass
-
-    def teardown(self):
-        pass
 
     def spawn(self, name, sync_dir, log_file, stderr):
         argv = [
@@ -90,11 +124,13 @@ class PulseDnsRuntime(PulseRuntime):
         return PROCS.spawn(argv, stdout=subprocess.PIPE, stderr=stderr, env=env)
 
 
-class ElixirRuntime:
+class ElixirRuntime(Runtime):
     label = "elixir"
     start_timeout = 60.0
     removes_record_on_leave = False  # the recipe never removes its file
+    leave_note = "never: the recipe leaves its registry file behind"
     expires = False  # ... nor anyone else's
+    expire_note = "the recipe never expires a dead node's file"
 
     def __init__(self, interval_ms):
         self.interval_ms = interval_ms

@@ -24,6 +24,7 @@ command -v elixir >/dev/null 2>&1 || missing+=(elixir)
 command -v tmux >/dev/null 2>&1 || missing+=(tmux)
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
 command -v musl-gcc >/dev/null 2>&1 || missing+=(musl-tools)
+command -v serf >/dev/null 2>&1 || missing+=(serf)
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         echo "install-deps: installing ${missing[*]}"
