@@ -6,7 +6,8 @@
 //! reader answers the peer's calls and ticks itself, notes the reply the
 //! round waits for on the link (the reader that notes the round's last
 //! reply wakes the round thread, once), and hands anything else, and the
-//! link's end, to the round thread as [`LinkEvent`]s on one channel.
+//! link's end, to the round thread as [`LinkEvent`]s on one channel. A
+//! link a peer opened is announced there too, as it enters the table.
 //!
 //! Simultaneous connects follow OTP's status rules: while our own attempt
 //! to node X is under way, X's attempt to us is refused (`nok`) when our
@@ -61,6 +62,13 @@ pub enum LinkEvent {
         link: u64,
         /// The frame's body.
         frame: Vec<u8>,
+    },
+    /// A peer opened a link to us and passed the handshake: the link is in
+    /// the table. A node that just started pings us first thing, so the
+    /// round thread learns of it here, before its next round.
+    Up {
+        /// The peer's name.
+        peer: String,
     },
     /// The peer closed the link, or it broke; not sent for links we close.
     Closed {
@@ -465,7 +473,11 @@ impl Links {
         if let Some(old) = table.up.insert(link.peer.name.clone(), link.clone()) {
             old.close();
         }
+        drop(table);
         self.changed.notify_all();
+        let _ = self.events.try_send(LinkEvent::Up {
+            peer: link.peer.name.clone(),
+        });
         Ok(link)
     }
 

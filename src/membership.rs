@@ -81,7 +81,8 @@ impl Outcome {
 /// A change worth a log line.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
-    /// First seen in the registry.
+    /// First seen in the registry, or first heard from (its link came up)
+    /// with an entry there.
     Joined(NodeName),
     /// Stopped answering (or never did).
     Down(NodeName, Reason),
@@ -135,6 +136,22 @@ struct Member {
     moved_last_scan: bool,
     health: Health,
     reason: Option<Reason>,
+}
+
+impl Member {
+    /// A member first seen at `now`: its heartbeat counts as fresh and as
+    /// answered from then, and its health is not known before a ping.
+    fn new(record: Record, now: Instant) -> Member {
+        Member {
+            record,
+            changed_at: now,
+            answered_at: now,
+            missing_since: None,
+            moved_last_scan: true,
+            health: Health::Unknown,
+            reason: None,
+        }
+    }
 }
 
 /// The members this node knows, by name.
@@ -244,16 +261,8 @@ impl Membership {
         for record in records {
             let Some(m) = self.members.get_mut(&record.name) else {
                 events.push(Event::Joined(record.name.clone()));
-                let member = Member {
-                    record: record.clone(),
-                    changed_at: now,
-                    answered_at: now,
-                    missing_since: None,
-                    moved_last_scan: true,
-                    health: Health::Unknown,
-                    reason: None,
-                };
-                self.members.insert(record.name.clone(), member);
+                self.members
+                    .insert(record.name.clone(), Member::new(record.clone(), now));
                 live.push(record);
                 continue;
             };
@@ -285,6 +294,24 @@ impl Membership {
             expired,
             events,
         }
+    }
+
+    /// Whether `name` is a member.
+    pub fn contains(&self, name: &NodeName) -> bool {
+        self.members.contains_key(name)
+    }
+
+    /// Takes a node heard from between scans at time `now` (its link came
+    /// up), whose entry is `record`: a member from now on, exactly as if a
+    /// scan had found it, so the same leave and expiry rules hold for it.
+    /// Returns its join; nothing when it is a member already.
+    pub fn join(&mut self, record: Record, now: Instant) -> Option<Event> {
+        if self.members.contains_key(&record.name) {
+            return None;
+        }
+        let name = record.name.clone();
+        self.members.insert(name.clone(), Member::new(record, now));
+        Some(Event::Joined(name))
     }
 
     /// Drops a member that left without a registry file to vanish (DNS
@@ -466,6 +493,33 @@ mod tests {
         // Version 2 stood still since then: expired at the TTL.
         let obs = m.observe(vec![rec("b@h", 2)], false, t0 + 5 * SEC);
         assert_eq!(obs.expired, vec![rec("b@h", 2)]);
+    }
+
+    #[test]
+    fn a_node_heard_from_between_scans_joins_once_and_follows_the_same_rules() {
+        let t0 = Instant::now();
+        let mut m = membership();
+        m.observe(vec![rec("me@h", 1)], false, t0);
+        let b = name("b@h");
+        assert!(!m.contains(&b));
+        assert_eq!(m.join(rec("b@h", 1), t0), Some(Event::Joined(b.clone())));
+        assert!(m.contains(&b));
+        // The next scan finds it: a member, no second join.
+        assert_eq!(m.join(rec("b@h", 1), t0), None);
+        let obs = m.observe(vec![rec("me@h", 2), rec("b@h", 1)], false, t0 + SEC);
+        assert!(obs.events.is_empty(), "{:?}", obs.events);
+        assert_eq!(names(&obs.live), ["b@h", "me@h"]);
+        // Never answering, its heartbeat still: expired at the TTL from
+        // the join, as a member a scan found.
+        m.apply(&[(b.clone(), Outcome::Down(Reason::Refused))], t0 + SEC);
+        let obs = m.observe(vec![rec("me@h", 3), rec("b@h", 1)], false, t0 + 4 * SEC);
+        assert!(obs.expired.is_empty());
+        let obs = m.observe(vec![rec("me@h", 4), rec("b@h", 1)], false, t0 + 5 * SEC);
+        assert_eq!(names(&obs.expired), ["b@h"]);
+        // Joined and gone before any scan: its file's vanishing is a leave.
+        assert!(m.join(rec("c@h", 1), t0 + 5 * SEC).is_some());
+        let obs = m.observe(vec![rec("me@h", 5)], false, t0 + 6 * SEC);
+        assert_eq!(obs.events, vec![Event::Left(name("c@h"))]);
     }
 
     #[test]

@@ -157,7 +157,12 @@ impl Node {
         let (events_tx, events) = crossbeam_channel::bounded(EVENTS_KEPT);
         let members = Members::default();
         let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);
-        let prober = Prober::new(links, link_events, config.epmd_port).stop_on(stop_rx.clone());
+        // A round's line keeps pace with the interval: a member's first
+        // dial holds it a tenth of the interval at most (in the node's first
+        // round, up to the timeout).
+        let prober = Prober::new(links, link_events, config.epmd_port)
+            .stop_on(stop_rx.clone())
+            .hold_dials_for(config.interval / 10);
         let rounds = Rounds {
             membership: Membership::new(config.name.clone(), config.interval, config.ttl),
             config: config.clone(),
@@ -206,7 +211,8 @@ impl Node {
     }
 
     /// Every member the latest round pinged (this node included), with
-    /// whether it answered; empty before the first round.
+    /// whether it answered, and those that joined since (not alive before
+    /// a round pings them); empty before the first round.
     pub fn members(&self) -> Vec<Member> {
         self.members.lock().map(|m| m.clone()).unwrap_or_default()
     }

@@ -9,9 +9,13 @@
 //!
 //! Dial threads are detached on purpose: each ends by its own deadline, and
 //! neither a round nor shutdown waits for one past its deadline. A dial
-//! that timed out (a peer that accepts and then hangs) is not tried again
-//! before a backoff that doubles up to [`MAX_BACKOFF`], so hung peers cost a
-//! thread at most once per backoff, and never delay a live peer's dial.
+//! that ran out of time (a peer, or its host's EPMD, that accepts and then
+//! hangs) is not tried again before a backoff that doubles up to
+//! [`MAX_BACKOFF`], so hung peers cost a thread at most once per backoff,
+//! and never delay a live peer's dial. A round waits for a member's first
+//! dial only briefly ([`Prober::hold_dials_for`]; the first round up to its
+//! timeout): a dial still under way then is the member's outcome for the
+//! round, so a hung peer never holds up the status line.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -67,6 +71,9 @@ pub struct Target {
 struct DialDone {
     target: Target,
     result: Result<Arc<Link>, Reason>,
+    /// It failed at its deadline: whatever the phase (the EPMD lookup
+    /// too), the peer hangs, and is backed off.
+    ran_out: bool,
 }
 
 /// A member whose dial timed out, and when it may be dialled again.
@@ -94,6 +101,10 @@ struct Member {
     /// Links closed in a row for unanswered pings, since its last answer:
     /// each doubles the wait before the next dial.
     silent_closes: u32,
+    /// Why its last dial failed; none once one succeeded. A round that
+    /// ends while its next dial is under way gives it this reason: a peer
+    /// that refuses us slowly (a wrong cookie) still says why.
+    dial_failed: Option<Reason>,
     /// Its link in the table as of [`Prober::links_version`]. It may keep
     /// a link the table has let go until the next round looks again.
     link: Option<Arc<Link>>,
@@ -122,9 +133,27 @@ pub struct Prober {
     stop: Receiver<()>,
     /// The number the link table gave this round's replies.
     reply_round: u32,
-    /// Links that closed during the round, not under one of its pings.
-    closed_meanwhile: Vec<(NodeName, String)>,
+    /// What the links said during the round that is news for the round
+    /// thread: links that closed, not under one of its pings, and links
+    /// peers opened.
+    meanwhile: Vec<LinkNews>,
+    /// How long a round after the first waits for a dial it started; `None`:
+    /// up to its timeout.
+    hold_dials: Option<Duration>,
+    /// Whether a round has run: the first waits for its dials up to its
+    /// timeout (no status line before it to keep pace with).
+    ran: bool,
     next_ref: u64,
+}
+
+/// What a link event outside a round's pings means for the round thread.
+#[derive(Debug, PartialEq, Eq)]
+pub enum LinkNews {
+    /// The member's link closed without its leaving (what the reader saw).
+    Closed(NodeName, String),
+    /// A peer opened a link to us and passed the handshake: if it is not a
+    /// member yet, it has just started.
+    Up(NodeName),
 }
 
 /// One round's progress, by the target's position in the round's targets.
@@ -133,6 +162,9 @@ struct Round {
     waiting: Vec<Option<Waiting>>,
     /// How many entries of `waiting` are set.
     unanswered: usize,
+    /// Which targets this round started a dial for: only those dials are
+    /// waited for, and briefly.
+    dialed: Vec<bool>,
 }
 
 impl Round {
@@ -141,6 +173,7 @@ impl Round {
             outcomes: (0..targets).map(|_| None).collect(),
             waiting: (0..targets).map(|_| None).collect(),
             unanswered: 0,
+            dialed: vec![false; targets],
         }
     }
 
@@ -190,7 +223,9 @@ impl Prober {
             done,
             stop: crossbeam_channel::never(),
             reply_round: 0,
-            closed_meanwhile: Vec::new(),
+            meanwhile: Vec::new(),
+            hold_dials: None,
+            ran: false,
             next_ref: 0,
         }
     }
@@ -198,6 +233,19 @@ impl Prober {
     /// Ends any round at once when `stop` disconnects (its sender dropped).
     pub fn stop_on(mut self, stop: Receiver<()>) -> Prober {
         self.stop = stop;
+        self
+    }
+
+    /// From its second round on, a round waits at most `wait` from its
+    /// start for a member's first dial (a new member, a link lost), and
+    /// not for dials earlier rounds started (for replies, and for a dial
+    /// after one that failed at once, still up to its timeout): a member
+    /// whose first dial is still under way then is down for that round,
+    /// `timeout (connect)`, and its link serves the next. So a peer that
+    /// hangs in its first dial never stretches a round by more than
+    /// `wait`, and one whose dial timed out is not waited for at all.
+    pub fn hold_dials_for(mut self, wait: Duration) -> Prober {
+        self.hold_dials = Some(wait);
         self
     }
 
@@ -214,11 +262,14 @@ impl Prober {
         &self.events
     }
 
-    /// The member whose link the peer closed, from an event that came
-    /// between rounds (a late reply is dropped).
-    pub fn link_closed(&self, event: LinkEvent) -> Option<(NodeName, String)> {
+    /// What an event that came between rounds says: a link that closed,
+    /// or one a peer opened (a late reply is dropped).
+    pub fn news(&self, event: LinkEvent) -> Option<LinkNews> {
         match event {
-            LinkEvent::Closed { peer, why, .. } => peer.parse().ok().map(|n| (n, why)),
+            LinkEvent::Closed { peer, why, .. } => {
+                peer.parse().ok().map(|n| LinkNews::Closed(n, why))
+            }
+            LinkEvent::Up { peer } => peer.parse().ok().map(LinkNews::Up),
             LinkEvent::Frame { .. } => None,
         }
     }
@@ -228,16 +279,23 @@ impl Prober {
         self.links.get(name.as_str()).is_some()
     }
 
-    /// The members whose links the peer closed during the last round, not
-    /// under one of its pings (see [`Prober::link_closed`]).
-    pub fn closed_meanwhile(&mut self) -> Vec<(NodeName, String)> {
-        std::mem::take(&mut self.closed_meanwhile)
+    /// What the links said during the last round that was not about its
+    /// pings (see [`Prober::news`]).
+    pub fn meanwhile(&mut self) -> Vec<LinkNews> {
+        std::mem::take(&mut self.meanwhile)
     }
 
     /// Pings every target once and returns each one's outcome, in the
     /// targets' order, within `timeout` (plus a few milliseconds).
     pub fn round(&mut self, targets: &[Target], timeout: Duration) -> Vec<(NodeName, Outcome)> {
-        let deadline = Instant::now() + timeout;
+        let start = Instant::now();
+        let deadline = start + timeout;
+        // Dials are waited for until then, at the latest.
+        let dials_until = match self.hold_dials {
+            Some(wait) if self.ran => (start + wait).min(deadline),
+            _ => deadline,
+        };
+        self.ran = true;
         self.keep_members(targets);
         self.look_up_links();
         // A member back at another address is dialled at once.
@@ -255,8 +313,14 @@ impl Prober {
             self.dialing.remove(&done.target.name);
             self.note_dial(&done);
         }
-        // Anything reported between the last round and this one is old news.
-        while self.events.try_recv().is_ok() {}
+        // Anything reported between the last round and this one is old
+        // news, but for a link a peer opened (the round thread has not
+        // seen it yet).
+        while let Ok(event) = self.events.try_recv() {
+            if let Some(up @ LinkNews::Up(_)) = self.news(event) {
+                self.meanwhile.push(up);
+            }
+        }
         for (i, t) in targets.iter().enumerate() {
             // As in Erlang, where pinging yourself is a local call: our own
             // entry is answered here, without a connection to ourselves.
@@ -279,18 +343,33 @@ impl Prober {
         }
         let links = self.links.clone();
         loop {
-            // A dial is waited for unless its member's last dial timed out:
-            // a hung peer never holds up the status line.
-            let dialing = !self.dialing.is_empty()
-                && targets.iter().enumerate().any(|(i, t)| {
-                    self.dialing.contains(&t.name)
-                        && !self.backoff.contains_key(&t.name)
+            // Replies are waited for until the deadline. A dial only by the
+            // round that started it, and not at all when its member's last
+            // dial timed out: a hung peer never holds up the status line. A
+            // first dial until `dials_until`; one after a dial that failed
+            // at once (refused, a wrong cookie: the peer is there) until
+            // the deadline, as it may be the one that finds the peer up.
+            let now = Instant::now();
+            let mut until = (round.unanswered > 0).then_some(deadline);
+            if !self.dialing.is_empty() {
+                for (i, t) in targets.iter().enumerate() {
+                    if round.dialed[i]
                         && round.outcomes[i].is_none()
-                });
-            if round.unanswered == 0 && !dialing {
-                break;
+                        && self.dialing.contains(&t.name)
+                        && !self.backoff.contains_key(&t.name)
+                    {
+                        let by = match self.members[i].dial_failed {
+                            Some(_) => deadline,
+                            None => dials_until,
+                        };
+                        until = until.max(Some(by));
+                    }
+                }
             }
-            let left = deadline.saturating_duration_since(Instant::now());
+            let Some(until) = until.filter(|&until| now < until) else {
+                break;
+            };
+            let left = until - now;
             select! {
                 recv(links.all_in()) -> _ => self.collect(&mut round),
                 recv(self.events) -> event => match event {
@@ -351,13 +430,21 @@ impl Prober {
         targets
             .iter()
             .zip(round.outcomes)
-            .map(|(t, outcome)| {
+            .zip(&self.members)
+            .map(|((t, outcome), member)| {
+                // Still dialling: down for this round, for the reason its
+                // last dial failed, if it did (a hung peer tried again after
+                // its backoff says the same thing every time).
                 let outcome = outcome.unwrap_or_else(|| {
-                    Outcome::Down(Reason::Timeout(if self.dialing.contains(&t.name) {
-                        Phase::Connect
+                    Outcome::Down(if self.dialing.contains(&t.name) {
+                        let backoff = self.backoff.get(&t.name).map(|b| &b.reason);
+                        backoff
+                            .or(member.dial_failed.as_ref())
+                            .cloned()
+                            .unwrap_or(Reason::Timeout(Phase::Connect))
                     } else {
-                        Phase::Reply
-                    }))
+                        Reason::Timeout(Phase::Reply)
+                    })
                 });
                 (t.name.clone(), outcome)
             })
@@ -391,6 +478,7 @@ impl Prober {
                     template: CallTemplate::new(pid, &me.name, me.creation, t.name.as_str()),
                     missed: None,
                     silent_closes: 0,
+                    dial_failed: None,
                     link: None,
                 })
             })
@@ -488,12 +576,18 @@ impl Prober {
             .stack_size(DIAL_STACK)
             .spawn(move || {
                 let result = open_link(&links, epmd_port, &target, deadline);
-                let _ = done.send(DialDone { target, result });
+                let ran_out = result.is_err() && Instant::now() >= deadline;
+                let _ = done.send(DialDone {
+                    target,
+                    result,
+                    ran_out,
+                });
             });
         match spawned {
             // Detached: it ends by its deadline and reports on `done`.
             Ok(_) => {
                 self.dialing.insert(t.name.clone());
+                round.dialed[i] = true;
             }
             Err(e) => {
                 let why = Reason::Failed(format!("cannot start a dial thread: {e}"));
@@ -502,10 +596,13 @@ impl Prober {
         }
     }
 
-    /// Keeps the backoff of a finished dial's member.
+    /// Keeps a finished dial's failure, and its member's backoff.
     fn note_dial(&mut self, done: &DialDone) {
+        if let Some(m) = self.members.iter_mut().find(|m| m.name == done.target.name) {
+            m.dial_failed = done.result.as_ref().err().cloned();
+        }
         match &done.result {
-            Err(reason @ Reason::Timeout(_)) => {
+            Err(reason) if done.ran_out || matches!(reason, Reason::Timeout(_)) => {
                 let wait = self
                     .backoff
                     .get(&done.target.name)
@@ -551,7 +648,7 @@ impl Prober {
         }
     }
 
-    /// A reply, or a link's end, during the round.
+    /// A reply, a link's end, or a new link, during the round.
     fn take_event(
         &mut self,
         event: LinkEvent,
@@ -560,6 +657,12 @@ impl Prober {
         timeout: Duration,
     ) {
         match event {
+            // News for the round thread once the round is over.
+            LinkEvent::Up { peer } => {
+                if let Ok(name) = peer.parse() {
+                    self.meanwhile.push(LinkNews::Up(name));
+                }
+            }
             // The usual reply is taken by the link's reader; this is any
             // other form of it, decoded.
             LinkEvent::Frame { peer, frame, .. } => {
@@ -596,7 +699,7 @@ impl Prober {
                     // Not under a ping of this round: news for the round
                     // thread once the round is over.
                     if let Ok(name) = peer.parse() {
-                        self.closed_meanwhile.push((name, why));
+                        self.meanwhile.push(LinkNews::Closed(name, why));
                     }
                     return;
                 };

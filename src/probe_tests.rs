@@ -353,3 +353,128 @@ fn a_frame_flood_costs_no_reply() {
     assert!(got.is_alive(), "{got:?}");
     prober.close();
 }
+
+#[test]
+fn a_later_round_waits_for_a_new_dial_only_briefly_and_only_once() {
+    let live = Peer::start("l@127.0.0.1", Duration::ZERO, answer);
+    let slow = Peer::start("w@127.0.0.1", Duration::from_millis(300), answer);
+    let hung = Peer::start("h@127.0.0.1", Duration::from_secs(30), answer);
+    let hold = Duration::from_millis(50);
+    let mut prober = prober().hold_dials_for(hold);
+    let timeout = Duration::from_secs(2);
+    // The first round waits for its dials up to the timeout: no line came
+    // before it to keep pace with.
+    let first = vec![
+        target("l@127.0.0.1", live.addr),
+        target("w@127.0.0.1", slow.addr),
+    ];
+    let results = prober.round(&first, timeout);
+    assert!(results.iter().all(|(_, o)| o.is_alive()), "{results:?}");
+    // A later round holds its line for a new dial `hold` at most.
+    let mut targets = first.clone();
+    targets.push(target("h@127.0.0.1", hung.addr));
+    for round in 0..2 {
+        let start = Instant::now();
+        let results = prober.round(&targets, timeout);
+        let took = start.elapsed();
+        assert!(
+            results[..2].iter().all(|(_, o)| o.is_alive()),
+            "{results:?}"
+        );
+        assert_eq!(results[2].1, Outcome::Down(Reason::Timeout(Phase::Connect)));
+        // The round that started the dial waits `hold`; the next one,
+        // the dial still under way, not at all.
+        let bound = if round == 0 { hold } else { Duration::ZERO };
+        assert!(
+            took >= bound && took < bound + Duration::from_millis(100),
+            "round {round} took {took:?}"
+        );
+    }
+    assert_eq!(hung.connections(), 1);
+    prober.close();
+}
+
+#[test]
+fn a_dial_hung_in_its_epmd_lookup_backs_off_and_keeps_its_reason() {
+    // An EPMD that accepts and never answers.
+    let epmd = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = epmd.local_addr().expect("addr").port();
+    let asked = Arc::new(AtomicUsize::new(0));
+    let count = asked.clone();
+    spawn("test-silent-epmd", move || {
+        let mut held = Vec::new();
+        for stream in epmd.incoming().flatten() {
+            count.fetch_add(1, Ordering::SeqCst);
+            held.push(stream);
+        }
+    });
+    let me = Arc::new(Identity::new("me@127.0.0.1", "c"));
+    let (links, events) = Links::new(me);
+    let mut prober = Prober::new(links, events, port).hold_dials_for(Duration::from_millis(20));
+    let t = Target {
+        name: "e@127.0.0.1".parse().expect("name"),
+        addr: None,
+    };
+    let timeout = Duration::from_millis(50);
+    let got = outcome(&mut prober, &t, timeout);
+    assert_eq!(got, Outcome::Down(Reason::Timeout(Phase::Connect)));
+    // The dial gives up at its deadline (a second), in the EPMD lookup.
+    thread::sleep(Duration::from_millis(1300));
+    for round in 0..3 {
+        let got = outcome(&mut prober, &t, timeout);
+        assert!(
+            matches!(got, Outcome::Down(Reason::NoAddress(ref why)) if why.contains("timed out")),
+            "round {round}: {got:?}"
+        );
+        assert!(prober.backoff.contains_key(&t.name), "round {round}");
+    }
+    assert_eq!(asked.load(Ordering::SeqCst), 1);
+    prober.close();
+}
+
+#[test]
+fn a_redial_after_a_quick_failure_is_waited_for_and_keeps_its_reason() {
+    // A peer with another cookie that takes its time over each handshake.
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    spawn("test-slow-cookie", move || {
+        for stream in listener.incoming().flatten() {
+            spawn("test-slow-cookie-conn", move || {
+                thread::sleep(Duration::from_millis(150));
+                let mut s = stream;
+                let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+                let local = Local {
+                    name: "o@127.0.0.1",
+                    creation: 7,
+                    cookie: "other",
+                };
+                let _ = handshake::accept(&mut s, &local, |_| Admit::Ok);
+            });
+        }
+    });
+    let t = target("o@127.0.0.1", addr);
+    let mut prober = prober().hold_dials_for(Duration::from_millis(20));
+    let bad_cookie = Outcome::Down(Reason::BadCookie);
+    let timed = |prober: &mut Prober, timeout: Duration| {
+        let start = Instant::now();
+        let got = outcome(prober, &t, timeout);
+        (got, start.elapsed())
+    };
+    // The first round waits for its dial.
+    let (got, _) = timed(&mut prober, Duration::from_secs(1));
+    assert_eq!(got, bad_cookie);
+    // The peer answered at once: a redial is waited for past the hold, up
+    // to the timeout, as it may find the peer up now.
+    let (got, took) = timed(&mut prober, Duration::from_secs(1));
+    assert_eq!(got, bad_cookie);
+    assert!(took >= Duration::from_millis(140), "{took:?}");
+    // A redial that outlasts the round is down for the last dial's reason,
+    // and the next round, which did not start it, does not wait for it.
+    let (got, took) = timed(&mut prober, Duration::from_millis(50));
+    assert_eq!(got, bad_cookie);
+    assert!(took < Duration::from_millis(120), "{took:?}");
+    let (got, took) = timed(&mut prober, Duration::from_secs(1));
+    assert_eq!(got, bad_cookie);
+    assert!(took < Duration::from_millis(70), "{took:?}");
+    prober.close();
+}

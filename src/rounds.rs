@@ -1,7 +1,9 @@
 //! The round thread: every interval, heartbeat, scan, expire, ping every
 //! member and log what the round found. Between rounds it waits for
-//! the next tick, and for links that close: a member whose link closes
-//! while its record is still there was killed, and is reported down at once.
+//! the next tick, and for links that close or come up: a member whose link
+//! closes while its record is still there was killed, and is reported down
+//! at once; a node with a registry entry whose link comes up while it is no
+//! member has just started (it pings us first thing), and joins at once.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
@@ -13,7 +15,7 @@ use crate::discovery::DnsPeers;
 use crate::membership::{Event, Membership, Outcome, Reason};
 use crate::name::NodeName;
 use crate::node::Member;
-use crate::probe::{Prober, Target};
+use crate::probe::{LinkNews, Prober, Target};
 use crate::registry::own::{Beat, OwnEntry};
 use crate::registry::{Record, Registry};
 use crate::report::{self, Report, Reporter};
@@ -49,9 +51,8 @@ impl Rounds {
                     recv(stop) -> _ => break 'rounds,
                     recv(ticker) -> _ => break,
                     recv(self.prober.events()) -> event => {
-                        let closed = event.ok().and_then(|e| self.prober.link_closed(e));
-                        if let Some((name, why)) = closed {
-                            self.link_closed(name, why);
+                        if let Some(news) = event.ok().and_then(|e| self.prober.news(e)) {
+                            self.take_news(news);
                         }
                     }
                 }
@@ -73,6 +74,40 @@ impl Rounds {
         let line = format!("node {} left: {how}, closing links", self.config.name);
         self.report(Vec::new(), line, warnings);
         self.prober.close();
+    }
+
+    /// What the links said outside a round's pings.
+    fn take_news(&mut self, news: LinkNews) {
+        match news {
+            LinkNews::Closed(name, why) => self.link_closed(name, why),
+            LinkNews::Up(name) => self.link_up(name),
+        }
+    }
+
+    /// A peer opened a link to us and passed the handshake. If it is no
+    /// member but has an entry in the registry (a pulse node writes its
+    /// record before its first round pings us), it has just started: it is
+    /// a member from now on, `joined` is logged at once and the next round
+    /// pings it over this link. A node without an entry (an `erl` shell
+    /// pinging us) never becomes one: the registry proposes, pings decide.
+    /// In DNS mode members come from DNS only.
+    fn link_up(&mut self, name: NodeName) {
+        if self.dns.is_some() || name == self.config.name || self.membership.contains(&name) {
+            return;
+        }
+        let Some(record) = self.registry.entry(&name) else {
+            return;
+        };
+        let Some(joined) = self.membership.join(record, Instant::now()) else {
+            return;
+        };
+        // Listed for the embedder too, not alive before it answers a ping.
+        if let Ok(mut shared) = self.members.lock() {
+            if let Err(at) = shared.binary_search_by(|m| m.name.cmp(&name)) {
+                shared.insert(at, Member { name, alive: false });
+            }
+        }
+        self.report(vec![joined], String::new(), Vec::new());
     }
 
     /// A member's link closed outside a ping. Unless its record is gone (a
@@ -138,10 +173,10 @@ impl Rounds {
             return self.round_dns();
         }
         let mut warnings = Vec::new();
-        // Links that closed just before the tick are news too.
+        // Links that closed or came up just before the tick are news too.
         while let Ok(event) = self.prober.events().try_recv() {
-            if let Some((name, why)) = self.prober.link_closed(event) {
-                self.link_closed(name, why);
+            if let Some(news) = self.prober.news(event) {
+                self.take_news(news);
             }
         }
         self.heartbeat(&mut warnings);
@@ -198,8 +233,8 @@ impl Rounds {
         self.publish(&results);
         let line = report::status_line(&self.config.name, &results);
         self.report(events, line, warnings);
-        for (name, why) in self.prober.closed_meanwhile() {
-            self.link_closed(name, why);
+        for news in self.prober.meanwhile() {
+            self.take_news(news);
         }
     }
 
@@ -231,6 +266,9 @@ impl Rounds {
         self.publish(&results);
         let line = report::status_line(&self.config.name, &results);
         self.report(events, line, Vec::new());
+        for news in self.prober.meanwhile() {
+            self.take_news(news);
+        }
     }
 
     /// Logs what there is to say.

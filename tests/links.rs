@@ -6,7 +6,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use crate::util::erlang::{Epmd, Otp, Refresher, otps};
-use crate::util::{Node, TempDir, free_port, require, wait_for};
+use crate::util::{Node, TempDir, free_port, parse_status, require, wait_for};
 
 /// A pulse node registered with the test's EPMD.
 fn pulse(dir: &TempDir, name: &str, epmd_port: u16, interval: &str) -> Node {
@@ -626,4 +626,218 @@ fn unanswered_pings_close_the_link_once_with_a_reason_and_back_off() {
             p1.dump()
         );
     }
+}
+
+/// A socket on `ip` that accepts every connection and never writes a
+/// byte; with `port_for`, an EPMD that answers `PORT_PLEASE2_REQ` with
+/// that port instead. Stopped (and its connections closed) on drop.
+struct Silent {
+    port: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Silent {
+    fn start(ip: &str, port: u16, port_for: Option<u16>) -> Silent {
+        use std::io::{Read, Write};
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let listener = std::net::TcpListener::bind((ip, port)).expect("bind a silent socket");
+        let port = listener.local_addr().expect("addr").port();
+        listener.set_nonblocking(true).expect("non-blocking");
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("test-silent".into())
+            .spawn(move || {
+                let mut held = Vec::new();
+                while !flag.load(Ordering::SeqCst) {
+                    let Ok((mut stream, _)) = listener.accept() else {
+                        std::thread::sleep(Duration::from_millis(5));
+                        continue;
+                    };
+                    if let Some(answer) = port_for {
+                        // PORT_PLEASE2_REQ: length, 'z', the alive name.
+                        let _ = stream.set_nonblocking(false);
+                        let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+                        let mut len = [0u8; 2];
+                        let mut req = vec![0u8; 0];
+                        if stream.read_exact(&mut len).is_ok() {
+                            req.resize(usize::from(u16::from_be_bytes(len)), 0);
+                            let _ = stream.read_exact(&mut req);
+                        }
+                        let alive = req.get(1..).unwrap_or_default();
+                        // PORT2_RESP: 'w', ok, port, normal node, TCP,
+                        // versions 6..5, the name, no extra.
+                        let mut resp = vec![b'w', 0];
+                        resp.extend_from_slice(&answer.to_be_bytes());
+                        resp.extend_from_slice(&[77, 0, 0, 6, 0, 5]);
+                        resp.extend_from_slice(&(alive.len() as u16).to_be_bytes());
+                        resp.extend_from_slice(alive);
+                        resp.extend_from_slice(&[0, 0]);
+                        let _ = stream.write_all(&resp);
+                        continue;
+                    }
+                    held.push(stream);
+                }
+            })
+            .expect("spawn a silent socket");
+        Silent {
+            port,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Silent {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Today's UTC date and time as the recipe's Elixir nodes write them,
+/// `inspect(:calendar.universal_time())`: `{{2026, 11, 24}, {3, 16, 5}}`.
+fn calendar_now() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64;
+    let (days, rest) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Days since 1970-01-01 to a civil date (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let (h, m, s) = (rest / 3600, rest / 60 % 60, rest % 60);
+    format!("{{{{{year}, {month}, {day}}}, {{{h}, {m}, {s}}}}}")
+}
+
+/// The node's own time of day (ms) of each of its status lines from
+/// output line `mark` on.
+fn status_times(node: &Node, mark: usize) -> Vec<i64> {
+    node.output()
+        .get(mark..)
+        .unwrap_or_default()
+        .iter()
+        .filter(|l| parse_status(l, &node.name).is_some())
+        .filter_map(|l| {
+            let t = l.get(..12)?;
+            let field = |r: std::ops::Range<usize>| t.get(r)?.parse::<i64>().ok();
+            let (h, m, s, ms) = (field(0..2)?, field(3..5)?, field(6..8)?, field(9..12)?);
+            Some(((h * 60 + m) * 60 + s) * 1000 + ms)
+        })
+        .collect()
+}
+
+/// Gaps between consecutive times, across midnight too.
+fn gaps(times: &[i64]) -> Vec<i64> {
+    times
+        .windows(2)
+        .map(|w| (w[1] - w[0]).rem_euclid(86_400_000))
+        .collect()
+}
+
+#[test]
+fn two_hung_recipe_entries_keep_the_round_at_the_interval() {
+    let dir = TempDir::new("hungrecipe");
+    // One entry whose EPMD names a port that accepts and never answers,
+    // one whose host's EPMD accepts and never answers; both recipe-style
+    // files, rewritten every interval.
+    let epmd_port = free_port();
+    let hung_dist = Silent::start("127.0.0.71", 0, None);
+    let _epmd_a = Silent::start("127.0.0.71", epmd_port, Some(hung_dist.port));
+    let _epmd_b = Silent::start("127.0.0.72", epmd_port, None);
+    let hung = ["hungport@127.0.0.71", "hungepmd@127.0.0.72"];
+    let names = ["g1@127.0.0.1", "g2@127.0.0.1"];
+    let start = |name: &str| {
+        let mut cmd = crate::util::pulse_cmd(&dir);
+        cmd.env("ERL_EPMD_PORT", epmd_port.to_string())
+            .args(["--name", name, "--cookie", "c", "--interval", "500"])
+            .args(["--epmd", "off", "--ttl", "30000", "--sync-dir"])
+            .arg(dir.sync_dir())
+            .arg("--log-file")
+            .arg(dir.log_file());
+        Node::spawn(name, cmd)
+    };
+    let nodes: Vec<Node> = names.iter().map(|n| start(n)).collect();
+    let refs: Vec<&Node> = nodes.iter().collect();
+    wait_for("both true", Duration::from_secs(15), &refs, || {
+        nodes.iter().all(|n| n.sees_all_alive(&names))
+    });
+    // The entries appear while the nodes run: their first dials start
+    // in a round of their own. The gaps count from each node's last line
+    // before them.
+    let marks: Vec<usize> = nodes
+        .iter()
+        .map(|n| {
+            let out = n.output();
+            let last = out.iter().rposition(|l| parse_status(l, &n.name).is_some());
+            last.unwrap_or(out.len())
+        })
+        .collect();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (stop, sd) = (stop.clone(), dir.sync_dir());
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                for name in hung {
+                    let _ = std::fs::write(sd.join(name), calendar_now());
+                }
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        })
+    };
+    let lines = |n: &Node, mark| status_times(n, mark).len();
+    wait_for(
+        "14 rounds with the hung entries",
+        Duration::from_secs(20),
+        &refs,
+        || nodes.iter().zip(&marks).all(|(n, &m)| lines(n, m) > 14),
+    );
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let _ = writer.join();
+    let dumps = crate::util::dump_all(&refs);
+    let mut all = Vec::new();
+    for (n, &mark) in nodes.iter().zip(&marks) {
+        let gaps = gaps(&status_times(n, mark));
+        eprintln!(
+            "{}: status line gaps with two hung entries (ms): {gaps:?}",
+            n.name
+        );
+        all.extend(gaps);
+        let last = n.last_status().unwrap_or_default();
+        assert!(
+            hung.iter().all(|h| last.get(*h) == Some(&false))
+                && names.iter().all(|p| last.get(*p) == Some(&true)),
+            "{dumps}"
+        );
+        for h in hung {
+            // False from the round that started its first dial, which
+            // was still under way; then for the reason its dial failed,
+            // kept while it is backed off and tried again: no more than
+            // those two down lines.
+            let first = format!("node {h} is down: timeout (connect)");
+            assert_eq!(n.count_containing_since(mark, &first), 1, "{dumps}");
+            let downs = n.count_containing_since(mark, &format!("node {h} is down"));
+            assert!(downs <= 2, "{downs} down lines for {h}\n{dumps}");
+        }
+    }
+    let (min, max) = (all.iter().min(), all.iter().max());
+    eprintln!(
+        "status line gaps at --interval 500 with two hung entries: min {min:?}, max {max:?} ms"
+    );
+    // The interval, give or take scheduling on a loaded machine; a round
+    // that waited for a hung dial's timeout (250 ms) is far out.
+    assert!(
+        all.iter().all(|g| (350..=650).contains(g)),
+        "gaps {all:?}\n{dumps}"
+    );
 }

@@ -12,6 +12,7 @@ mod forged;
 mod fresh_epmd;
 mod halfopen;
 mod hostile;
+mod join;
 mod links;
 mod mixed;
 mod otp;

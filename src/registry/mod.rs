@@ -227,6 +227,22 @@ impl Registry {
         Some(Record::from_file(name, &bytes))
     }
 
+    /// One node's entry as a scan would find it now (a regular file under
+    /// its name, with one link, not oversized), read afresh; `None` when
+    /// it has none. For a node heard from between scans.
+    pub fn entry(&self, name: &NodeName) -> Option<Record> {
+        let path = self.path(name);
+        let meta = path.symlink_metadata().ok()?;
+        check_entry(&meta).ok()?;
+        let (bytes, meta) = read_untrusted(&path).ok()?;
+        check_entry(&meta).ok()?;
+        Some(Record {
+            version: version_of(&meta),
+            modified_ms: mtime_ms(&meta),
+            ..Record::from_file(name, &bytes)
+        })
+    }
+
     /// Lists every node entry. Entries that cannot be node entries are
     /// skipped with one warning each (a summary when there are many). An
     /// error means the directory could not be listed: it says nothing
