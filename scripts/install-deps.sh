@@ -5,9 +5,11 @@
 # source archive in ../shared/otp when that is beside the clone), Elixir (the
 # recipe's own node, for the mixed cluster test), tmux (a terminal for the
 # watch colour test), python3 (the judge of the JSON output, and the
-# benchmark) and matplotlib for the benchmark's plot. Without root or apt it says what is missing and goes on:
-# the tests that need it then skip loudly (or fail, under
-# PULSE_REQUIRE_EXTERNAL=1), and the benchmark skips its plot with a note.
+# benchmark), matplotlib for the benchmark's plot, and Garage (the S3
+# server of the S3 registry's tests, built once from crates.io). Without
+# root or apt it says what is missing and goes on: the tests that need it
+# then skip loudly (or fail, under PULSE_REQUIRE_EXTERNAL=1), and the
+# benchmark skips its plot with a note.
 set -euo pipefail
 
 if command -v rustup >/dev/null 2>&1; then
@@ -48,6 +50,23 @@ elif [ -f "$builder" ] && [ "$(id -u)" = 0 ]; then
     bash "$builder" "$otp27"
 else
     echo "install-deps: WARNING: no OTP 27 at $otp27: set PULSE_OTP27 to an OTP 27 installation (or put its erl first on PATH); the OTP 27 runs of the Erlang tests will skip"
+fi
+
+# Garage, the S3 server the S3 registry's tests start on loopback
+# (tests/util/garage.rs): built from crates.io once per machine into
+# /opt/garage (or the PULSE_GARAGE directory) and reused after. The build
+# takes long (16 minutes on 2 shared cores), so it is skipped when a garage
+# is already there or on PATH.
+garage_root=${PULSE_GARAGE:-/opt/garage}
+if [ -x "$garage_root/bin/garage" ] || command -v garage >/dev/null 2>&1; then
+    :
+elif command -v cargo >/dev/null 2>&1; then
+    echo "install-deps: building Garage 2.5.0 into $garage_root (once per machine; it takes long: about 16 minutes on 2 cores)"
+    cargo install garage --version 2.5.0 --locked --no-default-features \
+        --features bundled-libs,sqlite --root "$garage_root" ||
+        echo "install-deps: WARNING: Garage did not build; the S3 tests will skip"
+else
+    echo "install-deps: WARNING: no garage and no cargo to build it (cargo install garage --version 2.5.0 --locked --no-default-features --features bundled-libs,sqlite --root $garage_root); the S3 tests will skip"
 fi
 
 # The benchmark's plot. Debian's package serves Debian's python3; another

@@ -18,5 +18,6 @@ mod mixed;
 mod otp;
 mod process;
 mod registry;
+mod s3;
 mod util;
 mod watch;

@@ -15,6 +15,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 pub mod erlang;
+pub mod garage;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_pulse");
 

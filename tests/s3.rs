@@ -1,0 +1,298 @@
+//! The S3 registry's store client against a real S3 server (Garage, started
+//! on 127.0.0.1 by each test) and against hostile fake stores: put, list
+//! (every page), get (conditional), create (take a name), delete; wrong
+//! credentials, a missing bucket, throttling, garbage, a hung store.
+//!
+//! The client is private to the crate until the rounds use it, so it is
+//! compiled here from its source, as it is.
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::util::garage::Garage;
+
+#[path = "../src/s3/mod.rs"]
+#[allow(dead_code, unused_imports)] // the tests use part of the module
+mod store;
+
+use store::{Client, Error, Got, Location, Settings};
+
+/// A request's deadline: far more than loopback needs.
+fn soon() -> Instant {
+    Instant::now() + Duration::from_secs(10)
+}
+
+fn client(vars: &[(&'static str, String)], registry: &str) -> Client {
+    let settings = Settings::from_vars(vars).expect("settings");
+    let location = Location::parse(registry, "sync_dir/").expect("location");
+    Client::new(&location, &settings).expect("client")
+}
+
+fn record(name: &str, port: u16) -> String {
+    format!("pulse 1\nname {name}\naddr 127.0.0.1:{port}\nheartbeat 1795474399123\n")
+}
+
+#[test]
+fn put_list_get_delete() {
+    let Some(garage) = Garage::start("s3::put_list_get_delete", "pulse") else {
+        return;
+    };
+    let c = client(&garage.vars(), "s3://pulse");
+    c.check(soon())
+        .unwrap_or_else(|e| panic!("check: {e}{}", garage.dump()));
+    assert_eq!(c.list(soon()), Ok(vec![]), "an empty prefix");
+
+    let name = "a1@127.0.0.1";
+    let written = c
+        .put(name, record(name, 4001).as_bytes(), soon())
+        .expect("put");
+    assert!(!written.etag.is_empty(), "{written:?}");
+    assert!(written.date.is_some(), "{written:?}");
+
+    let listed = c.list(soon()).expect("list");
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0].name, name);
+    assert_eq!(listed[0].etag, written.etag);
+    assert_eq!(listed[0].size, record(name, 4001).len() as u64);
+    let age = listed[0].age.expect("an age by the store's clock");
+    assert!(age < Duration::from_secs(5), "{age:?}");
+
+    let Ok(Got::Body(got)) = c.get(name, None, soon()) else {
+        panic!("get");
+    };
+    assert_eq!(got.bytes, record(name, 4001).as_bytes());
+    assert_eq!(got.etag, written.etag);
+    assert!(
+        got.age.is_some_and(|a| a < Duration::from_secs(5)),
+        "{got:?}"
+    );
+    // Unchanged since its entity tag: no body.
+    assert_eq!(c.get(name, Some(&got.etag), soon()), Ok(Got::NotModified));
+
+    // A heartbeat that writes the same bytes keeps the entity tag (no
+    // reader fetches the body again) and moves LastModified on.
+    thread::sleep(Duration::from_millis(1100));
+    let same = c
+        .put(name, record(name, 4001).as_bytes(), soon())
+        .expect("put");
+    assert_eq!(same.etag, written.etag);
+    let relisted = c.list(soon()).expect("list");
+    assert_eq!(relisted[0].etag, written.etag);
+    assert!(
+        relisted[0].last_modified > listed[0].last_modified,
+        "{relisted:?} {listed:?}"
+    );
+    assert_eq!(c.get(name, Some(&got.etag), soon()), Ok(Got::NotModified));
+
+    // A changed record: a new entity tag, and the body again.
+    let again = c
+        .put(name, record(name, 4002).as_bytes(), soon())
+        .expect("put");
+    assert_ne!(again.etag, written.etag);
+    let Ok(Got::Body(changed)) = c.get(name, Some(&got.etag), soon()) else {
+        panic!("a changed object is fetched");
+    };
+    assert_eq!(changed.bytes, record(name, 4002).as_bytes());
+
+    c.delete(name, soon()).expect("delete");
+    assert_eq!(c.list(soon()), Ok(vec![]));
+    assert_eq!(c.get(name, None, soon()), Ok(Got::Missing));
+    assert_eq!(c.delete(name, soon()), Ok(()), "deleting what is gone");
+}
+
+#[test]
+fn create_is_refused_on_an_existing_key() {
+    let Some(garage) = Garage::start("s3::create_is_refused_on_an_existing_key", "pulse") else {
+        return;
+    };
+    let c = client(&garage.vars(), "s3://pulse/nodes");
+    let name = "a1@127.0.0.1";
+    let mine = record(name, 4001);
+    c.create(name, mine.as_bytes(), soon())
+        .unwrap_or_else(|e| panic!("create: {e}{}", garage.dump()));
+    // A second node under the same name loses, and our object stays ours.
+    assert_eq!(
+        c.create(name, record(name, 5001).as_bytes(), soon()),
+        Err(Error::PreconditionFailed)
+    );
+    let Ok(Got::Body(held)) = c.get(name, None, soon()) else {
+        panic!("get");
+    };
+    assert_eq!(held.bytes, mine.as_bytes());
+    // Once it is deleted (a graceful leave), the name is free again.
+    c.delete(name, soon()).expect("delete");
+    c.create(name, record(name, 5001).as_bytes(), soon())
+        .expect("create after a leave");
+}
+
+#[test]
+fn a_listing_follows_every_page() {
+    let Some(garage) = Garage::start("s3::a_listing_follows_every_page", "pulse") else {
+        return;
+    };
+    let c = client(&garage.vars(), "s3://pulse");
+    const N: usize = 2500;
+    // Four writers; S3 pages hold 1,000 keys, so three pages.
+    thread::scope(|s| {
+        for part in 0..4 {
+            let c = &c;
+            s.spawn(move || {
+                for i in (part..N).step_by(4) {
+                    let name = format!("n{i:04}@10.0.{}.{}", i / 250, i % 250);
+                    c.put(&name, record(&name, 4000).as_bytes(), soon())
+                        .unwrap_or_else(|e| panic!("put {name}: {e}"));
+                }
+            });
+        }
+    });
+    // What is not directly under the prefix is not listed.
+    let other = client(&garage.vars(), "s3://pulse/elsewhere");
+    other.put("x@h", b"x", soon()).expect("put elsewhere");
+    let nested = client(&garage.vars(), "s3://pulse/sync_dir/deeper");
+    nested.put("y@h", b"y", soon()).expect("put nested");
+
+    let started = Instant::now();
+    let listed = c.list(soon()).expect("list");
+    let mut names: Vec<_> = listed.iter().map(|o| o.name.clone()).collect();
+    names.sort();
+    names.dedup();
+    assert_eq!(names.len(), N, "every object once, across pages");
+    assert!(names.iter().all(|n| n.starts_with('n') && !n.contains('/')));
+    assert!(listed.iter().all(|o| o.age.is_some()));
+    eprintln!("listed {N} objects in {:?}", started.elapsed());
+}
+
+#[test]
+fn wrong_credentials_are_access_denied() {
+    let Some(garage) = Garage::start("s3::wrong_credentials_are_access_denied", "pulse") else {
+        return;
+    };
+    let wrong_secret = "0".repeat(64);
+    let unknown_id = "GK0123456789abcdef01234567";
+    for (id, secret) in [
+        (garage.key.0.as_str(), wrong_secret.as_str()),
+        (unknown_id, garage.key.1.as_str()),
+    ] {
+        let mut vars = garage.vars();
+        vars[0].1 = id.to_string();
+        vars[1].1 = secret.to_string();
+        let c = client(&vars, "s3://pulse");
+        for e in [
+            c.check(soon()).expect_err("check"),
+            c.put("a@h", b"x", soon()).expect_err("put"),
+            c.get("a@h", None, soon()).expect_err("get"),
+            c.delete("a@h", soon()).expect_err("delete"),
+        ] {
+            assert!(
+                matches!(e, Error::AccessDenied { .. }),
+                "{e:?}{}",
+                garage.dump()
+            );
+            assert!(e.is_configuration());
+            let shown = format!("{e} {e:?}");
+            for credential in [id, secret] {
+                assert!(!shown.contains(credential), "{shown}");
+            }
+            assert!(shown.contains("AWS_SECRET_ACCESS_KEY"), "{shown}");
+        }
+    }
+}
+
+#[test]
+fn an_unknown_bucket_is_no_such_bucket() {
+    let Some(garage) = Garage::start("s3::an_unknown_bucket_is_no_such_bucket", "pulse") else {
+        return;
+    };
+    let c = client(&garage.vars(), "s3://no-such-bucket/x");
+    let e = c.check(soon()).expect_err("check");
+    assert_eq!(e, Error::NoSuchBucket, "{}", garage.dump());
+    assert!(e.is_configuration());
+    assert!(e.to_string().contains("s3://BUCKET"), "{e}");
+    assert_eq!(c.list(soon()), Err(Error::NoSuchBucket));
+}
+
+/// A fake store on 127.0.0.1 that answers every request with `reply`
+/// (or, with `None`, accepts and never answers); its endpoint.
+fn fake_store(reply: Option<String>) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    thread::Builder::new()
+        .name("fake-store".into())
+        .spawn(move || {
+            let mut held = Vec::new();
+            for stream in listener.incoming().take(50) {
+                let Ok(mut stream) = stream else { continue };
+                let mut buf = [0u8; 8192];
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+                let _ = stream.read(&mut buf);
+                match &reply {
+                    Some(reply) => {
+                        let _ = stream.write_all(reply.as_bytes());
+                    }
+                    None => held.push(stream),
+                }
+            }
+        })
+        .expect("spawn fake store");
+    format!("http://127.0.0.1:{port}")
+}
+
+/// An HTTP/1.1 reply with `status` and `body`.
+fn http(status: &str, body: &str) -> String {
+    format!(
+        "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+fn fake_client(endpoint: String) -> Client {
+    client(
+        &[
+            ("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE".to_string()),
+            ("AWS_SECRET_ACCESS_KEY", "secretsecret".to_string()),
+            ("AWS_ENDPOINT_URL", endpoint),
+        ],
+        "s3://pulse",
+    )
+}
+
+#[test]
+fn a_hostile_store_gives_errors_within_the_deadline() {
+    let slow_down = http(
+        "503 Slow Down",
+        "<Error><Code>SlowDown</Code><Message>slow</Message></Error>",
+    );
+    let c = fake_client(fake_store(Some(slow_down)));
+    assert_eq!(c.list(soon()), Err(Error::Throttled));
+    assert!(c.put("a@h", b"x", soon()).expect_err("put").is_throttled());
+
+    let c = fake_client(fake_store(Some(http("200 OK", "<ListBucketResult><Conte"))));
+    assert!(matches!(c.list(soon()), Err(Error::Garbage(_))));
+
+    let c = fake_client(fake_store(Some("SSH-2.0-OpenSSH_9.6\r\n".into())));
+    let e = c.list(soon()).expect_err("list");
+    assert!(
+        matches!(e, Error::Garbage(_) | Error::Transport(_)),
+        "{e:?}"
+    );
+
+    // Nobody listening: refused at once, not a timeout.
+    let port = crate::util::free_port();
+    let c = fake_client(format!("http://127.0.0.1:{port}"));
+    assert!(matches!(c.list(soon()), Err(Error::Transport(_))));
+
+    // A store that never answers costs the deadline and no more.
+    let c = fake_client(fake_store(None));
+    let started = Instant::now();
+    let e = c
+        .list(Instant::now() + Duration::from_millis(500))
+        .expect_err("list");
+    assert!(matches!(e, Error::Timeout(_)), "{e:?}");
+    let took = started.elapsed();
+    assert!(took < Duration::from_millis(1500), "{took:?}");
+    for e in [e, Error::Throttled] {
+        assert!(!e.to_string().contains("AKIDEXAMPLE") && !e.to_string().contains("secretsecret"));
+    }
+}
