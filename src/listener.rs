@@ -148,7 +148,8 @@ fn lock(inbound: &Mutex<Inbound>) -> MutexGuard<'_, Inbound> {
     inbound.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// A running listener.
+/// A running listener: stopped by [`Listener::stop`] or on drop (its
+/// accept thread's).
 pub struct Listener(AcceptThread);
 
 impl Listener {
@@ -165,7 +166,8 @@ impl Listener {
         self.0.local_addr()
     }
 
-    /// Stops accepting, closes every inbound link and joins every thread.
+    /// Stops accepting, closes every inbound link and joins every thread
+    /// (dropping it does the same).
     pub fn stop(self) {
         self.0.stop();
     }

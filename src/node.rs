@@ -2,36 +2,39 @@
 //!
 //! ```text
 //! pulse-listen ── pulse-in (one per inbound link): handshake, then read it
-//! pulse-round  ── every interval: heartbeat, scan, expire, ping all over the link table,
-//!                  then events and the status line to the log
+//! pulse-round  ── every interval: heartbeat, candidates, expire, ping all over the
+//!                  link table, then events and the status line to the log
 //!                  (pulse-dial: one per missing link; pulse-link: reads a link we opened)
 //! ```
+//!
+//! Every part stops when dropped: the listener, the EPMD registrar or
+//! responder, the peer source (our registry entry, the DNS thread), the
+//! round thread. [`Node::start`] starts them in order and returns early on
+//! the first failure, so whatever was started is dropped, and stops, with
+//! no rollback written by hand.
 
 use std::fmt;
 use std::io;
-use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
-use log::{info, warn};
+use log::info;
 
 use crate::config::{Config, EpmdMode};
-use crate::decimal::Fixed;
-use crate::discovery::resolver::{self, Resolver};
-use crate::discovery::{self, DnsPeers};
+use crate::discovery;
 use crate::erlang::{Identity, epmd};
 use crate::links::Links;
 use crate::listener::Listener;
-use crate::membership::{Event, Membership, Reason};
+use crate::membership::{Event, Membership};
 use crate::name::NodeName;
-use crate::probe::{self, Prober};
-use crate::registration::{EPMD_TIMEOUT, Registrar};
-use crate::registry::own::{ClaimError, Holder, OwnEntry};
-use crate::registry::{Record, Registry};
+use crate::probe::Prober;
+use crate::registration::Registrar;
 use crate::report::Reporter;
 use crate::rounds::{Members, Rounds};
+use crate::sources;
 
 /// Why a node could not start.
 #[derive(Debug)]
@@ -78,32 +81,71 @@ pub struct Member {
     pub alive: bool,
 }
 
-/// A running node.
+/// A running node. Dropping it stops it as [`Node::shutdown`] does, but
+/// without the DNS mode's linger.
 pub struct Node {
     addr: SocketAddr,
     events: Receiver<Event>,
     members: Members,
-    stop: Sender<()>,
-    round: JoinHandle<()>,
-    listener: Listener,
+    // Dropped in this order: the rounds first (our entry goes, the links
+    // close), then EPMD, then the listener.
+    round: RoundThread,
     /// Held for the node's life: stopping it takes our name out of EPMD.
     epmd: Option<EpmdPresence>,
+    listener: Listener,
     /// In DNS mode, how long our EPMD answers without our name after the
     /// links close, so peers whose pings fail learn that we left.
     linger: Option<Duration>,
 }
 
-/// How this node is known to EPMD.
+/// How this node is known to EPMD; each stops when dropped.
 enum EpmdPresence {
     /// Registered with the host's EPMD, and again whenever it comes back.
+    #[allow(dead_code, reason = "held for its Drop, which unregisters")]
     Registered(Registrar),
     /// Answering EPMD requests ourselves.
     Serving(epmd::Responder),
 }
 
+/// The round thread: told to stop (its stop channel's sender dropped) and
+/// joined when dropped. It leaves (our entry, the links) on its way out.
+struct RoundThread {
+    stop: Option<Sender<()>>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl RoundThread {
+    fn spawn(
+        rounds: Rounds,
+        stop: Sender<()>,
+        stopped: Receiver<()>,
+    ) -> Result<RoundThread, Error> {
+        let handle = thread::Builder::new()
+            .name("pulse-round".into())
+            .spawn(move || rounds.run(stopped))
+            .map_err(Error::Thread)?;
+        Ok(RoundThread {
+            stop: Some(stop),
+            handle: Some(handle),
+        })
+    }
+}
+
+impl Drop for RoundThread {
+    fn drop(&mut self) {
+        // Dropped, not sent to: the round thread sees it both between
+        // rounds and while it waits for replies.
+        drop(self.stop.take());
+        if let Some(handle) = self.handle.take() {
+            handle.join().expect("the round thread never panics");
+        }
+    }
+}
+
 impl Node {
-    /// Starts a node: listens, claims its name in the registry, registers
-    /// with EPMD and starts the rounds. The first round runs at once.
+    /// Starts a node: listens, claims its name where peers look, registers
+    /// with EPMD and starts the rounds. The first round runs at once. On
+    /// an error, nothing of it is left running.
     pub fn start(config: &Config) -> Result<Node, Error> {
         let me = Arc::new(Identity::new(config.name.as_str(), &config.cookie));
         let bind = SocketAddr::new(config.ip, config.port);
@@ -112,48 +154,10 @@ impl Node {
 
         let (links, link_events) = Links::new(me.clone());
         let listener = Listener::start(socket, links.clone()).map_err(Error::Thread)?;
-        // Known to the registry and EPMD only once the listener answers, so
-        // a node that finds us can connect at once. The registry first: its
-        // judge asks EPMD whether a foreign node holds the name, which must
-        // not find our own registration.
-        // In DNS mode there is no entry to claim: DNS and EPMD make us known.
-        let own = match &config.dns {
-            Some(_) => Ok(None),
-            None => OwnEntry::claim(
-                &config.sync_dir,
-                &Record::new(config.name.clone(), addr, SystemTime::now()),
-                |holder| still_held(holder, config, &me),
-            )
-            .map(Some)
-            .map_err(|e| match e {
-                ClaimError::Taken(why) => Error::Taken(config.name.clone(), why),
-                ClaimError::Io(e) => Error::Registry(e),
-            }),
-        };
-        let own = match own {
-            Ok(own) => own,
-            Err(e) => {
-                listener.stop();
-                return Err(e);
-            }
-        };
-        let epmd_presence = match join_epmd(config, addr.port()) {
-            Ok(presence) => presence,
-            Err(e) => {
-                if let Some(own) = own {
-                    let _ = own.remove();
-                }
-                listener.stop();
-                return Err(e);
-            }
-        };
-        let dns = match dns_peers(config, addr, &me) {
-            Ok(dns) => dns,
-            Err(e) => {
-                listener.stop();
-                return Err(e);
-            }
-        };
+        // Known to the source and EPMD only once the listener answers, so
+        // a node that finds us can connect at once; the source says where
+        // EPMD's turn comes.
+        let (source, epmd) = sources::start(config, addr, &me, || join_epmd(config, addr.port()))?;
         let (events_tx, events) = crossbeam_channel::bounded(EVENTS_KEPT);
         let members = Members::default();
         let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);
@@ -166,19 +170,12 @@ impl Node {
         let rounds = Rounds {
             membership: Membership::new(config.name.clone(), config.interval, config.ttl),
             config: config.clone(),
-            registry: Registry::new(&config.sync_dir),
-            own,
-            dns,
+            source,
             prober,
             reporter: Reporter::new(config.name.as_str(), events_tx),
-            heartbeat_failing: false,
-            listing_failing: false,
             members: members.clone(),
         };
-        let round = thread::Builder::new()
-            .name("pulse-round".into())
-            .spawn(move || rounds.run(stop_rx))
-            .map_err(Error::Thread)?;
+        let round = RoundThread::spawn(rounds, stop_tx, stop_rx)?;
         info!(
             "node {} listening on {addr}, registry {}",
             config.name,
@@ -188,10 +185,9 @@ impl Node {
             addr,
             events,
             members,
-            stop: stop_tx,
             round,
+            epmd,
             listener,
-            epmd: epmd_presence,
             linger: config
                 .dns
                 .as_ref()
@@ -220,51 +216,28 @@ impl Node {
     /// Leaves gracefully: finishes the round under way, removes our record,
     /// closes every link and joins every thread.
     pub fn shutdown(self) {
-        // Dropped, not sent to: the round thread sees it both between rounds
-        // and while it waits for replies.
-        drop(self.stop);
-        self.round.join().expect("the round thread never panics");
-        // The record is gone before the listener stops answering, so peers
-        // see a leave, not a failure.
-        match (self.epmd, self.linger) {
-            (Some(EpmdPresence::Serving(responder)), Some(linger)) => {
-                // Our EPMD stays, without our name, for peers to ask.
-                responder.leave();
-                self.listener.stop();
-                // Deliberately bounded: a second signal exits at once.
-                thread::sleep(linger);
-                responder.stop();
-            }
-            (epmd, _) => {
-                match epmd {
-                    Some(EpmdPresence::Serving(responder)) => responder.stop(),
-                    Some(EpmdPresence::Registered(registrar)) => registrar.stop(),
-                    None => {}
-                }
-                self.listener.stop();
-            }
+        let Node {
+            round,
+            epmd,
+            listener,
+            linger,
+            ..
+        } = self;
+        // The record is gone and the links closed before the listener stops
+        // answering, so peers see a leave, not a failure.
+        drop(round);
+        if let (Some(EpmdPresence::Serving(responder)), Some(linger)) = (&epmd, linger) {
+            // Our EPMD stays, without our name, for peers to ask.
+            responder.leave();
+            drop(listener);
+            // Deliberately bounded: a second signal exits at once.
+            thread::sleep(linger);
+            return;
         }
+        // EPMD goes first, then the listener.
+        drop(epmd);
+        drop(listener);
     }
-}
-
-/// In DNS mode, the thread that looks peers up, and the members it found.
-fn dns_peers(
-    config: &Config,
-    addr: SocketAddr,
-    me: &Arc<Identity>,
-) -> Result<Option<DnsPeers>, Error> {
-    let Some(source) = &config.dns else {
-        return Ok(None);
-    };
-    if source.port.is_none() && config.epmd == EpmdMode::Off {
-        warn!(
-            "{source} with --epmd off: peers name nodes through EPMD, so they cannot find this one"
-        );
-    }
-    let settings = resolver::settings(config, source).map_err(Error::Dns)?;
-    let resolver = Resolver::start(settings, me.clone()).map_err(Error::Thread)?;
-    let own = Record::new(config.name.clone(), addr, SystemTime::now());
-    Ok(Some(DnsPeers::new(resolver, own)))
 }
 
 /// Registers with EPMD (now and whenever it comes back), or starts
@@ -297,44 +270,5 @@ fn meanwhile(config: &Config) -> Option<&'static str> {
         Some(source) if source.port.is_some() => Some("pulse nodes reach it on its fixed port"),
         // Peers ask each address's EPMD for the names there.
         Some(_) => None,
-    }
-}
-
-/// Why an existing entry under our name is still held, or `None` when it is
-/// stale. A pulse node holds its entry's lock for its life (frozen or not);
-/// one that answers at its recorded address is alive even without the lock
-/// (a wrong cookie still proves it is there). A foreign node is alive while
-/// its file is fresh, or while EPMD on its host knows the name.
-fn still_held(holder: &Holder, config: &Config, me: &Identity) -> Option<String> {
-    if holder.locked {
-        return Some("a running pulse node holds its registry entry".into());
-    }
-    if let Some(record) = &holder.record {
-        let addr = record.addr?;
-        let deadline = Instant::now() + config.timeout;
-        return match probe::open(me, config.epmd_port, &record.target(), deadline) {
-            Ok(_) | Err(Reason::BadCookie) => {
-                Some(format!("a live node answers under it at {addr}"))
-            }
-            Err(_) => None,
-        };
-    }
-    let age = SystemTime::now()
-        .duration_since(holder.modified)
-        .unwrap_or(Duration::ZERO);
-    if age < config.ttl {
-        return Some(format!(
-            "its registry entry was written {} s ago by a node that is not pulse",
-            Fixed::seconds(age.as_millis())
-        ));
-    }
-    let host: IpAddr = match config.name.host() {
-        "localhost" => IpAddr::from([127, 0, 0, 1]),
-        host => host.parse().ok()?,
-    };
-    let at = SocketAddr::new(host, config.epmd_port);
-    match epmd::port_please(at, config.name.alive(), EPMD_TIMEOUT) {
-        Ok(Some(port)) => Some(format!("EPMD at {at} knows it (port {port})")),
-        _ => None,
     }
 }

@@ -34,6 +34,7 @@ use crate::erlang::{Identity, Phase, epmd};
 use crate::links::{LinkEvent, Links};
 use crate::membership::{Outcome, Reason};
 use crate::name::NodeName;
+use crate::registry::Target;
 
 /// Most dials under way at once; beyond it a member waits for the next round.
 const MAX_DIALS: usize = 256;
@@ -58,15 +59,6 @@ const MIN_DIAL_TIME: Duration = Duration::from_secs(1);
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 /// The longest such wait.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(16);
-
-/// One member to ping.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Target {
-    /// Its name, which the node at `addr` must answer with.
-    pub name: NodeName,
-    /// Its listener; `None` to ask EPMD on the name's host.
-    pub addr: Option<SocketAddr>,
-}
 
 struct DialDone {
     target: Target,

@@ -26,10 +26,11 @@ pub const EPMD_TIMEOUT: Duration = Duration::from_secs(1);
 /// registered; a refused connect on our own address costs microseconds.
 pub const LOOK_EVERY: Duration = Duration::from_millis(50);
 
-/// The thread holding our registration.
+/// The thread holding our registration: stopped (unregistering) and joined
+/// when dropped.
 pub struct Registrar {
     stop: Sender<()>,
-    handle: JoinHandle<()>,
+    handle: Option<JoinHandle<()>>,
 }
 
 /// What the log last said about our registration, so each change is said
@@ -156,14 +157,22 @@ impl Registrar {
                 // Dropping the registration takes our name out of EPMD.
                 drop(registration);
             })?;
-        Ok(Registrar { stop, handle })
+        Ok(Registrar {
+            stop,
+            handle: Some(handle),
+        })
     }
+}
 
-    /// Unregisters and joins the thread (which may finish one registration
-    /// attempt first, bounded by its timeout).
-    pub fn stop(self) {
+/// Unregisters and joins the thread (which may finish one registration
+/// attempt first, bounded by its timeout).
+impl Drop for Registrar {
+    fn drop(&mut self) {
+        let Some(handle) = self.handle.take() else {
+            return;
+        };
         let _ = self.stop.send(());
-        self.handle
+        handle
             .join()
             .expect("the EPMD registration thread never panics");
     }

@@ -12,8 +12,8 @@ use crate::erlang::Identity;
 use crate::json;
 use crate::links::Links;
 use crate::membership::{Outcome, Reason};
-use crate::probe::{Prober, Target};
-use crate::registry::{self, Record, Registry};
+use crate::probe::Prober;
+use crate::registry::{self, Record, Registry, Target};
 
 /// The name a one-shot check speaks as: unique per process, on our address.
 fn checker(config: &Config, what: &str) -> Arc<Identity> {

@@ -80,13 +80,13 @@ enum Request {
     Stop,
 }
 
-/// The running thread.
+/// The running thread: stopped and joined when dropped.
 pub struct Resolver {
     requests: Sender<Request>,
     /// Set at stop, so a long round of questions ends early.
     stopping: Arc<AtomicBool>,
     found: Receiver<Found>,
-    thread: JoinHandle<()>,
+    thread: Option<JoinHandle<()>>,
 }
 
 impl Resolver {
@@ -112,7 +112,7 @@ impl Resolver {
             requests: request_tx,
             stopping,
             found: found_rx,
-            thread,
+            thread: Some(thread),
         })
     }
 
@@ -125,12 +125,17 @@ impl Resolver {
     pub fn check(&self, name: NodeName, addr: SocketAddr) {
         let _ = self.requests.send(Request::Check(name, addr));
     }
+}
 
-    /// Stops the thread (it finishes the question under way) and joins it.
-    pub fn stop(self) {
+/// Stops the thread (it finishes the question under way) and joins it.
+impl Drop for Resolver {
+    fn drop(&mut self) {
+        let Some(thread) = self.thread.take() else {
+            return;
+        };
         self.stopping.store(true, Ordering::SeqCst);
         let _ = self.requests.send(Request::Stop);
-        self.thread.join().expect("the DNS thread never panics");
+        thread.join().expect("the DNS thread never panics");
     }
 }
 
@@ -364,6 +369,12 @@ pub fn settings(
     source: &super::DnsName,
 ) -> Result<Settings, String> {
     let resolv = match config.dns_server {
+        // Every query to it would fail: better said once, at start.
+        Some(server) if !can_answer(server) => {
+            return Err(format!(
+                "--dns-server {server}: no name server can answer at that address"
+            ));
+        }
         Some(server) => ResolvConf {
             servers: vec![server],
             search: Vec::new(),
@@ -390,4 +401,41 @@ pub fn settings(
             .interval
             .clamp(Duration::from_secs(1), Duration::from_secs(2)),
     })
+}
+
+/// Whether a query can be sent to `server` and answered: not port 0, not
+/// an unspecified, multicast or broadcast address.
+fn can_answer(server: SocketAddr) -> bool {
+    let ip = server.ip();
+    let broadcast = matches!(ip, IpAddr::V4(v4) if v4.is_broadcast());
+    server.port() != 0 && !ip.is_unspecified() && !ip.is_multicast() && !broadcast
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    #[test]
+    fn a_name_server_nobody_can_ask_fails_the_set_up() {
+        let mut config = Config::for_node("r1@127.0.0.1", "c").expect("config");
+        let source: super::super::DnsName = "tasks.pulse".parse().expect("name");
+        for bad in [
+            "0.0.0.0:53",
+            "127.0.0.1:0",
+            "224.0.0.1:53",
+            "255.255.255.255:53",
+            "[::]:53",
+        ] {
+            config.dns_server = Some(bad.parse().expect("an address"));
+            let why = settings(&config, &source).expect_err(bad);
+            assert!(why.contains(&format!("--dns-server {bad}")), "{why}");
+        }
+        config.dns_server = Some("127.0.0.1:5353".parse().expect("an address"));
+        let ok = settings(&config, &source).expect("a usable server");
+        assert_eq!(
+            ok.resolv.servers,
+            config.dns_server.into_iter().collect::<Vec<_>>()
+        );
+    }
 }

@@ -37,7 +37,7 @@ pub mod own;
 mod record;
 pub mod shared;
 
-pub use record::{Record, unix_ms};
+pub use record::{Record, Target, unix_ms};
 
 /// An error listing the registry `dir`, naming it and saying what to do.
 pub fn listing_error(dir: &Path, e: &io::Error) -> io::Error {
@@ -221,15 +221,10 @@ impl Registry {
         }
     }
 
-    /// Reads one node's entry afresh, if it has one.
-    pub fn read(&self, name: &NodeName) -> Option<Record> {
-        let (bytes, _) = read_untrusted(&self.path(name)).ok()?;
-        Some(Record::from_file(name, &bytes))
-    }
-
     /// One node's entry as a scan would find it now (a regular file under
     /// its name, with one link, not oversized), read afresh; `None` when
-    /// it has none. For a node heard from between scans.
+    /// it has none. For a node heard from between scans, or refused at the
+    /// address the scan found.
     pub fn entry(&self, name: &NodeName) -> Option<Record> {
         let path = self.path(name);
         let meta = path.symlink_metadata().ok()?;

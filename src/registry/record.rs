@@ -16,10 +16,19 @@ use std::net::SocketAddr;
 use std::time::SystemTime;
 
 use crate::name::NodeName;
-use crate::probe::Target;
 
 /// The first line of a record of the current version.
 const MAGIC: &str = "pulse 1";
+
+/// One member to ping: a leaf type, so that what a source proposes needs
+/// nothing of the pinging side.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    /// Its name, which the node at `addr` must answer with.
+    pub name: NodeName,
+    /// Its listener; `None` to ask EPMD on the name's host.
+    pub addr: Option<SocketAddr>,
+}
 
 /// One node's registry entry.
 #[derive(Debug, PartialEq, Eq)]

@@ -282,7 +282,7 @@ fn a_restarted_node_is_read_afresh_when_its_file_changes_or_it_is_forgotten() {
     // when the old address refuses).
     second.remove().expect("leave");
     let _third = claim(dir, "a@127.0.0.1", 40030);
-    let read = reg.read(&name("a@127.0.0.1")).expect("read");
+    let read = reg.entry(&name("a@127.0.0.1")).expect("read");
     assert_eq!(read.addr, record("a@127.0.0.1", 40030).addr);
     reg.forget(&name("a@127.0.0.1"));
     assert_eq!(addr(&mut reg), record("a@127.0.0.1", 40030).addr);
