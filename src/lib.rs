@@ -39,6 +39,7 @@ mod rounds;
 // The S3 registry's store client; wired into the rounds later, unused till then.
 #[allow(dead_code, unused_imports)]
 mod s3;
+mod sources;
 
 pub use config::Config;
 pub use membership::{Event, Reason};
