@@ -51,6 +51,8 @@ pub enum Error {
     Epmd(String),
     /// No name server to ask.
     Dns(String),
+    /// The S3 registry cannot be used as configured (what to fix).
+    S3(String),
 }
 
 impl fmt::Display for Error {
@@ -62,6 +64,7 @@ impl fmt::Display for Error {
             Error::Thread(e) => write!(f, "cannot start a thread: {e}"),
             Error::Epmd(why) => write!(f, "epmd: {why}"),
             Error::Dns(why) => write!(f, "dns: {why}"),
+            Error::S3(why) => write!(f, "{why}"),
         }
     }
 }

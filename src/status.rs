@@ -42,6 +42,9 @@ fn registered(config: &Config, me: &Identity, own_host: bool) -> io::Result<Vec<
         };
         return found.map_err(io::Error::other);
     }
+    if let Some((location, settings)) = &config.s3 {
+        return crate::sources::s3::registered(location, settings).map_err(io::Error::other);
+    }
     match Registry::new(&config.sync_dir).scan() {
         Ok(scan) => Ok(scan.records),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),

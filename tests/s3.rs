@@ -296,3 +296,327 @@ fn a_hostile_store_gives_errors_within_the_deadline() {
         assert!(!e.to_string().contains("AKIDEXAMPLE") && !e.to_string().contains("secretsecret"));
     }
 }
+
+// ---- pulse nodes with `--registry s3://…` --------------------------------
+
+use crate::util::{Node, TempDir, dump_all, parse_status, pulse_cmd, run_within, wait_for};
+
+/// Nodes on one Garage: a short registry period and interval, so a test
+/// sees many periods in a few seconds.
+struct S3Cluster {
+    garage: Garage,
+    dir: TempDir,
+}
+
+impl S3Cluster {
+    fn new(test: &str) -> Option<S3Cluster> {
+        Some(S3Cluster {
+            garage: Garage::start(test, "pulse")?,
+            dir: TempDir::new("s3-nodes"),
+        })
+    }
+
+    fn name(i: u8) -> String {
+        format!("s{i}@127.0.0.1")
+    }
+
+    /// `pulse` with the garage's AWS variables and `extra` arguments.
+    fn cmd(&self, name: &str, extra: &[&str]) -> std::process::Command {
+        let mut cmd = pulse_cmd(&self.dir);
+        cmd.envs(self.garage.vars())
+            .args(["--name", name, "--cookie", "s3cookie", "--log-file", "-"])
+            .args(["--registry", "s3://pulse/sync_dir/"])
+            .args(["--registry-period", "300", "--interval", "300"])
+            .args(["--ttl", "3000"])
+            .args(extra);
+        cmd
+    }
+
+    fn start(&self, i: u8) -> Node {
+        let name = S3Cluster::name(i);
+        Node::spawn(&name, self.cmd(&name, &[]))
+    }
+
+    /// The object names under the prefix, as the store lists them.
+    fn objects(&self) -> Vec<String> {
+        let c = client(&self.garage.vars(), "s3://pulse/sync_dir/");
+        let listed = c.list(soon()).unwrap_or_default();
+        listed.into_iter().map(|l| l.name).collect()
+    }
+
+    fn dump(&self, nodes: &[&Node]) -> String {
+        format!(
+            "{}\nobjects: {:?}{}",
+            dump_all(nodes),
+            self.objects(),
+            self.garage.dump()
+        )
+    }
+}
+
+fn all_alive(nodes: &[&Node], names: &[String]) -> bool {
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    nodes.iter().all(|n| n.sees_all_alive(&names))
+}
+
+/// Every status line of `node` from line `mark` on.
+fn statuses_since(node: &Node, mark: usize) -> Vec<std::collections::BTreeMap<String, bool>> {
+    node.output()[mark..]
+        .iter()
+        .filter_map(|l| parse_status(l, &node.name))
+        .collect()
+}
+
+const CONVERGE: Duration = Duration::from_secs(30);
+
+#[test]
+fn nodes_converge_through_s3_then_leave_or_expire() {
+    let Some(c) = S3Cluster::new("s3::nodes_converge_through_s3_then_leave_or_expire") else {
+        return;
+    };
+    let t0 = Instant::now();
+    let mut nodes: Vec<Node> = (1..=3).map(|i| c.start(i)).collect();
+    let names: Vec<String> = (1..=3).map(S3Cluster::name).collect();
+    {
+        let all: Vec<&Node> = nodes.iter().collect();
+        wait_for("three nodes to see each other", CONVERGE, &all, || {
+            all_alive(&all, &names)
+        });
+    }
+    eprintln!("three converged in {:?}", t0.elapsed());
+    // Every status line from here on lists all three, all true.
+    let marks: Vec<usize> = nodes.iter().map(|n| n.output().len()).collect();
+    std::thread::sleep(Duration::from_millis(1500));
+    for (n, m) in nodes.iter().zip(&marks) {
+        let lines = statuses_since(n, *m);
+        assert!(lines.len() >= 3, "{}", c.dump(&[n]));
+        for s in lines {
+            assert!(
+                s.len() == 3 && s.values().all(|v| *v),
+                "{s:?}{}",
+                c.dump(&[n])
+            );
+        }
+    }
+    // A fourth joins.
+    let t1 = Instant::now();
+    nodes.push(c.start(4));
+    let names: Vec<String> = (1..=4).map(S3Cluster::name).collect();
+    {
+        let all: Vec<&Node> = nodes.iter().collect();
+        wait_for("the fourth node to join", CONVERGE, &all, || {
+            all_alive(&all, &names)
+        });
+    }
+    eprintln!("the fourth joined in {:?}", t1.elapsed());
+    let mut objects = c.objects();
+    objects.sort();
+    assert_eq!(objects, names, "{}", c.dump(&[]));
+    // `pulse status` reads the same registry.
+    let mut status = pulse_cmd(&c.dir);
+    status.envs(c.garage.vars()).args([
+        "status",
+        "--cookie",
+        "s3cookie",
+        "--registry",
+        "s3://pulse/sync_dir/",
+    ]);
+    let (out, finished) = run_within(status, Duration::from_secs(20));
+    let table = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(finished && out.status.success(), "{out:?}");
+    assert!(names.iter().all(|n| table.contains(n.as_str())), "{table}");
+
+    // kill -9 s4: false on the others' next line, then expired and its
+    // object deleted after the TTL.
+    let t2 = Instant::now();
+    let s4 = S3Cluster::name(4);
+    nodes[3].signal("KILL");
+    nodes[3].wait_exit(Duration::from_secs(5));
+    // Its name is still taken while its object is fresh.
+    let (out, finished) = run_within(c.cmd(&s4, &[]), Duration::from_secs(20));
+    let text = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(finished && out.status.code() == Some(1), "{out:?}");
+    assert!(text.contains("is taken"), "{text}");
+    let rest = &nodes[..3];
+    let all: Vec<&Node> = rest.iter().collect();
+    wait_for("s4 to be false", Duration::from_secs(5), &all, || {
+        all.iter()
+            .all(|n| n.last_status().is_some_and(|s| s.get(&s4) == Some(&false)))
+    });
+    eprintln!("s4 seen down in {:?}", t2.elapsed());
+    wait_for(
+        "s4 to expire and its object to go",
+        Duration::from_secs(20),
+        &all,
+        || {
+            all.iter()
+                .any(|n| n.count_containing(&format!("node {s4} expired")) > 0)
+                && !c.objects().contains(&s4)
+                && all
+                    .iter()
+                    .all(|n| n.last_status().is_some_and(|s| !s.contains_key(&s4)))
+        },
+    );
+    eprintln!("s4 expired and deleted in {:?}", t2.elapsed());
+    // Whoever did not expire it saw its object removed: no leave.
+    for n in &all {
+        assert_eq!(
+            n.count_containing(&format!("node {s4} left")),
+            0,
+            "{}",
+            c.dump(&all)
+        );
+    }
+
+    // SIGTERM s3: its object deleted at once, `left` on the others.
+    let t3 = Instant::now();
+    let s3 = S3Cluster::name(3);
+    nodes[2].signal("TERM");
+    let status = nodes[2].wait_exit(Duration::from_secs(10));
+    let all: Vec<&Node> = nodes[..3].iter().collect();
+    assert!(status.is_some_and(|s| s.success()), "{}", c.dump(&all));
+    assert!(!c.objects().contains(&s3), "{}", c.dump(&all));
+    let two: Vec<&Node> = nodes[..2].iter().collect();
+    wait_for("s3's leave", Duration::from_secs(10), &two, || {
+        two.iter()
+            .all(|n| n.count_containing(&format!("node {s3} left")) == 1)
+    });
+    eprintln!("s3 left in {:?}", t3.elapsed());
+    let names: Vec<String> = (1..=2).map(S3Cluster::name).collect();
+    wait_for("two left", Duration::from_secs(5), &two, || {
+        all_alive(&two, &names)
+    });
+    // Nobody saw a node expire that was alive.
+    for n in &two {
+        assert_eq!(n.count_containing("expired"), 1, "{}", c.dump(&two));
+    }
+}
+
+#[test]
+fn wrong_credentials_or_none_stop_the_node_at_start() {
+    let Some(c) = S3Cluster::new("s3::wrong_credentials_or_none_stop_the_node_at_start") else {
+        return;
+    };
+    let secret = "WrongSecretDoNotPrint0123456789abcdef";
+    let mut cmd = c.cmd(&S3Cluster::name(1), &[]);
+    cmd.env("AWS_SECRET_ACCESS_KEY", secret);
+    let (out, finished) = run_within(cmd, Duration::from_secs(30));
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let all = format!("{stderr}{}", String::from_utf8_lossy(&out.stdout));
+    assert!(finished && out.status.code() == Some(1), "{out:?}");
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(stderr.contains("AWS_SECRET_ACCESS_KEY"), "{stderr}");
+    assert!(!all.contains(secret), "the secret printed: {all}");
+    assert!(
+        !all.contains(&c.garage.key.1),
+        "the real secret printed: {all}"
+    );
+    assert!(c.objects().is_empty(), "{:?}", c.objects());
+
+    let mut cmd = c.cmd(&S3Cluster::name(1), &[]);
+    cmd.env_remove("AWS_ACCESS_KEY_ID");
+    let (out, finished) = run_within(cmd, Duration::from_secs(30));
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(finished && out.status.code() == Some(2), "{out:?}");
+    assert!(stderr.contains("AWS_ACCESS_KEY_ID"), "{stderr}");
+
+    // A bucket that is not there: exit 1, saying so.
+    let cmd = c.cmd(&S3Cluster::name(1), &["--registry", "s3://nothere/p/"]);
+    let (out, finished) = run_within(cmd, Duration::from_secs(30));
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(finished && out.status.code() == Some(1), "{out:?}");
+    assert!(stderr.contains("no such bucket"), "{stderr}");
+}
+
+#[test]
+fn junk_objects_get_one_warning_each() {
+    let Some(c) = S3Cluster::new("s3::junk_objects_get_one_warning_each") else {
+        return;
+    };
+    let store = client(&c.garage.vars(), "s3://pulse/sync_dir/");
+    store
+        .put("not-a-node", record("x@127.0.0.1", 1).as_bytes(), soon())
+        .expect("put");
+    store
+        .put("j9@127.0.0.1", b"garbage, not a record", soon())
+        .expect("put");
+    let nodes: Vec<Node> = (1..=2).map(|i| c.start(i)).collect();
+    let all: Vec<&Node> = nodes.iter().collect();
+    let names: Vec<String> = (1..=2).map(S3Cluster::name).collect();
+    wait_for("two nodes to see each other", CONVERGE, &all, || {
+        all_alive(&all, &names)
+    });
+    // Many periods later: still one warning per object and node.
+    let marks: Vec<usize> = nodes.iter().map(|n| n.output().len()).collect();
+    std::thread::sleep(Duration::from_secs(3));
+    for (n, m) in nodes.iter().zip(&marks) {
+        assert_eq!(
+            n.count_containing("skipped the object not-a-node"),
+            1,
+            "{}",
+            c.dump(&all)
+        );
+        assert_eq!(
+            n.count_containing("skipped the object j9@127.0.0.1"),
+            1,
+            "{}",
+            c.dump(&all)
+        );
+        for s in statuses_since(n, *m) {
+            assert!(
+                s.len() == 2 && s.values().all(|v| *v),
+                "{s:?}{}",
+                c.dump(&all)
+            );
+        }
+    }
+}
+
+#[test]
+fn a_store_outage_loses_no_member() {
+    let Some(mut c) = S3Cluster::new("s3::a_store_outage_loses_no_member") else {
+        return;
+    };
+    let nodes: Vec<Node> = (1..=3).map(|i| c.start(i)).collect();
+    let names: Vec<String> = (1..=3).map(S3Cluster::name).collect();
+    {
+        let all: Vec<&Node> = nodes.iter().collect();
+        wait_for("three nodes to see each other", CONVERGE, &all, || {
+            all_alive(&all, &names)
+        });
+    }
+    let marks: Vec<usize> = nodes.iter().map(|n| n.output().len()).collect();
+    c.garage.kill();
+    // Longer than the TTL (3 s): pings decide, and everyone answers.
+    std::thread::sleep(Duration::from_secs(5));
+    let all: Vec<&Node> = nodes.iter().collect();
+    for (n, m) in nodes.iter().zip(&marks) {
+        let lines = statuses_since(n, *m);
+        assert!(lines.len() >= 10, "{}", dump_all(&all));
+        for s in lines {
+            assert!(
+                s.len() == 3 && s.values().all(|v| *v),
+                "{s:?}{}",
+                dump_all(&all)
+            );
+        }
+        assert_eq!(
+            n.count_containing_since(*m, "cannot list"),
+            1,
+            "{}",
+            dump_all(&all)
+        );
+    }
+    c.garage.restart();
+    wait_for("the store to be listed again", CONVERGE, &all, || {
+        all.iter()
+            .all(|n| n.count_containing("can be listed again") == 1)
+    });
+    wait_for("three nodes still", CONVERGE, &all, || {
+        all_alive(&all, &names)
+    });
+    for n in &all {
+        assert_eq!(n.count_containing("expired"), 0, "{}", c.dump(&all));
+        assert_eq!(n.count_containing(" left"), 0, "{}", c.dump(&all));
+    }
+}

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use crate::discovery::DnsName;
 use crate::name::{self, NodeName};
+use crate::s3;
 
 /// The usage text for `--help`.
 pub const USAGE: &str = "\
@@ -36,7 +37,14 @@ Options (flags win over the environment):
                           dir:PATH, a shared directory; dns:NAME, the
                           A/AAAA records of NAME, each address's EPMD
                           naming its nodes; dns:NAME:PORT, the nodes on
-                          that port, named by the handshake
+                          that port, named by the handshake;
+                          s3://BUCKET/PREFIX, an object per node in S3
+                          (PREFIX [sync_dir/]; AWS_* variables as the
+                          AWS CLI reads them)
+  --registry-period MS    how often the registry is listed and our       PULSE_REGISTRY_PERIOD_MS
+                          entry written, at least the interval
+                          [s3: 10000, as each request is billed;
+                          dir and dns: the interval]
   --sync-dir DIR          the same as --registry dir:DIR                 PULSE_SYNC_DIR
   --dns-server ADDR:PORT  name server for dns: [from /etc/resolv.conf]   PULSE_DNS_SERVER
   --log-file PATH         shared log file, - for stdout only             PULSE_LOG_FILE
@@ -66,6 +74,12 @@ signal.
 pub const DEFAULT_SYNC_DIR: &str = "/tmp/sync_dir/";
 /// Default shared log file, as in the recipe.
 pub const DEFAULT_LOG_FILE: &str = "/tmp/log/cluster.log";
+/// The S3 registry's default period: each period costs a PUT and a LIST
+/// per node (about $0.005 per 1,000), so it is listed less often than the
+/// nodes are pinged.
+pub const DEFAULT_S3_PERIOD_MS: u64 = 10_000;
+/// The prefix of `s3://BUCKET` without one: the default sync dir's name.
+pub const DEFAULT_S3_PREFIX: &str = "sync_dir/";
 /// Longest interval: a link silent for longer would miss Erlang's 15 s tick.
 pub const MAX_INTERVAL_MS: u64 = 15_000;
 /// Shortest interval.
@@ -136,8 +150,12 @@ pub struct Args {
     pub sync_dir: Option<PathBuf>,
     /// `--registry dns:...`.
     pub dns: Option<DnsName>,
+    /// `--registry s3://...`.
+    pub s3: Option<s3::Location>,
     /// `--dns-server`.
     pub dns_server: Option<SocketAddr>,
+    /// `--registry-period`, in ms.
+    pub registry_period_ms: Option<u64>,
     /// `--log-file`.
     pub log_file: Option<PathBuf>,
     /// `--interval`, in ms.
@@ -182,6 +200,12 @@ pub struct Config {
     pub dns: Option<DnsName>,
     /// The name server to ask instead of those in `/etc/resolv.conf`.
     pub dns_server: Option<SocketAddr>,
+    /// Peers from S3 instead of the directory: where, and the AWS
+    /// settings read from the environment.
+    pub(crate) s3: Option<(s3::Location, s3::Settings)>,
+    /// How often the registry is listed and our entry written (S3); the
+    /// interval for the directory and DNS.
+    pub registry_period: Duration,
     /// The shared log file.
     pub log_file: PathBuf,
     /// Heartbeat and ping interval.
@@ -246,6 +270,7 @@ where
             "--sync-dir" => out.set_registry(Registry::Dir(value()?.into())),
             "--registry" => out.set_registry(registry_value(&flag, &value()?)?),
             "--dns-server" => out.dns_server = Some(server_value(&flag, &value()?)?),
+            "--registry-period" => out.registry_period_ms = Some(millis(&flag, &value()?)?),
             "--log-file" => out.log_file = Some(value()?.into()),
             "--interval" => out.interval_ms = Some(millis(&flag, &value()?)?),
             "--timeout" => out.timeout_ms = Some(millis(&flag, &value()?)?),
@@ -286,7 +311,7 @@ where
             out.cookie_file = env_value(&env, "PULSE_COOKIE_FILE", path)?;
         }
     }
-    if out.sync_dir.is_none() && out.dns.is_none() {
+    if out.sync_dir.is_none() && out.dns.is_none() && out.s3.is_none() {
         if let Some(registry) = env_value(&env, "PULSE_REGISTRY", registry_value)? {
             out.set_registry(registry);
         } else {
@@ -301,6 +326,9 @@ where
     }
     if out.interval_ms.is_none() {
         out.interval_ms = env_value(&env, "PULSE_INTERVAL_MS", millis)?;
+    }
+    if out.registry_period_ms.is_none() {
+        out.registry_period_ms = env_value(&env, "PULSE_REGISTRY_PERIOD_MS", millis)?;
     }
     if out.timeout_ms.is_none() {
         out.timeout_ms = env_value(&env, "PULSE_TIMEOUT_MS", millis)?;
@@ -368,6 +396,7 @@ fn millis(flag: &str, v: &str) -> Result<u64, String> {
 enum Registry {
     Dir(PathBuf),
     Dns(DnsName),
+    S3(s3::Location),
 }
 
 fn registry_value(flag: &str, v: &str) -> Result<Registry, String> {
@@ -377,9 +406,13 @@ fn registry_value(flag: &str, v: &str) -> Result<Registry, String> {
         Ok(Registry::Dns(
             name.parse().map_err(|e| format!("{flag}: {e}"))?,
         ))
+    } else if v.starts_with("s3://") {
+        s3::Location::parse(v, DEFAULT_S3_PREFIX)
+            .map(Registry::S3)
+            .map_err(|e| e.0)
     } else {
         Err(format!(
-            "{flag}: expected dir:PATH, dns:NAME or dns:NAME:PORT, got '{v}'"
+            "{flag}: expected dir:PATH, dns:NAME, dns:NAME:PORT or s3://BUCKET/PREFIX, got '{v}'"
         ))
     }
 }
@@ -406,14 +439,33 @@ impl Args {
     /// The last of `--registry` and `--sync-dir` wins.
     fn set_registry(&mut self, registry: Registry) {
         match registry {
-            Registry::Dir(dir) => (self.sync_dir, self.dns) = (Some(dir), None),
-            Registry::Dns(name) => (self.sync_dir, self.dns) = (None, Some(name)),
+            Registry::Dir(dir) => (self.sync_dir, self.dns, self.s3) = (Some(dir), None, None),
+            Registry::Dns(name) => (self.sync_dir, self.dns, self.s3) = (None, Some(name), None),
+            Registry::S3(at) => (self.sync_dir, self.dns, self.s3) = (None, None, Some(at)),
         }
     }
 
     /// The interval, given or the default.
     pub fn interval_ms(&self) -> u64 {
         self.interval_ms.unwrap_or(1000)
+    }
+
+    /// The registry's period, given or the default: S3's (or the interval
+    /// if longer), the interval for the other registries.
+    pub fn registry_period_ms(&self) -> u64 {
+        let interval = self.interval_ms();
+        match (self.registry_period_ms, &self.s3) {
+            (Some(period), _) => period,
+            (None, Some(_)) => DEFAULT_S3_PERIOD_MS.max(interval),
+            (None, None) => interval,
+        }
+    }
+
+    /// The TTL, given or the default: five intervals, and at least three
+    /// registry periods (a heartbeat only moves once a period).
+    fn ttl_ms(&self) -> u64 {
+        self.ttl_ms
+            .unwrap_or_else(|| (5 * self.interval_ms()).max(3 * self.registry_period_ms()))
     }
 
     fn check_numbers(&self) -> Result<(), String> {
@@ -430,11 +482,23 @@ impl Args {
                 ));
             }
         }
+        let period = self.registry_period_ms();
+        if !(interval..=3_600_000).contains(&period) {
+            return Err(format!(
+                "registry period: must be the interval ({interval} ms) up to 3600000 ms, got {period}"
+            ));
+        }
         if let Some(ttl) = self.ttl_ms {
             if ttl < 2 * interval {
                 return Err(format!(
                     "ttl: must be at least two intervals ({} ms), got {ttl}",
                     2 * interval
+                ));
+            }
+            if ttl < 2 * period {
+                return Err(format!(
+                    "ttl: must be at least two registry periods ({} ms), got {ttl}",
+                    2 * period
                 ));
             }
         }
@@ -472,6 +536,11 @@ impl Args {
         let name: NodeName = name_text.parse()?;
         let interval = Duration::from_millis(self.interval_ms());
         let (cookie, cookie_file) = self.cookie()?;
+        // The AWS variables are read only for an S3 registry.
+        let s3 = match &self.s3 {
+            Some(at) => Some((at.clone(), s3::Settings::from_env().map_err(|e| e.0)?)),
+            None => None,
+        };
         Ok(Config {
             name,
             ip,
@@ -484,13 +553,15 @@ impl Args {
                 .unwrap_or_else(|| DEFAULT_SYNC_DIR.into()),
             dns: self.dns.clone(),
             dns_server: self.dns_server,
+            s3,
+            registry_period: Duration::from_millis(self.registry_period_ms()),
             log_file: self
                 .log_file
                 .clone()
                 .unwrap_or_else(|| DEFAULT_LOG_FILE.into()),
             interval,
             timeout: self.timeout_ms.map_or(interval / 2, Duration::from_millis),
-            ttl: self.ttl_ms.map_or(interval * 5, Duration::from_millis),
+            ttl: Duration::from_millis(self.ttl_ms()),
             epmd: self.epmd.unwrap_or_default(),
             epmd_port: self.epmd_port.unwrap_or(crate::erlang::epmd::DEFAULT_PORT),
         })

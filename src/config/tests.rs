@@ -263,3 +263,54 @@ fn a_bad_cookie_names_its_file_and_status_makes_no_cookie_file() {
     assert!(err.contains("it is empty"), "{err}");
     fs::remove_dir_all(&dir).expect("cleanup");
 }
+
+#[test]
+fn an_s3_registry_has_its_own_period() {
+    let a = parse_with(&["--registry", "s3://bkt"], &[("PULSE_SYNC_DIR", "/x")]).expect("valid");
+    let at = a.s3.clone().expect("s3");
+    assert_eq!(
+        (at.bucket.as_str(), at.prefix.as_str()),
+        ("bkt", "sync_dir/")
+    );
+    assert_eq!((a.sync_dir.clone(), a.dns.clone()), (None, None));
+    // Each period is a billed PUT and LIST: 10 s, and a TTL of 3 periods.
+    assert_eq!((a.registry_period_ms(), a.ttl_ms()), (10_000, 30_000));
+    let a = parse_with(
+        &["--interval", "300"],
+        &[
+            ("PULSE_REGISTRY", "s3://bkt/p"),
+            ("PULSE_REGISTRY_PERIOD_MS", "300"),
+        ],
+    )
+    .expect("valid");
+    assert_eq!(a.s3.as_ref().map(|l| l.prefix.as_str()), Some("p/"));
+    assert_eq!((a.registry_period_ms(), a.ttl_ms()), (300, 1500));
+    // The directory and DNS keep the interval.
+    let a = parse_with(&["--registry", "dir:/r", "--interval", "200"], &[]).expect("valid");
+    assert_eq!((a.registry_period_ms(), a.ttl_ms()), (200, 1000));
+    // The last registry given wins.
+    let a = parse_with(&["--registry", "s3://bkt", "--sync-dir", "/d"], &[]).expect("valid");
+    assert_eq!((a.s3, a.sync_dir), (None, Some("/d".into())));
+    for (args, want) in [
+        (
+            &[
+                "--registry",
+                "s3://bkt",
+                "--registry-period",
+                "500",
+                "--interval",
+                "1000",
+            ][..],
+            "registry period: must be the interval (1000 ms)",
+        ),
+        (
+            &["--registry", "s3://bkt", "--ttl", "15000"],
+            "ttl: must be at least two registry periods (20000 ms)",
+        ),
+        (&["--registry", "s3://"], "--registry"),
+        (&["--registry-period", "x"], "--registry-period: expected"),
+    ] {
+        let err = parse_with(args, &[]).expect_err(want);
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+}

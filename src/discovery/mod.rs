@@ -66,9 +66,10 @@ impl std::str::FromStr for DnsName {
 
 /// Where nodes are registered, for messages.
 pub fn source(config: &Config) -> String {
-    match &config.dns {
-        Some(source) => source.to_string(),
-        None => config.sync_dir.display().to_string(),
+    match (&config.dns, &config.s3) {
+        (_, Some((at, _))) => format!("s3://{}/{}", at.bucket, at.prefix),
+        (Some(source), None) => source.to_string(),
+        (None, None) => config.sync_dir.display().to_string(),
     }
 }
 

@@ -1,6 +1,6 @@
 //! Where a round's peers come from: one seam, [`PeerSource`], with one
-//! implementation per file: the shared directory ([`dir`]) and DNS
-//! ([`dns`]). A source proposes; pings decide, in the round and in the pure
+//! implementation per file: the shared directory ([`dir`]), DNS
+//! ([`dns`]) and an S3 bucket ([`s3`]). A source proposes; pings decide, in the round and in the pure
 //! [`crate::membership::Membership`].
 //!
 //! The round thread holds one `Box<dyn PeerSource>` and asks it, every
@@ -19,6 +19,7 @@
 
 pub(crate) mod dir;
 pub(crate) mod dns;
+pub(crate) mod s3;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -99,6 +100,11 @@ pub(crate) fn start<E>(
     me: &Arc<Identity>,
     register: impl FnOnce() -> Result<E, Error>,
 ) -> Result<(Box<dyn PeerSource>, E), Error> {
+    if let Some((location, settings)) = &config.s3 {
+        // Like the directory: our name is taken before EPMD knows it.
+        let s3 = s3::S3Source::start(config, location, settings, addr)?;
+        return Ok((Box::new(s3), register()?));
+    }
     match &config.dns {
         None => {
             let dir = dir::DirSource::claim(config, addr, me)?;

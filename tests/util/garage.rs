@@ -7,7 +7,7 @@
 //! (`garage -c CONFIG layout assign|apply`, `bucket create`, `key create`,
 //! `bucket allow`), as its quick start does.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -99,14 +99,7 @@ api_bind_addr = "127.0.0.1:{admin}"
             secret = random_hex(32),
         );
         std::fs::write(&config, toml).expect("write garage.toml");
-        let mut cmd = Command::new(&bin);
-        cmd.arg("-c")
-            .arg(&config)
-            .arg("server")
-            .env("RUST_LOG", "garage=warn")
-            .env_remove("GARAGE_RPC_SECRET")
-            .env_remove("GARAGE_ADMIN_TOKEN");
-        let server = Node::spawn(&format!("garage (s3 on port {s3})"), cmd);
+        let server = Node::spawn(&format!("garage (s3 on port {s3})"), serve(&bin, &config));
         let mut garage = Garage {
             server,
             endpoint: format!("http://127.0.0.1:{s3}"),
@@ -170,6 +163,24 @@ api_bind_addr = "127.0.0.1:{admin}"
         panic!("garage {} failed: {last}{}", args.join(" "), self.dump());
     }
 
+    /// Kills the server (kill -9); its data stays.
+    pub fn kill(&mut self) {
+        self.server.signal("KILL");
+        assert!(
+            self.server.wait_exit(Duration::from_secs(10)).is_some(),
+            "garage did not exit{}",
+            self.dump()
+        );
+    }
+
+    /// Starts the server again on the same ports and data, and waits
+    /// until it answers.
+    pub fn restart(&mut self) {
+        let name = self.server.name.clone();
+        self.server = Node::spawn(&name, serve(&self.bin, &self.config));
+        self.until(Instant::now() + Duration::from_secs(60), &["status"]);
+    }
+
     /// `garage -c CONFIG ARGS…`, not run.
     pub fn cli(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(&self.bin);
@@ -191,6 +202,18 @@ api_bind_addr = "127.0.0.1:{admin}"
     pub fn dump(&self) -> String {
         format!("\n{}", self.server.dump())
     }
+}
+
+/// `garage -c CONFIG server`, not run.
+fn serve(bin: &Path, config: &Path) -> Command {
+    let mut cmd = Command::new(bin);
+    cmd.arg("-c")
+        .arg(config)
+        .arg("server")
+        .env("RUST_LOG", "garage=warn")
+        .env_remove("GARAGE_RPC_SECRET")
+        .env_remove("GARAGE_ADMIN_TOKEN");
+    cmd
 }
 
 /// `n` random bytes from the kernel, in hex.
