@@ -3,8 +3,11 @@
 //! (every page), get (conditional), create (take a name), delete; wrong
 //! credentials, a missing bucket, throttling, garbage, a hung store.
 //!
-//! The client is private to the crate until the rounds use it, so it is
-//! compiled here from its source, as it is.
+//! The client is private to the crate, so it is compiled here from its
+//! source, as it is. The second half runs `pulse` nodes with
+//! `--registry s3://…` on the same Garage: they converge, join, leave and
+//! expire; wrong credentials stop them at start; junk objects and a store
+//! outage remove nobody.
 
 use std::io::{Read, Write};
 use std::net::TcpListener;

@@ -52,6 +52,7 @@ Options (flags win over the environment):
   --interval MS           heartbeat and ping interval [1000]             PULSE_INTERVAL_MS
   --timeout MS            ping timeout [half the interval]               PULSE_TIMEOUT_MS
   --ttl MS                expire entries silent this long [5 intervals]  PULSE_TTL_MS
+                          [with s3: at least 3 registry periods]
   --epmd MODE             auto: register in the host's EPMD if one runs;    PULSE_EPMD
                           serve: answer EPMD port requests for this node
                           ourselves (hosts and containers without EPMD);

@@ -411,6 +411,8 @@ impl Worker {
             .filter(|(name, k)| k.fresh && !known.contains_key(*name))
             .filter_map(|(_, k)| k.record.as_ref().map(|r| r.name.clone()))
             .collect();
+        // Warned-about objects that are gone may warn again if they return.
+        self.warned.retain(|(name, _)| known.contains_key(name));
         self.known = known;
         let mut shared = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
         shared.records = Some(records);
