@@ -303,12 +303,7 @@ impl Worker {
             self.list();
             // Asked to slow down: wait twice as long each time, up to a
             // limit; back to the period once a period goes through.
-            self.backoff = self.throttled.then(|| {
-                self.backoff
-                    .map_or(self.period * 2, |b| b * 2)
-                    .min(MAX_BACKOFF)
-                    .max(self.period)
-            });
+            self.backoff = self.throttled.then(|| backoff(self.backoff, self.period));
             next = Instant::now() + self.backoff.unwrap_or(self.period);
         }
         let deadline = Instant::now() + LEAVE_DEADLINE;
@@ -518,6 +513,14 @@ pub(crate) fn registered(location: &Location, settings: &Settings) -> Result<Vec
     Ok(records)
 }
 
+/// The wait after a throttled period: twice the last one (or the period),
+/// up to [`MAX_BACKOFF`], never under the period.
+fn backoff(last: Option<Duration>, period: Duration) -> Duration {
+    last.map_or(period * 2, |b| b * 2)
+        .min(MAX_BACKOFF)
+        .max(period)
+}
+
 /// An object's name for a message: at most 100 characters, control
 /// characters escaped, so a hostile key cannot forge log lines.
 fn printable(text: &str) -> String {
@@ -534,5 +537,71 @@ fn version(object: &Listed) -> u64 {
     match object.last_modified {
         Some(at) => registry::unix_ms(at),
         None => registry::unix_ms(SystemTime::now()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name(i: u8) -> NodeName {
+        format!("n{i}@127.0.0.1").parse().expect("name")
+    }
+
+    #[test]
+    fn throttling_doubles_the_wait_up_to_a_minute() {
+        let period = Duration::from_secs(10);
+        let mut waits = Vec::new();
+        let mut last = None;
+        for _ in 0..4 {
+            let wait = backoff(last, period);
+            waits.push(wait.as_secs());
+            last = Some(wait);
+        }
+        assert_eq!(waits, [20, 40, 60, 60]);
+        // A period longer than the limit is never shortened.
+        assert_eq!(backoff(None, Duration::from_secs(90)).as_secs(), 90);
+    }
+
+    #[test]
+    fn a_vanished_object_is_a_leave_only_if_its_node_answered_lately() {
+        let own = Record::new(
+            name(0),
+            SocketAddr::from(([127, 0, 0, 1], 1)),
+            SystemTime::now(),
+        );
+        let mut source = S3Source {
+            own,
+            answered: BTreeMap::new(),
+            leave_window: Duration::from_millis(500),
+            shared: Arc::new(Mutex::new(Shared::default())),
+            worker: None,
+        };
+        let mut warnings = Vec::new();
+        let alive = Outcome::Alive(Duration::from_millis(1));
+        source.pinged(&[(name(1), alive.clone()), (name(2), alive)]);
+        source
+            .answered
+            .insert(name(2), Instant::now() - Duration::from_secs(5));
+        source.shared().vanished = vec![name(1), name(2), name(3)];
+        source.shared().warnings.push("listed again".into());
+        let found = source.candidates(&mut warnings);
+        // n2 went silent long ago: another node expired it; n3 never
+        // answered. Membership judges those as vanished entries.
+        assert_eq!(found.left, [name(1)]);
+        assert_eq!(warnings, ["listed again"]);
+        // No listing yet: nothing is said about anyone.
+        assert!(found.records.is_none());
+        source.shared().records = Some(vec![]);
+        let found = source.candidates(&mut warnings);
+        let names: Vec<NodeName> = found
+            .records
+            .unwrap_or_default()
+            .into_iter()
+            .map(|r| r.name)
+            .collect();
+        assert_eq!(names, [name(0)]);
+        assert!(found.left.is_empty());
+        assert_eq!(source.entry(&name(1)), Entry::Unknown);
     }
 }
