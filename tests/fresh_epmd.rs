@@ -3,27 +3,13 @@
 //! once, so pulse must register within the script's boot, not at its next
 //! interval; and until then it says calmly what that means.
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use crate::util::erlang::output_within;
+use crate::util::erlang::{StartedEpmd, output_within};
 use crate::util::{
     Node, TempDir, free_port, level_of, pulse_cmd, require, split_log_line, wait_for,
 };
-
-/// Stops the EPMD a script started by itself on the test's port.
-struct StartedEpmd(u16);
-
-impl Drop for StartedEpmd {
-    fn drop(&mut self) {
-        let _ = Command::new("epmd")
-            .args(["-port", &self.0.to_string(), "-kill"])
-            .env("ERL_EPMD_ADDRESS", "127.0.0.1")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-    }
-}
 
 /// `pulse --name NAME` against the EPMD port `epmd_port`, where none runs
 /// yet, with an interval far longer than a script takes to boot.

@@ -5,7 +5,7 @@
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use crate::util::erlang::{Epmd, Otp, Refresher, otps};
+use crate::util::erlang::{Epmd, Otp, Refresher, erl_on_port, otps};
 use crate::util::{Node, TempDir, free_port, parse_status, require, wait_for};
 
 /// A pulse node registered with the test's EPMD.
@@ -53,16 +53,8 @@ fn watching_erl(
          io:format(\"done~n\"), \
          timer:sleep(infinity)."
     );
-    let mut cmd = otp.command("erl");
-    cmd.env("ERL_EPMD_PORT", epmd_port.to_string())
-        .env_remove("ERL_FLAGS")
-        .env_remove("ERL_AFLAGS")
-        .env_remove("ERL_ZFLAGS")
-        .args(["-noshell", "-name", "x@127.0.0.1", "-setcookie", "c"])
-        .args(["-kernel", "net_ticktime", &ticktime.to_string()])
-        .args(["-kernel", "inet_dist_use_interface", "{127,0,0,1}"])
-        .args(["-kernel", "inet_dist_listen_min", &port.to_string()])
-        .args(["-kernel", "inet_dist_listen_max", &port.to_string()])
+    let mut cmd = erl_on_port(otp, "-name", "x@127.0.0.1", "c", port, epmd_port);
+    cmd.args(["-kernel", "net_ticktime", &ticktime.to_string()])
         .args(["-eval", &script])
         .stdin(Stdio::null());
     Node::spawn(&format!("x@127.0.0.1 ({})", otp.label()), cmd)
@@ -397,17 +389,8 @@ fn racing_erl(otp: &Otp, name: &str, port: u16, epmd_port: u16, rounds: u32) -> 
          io:format(\"pangs ~p nodedowns ~p connected ~p~n\", [Pangs, Flush(0), nodes(hidden)]), \
          timer:sleep(infinity)."
     );
-    let mut cmd = otp.command("erl");
-    cmd.env("ERL_EPMD_PORT", epmd_port.to_string())
-        .env_remove("ERL_FLAGS")
-        .env_remove("ERL_AFLAGS")
-        .env_remove("ERL_ZFLAGS")
-        .args(["-noshell", "-name", name, "-setcookie", "c"])
-        .args(["-kernel", "inet_dist_use_interface", "{127,0,0,1}"])
-        .args(["-kernel", "inet_dist_listen_min", &port.to_string()])
-        .args(["-kernel", "inet_dist_listen_max", &port.to_string()])
-        .args(["-eval", &script])
-        .stdin(Stdio::null());
+    let mut cmd = erl_on_port(otp, "-name", name, "c", port, epmd_port);
+    cmd.args(["-eval", &script]).stdin(Stdio::null());
     Node::spawn(&format!("{name} ({})", otp.label()), cmd)
 }
 
@@ -575,17 +558,8 @@ fn unanswered_pings_close_the_link_once_with_a_reason_and_back_off() {
         let script = "pong = net_adm:ping('p1@127.0.0.1'), timer:sleep(1500), \
                       sys:suspend(net_kernel), io:format(\"suspended~n\"), \
                       timer:sleep(infinity).";
-        let mut cmd = otp.command("erl");
-        cmd.env("ERL_EPMD_PORT", epmd.1.to_string())
-            .env_remove("ERL_FLAGS")
-            .env_remove("ERL_AFLAGS")
-            .env_remove("ERL_ZFLAGS")
-            .args(["-noshell", "-name", "x@127.0.0.1", "-setcookie", "c"])
-            .args(["-kernel", "inet_dist_use_interface", "{127,0,0,1}"])
-            .args(["-kernel", "inet_dist_listen_min", &port.to_string()])
-            .args(["-kernel", "inet_dist_listen_max", &port.to_string()])
-            .args(["-eval", script])
-            .stdin(Stdio::null());
+        let mut cmd = erl_on_port(&otp, "-name", "x@127.0.0.1", "c", port, epmd.1);
+        cmd.args(["-eval", script]).stdin(Stdio::null());
         let erl = Node::spawn(&format!("x@127.0.0.1 ({})", otp.label()), cmd);
         let nodes = [&p1, &erl];
         wait_for(

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::util::erlang::{Epmd, output_within};
+use crate::util::erlang::{Epmd, StartedEpmd, output_within};
 use crate::util::{
     Node, TempDir, free_port, parse_status, require, split_log_line, wait_for, wait_until,
 };
@@ -221,19 +221,6 @@ fn pulse_and_the_recipes_elixir_nodes_form_one_cluster() {
     );
 }
 
-/// Stops an EPMD that an Elixir node started by itself (as on a fresh host)
-/// on the test's port, once the nodes are gone.
-struct OwnedEpmdPort(u16);
-
-impl Drop for OwnedEpmdPort {
-    fn drop(&mut self) {
-        let _ = Command::new("epmd")
-            .args(["-port", &self.0.to_string(), "-kill"])
-            .env("ERL_EPMD_ADDRESS", "127.0.0.1")
-            .output();
-    }
-}
-
 /// A recipe node's status lines, parsed.
 fn status_lines(node: &Node) -> Vec<std::collections::BTreeMap<String, bool>> {
     node.output()
@@ -258,7 +245,7 @@ fn pulse_started_before_epmd_registers_once_an_elixir_node_starts_it() {
     }
     let dir = TempDir::new("late-epmd");
     let port = free_port();
-    let _epmd = OwnedEpmdPort(port);
+    let _epmd = StartedEpmd(port);
     let names = ["e1@127.0.0.1", "p1@127.0.0.1"];
     let p1 = pulse_with_epmd(&dir, names[1], "cookie", port, &["--interval", "300"]);
     wait_for("p1 to find no EPMD", Duration::from_secs(9), &[&p1], || {

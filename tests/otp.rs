@@ -3,10 +3,10 @@
 //! restarted under it, and a mixed cluster of pulse and both releases in
 //! one registry, each `erl` node running the recipe's loop.
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use crate::util::erlang::{Epmd, Otp, Refresher, erl_eval, otps};
+use crate::util::erlang::{Epmd, Otp, Refresher, StartedEpmd, erl_command, erl_eval, otps};
 use crate::util::{Node, TempDir, free_port, require, wait_for};
 
 /// A pulse node on the dir's registry, registering with the EPMD on
@@ -35,20 +35,6 @@ fn ping_from_erl(otp: &Otp, name: &str, epmd_port: u16) -> String {
         "io:format(\"~s~n\", [net_adm:ping('p1@127.0.0.1')]), halt().",
         Duration::from_secs(60),
     )
-}
-
-/// Stops an EPMD that an `erl` started by itself on the test's port.
-struct StartedEpmd(u16);
-
-impl Drop for StartedEpmd {
-    fn drop(&mut self) {
-        let _ = Command::new("epmd")
-            .args(["-port", &self.0.to_string(), "-kill"])
-            .env("ERL_EPMD_ADDRESS", "127.0.0.1")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-    }
 }
 
 /// pulse starts where no EPMD runs; an `erl` started afterwards starts
@@ -147,16 +133,8 @@ fn recipe_erl(otp: &Otp, name: &str, sync_dir: &std::path::Path, epmd_port: u16)
          Loop().",
         dir = sync_dir.display()
     );
-    let mut cmd = otp.command("erl");
-    cmd.env("ERL_EPMD_PORT", epmd_port.to_string())
-        .env_remove("ERL_FLAGS")
-        .env_remove("ERL_AFLAGS")
-        .env_remove("ERL_ZFLAGS")
-        .env("ERL_CRASH_DUMP_SECONDS", "0")
-        .args(["-noshell", "-name", name, "-setcookie", "c"])
-        .args(["-kernel", "inet_dist_use_interface", "{127,0,0,1}"])
-        .args(["-eval", &script])
-        .stdin(Stdio::null());
+    let mut cmd = erl_command(otp, "-name", name, "c", epmd_port);
+    cmd.args(["-eval", &script]).stdin(Stdio::null());
     Node::spawn(&format!("{name} ({})", otp.label()), cmd)
 }
 

@@ -133,9 +133,7 @@ impl Erl {
         port: u16,
         epmd_port: u16,
     ) -> Erl {
-        let mut cmd = erl_command(otp, name_flag, name, cookie, epmd_port);
-        cmd.args(["-kernel", "inet_dist_listen_min", &port.to_string()])
-            .args(["-kernel", "inet_dist_listen_max", &port.to_string()]);
+        let cmd = erl_on_port(otp, name_flag, name, cookie, port, epmd_port);
         Erl(Node::spawn(&format!("erl {name} ({})", otp.label()), cmd))
     }
 }
@@ -167,6 +165,21 @@ impl Epmd {
             std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
         });
         Epmd(epmd, port)
+    }
+}
+
+/// Stops, on drop, the EPMD that an `erl` or `elixir` started by itself on
+/// the test's port (as on a fresh host), once the nodes are gone.
+pub struct StartedEpmd(pub u16);
+
+impl Drop for StartedEpmd {
+    fn drop(&mut self) {
+        let _ = Command::new("epmd")
+            .args(["-port", &self.0.to_string(), "-kill"])
+            .env("ERL_EPMD_ADDRESS", "127.0.0.1")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
     }
 }
 
@@ -232,7 +245,13 @@ impl Drop for Refresher {
 /// `erl -noshell NAME_FLAG NAME -setcookie COOKIE`, distribution on loopback
 /// only, against the EPMD on `epmd_port`, untouched by the caller's
 /// `ERL_*FLAGS`.
-fn erl_command(otp: &Otp, name_flag: &str, name: &str, cookie: &str, epmd_port: u16) -> Command {
+pub fn erl_command(
+    otp: &Otp,
+    name_flag: &str,
+    name: &str,
+    cookie: &str,
+    epmd_port: u16,
+) -> Command {
     let mut cmd = otp.command("erl");
     cmd.env("ERL_EPMD_PORT", epmd_port.to_string())
         .env_remove("ERL_FLAGS")
@@ -242,6 +261,21 @@ fn erl_command(otp: &Otp, name_flag: &str, name: &str, cookie: &str, epmd_port: 
         .env("ERL_CRASH_DUMP_SECONDS", "0")
         .args(["-noshell", name_flag, name, "-setcookie", cookie])
         .args(["-kernel", "inet_dist_use_interface", "{127,0,0,1}"]);
+    cmd
+}
+
+/// [`erl_command`] listening for distribution on `port` only.
+pub fn erl_on_port(
+    otp: &Otp,
+    name_flag: &str,
+    name: &str,
+    cookie: &str,
+    port: u16,
+    epmd_port: u16,
+) -> Command {
+    let mut cmd = erl_command(otp, name_flag, name, cookie, epmd_port);
+    cmd.args(["-kernel", "inet_dist_listen_min", &port.to_string()])
+        .args(["-kernel", "inet_dist_listen_max", &port.to_string()]);
     cmd
 }
 
