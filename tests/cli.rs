@@ -344,51 +344,10 @@ fn status_says_which_cookie_file_nodes_refused() {
     );
 }
 
-/// `run.sh` with `fake` first on PATH: stand-ins for `docker` and `cargo`
-/// that log their arguments, so no engine or build is needed.
+/// `run.sh` against a stand-in engine that runs nothing of ours (see
+/// [`run_sh_on`]).
 fn run_sh(dir: &TempDir, args: &[&str]) -> (Option<i32>, String, String) {
-    let fake = dir.path().join("fake-bin");
-    std::fs::create_dir_all(&fake).expect("fake bin");
-    let calls = dir.path().join("calls");
-    // An engine that runs nothing of ours; `compose down` then complains
-    // as the real one does.
-    let docker = r#"#!/bin/sh
-echo "docker $*" >> "$CALLS"
-case "$1 $2" in
-"info "*) echo 20.10.24 ;;
-"compose version") echo "Docker Compose version v2.0.0" ;;
-"compose "*) case "$*" in *" down"*) echo "Network pulse_default not found." >&2 ;; esac ;;
-esac
-exit 0
-"#;
-    let cargo = "#!/bin/sh\necho \"cargo $*\" >> \"$CALLS\"\n";
-    for (name, text) in [("docker", docker), ("cargo", cargo)] {
-        let path = fake.join(name);
-        std::fs::write(&path, text).expect("fake");
-        let exec = std::os::unix::fs::PermissionsExt::from_mode(0o755);
-        std::fs::set_permissions(&path, exec).expect("chmod");
-    }
-    let path = format!(
-        "{}:{}",
-        fake.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
-    let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/run.sh"))
-        .args(args)
-        .env_clear()
-        .env("PATH", path)
-        .env("HOME", dir.path())
-        .env("CALLS", &calls)
-        .env("PULSE_HOST_DIR", dir.path())
-        .output()
-        .expect("run run.sh");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let calls = std::fs::read_to_string(&calls).unwrap_or_default();
-    (out.status.code(), text, calls)
+    run_sh_on(dir, args, &[])
 }
 
 #[test]
@@ -430,6 +389,7 @@ echo "docker $*" >> "$CALLS"
 case "$*" in
 "info "*) echo 20.10.24 ;;
 "compose version"*) echo "Docker Compose version v2.0.0" ;;
+"compose "*" down"*) echo "Network pulse_default not found." >&2 ;;
 "stack ls "*) if [ -n "$FAKE_STACK" ]; then echo "$FAKE_STACK"; fi ;;
 "service inspect "*)
     if [ -z "$FAKE_STACK" ]; then echo "no such service" >&2; exit 1; fi
