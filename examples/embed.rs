@@ -8,12 +8,12 @@
 
 use std::time::{Duration, Instant};
 
-use pulse::config::EpmdMode;
+use pulse::EpmdMode;
 use pulse::{Config, Event, Node};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = std::env::temp_dir().join(format!("pulse-embed-{}", std::process::id()));
-    let config = |name: &str| -> Result<Config, String> {
+    let config = |name: &str| -> Result<Config, pulse::ConfigError> {
         let mut config = Config::for_node(name, "embed-example")?;
         config.sync_dir = dir.clone();
         config.interval = Duration::from_millis(200);

@@ -16,7 +16,7 @@ const WAKE_TIMEOUT: Duration = Duration::from_secs(1);
 /// A running accept thread; stopped and joined by [`AcceptThread::stop`] or
 /// on drop.
 #[derive(Debug)]
-pub struct AcceptThread {
+pub(crate) struct AcceptThread {
     addr: SocketAddr,
     closing: Arc<AtomicBool>,
     handle: Option<JoinHandle<()>>,
@@ -26,7 +26,7 @@ impl AcceptThread {
     /// Runs `body` on a thread called `name`. The body accepts on the
     /// listener and returns once the flag it is given is set (it checks it
     /// after every `accept`).
-    pub fn spawn<F>(name: &str, listener: TcpListener, body: F) -> io::Result<AcceptThread>
+    pub(crate) fn spawn<F>(name: &str, listener: TcpListener, body: F) -> io::Result<AcceptThread>
     where
         F: FnOnce(TcpListener, Arc<AtomicBool>) + Send + 'static,
     {
@@ -44,12 +44,12 @@ impl AcceptThread {
     }
 
     /// Where it listens.
-    pub fn local_addr(&self) -> SocketAddr {
+    pub(crate) fn local_addr(&self) -> SocketAddr {
         self.addr
     }
 
     /// Sets the flag, wakes the `accept` and joins the thread.
-    pub fn stop(mut self) {
+    pub(crate) fn stop(mut self) {
         self.shut();
     }
 

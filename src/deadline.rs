@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 /// Whether an I/O error is a timeout (`WouldBlock` is what a timed-out read
 /// returns on Unix).
-pub fn is_timeout(e: &io::Error) -> bool {
+pub(crate) fn is_timeout(e: &io::Error) -> bool {
     matches!(
         e.kind(),
         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
@@ -26,7 +26,7 @@ pub fn is_timeout(e: &io::Error) -> bool {
 }
 
 /// The time left until `deadline`, or a `TimedOut` error once it has passed.
-pub fn left(deadline: Instant) -> io::Result<Duration> {
+pub(crate) fn left(deadline: Instant) -> io::Result<Duration> {
     let left = deadline.saturating_duration_since(Instant::now());
     if left.is_zero() {
         return Err(io::Error::new(io::ErrorKind::TimedOut, "deadline passed"));
@@ -44,13 +44,13 @@ fn timed_out(e: io::Error) -> io::Error {
 }
 
 /// Connects to `addr` by `deadline`.
-pub fn connect(addr: SocketAddr, deadline: Instant) -> io::Result<TcpStream> {
+pub(crate) fn connect(addr: SocketAddr, deadline: Instant) -> io::Result<TcpStream> {
     TcpStream::connect_timeout(&addr, left(deadline)?).map_err(timed_out)
 }
 
 /// One datagram from a (connected) UDP socket by `deadline`; a wait cut
 /// short by a signal waits again for what is left.
-pub fn recv(socket: &UdpSocket, buf: &mut [u8], deadline: Instant) -> io::Result<usize> {
+pub(crate) fn recv(socket: &UdpSocket, buf: &mut [u8], deadline: Instant) -> io::Result<usize> {
     loop {
         socket.set_read_timeout(Some(left(deadline)?))?;
         match socket.recv(buf) {
@@ -62,14 +62,14 @@ pub fn recv(socket: &UdpSocket, buf: &mut [u8], deadline: Instant) -> io::Result
 
 /// A stream whose every read and write must finish by a deadline.
 #[derive(Debug)]
-pub struct Deadlined<'a> {
+pub(crate) struct Deadlined<'a> {
     stream: &'a TcpStream,
     deadline: Instant,
 }
 
 impl<'a> Deadlined<'a> {
     /// `stream`, read and written by `deadline`.
-    pub fn new(stream: &'a TcpStream, deadline: Instant) -> Deadlined<'a> {
+    pub(crate) fn new(stream: &'a TcpStream, deadline: Instant) -> Deadlined<'a> {
         Deadlined { stream, deadline }
     }
 }

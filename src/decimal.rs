@@ -5,7 +5,7 @@
 use std::fmt;
 
 /// `value / 10^shift`, shown with `places` decimals, rounded half up.
-pub struct Fixed {
+pub(crate) struct Fixed {
     value: u128,
     shift: u32,
     places: u32,
@@ -14,7 +14,7 @@ pub struct Fixed {
 impl Fixed {
     /// `value` in units of 10^-`shift`, to be shown with `places` decimals
     /// (at most `shift`).
-    pub fn new(value: u128, shift: u32, places: u32) -> Fixed {
+    pub(crate) fn new(value: u128, shift: u32, places: u32) -> Fixed {
         Fixed {
             value,
             shift,
@@ -23,7 +23,7 @@ impl Fixed {
     }
 
     /// Milliseconds as seconds with one decimal: `1234` is `1.2`.
-    pub fn seconds(ms: u128) -> Fixed {
+    pub(crate) fn seconds(ms: u128) -> Fixed {
         Fixed::new(ms, 3, 1)
     }
 }

@@ -15,7 +15,7 @@ use log::warn;
 
 /// Descriptors kept for everything but links: stdio, the log, the registry
 /// scan, EPMD, the listening sockets, dialers mid-connect.
-pub const RESERVE: u64 = 64;
+pub(crate) const RESERVE: u64 = 64;
 /// Descriptors one peer costs when it links both ways: two for its inbound
 /// link, one for ours to it.
 const PER_PEER: u64 = 3;
@@ -65,7 +65,7 @@ pub fn raise_for(max_links: usize) {
 /// The soft descriptor limit in force (u64::MAX when unknown or unlimited).
 // std offers no getrlimit: one libc call on a struct we own.
 #[allow(unsafe_code)]
-pub fn limit() -> u64 {
+pub(crate) fn limit() -> u64 {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -80,20 +80,20 @@ pub fn limit() -> u64 {
 
 /// Most inbound links a node with descriptor limit `limit` can hold while
 /// keeping its reserve and a link of its own to each peer, at most `max`.
-pub fn link_cap(limit: u64, max: usize) -> usize {
+pub(crate) fn link_cap(limit: u64, max: usize) -> usize {
     let fit = limit.saturating_sub(RESERVE) / PER_PEER;
     usize::try_from(fit).unwrap_or(usize::MAX).clamp(1, max)
 }
 
 /// Whether an error means the process or the system is out of descriptors.
-pub fn is_out_of_descriptors(e: &io::Error) -> bool {
+pub(crate) fn is_out_of_descriptors(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE))
 }
 
 /// Pauses between failed `accept`s, longer while they keep failing, and
 /// warns once per streak of failures.
 #[derive(Default)]
-pub struct AcceptBackoff {
+pub(crate) struct AcceptBackoff {
     failures: u32,
 }
 
@@ -104,7 +104,7 @@ impl AcceptBackoff {
 
     /// An `accept` failed: warns if this starts a streak, and says how long
     /// to pause before the next.
-    pub fn failed(&mut self, what: &str, e: &io::Error) -> Duration {
+    pub(crate) fn failed(&mut self, what: &str, e: &io::Error) -> Duration {
         if self.failures == 0 {
             if is_out_of_descriptors(e) {
                 warn!(
@@ -121,7 +121,7 @@ impl AcceptBackoff {
     }
 
     /// An `accept` succeeded: the streak is over.
-    pub fn succeeded(&mut self) {
+    pub(crate) fn succeeded(&mut self) {
         self.failures = 0;
     }
 }

@@ -27,7 +27,7 @@ pub fn string(out: &mut String, s: &str) {
 }
 
 /// Appends a string, or `null` when there is none.
-pub fn opt_string(out: &mut String, s: Option<&str>) {
+pub(crate) fn opt_string(out: &mut String, s: Option<&str>) {
     match s {
         Some(s) => string(out, s),
         None => out.push_str("null"),
@@ -35,20 +35,20 @@ pub fn opt_string(out: &mut String, s: Option<&str>) {
 }
 
 /// Builds one JSON object field by field.
-pub struct Object<'a> {
+pub(crate) struct Object<'a> {
     out: &'a mut String,
     empty: bool,
 }
 
 impl<'a> Object<'a> {
     /// Opens an object at the end of `out`.
-    pub fn new(out: &'a mut String) -> Object<'a> {
+    pub(crate) fn new(out: &'a mut String) -> Object<'a> {
         out.push('{');
         Object { out, empty: true }
     }
 
     /// Starts a field and returns the buffer to write its value into.
-    pub fn key(&mut self, key: &str) -> &mut String {
+    pub(crate) fn key(&mut self, key: &str) -> &mut String {
         if !self.empty {
             self.out.push_str(", ");
         }
@@ -59,31 +59,31 @@ impl<'a> Object<'a> {
     }
 
     /// A string field.
-    pub fn str(&mut self, key: &str, value: &str) -> &mut Self {
+    pub(crate) fn str(&mut self, key: &str, value: &str) -> &mut Self {
         string(self.key(key), value);
         self
     }
 
     /// A string field that may be `null`.
-    pub fn opt_str(&mut self, key: &str, value: Option<&str>) -> &mut Self {
+    pub(crate) fn opt_str(&mut self, key: &str, value: Option<&str>) -> &mut Self {
         opt_string(self.key(key), value);
         self
     }
 
     /// A field whose value is already JSON: a number, `true`, `null`, …
-    pub fn raw(&mut self, key: &str, value: impl std::fmt::Display) -> &mut Self {
+    pub(crate) fn raw(&mut self, key: &str, value: impl std::fmt::Display) -> &mut Self {
         let _ = write!(self.key(key), "{value}");
         self
     }
 
     /// Closes the object.
-    pub fn end(self) {
+    pub(crate) fn end(self) {
         self.out.push('}');
     }
 }
 
 /// A number field that may be missing: the value, or `null`.
-pub fn opt<T: std::fmt::Display>(value: Option<T>) -> String {
+pub(crate) fn opt<T: std::fmt::Display>(value: Option<T>) -> String {
     value.map_or_else(|| "null".to_string(), |v| v.to_string())
 }
 

@@ -10,27 +10,24 @@
 //! [`Node`], read its membership [`Event`]s and [`Node::members`], and
 //! [`Node::shutdown`] it; `examples/embed.rs` shows it whole.
 
-// What the binary, an embedder and the integration tests use.
-pub mod config;
-pub mod discovery;
-pub mod erlang;
-pub mod fds;
-pub mod json;
-pub mod listener;
-pub mod logging;
-pub mod node;
-pub mod sched;
-pub mod status;
-pub mod watch;
-
-// The node's inner workings.
+// Every module is private to the crate: the public surface is the embedding
+// API re-exported below, and the hidden `internals` for the binary and the
+// integration tests. `unreachable_pub` (Cargo.toml) keeps it that way.
 mod acceptor;
+mod config;
 mod deadline;
 mod decimal;
+mod discovery;
+mod erlang;
+mod fds;
+mod json;
 mod limiter;
 mod links;
+mod listener;
+mod logging;
 mod membership;
 mod name;
+mod node;
 mod probe;
 mod registration;
 mod registry;
@@ -39,9 +36,40 @@ mod rounds;
 // The S3 registry's store client; wired into the rounds later, unused till then.
 #[allow(dead_code, unused_imports)]
 mod s3;
+mod sched;
 mod sources;
+mod status;
+mod watch;
 
-pub use config::Config;
+// The embedding API.
+pub use config::{Config, ConfigError, EpmdMode};
+pub use discovery::DnsName;
 pub use membership::{Event, Reason};
 pub use name::NodeName;
 pub use node::{Error, Member, Node};
+
+/// For the `pulse` binary and the integration tests, not a stable API: what
+/// they need of the crate's insides, in one place.
+#[doc(hidden)]
+pub mod internals {
+    // main.rs: the command line, its help text and the default log file.
+    pub use crate::config::{Args, Command, DEFAULT_LOG_FILE, USAGE, parse};
+    // tests/dns.rs: the resolver against real name servers.
+    pub use crate::discovery::dns::{LookupError, lookup};
+    // tests/embed.rs and tests/epmd.rs: EPMD's client and responder.
+    pub use crate::erlang::epmd::{RegisterError, Responder, port_please, register};
+    // main.rs (`raise_for`) and tests/halfopen.rs (`raise_limit`).
+    pub use crate::fds::{raise_for, raise_limit};
+    // tests/watch.rs: the JSON string escaping.
+    pub use crate::json::string as json_string;
+    // main.rs: how many inbound links the descriptor limit must allow.
+    pub use crate::listener::MAX_INBOUND;
+    // main.rs: the log backend, started and drained.
+    pub use crate::logging::{LogError, finish as finish_logging, init as init_logging};
+    // main.rs: SCHED_BATCH for the node's threads.
+    pub use crate::sched::batch;
+    // main.rs: `pulse status` and `pulse health`.
+    pub use crate::status::{health, status};
+    // main.rs: `pulse watch`.
+    pub use crate::watch::{Options as WatchOptions, watch};
+}

@@ -20,13 +20,13 @@ use log::warn;
 use crate::logging::text::field;
 
 /// The window of the limits.
-pub const WINDOW: Duration = Duration::from_secs(60);
+pub(crate) const WINDOW: Duration = Duration::from_secs(60);
 /// Most warnings the node gives in one window, whatever the sources.
-pub const MAX_PER_WINDOW: u32 = 10;
+pub(crate) const MAX_PER_WINDOW: u32 = 10;
 
 /// Whether to warn about one rejected handshake.
 #[derive(Debug, PartialEq, Eq)]
-pub struct Decision {
+pub(crate) struct Decision {
     /// Warn about this one.
     pub warn: bool,
     /// The handshakes not warned about in the window that just ended, and
@@ -44,18 +44,18 @@ struct State {
 }
 
 /// The limits, shared by the reader threads behind a lock.
-pub struct Limiter(Mutex<State>);
+pub(crate) struct Limiter(Mutex<State>);
 
 /// The node's wrong-cookie limits: the listener's readers decide with them,
 /// the round thread writes the summary of a minute that ended quietly.
-pub fn wrong_cookies() -> &'static Limiter {
+pub(crate) fn wrong_cookies() -> &'static Limiter {
     static LIMITER: OnceLock<Limiter> = OnceLock::new();
     LIMITER.get_or_init(|| Limiter::new(Instant::now()))
 }
 
 impl Limiter {
     /// A limiter whose first window starts at `now`.
-    pub fn new(now: Instant) -> Limiter {
+    pub(crate) fn new(now: Instant) -> Limiter {
         Limiter(Mutex::new(State {
             warned: HashMap::new(),
             window_start: now,
@@ -65,7 +65,7 @@ impl Limiter {
     }
 
     /// Decides on one rejected handshake from `source` at `now`.
-    pub fn allow(&self, source: IpAddr, now: Instant) -> Decision {
+    pub(crate) fn allow(&self, source: IpAddr, now: Instant) -> Decision {
         let Ok(mut s) = self.0.lock() else {
             return Decision {
                 warn: false,
@@ -88,12 +88,12 @@ impl Limiter {
     }
 
     /// Ends the window if it is over at `now`: what it did not warn about.
-    pub fn due(&self, now: Instant) -> Option<(u64, Duration)> {
+    pub(crate) fn due(&self, now: Instant) -> Option<(u64, Duration)> {
         self.0.lock().ok()?.roll(now)
     }
 
     /// Ends the window at `now` (the node stops): what was not warned about.
-    pub fn finish(&self, now: Instant) -> Option<(u64, Duration)> {
+    pub(crate) fn finish(&self, now: Instant) -> Option<(u64, Duration)> {
         let mut s = self.0.lock().ok()?;
         let span = now.saturating_duration_since(s.window_start);
         let quiet = std::mem::take(&mut s.quiet);
@@ -102,13 +102,13 @@ impl Limiter {
 
     /// How many sources it remembers.
     #[cfg(test)]
-    pub fn sources(&self) -> usize {
+    pub(crate) fn sources(&self) -> usize {
         self.0.lock().map(|s| s.warned.len()).unwrap_or(0)
     }
 
     /// Logs a handshake from `addr` under the name `peer` rejected for a
     /// wrong cookie, within the limits.
-    pub fn wrong_cookie(&self, peer: &str, addr: SocketAddr) {
+    pub(crate) fn wrong_cookie(&self, peer: &str, addr: SocketAddr) {
         let decision = self.allow(addr.ip(), Instant::now());
         if let Some(summary) = decision.summary {
             warn_summary(summary);
@@ -119,14 +119,14 @@ impl Limiter {
     }
 
     /// Logs what the limits held back in a window that is over.
-    pub fn log_due(&self) {
+    pub(crate) fn log_due(&self) {
         if let Some(summary) = self.due(Instant::now()) {
             warn_summary(summary);
         }
     }
 
     /// Logs what the limits held back, when the node stops.
-    pub fn log_finish(&self) {
+    pub(crate) fn log_finish(&self) {
         if let Some(summary) = self.finish(Instant::now()) {
             warn_summary(summary);
         }

@@ -36,7 +36,7 @@ use crate::erlang::{Identity, Phase};
 
 /// Stack of a reader thread: it decodes small terms (nesting is capped), so
 /// a small stack keeps thousands of links cheap.
-pub const READER_STACK: usize = 128 * 1024;
+pub(crate) const READER_STACK: usize = 128 * 1024;
 
 /// Frames waiting for the round thread; beyond this a reply is dropped (and
 /// counts as missed) rather than let a flooding peer grow our memory.
@@ -52,14 +52,12 @@ const MAX_FAILED_NOTES: usize = 1024;
 
 /// What a link's reader tells the round thread.
 #[derive(Debug)]
-pub enum LinkEvent {
+pub(crate) enum LinkEvent {
     /// A frame that is not a call, a tick or the reply the round expects:
     /// maybe a reply in another form.
     Frame {
         /// The peer's name.
         peer: String,
-        /// Which link it came on.
-        link: u64,
         /// The frame's body.
         frame: Vec<u8>,
     },
@@ -153,7 +151,7 @@ struct Table {
 /// The link table. Shared state behind a lock, the named exception: the
 /// listener, the dialers, the readers and the round thread all use it, each
 /// holding the lock only to look up or change an entry.
-pub struct Links {
+pub(crate) struct Links {
     me: Arc<Identity>,
     pace: Pace,
     table: Mutex<Table>,
@@ -171,7 +169,7 @@ pub struct Links {
 
 impl Links {
     /// An empty table for node `me`, and the channel its readers report on.
-    pub fn new(me: Arc<Identity>) -> (Arc<Links>, Receiver<LinkEvent>) {
+    pub(crate) fn new(me: Arc<Identity>) -> (Arc<Links>, Receiver<LinkEvent>) {
         let pace = Pace::DEFAULT;
         let (tx, rx) = crossbeam_channel::bounded(EVENTS_CAPACITY);
         let (all_in_tx, all_in) = crossbeam_channel::bounded(1);
@@ -189,7 +187,7 @@ impl Links {
     }
 
     /// Who we are.
-    pub fn me(&self) -> &Arc<Identity> {
+    pub(crate) fn me(&self) -> &Arc<Identity> {
         &self.me
     }
 
@@ -198,7 +196,7 @@ impl Links {
     }
 
     /// Starts counting a new round's replies; returns its number.
-    pub fn reset_replies(&self) -> u32 {
+    pub(crate) fn reset_replies(&self) -> u32 {
         let next = |s: u64| ((s >> 32) as u32).wrapping_add(1);
         let before = self
             .replies
@@ -211,14 +209,14 @@ impl Links {
     }
 
     /// One more reply to wait for (before its ping is written).
-    pub fn await_reply(&self) {
+    pub(crate) fn await_reply(&self) {
         self.replies.fetch_add(1, Ordering::SeqCst);
     }
 
     /// A reply of round `round` came (or will not be counted any more);
     /// the last one of the current round wakes it. Replies of other rounds
     /// count for nothing.
-    pub fn reply_came(&self, round: u32) {
+    pub(crate) fn reply_came(&self, round: u32) {
         let before = self
             .replies
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |s| {
@@ -231,24 +229,24 @@ impl Links {
     }
 
     /// Ready when every awaited reply has come.
-    pub fn all_in(&self) -> &Receiver<()> {
+    pub(crate) fn all_in(&self) -> &Receiver<()> {
         &self.all_in
     }
 
     /// The link to `peer`, if one is up.
-    pub fn get(&self, peer: &str) -> Option<Arc<Link>> {
+    pub(crate) fn get(&self, peer: &str) -> Option<Arc<Link>> {
         self.lock().up.get(peer).cloned()
     }
 
     /// A number that changes whenever a link comes up or goes: links
     /// looked up under the same number are still the table's.
-    pub fn version(&self) -> u64 {
+    pub(crate) fn version(&self) -> u64 {
         self.lock().up.version
     }
 
     /// The links to `peers`, in their order, looked up at once, and the
     /// table's version they belong to.
-    pub fn get_all<'a>(
+    pub(crate) fn get_all<'a>(
         &self,
         peers: impl Iterator<Item = &'a str>,
     ) -> (u64, Vec<Option<Arc<Link>>>) {
@@ -258,7 +256,7 @@ impl Links {
     }
 
     /// Closes the link to `peer` if it is still link `id`.
-    pub fn drop_link(&self, peer: &str, id: u64) {
+    pub(crate) fn drop_link(&self, peer: &str, id: u64) {
         let mut table = self.lock();
         if table.up.get(peer).is_some_and(|l| l.id == id) {
             if let Some(link) = table.up.remove(peer) {
@@ -269,7 +267,7 @@ impl Links {
 
     /// Opens a link to `peer` at `addr` by `deadline`, or returns the one
     /// that is up already or that the peer's own attempt brings up.
-    pub fn dial(
+    pub(crate) fn dial(
         self: &Arc<Self>,
         addr: SocketAddr,
         peer: &str,
@@ -407,7 +405,7 @@ impl Links {
     /// Does the acceptor's handshake on an inbound connection by `deadline`
     /// and enters the link in the table. The link to ourselves (a node pings
     /// itself too) is never entered: its other end is our own dial.
-    pub fn accept(
+    pub(crate) fn accept(
         &self,
         stream: TcpStream,
         deadline: Instant,
@@ -483,7 +481,7 @@ impl Links {
 
     /// Reads `link` until it ends: the link's reader thread. Its end is
     /// reported unless we closed it ourselves.
-    pub fn serve(&self, link: Arc<Link>) {
+    pub(crate) fn serve(&self, link: Arc<Link>) {
         let why = match link.reader(self.pace) {
             Ok(mut reader) => loop {
                 match reader.recv(&link) {
@@ -492,7 +490,6 @@ impl Links {
                     Ok(Received::Other(frame)) => {
                         let event = LinkEvent::Frame {
                             peer: link.peer.name.clone(),
-                            link: link.id,
                             frame,
                         };
                         let _ = self.events.try_send(event);
@@ -526,7 +523,7 @@ impl Links {
 
     /// Closes every link and joins the readers of the links we opened; from
     /// now on no link is entered. Dials under way are not waited for.
-    pub fn close_all(&self) {
+    pub(crate) fn close_all(&self) {
         let readers = {
             let mut table = self.lock();
             table.closed = true;

@@ -16,7 +16,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::io;
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
@@ -148,13 +148,13 @@ fn lock(inbound: &Mutex<Inbound>) -> MutexGuard<'_, Inbound> {
     inbound.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// A running listener: stopped by [`Listener::stop`] or on drop (its
-/// accept thread's).
-pub struct Listener(AcceptThread);
+/// A running listener: stopped on drop (its accept thread's).
+/// Outside the tests the thread is only held, for its drop.
+pub(crate) struct Listener(#[cfg_attr(not(test), allow(dead_code))] AcceptThread);
 
 impl Listener {
     /// Starts accepting on `socket`.
-    pub fn start(socket: TcpListener, links: Arc<Links>) -> io::Result<Listener> {
+    pub(crate) fn start(socket: TcpListener, links: Arc<Links>) -> io::Result<Listener> {
         let thread = AcceptThread::spawn("pulse-listen", socket, move |socket, stop| {
             accept_loop(socket, links, stop)
         })?;
@@ -162,13 +162,15 @@ impl Listener {
     }
 
     /// Where it listens.
-    pub fn local_addr(&self) -> SocketAddr {
+    #[cfg(test)]
+    pub(crate) fn local_addr(&self) -> std::net::SocketAddr {
         self.0.local_addr()
     }
 
     /// Stops accepting, closes every inbound link and joins every thread
     /// (dropping it does the same).
-    pub fn stop(self) {
+    #[cfg(test)]
+    pub(crate) fn stop(self) {
         self.0.stop();
     }
 }

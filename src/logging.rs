@@ -25,20 +25,20 @@ use log::{Level, LevelFilter, Log, Metadata, Record};
 use simplelog::{ConfigBuilder, LevelPadding, WriteLogger, format_description};
 use time::{OffsetDateTime, UtcOffset};
 
-pub mod console;
-pub mod file;
-pub mod text;
+pub(crate) mod console;
+pub(crate) mod file;
+pub(crate) mod text;
 
 use console::{Console, Lines, Stream};
 use file::{LogFile, Note};
 
 /// Longest message in one line. A status line lists every node (about 30
 /// bytes each), so this allows some two thousand nodes.
-pub const MAX_MESSAGE: usize = 64 * 1024;
+pub(crate) const MAX_MESSAGE: usize = 64 * 1024;
 
 /// The target of the reporter's records (`src/report.rs`): the status and
 /// event lines, which go to stdout. Every other record is a diagnostic.
-pub const REPORTER: &str = "pulse::report";
+pub(crate) const REPORTER: &str = "pulse::report";
 
 /// The local time zone, found once while the process has one thread (the
 /// only time it can be known safely); UTC when it cannot.
@@ -56,7 +56,7 @@ fn level_word(level: Level) -> &'static str {
 
 /// One log line, newline included: the time of day, the level and the
 /// message with control characters escaped and its length bounded.
-pub fn format_line(level: Level, message: &str) -> String {
+pub(crate) fn format_line(level: Level, message: &str) -> String {
     let now = OffsetDateTime::now_utc().to_offset(*OFFSET.get().unwrap_or(&UtcOffset::UTC));
     // `HH:MM:SS.mmm [level] ` is at most 23 bytes; an escape or the cut's
     // note may take more, rarely.
@@ -169,27 +169,50 @@ fn diagnostics(console: Console, offset: UtcOffset) -> Box<WriteLogger<Lines>> {
     )
 }
 
+/// Why [`init`] could not set up logging.
+#[derive(Debug)]
+pub enum LogError {
+    /// The log file or its directory cannot be created or opened (where, and why).
+    File(String),
+    /// The thread that writes to the console cannot be started.
+    Console(std::io::Error),
+    /// Another logger is already installed in this process.
+    Logger(log::SetLoggerError),
+}
+
+impl std::fmt::Display for LogError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LogError::File(why) => write!(f, "{why}"),
+            LogError::Console(e) => write!(f, "cannot start the console thread: {e}"),
+            LogError::Logger(e) => write!(f, "cannot set up logging: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for LogError {}
+
 static LOGGER: OnceLock<Logger> = OnceLock::new();
 
 /// Sets up logging to the console and to `log_file` (its directory is
 /// created; `-` means the console only). Call it while the process has one thread, so the
 /// local time zone can be read.
-pub fn init(log_file: &Path) -> Result<(), String> {
+pub fn init(log_file: &Path) -> Result<(), LogError> {
     let file = if log_file == Path::new("-") {
         None
     } else {
-        Some(Mutex::new(LogFile::open(log_file)?))
+        Some(Mutex::new(LogFile::open(log_file).map_err(LogError::File)?))
     };
     let offset =
         *OFFSET.get_or_init(|| UtcOffset::current_local_offset().unwrap_or(UtcOffset::UTC));
-    let console = Console::start().map_err(|e| format!("cannot start the console thread: {e}"))?;
+    let console = Console::start().map_err(LogError::Console)?;
     let diagnostics = diagnostics(console.clone(), offset);
     let logger = LOGGER.get_or_init(|| Logger {
         file,
         console,
         diagnostics,
     });
-    log::set_logger(logger).map_err(|e| format!("cannot set up logging: {e}"))?;
+    log::set_logger(logger).map_err(LogError::Logger)?;
     log::set_max_level(LevelFilter::Info);
     Ok(())
 }

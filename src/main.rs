@@ -7,9 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use log::error;
-use pulse::config::{self, Command, USAGE};
-use pulse::node::Node;
-use pulse::{fds, listener, logging, sched, status};
+use pulse::internals::{self as pulse_internals, Args, Command, USAGE};
+use pulse::{Config, Node};
 
 /// Exit codes, as documented in `--help`.
 const OK: u8 = 0;
@@ -20,10 +19,11 @@ const INTERRUPTED: i32 = 130;
 const CONSOLE_GRACE: Duration = Duration::from_secs(1);
 
 fn main() -> ExitCode {
-    let args = match config::parse(std::env::args_os().skip(1), |var| std::env::var(var).ok()) {
-        Ok(args) => args,
-        Err(why) => return usage_error(&why),
-    };
+    let args =
+        match pulse_internals::parse(std::env::args_os().skip(1), |var| std::env::var(var).ok()) {
+            Ok(args) => args,
+            Err(why) => return usage_error(&why),
+        };
     if let Command::Help = args.command() {
         print!("{USAGE}");
         return ExitCode::from(OK);
@@ -40,7 +40,7 @@ fn main() -> ExitCode {
         Err(why) => return usage_error(&why),
     };
     let code = match args.command() {
-        Command::Status => match status::status(
+        Command::Status => match pulse_internals::status(
             &config,
             args.json,
             &mut std::io::stdout(),
@@ -53,7 +53,7 @@ fn main() -> ExitCode {
                 FAILURE
             }
         },
-        Command::Health => match status::health(&config, args.name.is_some()) {
+        Command::Health => match pulse_internals::health(&config, args.name.is_some()) {
             Ok(true) => OK,
             Ok(false) => FAILURE,
             Err(why) => {
@@ -65,7 +65,7 @@ fn main() -> ExitCode {
             let code = run(&config);
             // Lines still queued for a console that reads slowly; one nobody
             // reads must not keep the process from exiting.
-            logging::finish(CONSOLE_GRACE);
+            pulse_internals::finish_logging(CONSOLE_GRACE);
             code
         }
     };
@@ -81,13 +81,13 @@ fn usage_error(why: &str) -> ExitCode {
 
 /// Draws the cluster from the shared log until SIGINT or SIGTERM (or once).
 /// Needs no cookie: it only reads the log.
-fn watch(args: &config::Args) -> u8 {
+fn watch(args: &Args) -> u8 {
     let terminal = std::io::stdout().is_terminal();
-    let opts = pulse::watch::Options {
+    let opts = pulse_internals::WatchOptions {
         log_file: args
             .log_file
             .clone()
-            .unwrap_or_else(|| config::DEFAULT_LOG_FILE.into()),
+            .unwrap_or_else(|| pulse_internals::DEFAULT_LOG_FILE.into()),
         interval: Duration::from_millis(args.interval_ms()),
         once: args.once,
         json: args.json,
@@ -105,7 +105,7 @@ fn watch(args: &config::Args) -> u8 {
             return FAILURE;
         }
     }
-    match pulse::watch::watch(&opts, &mut std::io::stdout().lock(), &rx) {
+    match pulse_internals::watch(&opts, &mut std::io::stdout().lock(), &rx) {
         Ok(true) => OK,
         Ok(false) => FAILURE,
         Err(why) => {
@@ -117,11 +117,11 @@ fn watch(args: &config::Args) -> u8 {
 
 /// Runs a node until SIGINT or SIGTERM, then leaves gracefully. A second
 /// signal exits at once.
-fn run(config: &config::Config) -> u8 {
+fn run(config: &Config) -> u8 {
     // Before any thread starts: they all inherit it. A host that refuses
     // (a strict seccomp profile) costs only CPU, so that is not worth a word.
-    let _ = sched::batch();
-    if let Err(why) = logging::init(&config.log_file) {
+    let _ = pulse_internals::batch();
+    if let Err(why) = pulse_internals::init_logging(&config.log_file) {
         eprintln!("pulse: {why}");
         return FAILURE;
     }
@@ -137,7 +137,7 @@ fn run(config: &config::Config) -> u8 {
         error!("cannot install the signal handler: {e}");
         return FAILURE;
     }
-    fds::raise_for(listener::MAX_INBOUND);
+    pulse_internals::raise_for(pulse_internals::MAX_INBOUND);
     let node = match Node::start(config) {
         Ok(node) => node,
         Err(e) => {

@@ -64,7 +64,7 @@ impl Reason {
 
 /// One ping's result.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// Answered `yes` in time, after this round trip.
     Alive(Duration),
     /// Did not.
@@ -73,7 +73,7 @@ pub enum Outcome {
 
 impl Outcome {
     /// Whether the node answered.
-    pub fn is_alive(&self) -> bool {
+    pub(crate) fn is_alive(&self) -> bool {
         matches!(self, Outcome::Alive(_))
     }
 }
@@ -155,7 +155,7 @@ impl Member {
 }
 
 /// The members this node knows, by name.
-pub struct Membership {
+pub(crate) struct Membership {
     me: NodeName,
     ttl: Duration,
     /// How long a heartbeat may stand still and still count as fresh.
@@ -166,7 +166,7 @@ pub struct Membership {
 }
 
 /// What [`Membership::observe`] found in one scan.
-pub struct Observation {
+pub(crate) struct Observation {
     /// Members to ping this round, sorted by name.
     pub live: Vec<Record>,
     /// Entries whose files this node should remove, as scanned.
@@ -178,7 +178,7 @@ pub struct Observation {
 impl Membership {
     /// Empty membership for node `me`. `interval` sets how long a heartbeat
     /// may stand still and still count as fresh (two intervals).
-    pub fn new(me: NodeName, interval: Duration, ttl: Duration) -> Membership {
+    pub(crate) fn new(me: NodeName, interval: Duration, ttl: Duration) -> Membership {
         Membership {
             me,
             ttl,
@@ -190,20 +190,20 @@ impl Membership {
 
     /// Stops (or resumes) expiring entries: while our own heartbeat cannot
     /// be written, the registry's heartbeats say nothing.
-    pub fn pause_expiry(&mut self, paused: bool) {
+    pub(crate) fn pause_expiry(&mut self, paused: bool) {
         self.expiry_paused = paused;
     }
 
     /// The records of every member, sorted by name: whom to ping when the
     /// registry cannot be listed.
-    pub fn records(&self) -> Vec<Record> {
+    pub(crate) fn records(&self) -> Vec<Record> {
         self.members.values().map(|m| m.record.clone()).collect()
     }
 
     /// Takes one registry scan at time `now`. `dir_replaced`: the registry
     /// directory was deleted and made again, so missing files may only not
     /// be back yet.
-    pub fn observe(
+    pub(crate) fn observe(
         &mut self,
         mut records: Vec<Record>,
         dir_replaced: bool,
@@ -297,7 +297,7 @@ impl Membership {
     }
 
     /// Whether `name` is a member.
-    pub fn contains(&self, name: &NodeName) -> bool {
+    pub(crate) fn contains(&self, name: &NodeName) -> bool {
         self.members.contains_key(name)
     }
 
@@ -305,7 +305,7 @@ impl Membership {
     /// up), whose entry is `record`: a member from now on, exactly as if a
     /// scan had found it, so the same leave and expiry rules hold for it.
     /// Returns its join; nothing when it is a member already.
-    pub fn join(&mut self, record: Record, now: Instant) -> Option<Event> {
+    pub(crate) fn join(&mut self, record: Record, now: Instant) -> Option<Event> {
         if self.members.contains_key(&record.name) {
             return None;
         }
@@ -316,13 +316,13 @@ impl Membership {
 
     /// Drops a member that left without a registry file to vanish (DNS
     /// mode); returns the leave to log, if it was a member.
-    pub fn leave(&mut self, name: &NodeName) -> Option<Event> {
+    pub(crate) fn leave(&mut self, name: &NodeName) -> Option<Event> {
         self.members.remove(name).map(|_| Event::Left(name.clone()))
     }
 
     /// Takes one round's ping results, got at `now`, and returns the
     /// changes of health.
-    pub fn apply(&mut self, results: &[(NodeName, Outcome)], now: Instant) -> Vec<Event> {
+    pub(crate) fn apply(&mut self, results: &[(NodeName, Outcome)], now: Instant) -> Vec<Event> {
         let mut events = Vec::new();
         for (name, outcome) in results {
             let Some(m) = self.members.get_mut(name) else {

@@ -18,7 +18,7 @@ use crate::discovery::dns::ResolvConf;
 use crate::discovery::resolver;
 
 /// Longest name accepted (Erlang's atom limit).
-pub const MAX_LEN: usize = 255;
+pub(crate) const MAX_LEN: usize = 255;
 
 /// A validated node name. Names are copied into every round's targets,
 /// results and members and into link events, so a copy shares the text
@@ -81,7 +81,7 @@ impl FromStr for NodeName {
 
 /// The recipe's name: the first 10 hex digits of the md5 of the current time
 /// exactly as `date -Ins` prints it, newline included.
-pub fn recipe_alive() -> String {
+pub(crate) fn recipe_alive() -> String {
     let text = date_ins_now();
     let hex = format!("{:x}", md5::compute(text.as_bytes()));
     hex[..10].to_string()
@@ -112,7 +112,7 @@ fn format_date_ins_utc(t: OffsetDateTime) -> String {
 
 /// The host's first non-loopback IPv4 address, as the recipe's run.sh takes
 /// it; `127.0.0.1` when there is none.
-pub fn detect_ipv4() -> IpAddr {
+pub(crate) fn detect_ipv4() -> IpAddr {
     if_addrs::get_if_addrs()
         .unwrap_or_default()
         .into_iter()
@@ -126,7 +126,7 @@ pub fn detect_ipv4() -> IpAddr {
 
 /// This machine's short host name (up to the first `.`), the host part
 /// `erl -sname` gives a node.
-pub fn short_host_name() -> Result<String, String> {
+pub(crate) fn short_host_name() -> Result<String, String> {
     let name = hostname::get().map_err(|e| format!("cannot read the host name: {e}"))?;
     let name = name
         .into_string()
@@ -146,7 +146,7 @@ const MAX_HOSTS_FILE: u64 = 1 << 20;
 /// the name servers of `/etc/resolv.conf`, all within `timeout`. DNS is
 /// asked by pulse's own client, which keeps the deadline (the C library's
 /// resolver has no timeout of its own).
-pub fn resolve_host(host: &str, timeout: Duration) -> Result<IpAddr, String> {
+pub(crate) fn resolve_host(host: &str, timeout: Duration) -> Result<IpAddr, String> {
     if let Ok(ip) = host.parse::<IpAddr>() {
         return Ok(ip);
     }

@@ -58,7 +58,7 @@ const MIN_DIAL_TIME: Duration = Duration::from_secs(1);
 /// The first wait before a member whose dial timed out is dialled again.
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 /// The longest such wait.
-pub const MAX_BACKOFF: Duration = Duration::from_secs(16);
+pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(16);
 
 struct DialDone {
     target: Target,
@@ -103,7 +103,7 @@ struct Member {
 }
 
 /// Pings members over the links in the table.
-pub struct Prober {
+pub(crate) struct Prober {
     me: Arc<Identity>,
     pid: Pid,
     links: Arc<Links>,
@@ -140,7 +140,7 @@ pub struct Prober {
 
 /// What a link event outside a round's pings means for the round thread.
 #[derive(Debug, PartialEq, Eq)]
-pub enum LinkNews {
+pub(crate) enum LinkNews {
     /// The member's link closed without its leaving (what the reader saw).
     Closed(NodeName, String),
     /// A peer opened a link to us and passed the handshake: if it is not a
@@ -197,7 +197,7 @@ fn position(targets: &[Target], name: &str) -> Option<usize> {
 impl Prober {
     /// A prober over `links`, whose readers report on `events`. `epmd_port`
     /// is where to ask for the port of a member whose record has none.
-    pub fn new(links: Arc<Links>, events: Receiver<LinkEvent>, epmd_port: u16) -> Prober {
+    pub(crate) fn new(links: Arc<Links>, events: Receiver<LinkEvent>, epmd_port: u16) -> Prober {
         let me = links.me().clone();
         let pid = message::our_pid(&me.name, me.creation);
         let (done_tx, done) = crossbeam_channel::unbounded();
@@ -223,7 +223,7 @@ impl Prober {
     }
 
     /// Ends any round at once when `stop` disconnects (its sender dropped).
-    pub fn stop_on(mut self, stop: Receiver<()>) -> Prober {
+    pub(crate) fn stop_on(mut self, stop: Receiver<()>) -> Prober {
         self.stop = stop;
         self
     }
@@ -236,13 +236,13 @@ impl Prober {
     /// `timeout (connect)`, and its link serves the next. So a peer that
     /// hangs in its first dial never stretches a round by more than
     /// `wait`, and one whose dial timed out is not waited for at all.
-    pub fn hold_dials_for(mut self, wait: Duration) -> Prober {
+    pub(crate) fn hold_dials_for(mut self, wait: Duration) -> Prober {
         self.hold_dials = Some(wait);
         self
     }
 
     /// Whether the node is stopping (a round cut short says nothing).
-    pub fn stopping(&self) -> bool {
+    pub(crate) fn stopping(&self) -> bool {
         matches!(
             self.stop.try_recv(),
             Err(crossbeam_channel::TryRecvError::Disconnected)
@@ -250,13 +250,13 @@ impl Prober {
     }
 
     /// What the links report between rounds; see [`Prober::link_closed`].
-    pub fn events(&self) -> &Receiver<LinkEvent> {
+    pub(crate) fn events(&self) -> &Receiver<LinkEvent> {
         &self.events
     }
 
     /// What an event that came between rounds says: a link that closed,
     /// or one a peer opened (a late reply is dropped).
-    pub fn news(&self, event: LinkEvent) -> Option<LinkNews> {
+    pub(crate) fn news(&self, event: LinkEvent) -> Option<LinkNews> {
         match event {
             LinkEvent::Closed { peer, why, .. } => {
                 peer.parse().ok().map(|n| LinkNews::Closed(n, why))
@@ -267,19 +267,23 @@ impl Prober {
     }
 
     /// Whether a link to `name` is up (a newer one than a link that closed).
-    pub fn has_link(&self, name: &NodeName) -> bool {
+    pub(crate) fn has_link(&self, name: &NodeName) -> bool {
         self.links.get(name.as_str()).is_some()
     }
 
     /// What the links said during the last round that was not about its
     /// pings (see [`Prober::news`]).
-    pub fn meanwhile(&mut self) -> Vec<LinkNews> {
+    pub(crate) fn meanwhile(&mut self) -> Vec<LinkNews> {
         std::mem::take(&mut self.meanwhile)
     }
 
     /// Pings every target once and returns each one's outcome, in the
     /// targets' order, within `timeout` (plus a few milliseconds).
-    pub fn round(&mut self, targets: &[Target], timeout: Duration) -> Vec<(NodeName, Outcome)> {
+    pub(crate) fn round(
+        &mut self,
+        targets: &[Target],
+        timeout: Duration,
+    ) -> Vec<(NodeName, Outcome)> {
         let start = Instant::now();
         let deadline = start + timeout;
         // Dials are waited for until then, at the latest.
@@ -727,7 +731,7 @@ impl Prober {
 
     /// Closes every link in the table (the listener's too). Dials under way
     /// are not waited for.
-    pub fn close(self) {
+    pub(crate) fn close(self) {
         self.links.close_all();
     }
 }
@@ -767,7 +771,7 @@ fn dial_reason(e: DialError) -> Reason {
 
 /// Opens a link to a target outside any table (to see whether a node
 /// answers under a name), asking EPMD for the port when the record has none.
-pub fn open(
+pub(crate) fn open(
     me: &Identity,
     epmd_port: u16,
     target: &Target,

@@ -18,17 +18,17 @@ use log::{info, warn};
 use crate::erlang::epmd::{self, RegisterError, Registration};
 
 /// How long one registration attempt may take.
-pub const EPMD_TIMEOUT: Duration = Duration::from_secs(1);
+pub(crate) const EPMD_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// How often to look for an EPMD while nothing listens on its port. A
 /// script that starts EPMD and pings at once (`elixir --name x -e
 /// 'Node.ping(...)'`) takes longer than this to boot, so it finds us
 /// registered; a refused connect on our own address costs microseconds.
-pub const LOOK_EVERY: Duration = Duration::from_millis(50);
+pub(crate) const LOOK_EVERY: Duration = Duration::from_millis(50);
 
 /// The thread holding our registration: stopped (unregistering) and joined
 /// when dropped.
-pub struct Registrar {
+pub(crate) struct Registrar {
     stop: Sender<()>,
     handle: Option<JoinHandle<()>>,
 }
@@ -116,7 +116,7 @@ impl Registrar {
     /// says how peers reach this node while it is not registered (`None`:
     /// they cannot). Fails only when EPMD answers at once that the name is
     /// already taken (or the thread cannot be started).
-    pub fn start(
+    pub(crate) fn start(
         at: SocketAddr,
         alive: &str,
         port: u16,

@@ -8,7 +8,7 @@ use crate::membership::{Event, Outcome};
 use crate::name::NodeName;
 
 /// What one round has to say.
-pub struct Report {
+pub(crate) struct Report {
     /// Changes since the last round.
     pub events: Vec<Event>,
     /// The status line; empty for events that cannot wait for the round.
@@ -21,7 +21,7 @@ pub struct Report {
 /// The recipe's status line: our name, then each member and whether it
 /// answered, sorted by name, written as Elixir inspects a keyword list:
 /// `a1@127.0.0.1["a1@127.0.0.1": true, "a2@127.0.0.1": false]`.
-pub fn status_line(me: &NodeName, results: &[(NodeName, Outcome)]) -> String {
+pub(crate) fn status_line(me: &NodeName, results: &[(NodeName, Outcome)]) -> String {
     let mut sorted: Vec<_> = results.iter().collect();
     // A round's results come sorted already: then this costs one pass.
     sorted.sort_by(|a, b| a.0.cmp(&b.0));
@@ -64,7 +64,7 @@ fn push_keyword_key(line: &mut String, atom: &str) {
 }
 
 /// Where a round's news goes: the log, and the embedder's events channel.
-pub struct Reporter {
+pub(crate) struct Reporter {
     /// This node's name: each event line says who saw it.
     me: String,
     events: Sender<Event>,
@@ -74,7 +74,7 @@ impl Reporter {
     /// Every event logged also goes to `events`, without waiting: when
     /// nobody reads it and it is full, an event is dropped there, never in
     /// the log.
-    pub fn new(me: &str, events: Sender<Event>) -> Reporter {
+    pub(crate) fn new(me: &str, events: Sender<Event>) -> Reporter {
         Reporter {
             me: me.to_string(),
             events,
@@ -85,7 +85,7 @@ impl Reporter {
     /// order. The log file gets each line with one non-blocking `write`
     /// and the console only gets it queued ([`crate::logging`]), so neither
     /// a stalled log reader nor a console nobody reads holds a round.
-    pub fn report(&self, report: Report) {
+    pub(crate) fn report(&self, report: Report) {
         for warning in &report.warnings {
             warn!("{warning}");
         }

@@ -54,7 +54,7 @@ fn registered(config: &Config, me: &Identity, own_host: bool) -> io::Result<Vec<
 
 /// One registered node as `pulse status` saw it.
 #[derive(Clone, Debug)]
-pub struct NodeStatus {
+pub(crate) struct NodeStatus {
     /// The registered name.
     pub name: String,
     /// The record's address; `None` for a foreign entry (asked of EPMD).
@@ -70,7 +70,7 @@ pub struct NodeStatus {
 }
 
 /// Pings every registered node once and describes each.
-pub fn check_all(config: &Config) -> io::Result<Vec<NodeStatus>> {
+pub(crate) fn check_all(config: &Config) -> io::Result<Vec<NodeStatus>> {
     let me = checker(config, "status");
     let records = registered(config, &me, false)?;
     let outcomes = ping_all(me, &records, config)?;
@@ -175,7 +175,7 @@ fn write_table(nodes: &[NodeStatus], out: &mut impl Write) -> io::Result<()> {
 }
 
 /// `{"nodes": [{...}, ...]}`, one node per line.
-pub fn to_json(nodes: &[NodeStatus]) -> String {
+pub(crate) fn to_json(nodes: &[NodeStatus]) -> String {
     let mut out = String::from("{\"nodes\": [");
     for (i, n) in nodes.iter().enumerate() {
         out.push_str(if i == 0 { "\n  " } else { ",\n  " });

@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use pulse::discovery::dns::{LookupError, lookup};
+use pulse::internals::{LookupError, lookup};
 
 use crate::util::dns_server::{DnsServer, Mode};
 use crate::util::erlang::{Epmd, Erl, Otp, erl_eval, otps};

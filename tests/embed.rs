@@ -6,8 +6,8 @@ use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
 
-use pulse::config::EpmdMode;
-use pulse::erlang::epmd::{port_please, register};
+use pulse::EpmdMode;
+use pulse::internals::{port_please, register};
 use pulse::{Config, Event, Node};
 
 use crate::util::erlang::Epmd;
@@ -70,7 +70,8 @@ fn a_config_from_code_is_the_commands_default() {
     assert_eq!(config.sync_dir, std::path::PathBuf::from("/tmp/sync_dir/"));
     assert_eq!(config.ip.to_string(), "127.0.0.1");
     let bad = Config::for_node("no-at-sign", "c").expect_err("a bad name");
-    assert!(bad.contains("no-at-sign"), "{bad}");
+    assert!(matches!(bad, pulse::ConfigError::Name(..)), "{bad}");
+    assert!(bad.to_string().contains("no-at-sign"), "{bad}");
 }
 
 /// Names of this process's threads that belong to a node (`pulse-*`).

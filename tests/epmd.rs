@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use pulse::erlang::epmd::{RegisterError, Responder, port_please, register};
+use pulse::internals::{RegisterError, Responder, port_please, register};
 
 use crate::util::erlang::{Epmd, Otp, otps};
 use crate::util::{free_port, require, run_within, wait_until};

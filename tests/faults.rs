@@ -461,7 +461,7 @@ fn a_storm_of_rejected_handshakes_gives_a_few_warnings_and_a_sum() {
 }
 
 /// `pulse ARGS` run under `ulimit LIMIT` (e.g. `-n 160`: soft and hard).
-pub fn under_ulimit(dir: &TempDir, limit: &str, args: &[String]) -> Command {
+pub(crate) fn under_ulimit(dir: &TempDir, limit: &str, args: &[String]) -> Command {
     let mut sh = Command::new("sh");
     sh.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())

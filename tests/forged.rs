@@ -9,19 +9,20 @@ use std::time::Duration;
 use crate::util::{Node, TempDir, level_of, parse_status, registered_addr, wait_for};
 
 /// A status line as an attacker would forge it, after a newline.
-pub const FORGED: &str = "\n12:00:00.000 [info] forged@127.0.0.1[\"forged@127.0.0.1\": true]";
+pub(crate) const FORGED: &str =
+    "\n12:00:00.000 [info] forged@127.0.0.1[\"forged@127.0.0.1\": true]";
 /// Escape codes that clear a terminal and retitle it.
-pub const ESCAPES: &str = "\u{1b}[2J\u{1b}]0;owned\u{7}";
+pub(crate) const ESCAPES: &str = "\u{1b}[2J\u{1b}]0;owned\u{7}";
 
 /// Writes one handshake message: a 2-byte length, then the bytes.
-pub fn send_msg(s: &mut TcpStream, msg: &[u8]) -> std::io::Result<()> {
+pub(crate) fn send_msg(s: &mut TcpStream, msg: &[u8]) -> std::io::Result<()> {
     let len = u16::try_from(msg.len()).unwrap_or(u16::MAX);
     s.write_all(&len.to_be_bytes())?;
     s.write_all(msg)
 }
 
 /// Reads one handshake message: a 2-byte length, then the bytes.
-pub fn read_msg(s: &mut TcpStream) -> std::io::Result<Vec<u8>> {
+pub(crate) fn read_msg(s: &mut TcpStream) -> std::io::Result<Vec<u8>> {
     let mut len = [0u8; 2];
     s.read_exact(&mut len)?;
     let mut msg = vec![0; usize::from(u16::from_be_bytes(len))];
@@ -30,7 +31,7 @@ pub fn read_msg(s: &mut TcpStream) -> std::io::Result<Vec<u8>> {
 }
 
 /// The `send_name` of a version-6 initiator offering the flags OTP 25 needs.
-pub fn send_name(name: &[u8]) -> Vec<u8> {
+pub(crate) fn send_name(name: &[u8]) -> Vec<u8> {
     let mut msg = vec![b'N'];
     msg.extend(0x0107_0F94u64.to_be_bytes());
     msg.extend(1u32.to_be_bytes());
@@ -41,7 +42,7 @@ pub fn send_name(name: &[u8]) -> Vec<u8> {
 
 /// Plays a client that knows no cookie: sends `name`, answers the challenge
 /// with a made-up digest, and waits for the node to close the connection.
-pub fn wrong_cookie_handshake(to: SocketAddr, name: &[u8]) -> std::io::Result<()> {
+pub(crate) fn wrong_cookie_handshake(to: SocketAddr, name: &[u8]) -> std::io::Result<()> {
     let mut s = TcpStream::connect_timeout(&to, Duration::from_secs(2))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
     send_msg(&mut s, &send_name(name))?;

@@ -270,7 +270,7 @@ fn node_and_linked_peer(node_dir: &TempDir, peer_dir: &TempDir) -> (Node, Node, 
 /// back to the descriptors and threads it had before.
 fn half_open_flood(tag: &str, name_of: &dyn Fn(usize) -> String) {
     // 500 sockets here, whatever the soft limit the tests started with.
-    pulse::fds::raise_limit().expect("raise the descriptor limit");
+    pulse::internals::raise_limit().expect("raise the descriptor limit");
     let (node_dir, peer_dir) = (TempDir::new(tag), TempDir::new(&format!("{tag}-peer")));
     let (node, peer, addr) = node_and_linked_peer(&node_dir, &peer_dir);
     let pid = node.child.id();

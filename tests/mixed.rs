@@ -28,7 +28,7 @@ fn elixir_eval(name: &str, cookie: &str, epmd_port: u16, extra_erl: &str, code: 
         .to_string()
 }
 
-pub fn pulse_with_epmd(
+pub(crate) fn pulse_with_epmd(
     dir: &TempDir,
     name: &str,
     cookie: &str,
@@ -117,7 +117,7 @@ fn elixir_node_ping_gets_pong_only_with_the_cookie_and_while_running() {
 }
 
 /// The recipe's Elixir node from the fixture, killed on drop.
-pub fn start_recipe_node(dir: &TempDir, name: &str, epmd_port: u16) -> Node {
+pub(crate) fn start_recipe_node(dir: &TempDir, name: &str, epmd_port: u16) -> Node {
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/recipe_node/run.sh");
     let mut cmd = Command::new(fixture);
     cmd.env("ERL_EPMD_PORT", epmd_port.to_string())

@@ -400,7 +400,7 @@ fn json_stays_valid_for_any_name_or_reason() {
         .filter_map(char::from_u32)
         .collect();
     let mut doc = String::new();
-    pulse::json::string(&mut doc, &nasty);
+    pulse::internals::json_string(&mut doc, &nasty);
     let back = python(&doc, "import json,sys; print(ascii(json.load(sys.stdin)))");
     let want = python(
         &format!("{:?}", nasty.chars().map(u32::from).collect::<Vec<_>>()),

@@ -72,19 +72,19 @@ signal.
 ";
 
 /// Default registry directory, as in the recipe.
-pub const DEFAULT_SYNC_DIR: &str = "/tmp/sync_dir/";
+pub(crate) const DEFAULT_SYNC_DIR: &str = "/tmp/sync_dir/";
 /// Default shared log file, as in the recipe.
 pub const DEFAULT_LOG_FILE: &str = "/tmp/log/cluster.log";
 /// The S3 registry's default period: each period costs a PUT and a LIST
 /// per node (about $0.005 per 1,000), so it is listed less often than the
 /// nodes are pinged.
-pub const DEFAULT_S3_PERIOD_MS: u64 = 10_000;
+pub(crate) const DEFAULT_S3_PERIOD_MS: u64 = 10_000;
 /// The prefix of `s3://BUCKET` without one: the default sync dir's name.
-pub const DEFAULT_S3_PREFIX: &str = "sync_dir/";
+pub(crate) const DEFAULT_S3_PREFIX: &str = "sync_dir/";
 /// Longest interval: a link silent for longer would miss Erlang's 15 s tick.
-pub const MAX_INTERVAL_MS: u64 = 15_000;
+pub(crate) const MAX_INTERVAL_MS: u64 = 15_000;
 /// Shortest interval.
-pub const MIN_INTERVAL_MS: u64 = 10;
+pub(crate) const MIN_INTERVAL_MS: u64 = 10;
 /// How long a node may wait at startup for its name's host to resolve.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -152,7 +152,7 @@ pub struct Args {
     /// `--registry dns:...`.
     pub dns: Option<DnsName>,
     /// `--registry s3://...`.
-    pub s3: Option<s3::Location>,
+    pub(crate) s3: Option<s3::Location>,
     /// `--dns-server`.
     pub dns_server: Option<SocketAddr>,
     /// `--registry-period`, in ms.
@@ -226,11 +226,37 @@ impl Config {
     /// a node started from code: every other field has the command's
     /// default and may be changed before [`crate::Node::start`]. The
     /// environment is not read.
-    pub fn for_node(name: &str, cookie: &str) -> Result<Config, String> {
+    pub fn for_node(name: &str, cookie: &str) -> Result<Config, ConfigError> {
+        if let Err(why) = name.parse::<NodeName>() {
+            return Err(ConfigError::Name(name.to_string(), why));
+        }
+        // The name is good, so what is left to refuse is the cookie.
         let args = ["--name", name, "--cookie", cookie].map(OsString::from);
-        parse(args, |_| None)?.resolve()
+        parse(args, |_| None)
+            .and_then(|args| args.resolve())
+            .map_err(ConfigError::Cookie)
     }
 }
+
+/// Why [`Config::for_node`] refused its arguments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigError {
+    /// The node name is not an Erlang `alive@host` name (the name, and why).
+    Name(String, String),
+    /// The cookie cannot be used: empty, too long or not printable (why).
+    Cookie(String),
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConfigError::Name(name, why) => write!(f, "bad node name {name:?}: {why}"),
+            ConfigError::Cookie(why) => write!(f, "bad cookie: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
 
 /// Parses the command line (without the program name) and the environment,
 /// given as a lookup function. Flags win over the environment.

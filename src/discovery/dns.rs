@@ -20,7 +20,7 @@ use crate::deadline::{self, Deadlined, is_timeout};
 use super::message;
 
 /// The DNS port.
-pub const PORT: u16 = 53;
+pub(crate) const PORT: u16 = 53;
 /// Largest UDP reply read. Without EDNS a server sends at most 512 bytes;
 /// the rest is room for servers that send more anyway.
 const MAX_UDP: usize = 4096;
@@ -196,7 +196,7 @@ fn query_id() -> u16 {
 /// What `/etc/resolv.conf` says: the name servers, the search domains and
 /// how many dots make a name absolute enough to try as given first.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ResolvConf {
+pub(crate) struct ResolvConf {
     /// `nameserver` lines, in order.
     pub servers: Vec<SocketAddr>,
     /// The `search` (or `domain`) line.
@@ -207,7 +207,7 @@ pub struct ResolvConf {
 
 impl ResolvConf {
     /// Parses the file's text; lines it does not know are ignored.
-    pub fn parse(text: &str) -> ResolvConf {
+    pub(crate) fn parse(text: &str) -> ResolvConf {
         let mut conf = ResolvConf {
             servers: Vec::new(),
             search: Vec::new(),
@@ -241,7 +241,7 @@ impl ResolvConf {
     /// The names to try for `name`, in order, as the C library would: as
     /// given first when it has enough dots (or ends with a dot), else after
     /// the search domains.
-    pub fn candidates(&self, name: &str) -> Vec<String> {
+    pub(crate) fn candidates(&self, name: &str) -> Vec<String> {
         if name.ends_with('.') || self.search.is_empty() {
             return vec![name.trim_end_matches('.').to_string()];
         }

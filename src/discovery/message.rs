@@ -28,7 +28,7 @@ const MIN_RECORD: usize = 11;
 
 /// What a reply says.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Reply {
+pub(super) struct Reply {
     /// The server cut it short: ask again over TCP.
     pub truncated: bool,
     /// The response code.
@@ -39,7 +39,7 @@ pub struct Reply {
 
 /// A query for `name` (without a trailing dot) and `qtype` (A or AAAA),
 /// recursion desired.
-pub fn query(id: u16, name: &str, qtype: TYPE) -> Result<Vec<u8>, &'static str> {
+pub(super) fn query(id: u16, name: &str, qtype: TYPE) -> Result<Vec<u8>, &'static str> {
     let mut packet = Packet::new_query(id);
     packet.set_flags(PacketFlag::RECURSION_DESIRED);
     packet.questions.push(Question::new(
@@ -74,14 +74,19 @@ fn labels(name: &str) -> Result<Vec<Label<'_>>, &'static str> {
 
 /// Whether `msg` looks like a response to query `id`: the cheap check made
 /// before parsing.
-pub fn is_response_to(msg: &[u8], id: u16) -> bool {
+pub(super) fn is_response_to(msg: &[u8], id: u16) -> bool {
     header_buffer::id(msg).is_ok_and(|got| got == id)
         && header_buffer::has_flags(msg, PacketFlag::RESPONSE).unwrap_or(false)
 }
 
 /// Parses a reply to our query (`id`, `name`, `qtype`). A reply to another
 /// question is an error.
-pub fn parse_reply(msg: &[u8], id: u16, name: &str, qtype: TYPE) -> Result<Reply, &'static str> {
+pub(super) fn parse_reply(
+    msg: &[u8],
+    id: u16,
+    name: &str,
+    qtype: TYPE,
+) -> Result<Reply, &'static str> {
     if !is_response_to(msg, id) {
         return Err("not a response to our query");
     }

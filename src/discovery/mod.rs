@@ -9,7 +9,7 @@
 //! module looks and names; what the round makes of it is
 //! `sources::dns`.
 
-pub mod dns;
+pub(crate) mod dns;
 mod message;
 pub(crate) mod resolver;
 
@@ -65,7 +65,7 @@ impl std::str::FromStr for DnsName {
 }
 
 /// Where nodes are registered, for messages.
-pub fn source(config: &Config) -> String {
+pub(crate) fn source(config: &Config) -> String {
     match (&config.dns, &config.s3) {
         (_, Some((at, _))) => format!("s3://{}/{}", at.bucket, at.prefix),
         (Some(source), None) => source.to_string(),
@@ -75,7 +75,11 @@ pub fn source(config: &Config) -> String {
 
 /// Every node behind the name now, for a one-shot check: one lookup, each
 /// address named. `me` speaks any handshake.
-pub fn registered(config: &Config, source: &DnsName, me: &Identity) -> Result<Vec<Record>, String> {
+pub(crate) fn registered(
+    config: &Config,
+    source: &DnsName,
+    me: &Identity,
+) -> Result<Vec<Record>, String> {
     let settings = resolver::settings(config, source)?;
     let deadline = Instant::now() + settings.timeout;
     let ips = resolver::resolve(&settings.resolv, &source.name, deadline)
@@ -94,7 +98,7 @@ pub fn registered(config: &Config, source: &DnsName, me: &Identity) -> Result<Ve
 
 /// The nodes on this host, for a health check: those our own EPMD (or
 /// port) names, so neither DNS nor any peer is needed.
-pub fn on_this_host(
+pub(crate) fn on_this_host(
     config: &Config,
     source: &DnsName,
     me: &Identity,

@@ -38,7 +38,7 @@ const MAX_NAMES_PER_ADDRESS: usize = 64;
 
 /// A node DNS led to.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Candidate {
+pub(crate) struct Candidate {
     /// Its name, as its EPMD or its handshake gave it.
     pub name: NodeName,
     /// Its distribution listener.
@@ -47,7 +47,7 @@ pub struct Candidate {
 
 /// What the thread tells the round.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Found {
+pub(crate) enum Found {
     /// Nodes behind the addresses of one answer (maybe not all of them).
     Candidates(Vec<Candidate>),
     /// This node's EPMD answers without its name: it left gracefully.
@@ -56,7 +56,7 @@ pub enum Found {
 
 /// Where and how to look.
 #[derive(Clone, Debug)]
-pub struct Settings {
+pub(crate) struct Settings {
     /// The name to look up.
     pub name: String,
     /// The distribution port every node listens on, when fixed: names then
@@ -81,7 +81,7 @@ enum Request {
 }
 
 /// The running thread: stopped and joined when dropped.
-pub struct Resolver {
+pub(crate) struct Resolver {
     requests: Sender<Request>,
     /// Set at stop, so a long round of questions ends early.
     stopping: Arc<AtomicBool>,
@@ -92,7 +92,7 @@ pub struct Resolver {
 impl Resolver {
     /// Starts the thread; the first lookup runs at once. `me` is who we are
     /// in a handshake that only asks a node's name.
-    pub fn start(settings: Settings, me: Arc<Identity>) -> io::Result<Resolver> {
+    pub(crate) fn start(settings: Settings, me: Arc<Identity>) -> io::Result<Resolver> {
         let (request_tx, request_rx) = crossbeam_channel::unbounded();
         let (found_tx, found_rx) = crossbeam_channel::unbounded();
         let stopping = Arc::new(AtomicBool::new(false));
@@ -117,12 +117,12 @@ impl Resolver {
     }
 
     /// Everything found since the last call.
-    pub fn found(&self) -> Vec<Found> {
+    pub(crate) fn found(&self) -> Vec<Found> {
         self.found.try_iter().collect()
     }
 
     /// Asks again who is at `addr`, because `name` failed a ping there.
-    pub fn check(&self, name: NodeName, addr: SocketAddr) {
+    pub(crate) fn check(&self, name: NodeName, addr: SocketAddr) {
         let _ = self.requests.send(Request::Check(name, addr));
     }
 }
@@ -300,7 +300,7 @@ impl Settings {
 
 /// Looks `name` up on each server for each search-domain form, until one
 /// gives addresses.
-pub fn resolve(
+pub(crate) fn resolve(
     resolv: &ResolvConf,
     name: &str,
     deadline: Instant,
@@ -328,7 +328,7 @@ pub fn resolve(
 
 /// The nodes at `ip`: from its EPMD, or with a fixed `port` from a handshake
 /// that asks for a name nobody has, so the node says its own.
-pub fn names_at(
+pub(crate) fn names_at(
     ip: IpAddr,
     port: Option<u16>,
     epmd_port: u16,
@@ -364,7 +364,7 @@ pub fn names_at(
 
 /// The resolver's settings for `source`: `--dns-server`, else the name
 /// servers of `/etc/resolv.conf`.
-pub fn settings(
+pub(crate) fn settings(
     config: &crate::config::Config,
     source: &super::DnsName,
 ) -> Result<Settings, String> {

@@ -5,44 +5,44 @@
 
 /// A position in a borrowed byte slice.
 #[derive(Clone, Debug)]
-pub struct Cursor<'a> {
+pub(super) struct Cursor<'a> {
     bytes: &'a [u8],
     pos: usize,
 }
 
 impl<'a> Cursor<'a> {
     /// A cursor at the start of `bytes`.
-    pub fn new(bytes: &'a [u8]) -> Cursor<'a> {
+    pub(super) fn new(bytes: &'a [u8]) -> Cursor<'a> {
         Cursor { bytes, pos: 0 }
     }
 
     /// How many bytes have been read.
-    pub fn pos(&self) -> usize {
+    pub(super) fn pos(&self) -> usize {
         self.pos
     }
 
     /// How many bytes are left.
-    pub fn left(&self) -> usize {
+    pub(super) fn left(&self) -> usize {
         self.bytes.len() - self.pos
     }
 
     /// Whether every byte has been read.
-    pub fn at_end(&self) -> bool {
+    pub(super) fn at_end(&self) -> bool {
         self.left() == 0
     }
 
     /// The next byte, without taking it.
-    pub fn peek(&self) -> Option<u8> {
+    pub(super) fn peek(&self) -> Option<u8> {
         self.bytes.get(self.pos).copied()
     }
 
     /// The bytes read since position `start`.
-    pub fn since(&self, start: usize) -> &'a [u8] {
+    pub(super) fn since(&self, start: usize) -> &'a [u8] {
         &self.bytes[start.min(self.pos)..self.pos]
     }
 
     /// The next `n` bytes.
-    pub fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+    pub(super) fn take(&mut self, n: usize) -> Option<&'a [u8]> {
         let end = self.pos.checked_add(n)?;
         let slice = self.bytes.get(self.pos..end)?;
         self.pos = end;
@@ -50,14 +50,14 @@ impl<'a> Cursor<'a> {
     }
 
     /// Everything that is left.
-    pub fn rest(&mut self) -> &'a [u8] {
+    pub(super) fn rest(&mut self) -> &'a [u8] {
         let rest = &self.bytes[self.pos..];
         self.pos = self.bytes.len();
         rest
     }
 
     /// Takes exactly `want`, or nothing.
-    pub fn expect(&mut self, want: &[u8]) -> Option<()> {
+    pub(super) fn expect(&mut self, want: &[u8]) -> Option<()> {
         let at = self.pos;
         if self.take(want.len())? == want {
             Some(())
@@ -68,22 +68,22 @@ impl<'a> Cursor<'a> {
     }
 
     /// One byte.
-    pub fn u8(&mut self) -> Option<u8> {
+    pub(super) fn u8(&mut self) -> Option<u8> {
         Some(self.take(1)?[0])
     }
 
     /// A big-endian `u16`.
-    pub fn u16(&mut self) -> Option<u16> {
+    pub(super) fn u16(&mut self) -> Option<u16> {
         Some(u16::from_be_bytes(self.array()?))
     }
 
     /// A big-endian `u32`.
-    pub fn u32(&mut self) -> Option<u32> {
+    pub(super) fn u32(&mut self) -> Option<u32> {
         Some(u32::from_be_bytes(self.array()?))
     }
 
     /// A big-endian `u64`.
-    pub fn u64(&mut self) -> Option<u64> {
+    pub(super) fn u64(&mut self) -> Option<u64> {
         Some(u64::from_be_bytes(self.array()?))
     }
 

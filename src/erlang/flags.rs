@@ -9,62 +9,62 @@
 
 /// The node is visible (not hidden); pulse never sets it.
 #[cfg(test)] // left out on purpose; the tests check it stays out
-pub const PUBLISHED: u64 = 0x01;
+pub(crate) const PUBLISHED: u64 = 0x01;
 /// Atom cache in message headers (old style).
 #[cfg(test)] // left out on purpose; the tests check it stays out
-pub const ATOM_CACHE: u64 = 0x02;
+pub(crate) const ATOM_CACHE: u64 = 0x02;
 /// References with more than one word.
-pub const EXTENDED_REFERENCES: u64 = 0x04;
+pub(crate) const EXTENDED_REFERENCES: u64 = 0x04;
 /// The node answers process monitors (`MONITOR_P`, `DEMONITOR_P`).
-pub const DIST_MONITOR: u64 = 0x08;
+pub(crate) const DIST_MONITOR: u64 = 0x08;
 /// Fun tags.
-pub const FUN_TAGS: u64 = 0x10;
+pub(crate) const FUN_TAGS: u64 = 0x10;
 /// The node answers monitors on registered names.
-pub const DIST_MONITOR_NAME: u64 = 0x20;
+pub(crate) const DIST_MONITOR_NAME: u64 = 0x20;
 /// New fun tags.
-pub const NEW_FUN_TAGS: u64 = 0x80;
+pub(crate) const NEW_FUN_TAGS: u64 = 0x80;
 /// Pids and ports with extended fields.
-pub const EXTENDED_PIDS_PORTS: u64 = 0x100;
+pub(crate) const EXTENDED_PIDS_PORTS: u64 = 0x100;
 /// Export tags.
-pub const EXPORT_PTR_TAG: u64 = 0x200;
+pub(crate) const EXPORT_PTR_TAG: u64 = 0x200;
 /// Bit binaries.
-pub const BIT_BINARIES: u64 = 0x400;
+pub(crate) const BIT_BINARIES: u64 = 0x400;
 /// IEEE floats.
-pub const NEW_FLOATS: u64 = 0x800;
+pub(crate) const NEW_FLOATS: u64 = 0x800;
 /// Atom cache in distribution headers.
 #[cfg(test)] // left out on purpose; the tests check it stays out
-pub const DIST_HDR_ATOM_CACHE: u64 = 0x2000;
+pub(crate) const DIST_HDR_ATOM_CACHE: u64 = 0x2000;
 /// UTF-8 atoms.
-pub const UTF8_ATOMS: u64 = 0x1_0000;
+pub(crate) const UTF8_ATOMS: u64 = 0x1_0000;
 /// Maps.
-pub const MAP_TAG: u64 = 0x2_0000;
+pub(crate) const MAP_TAG: u64 = 0x2_0000;
 /// 32-bit creations.
-pub const BIG_CREATION: u64 = 0x4_0000;
+pub(crate) const BIG_CREATION: u64 = 0x4_0000;
 /// Messages split into fragments.
 #[cfg(test)] // left out on purpose; the tests check it stays out
-pub const FRAGMENTS: u64 = 0x80_0000;
+pub(crate) const FRAGMENTS: u64 = 0x80_0000;
 /// The version-6 handshake (OTP 23).
-pub const HANDSHAKE_23: u64 = 0x100_0000;
+pub(crate) const HANDSHAKE_23: u64 = 0x100_0000;
 /// The new link protocol: `UNLINK_ID` and `UNLINK_ID_ACK`.
-pub const UNLINK_ID: u64 = 0x200_0000;
+pub(crate) const UNLINK_ID: u64 = 0x200_0000;
 /// Shorthand a peer may send for every flag OTP 25 made mandatory.
-pub const MANDATORY_25_DIGEST: u64 = 0x400_0000;
+pub(crate) const MANDATORY_25_DIGEST: u64 = 0x400_0000;
 /// Spawn requests (`SPAWN_REQUEST`, `SPAWN_REPLY`), for `erpc`.
 #[cfg(test)] // left out on purpose; the tests check it stays out
-pub const SPAWN: u64 = 0x1 << 32;
+pub(crate) const SPAWN: u64 = 0x1 << 32;
 /// Process aliases (`ALIAS_SEND`), and replies to `[alias | Ref]` tags.
 #[cfg(test)] // left out on purpose; the tests check it stays out
-pub const ALIAS: u64 = 0x8 << 32;
+pub(crate) const ALIAS: u64 = 0x8 << 32;
 /// Alternate activation signals (`ALTACT_SIG_SEND`, OTP 28): priority and
 /// alias messages.
 #[cfg(test)] // left out on purpose; the tests check it stays out
-pub const ALTACT_SIG: u64 = 0x20 << 32;
+pub(crate) const ALTACT_SIG: u64 = 0x20 << 32;
 /// Node container version 4: full 32-bit pid fields, 64-bit port numbers
 /// (`V4_PORT_EXT`), references of up to 5 words.
-pub const V4_NC: u64 = 0x4 << 32;
+pub(crate) const V4_NC: u64 = 0x4 << 32;
 
 /// What OTP 25 made mandatory.
-pub const MANDATORY_25: u64 = EXTENDED_REFERENCES
+pub(crate) const MANDATORY_25: u64 = EXTENDED_REFERENCES
     | FUN_TAGS
     | EXTENDED_PIDS_PORTS
     | UTF8_ATOMS
@@ -77,12 +77,12 @@ pub const MANDATORY_25: u64 = EXTENDED_REFERENCES
     | HANDSHAKE_23;
 
 /// What OTP 26, 27 and 28 make mandatory.
-pub const MANDATORY: u64 = MANDATORY_25 | V4_NC | UNLINK_ID;
+pub(crate) const MANDATORY: u64 = MANDATORY_25 | V4_NC | UNLINK_ID;
 
 /// What pulse insists on: enough to read whatever the peer sends. Without
 /// `V4_NC` a peer sends the smaller encodings, without `UNLINK_ID` the old
 /// unlink, which pulse drops; both are read fine.
-pub const REQUIRED: u64 = MANDATORY_25;
+pub(crate) const REQUIRED: u64 = MANDATORY_25;
 
 /// What pulse offers: the mandatory set plus monitors (so a monitor on a
 /// process pulse lacks fails at once with `noproc`). `PUBLISHED` is left
@@ -91,10 +91,10 @@ pub const REQUIRED: u64 = MANDATORY_25;
 /// `erpc` fails at once with `notsup`; `ALIAS` and `ALTACT_SIG` are left out
 /// so a peer never addresses pulse by alias, which is why pulse's own calls
 /// carry a plain reference as their tag (see `message`).
-pub const OFFERED: u64 = MANDATORY | DIST_MONITOR | DIST_MONITOR_NAME;
+pub(crate) const OFFERED: u64 = MANDATORY | DIST_MONITOR | DIST_MONITOR_NAME;
 
 /// The flags as the peer meant them: the OTP 25 shorthand expanded.
-pub fn expand(flags: u64) -> u64 {
+pub(crate) fn expand(flags: u64) -> u64 {
     if flags & MANDATORY_25_DIGEST != 0 {
         flags | MANDATORY_25
     } else {
@@ -104,7 +104,7 @@ pub fn expand(flags: u64) -> u64 {
 
 /// The names of the flags of `set` that `flags` lacks, for a one-line
 /// error.
-pub fn missing(set: u64, flags: u64) -> Vec<&'static str> {
+pub(crate) fn missing(set: u64, flags: u64) -> Vec<&'static str> {
     const NAMES: [(u64, &str); 13] = [
         (EXTENDED_REFERENCES, "EXTENDED_REFERENCES"),
         (FUN_TAGS, "FUN_TAGS"),

@@ -9,13 +9,13 @@ use std::io::{self, Read, Write};
 /// The largest frame a hidden pulse link accepts. A ping is under 200 bytes;
 /// a larger frame is either a message pulse ignores or garbage, and the link
 /// is dropped rather than buffer it.
-pub const MAX_FRAME: usize = 64 * 1024;
+pub(crate) const MAX_FRAME: usize = 64 * 1024;
 
 /// A zero-length frame: the keep-alive of a distribution link.
-pub const TICK: [u8; 4] = [0; 4];
+pub(crate) const TICK: [u8; 4] = [0; 4];
 
 /// Writes one handshake message with its 2-byte length.
-pub fn write_handshake(stream: &mut impl Write, body: &[u8]) -> io::Result<()> {
+pub(crate) fn write_handshake(stream: &mut impl Write, body: &[u8]) -> io::Result<()> {
     let len = u16::try_from(body.len())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "handshake message too long"))?;
     let mut buf = Vec::with_capacity(body.len() + 2);
@@ -25,7 +25,7 @@ pub fn write_handshake(stream: &mut impl Write, body: &[u8]) -> io::Result<()> {
 }
 
 /// Reads one handshake message (its 2-byte length first).
-pub fn read_handshake(stream: &mut impl Read) -> io::Result<Vec<u8>> {
+pub(crate) fn read_handshake(stream: &mut impl Read) -> io::Result<Vec<u8>> {
     let mut len = [0u8; 2];
     stream.read_exact(&mut len)?;
     let mut body = vec![0u8; u16::from_be_bytes(len) as usize];
@@ -34,7 +34,7 @@ pub fn read_handshake(stream: &mut impl Read) -> io::Result<Vec<u8>> {
 }
 
 /// Prefixes a distribution message body with its 4-byte length.
-pub fn frame(body: &[u8]) -> Vec<u8> {
+pub(crate) fn frame(body: &[u8]) -> Vec<u8> {
     let mut buf = Vec::with_capacity(body.len() + 4);
     buf.extend((body.len() as u32).to_be_bytes());
     buf.extend(body);
@@ -46,7 +46,7 @@ pub fn frame(body: &[u8]) -> Vec<u8> {
 /// reused for the link's life, and a frame is lent out of it, so a steady
 /// stream of pings allocates nothing here.
 #[derive(Default)]
-pub struct FrameReader {
+pub(crate) struct FrameReader {
     buf: Vec<u8>,
     /// The unread bytes are `buf[start..end]`.
     start: usize,
@@ -58,7 +58,7 @@ const READ_ROOM: usize = 512;
 
 /// What [`FrameReader::next_frame`] found in the buffer.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Next<'a> {
+pub(crate) enum Next<'a> {
     /// A whole, non-empty frame, valid until the next read.
     Frame(&'a [u8]),
     /// A zero-length frame: the peer's keep-alive.
@@ -77,7 +77,7 @@ impl FrameReader {
 
     /// Takes the next whole frame out of the buffer. A length over
     /// [`MAX_FRAME`] is an error: the link cannot be trusted after it.
-    pub fn next_frame(&mut self) -> io::Result<Next<'_>> {
+    pub(crate) fn next_frame(&mut self) -> io::Result<Next<'_>> {
         let pending = &self.buf[self.start..self.end];
         let Some(head) = pending.first_chunk::<4>() else {
             return Ok(Next::Incomplete);
@@ -105,7 +105,7 @@ impl FrameReader {
 
     /// Reads once from `stream` into the buffer. End of stream is an error
     /// (`UnexpectedEof`): a link never closes cleanly mid-conversation.
-    pub fn fill(&mut self, stream: &mut impl Read) -> io::Result<usize> {
+    pub(crate) fn fill(&mut self, stream: &mut impl Read) -> io::Result<usize> {
         if self.buf.len() - self.end < READ_ROOM {
             // Move the unread bytes to the front, and grow only if a frame
             // longer than the buffer is on its way.

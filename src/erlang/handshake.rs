@@ -18,7 +18,7 @@ use super::{digest, random_u32};
 
 /// The far end of a finished handshake.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Peer {
+pub(crate) struct Peer {
     /// The node name the peer gave.
     pub name: String,
     /// The peer's creation, part of its pids.
@@ -29,7 +29,7 @@ pub struct Peer {
 
 /// Why a handshake failed.
 #[derive(Debug)]
-pub enum HandshakeError {
+pub(crate) enum HandshakeError {
     /// Reading or writing the socket failed (a timeout is one of these).
     Io(io::Error),
     /// The digests did not match: the two nodes hold different cookies.
@@ -83,7 +83,7 @@ fn protocol(why: &str) -> HandshakeError {
 /// The acceptor's answer to a node that wants to connect, by the status
 /// rules of OTP's `dist_util` and `net_kernel` (one link per node pair).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Admit {
+pub(crate) enum Admit {
     /// No link and no attempt of ours: go on (`ok`).
     Ok,
     /// Both sides are connecting and the caller's attempt wins: go on
@@ -97,7 +97,7 @@ pub enum Admit {
 }
 
 /// Our identity in a handshake.
-pub struct Local<'a> {
+pub(crate) struct Local<'a> {
     /// Our full node name.
     pub name: &'a str,
     /// Our creation.
@@ -108,7 +108,7 @@ pub struct Local<'a> {
 
 /// The initiator's first message (`N`, version 6): the capability flags
 /// offered, our creation and our name.
-pub fn send_name(offered: u64, creation: u32, name: &str) -> Vec<u8> {
+pub(crate) fn send_name(offered: u64, creation: u32, name: &str) -> Vec<u8> {
     let mut message = vec![b'N'];
     message.extend(offered.to_be_bytes());
     message.extend(creation.to_be_bytes());
@@ -124,7 +124,7 @@ pub fn send_name(offered: u64, creation: u32, name: &str) -> Vec<u8> {
 /// acceptor says a link is already `alive`, `still_ours` decides: `true`
 /// (we hold no link to it, so the old one is stale) replaces the old link,
 /// `false` gives up.
-pub fn initiate<S: Read + Write>(
+pub(crate) fn initiate<S: Read + Write>(
     stream: &mut S,
     local: &Local,
     peer_name: &str,
@@ -190,7 +190,7 @@ pub fn initiate<S: Read + Write>(
 /// Answers a connecting node as the acceptor; `admit` picks the status for
 /// the caller's name. On a wrong cookie the socket is left for the caller to
 /// close without a word, as Erlang does.
-pub fn accept<S: Read + Write>(
+pub(crate) fn accept<S: Read + Write>(
     stream: &mut S,
     local: &Local,
     admit: impl FnOnce(&str) -> Admit,

@@ -26,11 +26,11 @@ use crate::deadline::{self, Deadlined, is_timeout};
 
 /// How long one write may block. A healthy peer always has room in its
 /// receive buffer for a ping; one that stops reading loses its link.
-pub const WRITE_TIMEOUT: Duration = Duration::from_millis(50);
+pub(crate) const WRITE_TIMEOUT: Duration = Duration::from_millis(50);
 
 /// How a link keeps itself alive and when it gives up on a silent peer.
 #[derive(Clone, Copy, Debug)]
-pub struct Pace {
+pub(crate) struct Pace {
     /// Our tick period: after this long without a write of ours (half of
     /// it when the read times out), we send a tick, so we are never silent
     /// for two periods. A peer at `net_ticktime` T drops a link it has read
@@ -46,7 +46,7 @@ pub struct Pace {
 
 impl Pace {
     /// The pace of every real link.
-    pub const DEFAULT: Pace = Pace {
+    pub(crate) const DEFAULT: Pace = Pace {
         tick_every: Duration::from_secs(1),
         silence_limit: Duration::from_secs(360),
     };
@@ -60,7 +60,7 @@ impl Pace {
 
 /// An established connection after a successful handshake.
 #[derive(Debug)]
-pub struct Link {
+pub(crate) struct Link {
     /// Unique in this process, so an old link's news is never taken for a
     /// newer link's to the same node.
     pub id: u64,
@@ -99,7 +99,12 @@ struct Awaited {
 
 impl Link {
     /// Wraps a stream whose handshake just finished.
-    pub fn new(stream: TcpStream, peer: Peer, addr: SocketAddr, inbound: bool) -> io::Result<Link> {
+    pub(crate) fn new(
+        stream: TcpStream,
+        peer: Peer,
+        addr: SocketAddr,
+        inbound: bool,
+    ) -> io::Result<Link> {
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
         Ok(Link {
@@ -123,7 +128,7 @@ impl Link {
 
     /// Makes the reader watch for `reply` (the message term answering our
     /// ping of round `round`); set before the ping is written.
-    pub fn expect(&self, reply: &[u8], round: u32) {
+    pub(crate) fn expect(&self, reply: &[u8], round: u32) {
         let mut awaited = self.awaited();
         awaited.reply.clear();
         awaited.reply.extend_from_slice(reply);
@@ -133,12 +138,12 @@ impl Link {
     }
 
     /// When the expected reply came, if it did; stops watching once it has.
-    pub fn answered(&self) -> Option<Instant> {
+    pub(crate) fn answered(&self) -> Option<Instant> {
         self.awaited().answered.take()
     }
 
     /// Stops watching for a reply (the round is over).
-    pub fn forget_reply(&self) {
+    pub(crate) fn forget_reply(&self) {
         let mut awaited = self.awaited();
         awaited.active = false;
         awaited.answered = None;
@@ -146,7 +151,7 @@ impl Link {
 
     /// The round whose expected reply `frame` is, if it is; it is noted
     /// as answered.
-    pub fn take_reply(&self, frame: &[u8]) -> Option<u32> {
+    pub(crate) fn take_reply(&self, frame: &[u8]) -> Option<u32> {
         let mut awaited = self.awaited();
         if !awaited.active || !message::is_yes_reply(frame, &awaited.reply) {
             return None;
@@ -159,7 +164,7 @@ impl Link {
     /// Writes a whole frame within [`WRITE_TIMEOUT`]. A partial write leaves
     /// the link unusable, so on any error the link is shut down (its reader
     /// then reports it closed).
-    pub fn send(&self, frame: &[u8]) -> io::Result<()> {
+    pub(crate) fn send(&self, frame: &[u8]) -> io::Result<()> {
         let result = {
             let _whole = self
                 .write_lock
@@ -181,17 +186,18 @@ impl Link {
     }
 
     /// Our end's address.
-    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+    #[cfg(test)]
+    pub(crate) fn local_addr(&self) -> io::Result<SocketAddr> {
         self.stream.local_addr()
     }
 
     /// How long since we last wrote.
-    pub fn since_write(&self) -> Duration {
+    pub(crate) fn since_write(&self) -> Duration {
         self.since(&self.last_write_ms)
     }
 
     /// How long since the peer last sent anything (ticks included).
-    pub fn since_read(&self) -> Duration {
+    pub(crate) fn since_read(&self) -> Duration {
         self.since(&self.last_read_ms)
     }
 
@@ -206,18 +212,18 @@ impl Link {
     }
 
     /// Closes the link on purpose: its reader stops without reporting it.
-    pub fn close(&self) {
+    pub(crate) fn close(&self) {
         self.closing.store(true, Ordering::SeqCst);
         let _ = self.stream.shutdown(Shutdown::Both);
     }
 
     /// Whether we closed it ourselves.
-    pub fn closed_by_us(&self) -> bool {
+    pub(crate) fn closed_by_us(&self) -> bool {
         self.closing.load(Ordering::SeqCst)
     }
 
     /// The reading end, for the link's one reader thread.
-    pub fn reader(&self, pace: Pace) -> io::Result<LinkReader> {
+    pub(crate) fn reader(&self, pace: Pace) -> io::Result<LinkReader> {
         let stream = self.stream.try_clone()?;
         stream.set_read_timeout(Some(pace.read_timeout()))?;
         Ok(LinkReader {
@@ -231,7 +237,7 @@ impl Link {
 
 /// What [`LinkReader::recv`] brings.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Received {
+pub(crate) enum Received {
     /// The reply the round expects, of that round; noted on the link.
     Reply(u32),
     /// Any other frame that needs no answer: maybe a reply in another form.
@@ -239,7 +245,7 @@ pub enum Received {
 }
 
 /// The one reading path of a link.
-pub struct LinkReader {
+pub(crate) struct LinkReader {
     stream: TcpStream,
     frames: FrameReader,
     /// Our answer to the peer's latest call, reused from one to the next.
@@ -255,7 +261,7 @@ impl LinkReader {
     /// The reply the round expects ([`Link::expect`]) is noted on the link
     /// and told apart by its bytes, before anything is decoded. A partial
     /// frame is kept across read timeouts. Any error means the link is gone.
-    pub fn recv(&mut self, link: &Link) -> io::Result<Received> {
+    pub(crate) fn recv(&mut self, link: &Link) -> io::Result<Received> {
         loop {
             match self.frames.next_frame()? {
                 Next::Frame(frame) => {
@@ -321,7 +327,7 @@ impl LinkReader {
 
 /// Why opening a link failed.
 #[derive(Debug)]
-pub enum DialError {
+pub(crate) enum DialError {
     /// Nothing listens there.
     Refused,
     /// The deadline passed; the phase says where.
@@ -346,7 +352,7 @@ impl std::fmt::Display for DialError {
 /// Connects to `addr` and does the handshake as initiator, expecting the
 /// node there to be called `peer_name`, all by `deadline`. `still_ours`
 /// answers the acceptor's `alive` (see [`handshake::initiate`]).
-pub fn dial(
+pub(crate) fn dial(
     addr: SocketAddr,
     me: &Identity,
     peer_name: &str,
@@ -374,7 +380,7 @@ pub fn dial(
 
 /// Does the handshake as acceptor on a fresh inbound connection, by
 /// `deadline`; `admit` picks the status for the caller's name.
-pub fn accept(
+pub(crate) fn accept(
     stream: TcpStream,
     me: &Identity,
     deadline: Instant,

@@ -50,7 +50,7 @@ const NET_KERNEL: &str = "net_kernel";
 
 /// A frame as pulse understands it.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Incoming {
+pub(crate) enum Incoming {
     /// Someone asks whether we are up: answer with [`is_auth_reply`].
     IsAuth {
         /// The calling process.
@@ -73,7 +73,7 @@ pub enum Incoming {
 const OUR_PROCESS: (u32, u32) = (1, 0);
 
 /// The process pulse speaks as: `<Node.1.0>`.
-pub fn our_pid(node: &str, creation: u32) -> Pid {
+pub(crate) fn our_pid(node: &str, creation: u32) -> Pid {
     Pid {
         node: node.to_string(),
         id: OUR_PROCESS.0,
@@ -83,7 +83,7 @@ pub fn our_pid(node: &str, creation: u32) -> Pid {
 }
 
 /// A reference of ours, unique per call on this node.
-pub fn our_ref(node: &str, creation: u32, n: u64) -> Ref {
+pub(crate) fn our_ref(node: &str, creation: u32, n: u64) -> Ref {
     Ref {
         node: node.to_string(),
         creation,
@@ -107,7 +107,7 @@ fn signal(control: Vec<Term>) -> Vec<u8> {
 }
 
 /// The whole frame of `net_adm:ping`'s call to `net_kernel` on `target`.
-pub fn is_auth_call(from: &Pid, reference: &Ref, target: &str) -> Vec<u8> {
+pub(crate) fn is_auth_call(from: &Pid, reference: &Ref, target: &str) -> Vec<u8> {
     let control = Term::Tuple(vec![
         Term::Int(REG_SEND),
         Term::Pid(from.clone()),
@@ -124,7 +124,7 @@ pub fn is_auth_call(from: &Pid, reference: &Ref, target: &str) -> Vec<u8> {
 }
 
 /// The whole frame of `net_kernel`'s answer `yes` to a call.
-pub fn is_auth_reply(to: &Pid, tag: &Term) -> Vec<u8> {
+pub(crate) fn is_auth_reply(to: &Pid, tag: &Term) -> Vec<u8> {
     let control = Term::Tuple(vec![Term::Int(SEND), Term::atom(""), Term::Pid(to.clone())]);
     let payload = Term::Tuple(vec![tag.clone(), Term::atom("yes")]);
     message(&control, &payload)
@@ -133,7 +133,7 @@ pub fn is_auth_reply(to: &Pid, tag: &Term) -> Vec<u8> {
 /// A ping call to one target, encoded once and reused every round: only
 /// the reference's words change, patched in place. It also knows the bytes
 /// of the answer `yes`, so a reply is recognised without decoding it.
-pub struct CallTemplate {
+pub(crate) struct CallTemplate {
     frame: Vec<u8>,
     ids_at: usize,
     reply: Vec<u8>,
@@ -146,7 +146,7 @@ const MARK: u64 = 0xDEAD_BEEF_CAFE_BABE;
 impl CallTemplate {
     /// The call from `from` (on node `node`, creation `creation`) to the
     /// `net_kernel` of `target`.
-    pub fn new(from: &Pid, node: &str, creation: u32, target: &str) -> CallTemplate {
+    pub(crate) fn new(from: &Pid, node: &str, creation: u32, target: &str) -> CallTemplate {
         let reference = our_ref(node, creation, MARK);
         let frame = is_auth_call(from, &reference, target);
         let mut reply = vec![VERSION];
@@ -162,7 +162,7 @@ impl CallTemplate {
     }
 
     /// Makes the template call number `n` and returns its frame.
-    pub fn call(&mut self, n: u64) -> &[u8] {
+    pub(crate) fn call(&mut self, n: u64) -> &[u8] {
         let words = ref_words(n);
         self.frame[self.ids_at..self.ids_at + 12].copy_from_slice(&words);
         self.reply[self.reply_ids_at..self.reply_ids_at + 12].copy_from_slice(&words);
@@ -170,7 +170,7 @@ impl CallTemplate {
     }
 
     /// The current call's frame, as [`CallTemplate::call`] made it.
-    pub fn frame(&self) -> &[u8] {
+    pub(crate) fn frame(&self) -> &[u8] {
         &self.frame
     }
 
@@ -178,20 +178,20 @@ impl CallTemplate {
     /// bytes alone: a reply's message term is exactly our tag and `yes`,
     /// after a control term of whatever form.
     #[cfg(test)]
-    pub fn is_yes(&self, body: &[u8]) -> bool {
+    pub(crate) fn is_yes(&self, body: &[u8]) -> bool {
         is_yes_reply(body, &self.reply)
     }
 
     /// The message term that answers `yes` to the current call: what
     /// [`is_yes_reply`] looks for.
-    pub fn yes_reply(&self) -> &[u8] {
+    pub(crate) fn yes_reply(&self) -> &[u8] {
         &self.reply
     }
 }
 
 /// Whether `body` is a message whose term is `reply` (after a control term
 /// of whatever form).
-pub fn is_yes_reply(body: &[u8], reply: &[u8]) -> bool {
+pub(crate) fn is_yes_reply(body: &[u8], reply: &[u8]) -> bool {
     body.first() == Some(&PASS_THROUGH) && body.ends_with(reply)
 }
 
@@ -207,7 +207,7 @@ fn ref_words(n: u64) -> [u8; 12] {
 /// call, built from the call's own bytes without decoding it, for calls of
 /// the exact form `net_adm:ping` sends. False for anything else, which
 /// [`parse`] then looks at properly.
-pub fn answer_is_auth(body: &[u8], out: &mut Vec<u8>) -> bool {
+pub(crate) fn answer_is_auth(body: &[u8], out: &mut Vec<u8>) -> bool {
     answer_is_auth_opt(body, out).is_some()
 }
 
@@ -271,7 +271,7 @@ fn answer_is_auth_opt(body: &[u8], reply: &mut Vec<u8>) -> Option<()> {
 /// acknowledgement to an unlink. False for every other message, which is
 /// dropped. Never fails on garbage. A reader keeps one `out` for its
 /// link's life, so answering a ping allocates nothing.
-pub fn answer(body: &[u8], out: &mut Vec<u8>) -> bool {
+pub(crate) fn answer(body: &[u8], out: &mut Vec<u8>) -> bool {
     if answer_is_auth(body, out) {
         return true;
     }
@@ -396,7 +396,7 @@ fn decode(body: &[u8]) -> Option<(Vec<Term>, Option<Term>)> {
 
 /// Recognises a frame's body. Anything that does not decode, or is not a
 /// ping call or a reply, is [`Incoming::Other`].
-pub fn parse(body: &[u8]) -> Incoming {
+pub(crate) fn parse(body: &[u8]) -> Incoming {
     parse_inner(body).unwrap_or(Incoming::Other)
 }
 

@@ -6,7 +6,7 @@
 //! as a plain `'p'` frame: no atom cache, no fragments.
 
 mod cursor;
-pub mod epmd;
+pub(crate) mod epmd;
 pub(crate) mod flags;
 pub(crate) mod frame;
 pub(crate) mod handshake;
@@ -19,7 +19,7 @@ use std::io::Read;
 /// A random `u32` from the kernel, for challenges, creations and cookies.
 /// `/dev/urandom` exists in a scratch container too; if it cannot be read,
 /// the clock and process id still give a value no peer can predict well.
-pub fn random_u32() -> u32 {
+pub(crate) fn random_u32() -> u32 {
     let mut buf = [0u8; 4];
     if std::fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut buf))
@@ -36,7 +36,7 @@ pub fn random_u32() -> u32 {
 
 /// MD5 of the cookie followed by the challenge in unsigned decimal, as both
 /// ends of a handshake compute it.
-pub fn digest(cookie: &str, challenge: u32) -> [u8; 16] {
+pub(crate) fn digest(cookie: &str, challenge: u32) -> [u8; 16] {
     let mut ctx = md5::Context::new();
     ctx.consume(cookie.as_bytes());
     ctx.consume(challenge.to_string().as_bytes());
@@ -76,7 +76,7 @@ impl std::fmt::Display for Phase {
 
 /// Who this node is on the wire.
 #[derive(Clone, Debug)]
-pub struct Identity {
+pub(crate) struct Identity {
     /// Our full node name.
     pub name: String,
     /// Our creation: a random number that changes with every start, so a
@@ -88,7 +88,7 @@ pub struct Identity {
 
 impl Identity {
     /// A fresh identity for `name`.
-    pub fn new(name: &str, cookie: &str) -> Identity {
+    pub(crate) fn new(name: &str, cookie: &str) -> Identity {
         // Zero is avoided: Erlang reads creation 0 as "unknown".
         let creation = random_u32().max(1);
         Identity {
@@ -99,7 +99,7 @@ impl Identity {
     }
 
     /// The borrowed form the handshake takes.
-    pub fn local(&self) -> handshake::Local<'_> {
+    pub(crate) fn local(&self) -> handshake::Local<'_> {
         handshake::Local {
             name: &self.name,
             creation: self.creation,

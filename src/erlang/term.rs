@@ -9,54 +9,54 @@ use std::fmt;
 use super::cursor::Cursor;
 
 /// Every encoded term starts with this version byte.
-pub const VERSION: u8 = 131;
+pub(crate) const VERSION: u8 = 131;
 
 /// The tag bytes of the external term format, named once for the wire.
-pub mod tag {
+pub(crate) mod tag {
     /// `SMALL_INTEGER_EXT`
-    pub const SMALL_INTEGER: u8 = 97;
+    pub(crate) const SMALL_INTEGER: u8 = 97;
     /// `INTEGER_EXT`
-    pub const INTEGER: u8 = 98;
+    pub(crate) const INTEGER: u8 = 98;
     /// `FLOAT_EXT` (old, text)
-    pub const FLOAT: u8 = 99;
+    pub(crate) const FLOAT: u8 = 99;
     /// `ATOM_EXT` (Latin-1)
-    pub const ATOM: u8 = 100;
+    pub(crate) const ATOM: u8 = 100;
     /// `SMALL_TUPLE_EXT`
-    pub const SMALL_TUPLE: u8 = 104;
+    pub(crate) const SMALL_TUPLE: u8 = 104;
     /// `LARGE_TUPLE_EXT`
-    pub const LARGE_TUPLE: u8 = 105;
+    pub(crate) const LARGE_TUPLE: u8 = 105;
     /// `NIL_EXT`
-    pub const NIL: u8 = 106;
+    pub(crate) const NIL: u8 = 106;
     /// `STRING_EXT`
-    pub const STRING: u8 = 107;
+    pub(crate) const STRING: u8 = 107;
     /// `LIST_EXT`
-    pub const LIST: u8 = 108;
+    pub(crate) const LIST: u8 = 108;
     /// `BINARY_EXT`
-    pub const BINARY: u8 = 109;
+    pub(crate) const BINARY: u8 = 109;
     /// `SMALL_BIG_EXT`
-    pub const SMALL_BIG: u8 = 110;
+    pub(crate) const SMALL_BIG: u8 = 110;
     /// `LARGE_BIG_EXT`
-    pub const LARGE_BIG: u8 = 111;
+    pub(crate) const LARGE_BIG: u8 = 111;
     /// `SMALL_ATOM_EXT` (Latin-1)
-    pub const SMALL_ATOM: u8 = 115;
+    pub(crate) const SMALL_ATOM: u8 = 115;
     /// `MAP_EXT`
-    pub const MAP: u8 = 116;
+    pub(crate) const MAP: u8 = 116;
     /// `ATOM_UTF8_EXT`
-    pub const ATOM_UTF8: u8 = 118;
+    pub(crate) const ATOM_UTF8: u8 = 118;
     /// `SMALL_ATOM_UTF8_EXT`
-    pub const SMALL_ATOM_UTF8: u8 = 119;
+    pub(crate) const SMALL_ATOM_UTF8: u8 = 119;
     /// `NEW_FLOAT_EXT`
-    pub const NEW_FLOAT: u8 = 70;
+    pub(crate) const NEW_FLOAT: u8 = 70;
     /// `BIT_BINARY_EXT`
-    pub const BIT_BINARY: u8 = 77;
+    pub(crate) const BIT_BINARY: u8 = 77;
     /// `NEW_PID_EXT`: node, then 32-bit id, serial and creation.
-    pub const NEW_PID: u8 = 88;
+    pub(crate) const NEW_PID: u8 = 88;
     /// `NEW_PORT_EXT`: node, 32-bit id, creation.
-    pub const NEW_PORT: u8 = 89;
+    pub(crate) const NEW_PORT: u8 = 89;
     /// `NEWER_REFERENCE_EXT`: word count, node, creation, words.
-    pub const NEWER_REFERENCE: u8 = 90;
+    pub(crate) const NEWER_REFERENCE: u8 = 90;
     /// `V4_PORT_EXT`: node, 64-bit id, creation (with `V4_NC`).
-    pub const V4_PORT: u8 = 120;
+    pub(crate) const V4_PORT: u8 = 120;
 }
 
 use tag::*;
@@ -67,7 +67,7 @@ const MAX_DEPTH: usize = 32;
 /// A decoded term. Only what pulse inspects has its own variant; anything else
 /// that is well formed is kept as `Other` so a message can still be skipped.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Term {
+pub(crate) enum Term {
     /// An integer that fits in 64 bits.
     Int(i64),
     /// An atom.
@@ -90,7 +90,7 @@ pub enum Term {
 
 /// A process identifier.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Pid {
+pub(crate) struct Pid {
     /// The node the process lives on.
     pub node: String,
     /// Process number.
@@ -103,7 +103,7 @@ pub struct Pid {
 
 /// A reference.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Ref {
+pub(crate) struct Ref {
     /// The node that made the reference.
     pub node: String,
     /// The node's creation.
@@ -114,7 +114,7 @@ pub struct Ref {
 
 /// Why a term could not be decoded.
 #[derive(Debug, PartialEq, Eq)]
-pub enum DecodeError {
+pub(crate) enum DecodeError {
     /// The bytes ended inside a term.
     Truncated,
     /// A tag pulse does not decode.
@@ -141,12 +141,12 @@ impl fmt::Display for DecodeError {
 
 impl Term {
     /// An atom from a string.
-    pub fn atom(s: &str) -> Term {
+    pub(crate) fn atom(s: &str) -> Term {
         Term::Atom(s.to_string())
     }
 
     /// The atom's text, if this is an atom.
-    pub fn as_atom(&self) -> Option<&str> {
+    pub(crate) fn as_atom(&self) -> Option<&str> {
         match self {
             Term::Atom(a) => Some(a),
             _ => None,
@@ -154,7 +154,7 @@ impl Term {
     }
 
     /// The elements, if this is a tuple.
-    pub fn as_tuple(&self) -> Option<&[Term]> {
+    pub(crate) fn as_tuple(&self) -> Option<&[Term]> {
         match self {
             Term::Tuple(t) => Some(t),
             _ => None,
@@ -162,7 +162,7 @@ impl Term {
     }
 
     /// Appends the term, without the version byte, to `out`.
-    pub fn encode(&self, out: &mut Vec<u8>) {
+    pub(crate) fn encode(&self, out: &mut Vec<u8>) {
         match self {
             Term::Int(i) => {
                 if (0..=255).contains(i) {
@@ -217,7 +217,7 @@ impl Term {
 
     /// Decodes one versioned term from the front of `bytes`, returning it and
     /// the number of bytes it used.
-    pub fn decode(bytes: &[u8]) -> Result<(Term, usize), DecodeError> {
+    pub(crate) fn decode(bytes: &[u8]) -> Result<(Term, usize), DecodeError> {
         if bytes.first() != Some(&VERSION) {
             return Err(DecodeError::NoVersion);
         }

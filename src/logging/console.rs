@@ -22,7 +22,7 @@ const QUEUE: usize = 256;
 
 /// Which console stream a line is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Stream {
+pub(crate) enum Stream {
     /// Status and event lines.
     Stdout,
     /// Diagnostics, and problems with the log itself.
@@ -38,19 +38,19 @@ enum Item {
 /// The sending side; the thread is detached on purpose, since it may be
 /// blocked in `write` for good, and the process must still be able to exit.
 #[derive(Clone)]
-pub struct Console {
+pub(crate) struct Console {
     tx: Sender<Item>,
     dropped: Arc<AtomicU64>,
 }
 
 impl Console {
     /// Starts the console thread, writing to stdout and stderr.
-    pub fn start() -> io::Result<Console> {
+    pub(crate) fn start() -> io::Result<Console> {
         Console::start_with(io::stdout(), io::stderr())
     }
 
     /// Starts the console thread on the given writers.
-    pub fn start_with<O, E>(stdout: O, stderr: E) -> io::Result<Console>
+    pub(crate) fn start_with<O, E>(stdout: O, stderr: E) -> io::Result<Console>
     where
         O: Write + Send + 'static,
         E: Write + Send + 'static,
@@ -65,7 +65,7 @@ impl Console {
     }
 
     /// Queues a whole line (with its newline) without ever waiting.
-    pub fn offer(&self, stream: Stream, line: String) {
+    pub(crate) fn offer(&self, stream: Stream, line: String) {
         match self.tx.try_send(Item::Line(stream, line)) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
@@ -78,7 +78,7 @@ impl Console {
 
     /// Waits up to `timeout` for every queued line to be written; false if
     /// the console did not take them in time.
-    pub fn drain(&self, timeout: Duration) -> bool {
+    pub(crate) fn drain(&self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         let (tx, rx) = crossbeam_channel::bounded(1);
         if self.tx.send_deadline(Item::Drained(tx), deadline).is_err() {
@@ -91,7 +91,7 @@ impl Console {
 /// A `Write` that queues each whole line to one console stream, never
 /// waiting: what a logger writes in pieces reaches the console as one
 /// line, or (the queue full) not at all.
-pub struct Lines {
+pub(crate) struct Lines {
     console: Console,
     stream: Stream,
     /// The line written so far, not yet ended.
@@ -100,7 +100,7 @@ pub struct Lines {
 
 impl Lines {
     /// Lines for `stream` of `console`.
-    pub fn new(console: Console, stream: Stream) -> Lines {
+    pub(crate) fn new(console: Console, stream: Stream) -> Lines {
         Lines {
             console,
             stream,

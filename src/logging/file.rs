@@ -17,7 +17,7 @@ use crate::registry::shared;
 
 /// What happened to a line, for the console to hear about.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Note {
+pub(crate) enum Note {
     /// The line is in the file.
     Written,
     /// The line is not; the first line of a streak of failures carries why.
@@ -27,7 +27,7 @@ pub enum Note {
 }
 
 /// The log file, by path and by the descriptor open on it.
-pub struct LogFile {
+pub(crate) struct LogFile {
     path: PathBuf,
     file: Option<File>,
     /// Device and inode of the open file, to notice a rotation.
@@ -41,7 +41,7 @@ pub struct LogFile {
 
 impl LogFile {
     /// Opens (creating) the log file, and its directory when missing.
-    pub fn open(path: &Path) -> Result<LogFile, String> {
+    pub(crate) fn open(path: &Path) -> Result<LogFile, String> {
         create_dir(path).map_err(|e| {
             format!(
                 "cannot create log directory {}",
@@ -119,7 +119,7 @@ impl LogFile {
 
     /// Appends one whole line (ending in a newline) with one `write`, or
     /// drops it.
-    pub fn write_line(&mut self, line: &[u8]) -> Note {
+    pub(crate) fn write_line(&mut self, line: &[u8]) -> Note {
         match self.try_write(line) {
             Ok(()) => match std::mem::take(&mut self.dropped) {
                 0 => Note::Written,

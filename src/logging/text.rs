@@ -10,7 +10,7 @@ use std::fmt::Write;
 
 /// Longest piece of outside text (a node name, a reason) put in a line.
 /// Node names are at most 255 bytes of alive name plus a host.
-pub const MAX_FIELD: usize = 512;
+pub(crate) const MAX_FIELD: usize = 512;
 
 /// Whether `c` must not reach a log line as it is: C0 and C1 controls and
 /// DEL, and the Unicode line separators and bidirectional overrides that
@@ -26,7 +26,7 @@ fn is_unsafe(c: char) -> bool {
 /// Appends `text` to `out` with every unsafe character escaped (`\n`, `\r`,
 /// `\t`, `\e`, else `\u{..}`), keeping at most `max` bytes of the input; a
 /// cut is marked with how much was left out.
-pub fn push_escaped(out: &mut String, text: &str, max: usize) {
+pub(crate) fn push_escaped(out: &mut String, text: &str, max: usize) {
     let mut end = text.len().min(max);
     while !text.is_char_boundary(end) {
         end -= 1;
@@ -61,7 +61,7 @@ pub fn push_escaped(out: &mut String, text: &str, max: usize) {
 
 /// `text` escaped and bounded to [`MAX_FIELD`] bytes: for outside text
 /// before it goes into a message.
-pub fn field(text: &str) -> String {
+pub(crate) fn field(text: &str) -> String {
     let mut out = String::with_capacity(text.len().min(MAX_FIELD) + 8);
     push_escaped(&mut out, text, MAX_FIELD);
     out

@@ -26,21 +26,21 @@ use log::debug;
 use crate::name::NodeName;
 
 /// Largest entry read; real ones are under 100 bytes.
-pub const MAX_RECORD: u64 = 4096;
+pub(crate) const MAX_RECORD: u64 = 4096;
 /// Most node entries looked at in one scan. Entries that cannot be node
 /// entries do not count, so junk never crowds out a node.
-pub const MAX_ENTRIES: usize = 10_000;
+pub(crate) const MAX_ENTRIES: usize = 10_000;
 /// Skipped entries warned about one by one in a scan; more are summarised.
 const WARN_EACH_UP_TO: usize = 5;
 
-pub mod own;
+pub(crate) mod own;
 mod record;
-pub mod shared;
+pub(crate) mod shared;
 
-pub use record::{Record, Target, unix_ms};
+pub(crate) use record::{Record, Target, unix_ms};
 
 /// An error listing the registry `dir`, naming it and saying what to do.
-pub fn listing_error(dir: &Path, e: &io::Error) -> io::Error {
+pub(crate) fn listing_error(dir: &Path, e: &io::Error) -> io::Error {
     io::Error::new(
         e.kind(),
         format!(
@@ -63,7 +63,7 @@ const REREAD_AFTER: Duration = Duration::from_secs(60);
 
 /// Why a directory entry is not a node's entry.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Skip {
+pub(crate) enum Skip {
     /// The file name is not a node name.
     NotANodeName,
     /// Not a regular file (what it is instead).
@@ -119,7 +119,7 @@ struct Cached {
 }
 
 /// One registry scan.
-pub struct Scan {
+pub(crate) struct Scan {
     /// Every node entry, sorted by name.
     pub records: Vec<Record>,
     /// The directory is not the one the last scan listed (it was deleted
@@ -164,7 +164,7 @@ fn mtime_ms(meta: &fs::Metadata) -> u64 {
 }
 
 /// A registry directory, and what this node has seen in it.
-pub struct Registry {
+pub(crate) struct Registry {
     dir: PathBuf,
     /// Node entries by file name, as the last scan found them: in order,
     /// so a scan's records need no sorting.
@@ -183,7 +183,7 @@ pub struct Registry {
 
 impl Registry {
     /// A registry in `dir`.
-    pub fn new(dir: impl Into<PathBuf>) -> Registry {
+    pub(crate) fn new(dir: impl Into<PathBuf>) -> Registry {
         Registry {
             dir: dir.into(),
             cache: BTreeMap::new(),
@@ -196,7 +196,7 @@ impl Registry {
     }
 
     /// The directory.
-    pub fn dir(&self) -> &Path {
+    pub(crate) fn dir(&self) -> &Path {
         &self.dir
     }
 
@@ -207,7 +207,7 @@ impl Registry {
     /// Removes an expired node's file, unless it changed since `seen` was
     /// scanned (its node restarted under the name meanwhile). A file
     /// already gone is not an error.
-    pub fn remove_if_unchanged(&self, seen: &Record) -> io::Result<()> {
+    pub(crate) fn remove_if_unchanged(&self, seen: &Record) -> io::Result<()> {
         let path = self.path(&seen.name);
         match path.symlink_metadata() {
             Ok(meta) if version_of(&meta) == seen.version => {}
@@ -225,7 +225,7 @@ impl Registry {
     /// its name, with one link, not oversized), read afresh; `None` when
     /// it has none. For a node heard from between scans, or refused at the
     /// address the scan found.
-    pub fn entry(&self, name: &NodeName) -> Option<Record> {
+    pub(crate) fn entry(&self, name: &NodeName) -> Option<Record> {
         let path = self.path(name);
         let meta = path.symlink_metadata().ok()?;
         check_entry(&meta).ok()?;
@@ -242,7 +242,7 @@ impl Registry {
     /// skipped with one warning each (a summary when there are many). An
     /// error means the directory could not be listed: it says nothing
     /// about the nodes.
-    pub fn scan(&mut self) -> io::Result<Scan> {
+    pub(crate) fn scan(&mut self) -> io::Result<Scan> {
         let entries = fs::read_dir(&self.dir)?;
         let dir_id = fs::metadata(&self.dir)
             .ok()
@@ -376,13 +376,13 @@ impl Registry {
     }
 
     /// The warnings of the scans since the last call.
-    pub fn take_warnings(&mut self) -> Vec<String> {
+    pub(crate) fn take_warnings(&mut self) -> Vec<String> {
         std::mem::take(&mut self.warnings)
     }
 
     /// Forgets what it read of a node's file, so the next scan reads it
     /// again (its node did not answer: it may have restarted elsewhere).
-    pub fn forget(&mut self, name: &NodeName) {
+    pub(crate) fn forget(&mut self, name: &NodeName) {
         if let Some(cached) = self.cache.get_mut(name.as_str()) {
             cached.read_at = None;
         }

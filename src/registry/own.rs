@@ -25,7 +25,7 @@ use super::{MAX_RECORD, Record, open_untrusted, shared};
 const DIR_LOCK_WAIT: Duration = Duration::from_secs(20);
 
 /// Who holds a name we want.
-pub struct Holder {
+pub(crate) struct Holder {
     /// A running (maybe frozen) pulse node holds the file's lock.
     pub locked: bool,
     /// Its pulse record; `None` for a foreign entry.
@@ -36,7 +36,7 @@ pub struct Holder {
 
 /// Why a claim failed.
 #[derive(Debug)]
-pub enum ClaimError {
+pub(crate) enum ClaimError {
     /// The name is held by a live node (why we think so).
     Taken(String),
     /// The registry cannot be used.
@@ -51,7 +51,7 @@ impl From<io::Error> for ClaimError {
 
 /// What a heartbeat did.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Beat {
+pub(crate) enum Beat {
     /// Our file was touched.
     Touched,
     /// Our file was gone (removed by someone, or the directory deleted) and
@@ -63,7 +63,7 @@ pub enum Beat {
 
 /// Our entry, held for the node's life.
 #[derive(Debug)]
-pub struct OwnEntry {
+pub(crate) struct OwnEntry {
     dir: PathBuf,
     path: PathBuf,
     record: Record,
@@ -76,7 +76,7 @@ impl OwnEntry {
     /// Claims `record.name` in `dir` (made when missing). `judge` is asked
     /// about an existing entry under the name and says why it is still
     /// held, or `None` when it is stale and may be replaced.
-    pub fn claim(
+    pub(crate) fn claim(
         dir: &Path,
         record: &Record,
         judge: impl FnOnce(&Holder) -> Option<String>,
@@ -148,7 +148,7 @@ impl OwnEntry {
     }
 
     /// The heartbeat: touches our file, or makes it again when it is gone.
-    pub fn beat(&mut self, now: SystemTime) -> io::Result<Beat> {
+    pub(crate) fn beat(&mut self, now: SystemTime) -> io::Result<Beat> {
         match self.path.symlink_metadata() {
             Ok(meta) if (meta.dev(), meta.ino()) == self.id => {
                 self.file.set_modified(now)?;
@@ -172,7 +172,7 @@ impl OwnEntry {
     }
 
     /// Removes our file, if it still is ours, then lets go of its lock.
-    pub fn remove(self) -> io::Result<()> {
+    pub(crate) fn remove(self) -> io::Result<()> {
         match self.path.symlink_metadata() {
             Ok(meta) if (meta.dev(), meta.ino()) == self.id => fs::remove_file(&self.path),
             Ok(_) => Ok(()),

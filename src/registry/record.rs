@@ -23,7 +23,7 @@ const MAGIC: &str = "pulse 1";
 /// One member to ping: a leaf type, so that what a source proposes needs
 /// nothing of the pinging side.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Target {
+pub(crate) struct Target {
     /// Its name, which the node at `addr` must answer with.
     pub name: NodeName,
     /// Its listener; `None` to ask EPMD on the name's host.
@@ -32,7 +32,7 @@ pub struct Target {
 
 /// One node's registry entry.
 #[derive(Debug, PartialEq, Eq)]
-pub struct Record {
+pub(crate) struct Record {
     /// The node's name (equal to the file's name).
     pub name: NodeName,
     /// Where its distribution listener is; `None` for a foreign entry.
@@ -80,7 +80,7 @@ impl Clone for Record {
 
 impl Record {
     /// A pulse record for `name` at `addr`, written now.
-    pub fn new(name: NodeName, addr: SocketAddr, now: SystemTime) -> Record {
+    pub(crate) fn new(name: NodeName, addr: SocketAddr, now: SystemTime) -> Record {
         Record {
             name,
             addr: Some(addr),
@@ -91,7 +91,7 @@ impl Record {
     }
 
     /// The entry of a node that does not write pulse records.
-    pub fn foreign(name: NodeName) -> Record {
+    pub(crate) fn foreign(name: NodeName) -> Record {
         Record {
             name,
             addr: None,
@@ -102,12 +102,12 @@ impl Record {
     }
 
     /// Whether this is a foreign entry (its port comes from EPMD).
-    pub fn is_foreign(&self) -> bool {
+    pub(crate) fn is_foreign(&self) -> bool {
         self.addr.is_none()
     }
 
     /// Whom to ping for this entry.
-    pub fn target(&self) -> Target {
+    pub(crate) fn target(&self) -> Target {
         Target {
             name: self.name.clone(),
             addr: self.addr,
@@ -115,7 +115,7 @@ impl Record {
     }
 
     /// The record's text.
-    pub fn to_text(&self) -> String {
+    pub(crate) fn to_text(&self) -> String {
         let mut text = format!("{MAGIC}\nname {}\n", self.name);
         if let Some(addr) = self.addr {
             text.push_str(&format!("addr {addr}\n"));
@@ -127,7 +127,7 @@ impl Record {
     /// Reads a file's content found under `name`: a pulse record, or a
     /// foreign entry when it is anything else (empty, half-written,
     /// another program's text, another version).
-    pub fn from_file(name: &NodeName, bytes: &[u8]) -> Record {
+    pub(crate) fn from_file(name: &NodeName, bytes: &[u8]) -> Record {
         std::str::from_utf8(bytes)
             .ok()
             .and_then(|text| Record::parse(name, text).ok())
@@ -135,7 +135,7 @@ impl Record {
     }
 
     /// Parses a pulse record found in the file called `name`.
-    pub fn parse(name: &NodeName, text: &str) -> Result<Record, String> {
+    pub(crate) fn parse(name: &NodeName, text: &str) -> Result<Record, String> {
         let mut lines = text.lines();
         let first = lines.next().unwrap_or("").trim();
         if first != MAGIC {
@@ -185,7 +185,7 @@ impl Record {
 }
 
 /// Unix milliseconds at `now`.
-pub fn unix_ms(now: SystemTime) -> u64 {
+pub(crate) fn unix_ms(now: SystemTime) -> u64 {
     now.duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
 }

@@ -11,10 +11,10 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
 /// The mode of a shared dir: `/tmp`'s.
-pub const SHARED_MODE: u32 = 0o1777;
+pub(crate) const SHARED_MODE: u32 = 0o1777;
 
 /// Makes `dir` and its missing parents, each with [`SHARED_MODE`].
-pub fn create_dir(dir: &Path) -> io::Result<()> {
+pub(crate) fn create_dir(dir: &Path) -> io::Result<()> {
     if dir.is_dir() {
         return Ok(());
     }
@@ -37,7 +37,7 @@ pub fn create_dir(dir: &Path) -> io::Result<()> {
 /// Why `path` (a dir, or a file in one) cannot be used, and what to do;
 /// `flag` is the option that picks another path. An error of our own (not
 /// the system's) already says what it is about.
-pub fn explain(path: &Path, e: &io::Error, flag: &str) -> String {
+pub(crate) fn explain(path: &Path, e: &io::Error, flag: &str) -> String {
     let shown = path.display().to_string();
     if e.raw_os_error().is_none() {
         return if e.to_string().contains(&shown) {

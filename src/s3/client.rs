@@ -34,7 +34,7 @@ const MAX_PAGES: usize = 1000;
 
 /// An object's body, fetched.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Fetched {
+pub(crate) struct Fetched {
     /// The body.
     pub bytes: Vec<u8>,
     /// Its entity tag, for the next conditional get.
@@ -46,7 +46,7 @@ pub struct Fetched {
 
 /// What a conditional get found.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Got {
+pub(crate) enum Got {
     /// The body (new, or changed since the entity tag given).
     Body(Fetched),
     /// Unchanged since the entity tag given (304).
@@ -57,7 +57,7 @@ pub enum Got {
 
 /// A write the store took.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Written {
+pub(crate) struct Written {
     /// The new body's entity tag (empty if the store gave none).
     pub etag: String,
     /// The store's clock when it took it (its `Date` header).
@@ -74,7 +74,7 @@ struct Reply {
 }
 
 /// A client for one bucket and prefix.
-pub struct Client {
+pub(crate) struct Client {
     agent: ureq::Agent,
     bucket: Bucket,
     credentials: Credentials,
@@ -93,7 +93,7 @@ impl std::fmt::Debug for Client {
 impl Client {
     /// A client for `location`, signing with `settings`. Reads the CA
     /// bundle, if one is set; sends nothing.
-    pub fn new(location: &Location, settings: &Settings) -> Result<Client, ConfigError> {
+    pub(crate) fn new(location: &Location, settings: &Settings) -> Result<Client, ConfigError> {
         let mut tls = ureq::tls::TlsConfig::builder();
         if let Some(path) = &settings.ca_bundle {
             let pem = std::fs::read(path).map_err(|e| {
@@ -166,20 +166,20 @@ impl Client {
     }
 
     /// The prefix every name is put under.
-    pub fn prefix(&self) -> &str {
+    pub(crate) fn prefix(&self) -> &str {
         &self.prefix
     }
 
     /// Whether the bucket is there and the key may list it: one small
     /// listing. At start, an error here [`Error::is_configuration`] is a
     /// reason to stop.
-    pub fn check(&self, deadline: Instant) -> Result<(), Error> {
+    pub(crate) fn check(&self, deadline: Instant) -> Result<(), Error> {
         self.list_page(None, 1, deadline).map(drop)
     }
 
     /// Every object under the prefix, following every page. A page that
     /// fails fails the whole listing: a partial one is never returned.
-    pub fn list(&self, deadline: Instant) -> Result<Vec<Listed>, Error> {
+    pub(crate) fn list(&self, deadline: Instant) -> Result<Vec<Listed>, Error> {
         let mut all = Vec::new();
         let mut token: Option<String> = None;
         for _ in 0..MAX_PAGES {
@@ -222,7 +222,12 @@ impl Client {
 
     /// Gets the object `name`; with `etag` (from a listing or an earlier
     /// get), only if it changed since.
-    pub fn get(&self, name: &str, etag: Option<&str>, deadline: Instant) -> Result<Got, Error> {
+    pub(crate) fn get(
+        &self,
+        name: &str,
+        etag: Option<&str>,
+        deadline: Instant,
+    ) -> Result<Got, Error> {
         let key = self.key(name)?;
         let url = self
             .bucket
@@ -249,7 +254,7 @@ impl Client {
     }
 
     /// Writes `body` as the object `name`, whatever is there.
-    pub fn put(&self, name: &str, body: &[u8], deadline: Instant) -> Result<Written, Error> {
+    pub(crate) fn put(&self, name: &str, body: &[u8], deadline: Instant) -> Result<Written, Error> {
         self.put_object(name, body, false, deadline)
     }
 
@@ -266,7 +271,12 @@ impl Client {
     /// puts and read-backs interleave exactly can both win; a later get
     /// with the entity tag of our write finds it changed (the heartbeat's
     /// check).
-    pub fn create(&self, name: &str, body: &[u8], deadline: Instant) -> Result<Written, Error> {
+    pub(crate) fn create(
+        &self,
+        name: &str,
+        body: &[u8],
+        deadline: Instant,
+    ) -> Result<Written, Error> {
         match self.get(name, None, deadline)? {
             Got::Missing => {}
             Got::Body(_) | Got::NotModified => return Err(Error::PreconditionFailed),
@@ -308,7 +318,7 @@ impl Client {
     }
 
     /// Deletes the object `name`; one already gone is no error.
-    pub fn delete(&self, name: &str, deadline: Instant) -> Result<(), Error> {
+    pub(crate) fn delete(&self, name: &str, deadline: Instant) -> Result<(), Error> {
         let key = self.key(name)?;
         let url = self
             .bucket

@@ -22,7 +22,7 @@ use std::fmt;
 use std::path::PathBuf;
 
 /// The variables read, in the order they are looked at.
-pub const VARIABLES: [&str; 8] = [
+pub(crate) const VARIABLES: [&str; 8] = [
     "AWS_ACCESS_KEY_ID",
     "AWS_SECRET_ACCESS_KEY",
     "AWS_SESSION_TOKEN",
@@ -34,12 +34,12 @@ pub const VARIABLES: [&str; 8] = [
 ];
 
 /// The region when none is set, as the AWS tools have it.
-pub const DEFAULT_REGION: &str = "us-east-1";
+pub(crate) const DEFAULT_REGION: &str = "us-east-1";
 
 /// A bad `--registry s3://…` or AWS variable: a one-line message naming
 /// what to fix, never holding a secret. A usage error (exit 2).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ConfigError(pub String);
+pub(crate) struct ConfigError(pub String);
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -56,16 +56,16 @@ fn error(msg: impl Into<String>) -> ConfigError {
 /// A credential: printed by `Debug` as `<redacted>`, never by `Display`
 /// (it has none); the text is reached through [`Secret::expose`] only.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
+pub(crate) struct Secret(String);
 
 impl Secret {
     /// Wraps a credential.
-    pub fn new(text: impl Into<String>) -> Secret {
+    pub(crate) fn new(text: impl Into<String>) -> Secret {
         Secret(text.into())
     }
 
     /// The credential itself, for signing and nothing else.
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 }
@@ -78,7 +78,7 @@ impl fmt::Debug for Secret {
 
 /// Where the registry's objects are: `s3://BUCKET/PREFIX`.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Location {
+pub(crate) struct Location {
     /// The bucket's name.
     pub bucket: String,
     /// Every node's object is `PREFIX` + its name; `PREFIX` ends with `/`
@@ -91,7 +91,7 @@ impl Location {
     /// `PULSE_REGISTRY`). Without a prefix it is `default_prefix` (the sync
     /// dir's last name and a slash, `sync_dir/`); a prefix gets a final `/`
     /// when it lacks one. `s3://BUCKET//` is the bucket's top.
-    pub fn parse(text: &str, default_prefix: &str) -> Result<Location, ConfigError> {
+    pub(crate) fn parse(text: &str, default_prefix: &str) -> Result<Location, ConfigError> {
         let rest = text.strip_prefix("s3://").ok_or_else(|| {
             error(format!(
                 "--registry: expected s3://BUCKET/PREFIX, got '{}'",
@@ -143,7 +143,7 @@ fn check_bucket(name: &str) -> Result<(), ConfigError> {
 
 /// An S3-compatible store's endpoint.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Endpoint {
+pub(crate) struct Endpoint {
     /// `scheme://host[:port][/path]`, without user info, query or fragment.
     pub url: String,
     /// The variable it came from, for messages.
@@ -152,7 +152,7 @@ pub struct Endpoint {
 
 /// How to reach and sign for the store: the AWS variables, checked.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Settings {
+pub(crate) struct Settings {
     /// `AWS_ACCESS_KEY_ID`. Not a secret by AWS's account, but kept out
     /// of messages all the same.
     pub access_key_id: Secret,
@@ -174,7 +174,7 @@ pub struct Settings {
 impl Settings {
     /// Reads the [`VARIABLES`] from this process's environment: the one
     /// place they are read.
-    pub fn from_env() -> Result<Settings, ConfigError> {
+    pub(crate) fn from_env() -> Result<Settings, ConfigError> {
         let vars: Vec<(&str, String)> = VARIABLES
             .iter()
             .filter_map(|&k| Some((k, std::env::var_os(k)?.into_string().ok()?)))
@@ -191,7 +191,7 @@ impl Settings {
 
     /// Checks the AWS variables given as `(name, value)` pairs; an empty
     /// value counts as unset, as the AWS tools have it.
-    pub fn from_vars(vars: &[(&str, String)]) -> Result<Settings, ConfigError> {
+    pub(crate) fn from_vars(vars: &[(&str, String)]) -> Result<Settings, ConfigError> {
         let get = |key: &str| {
             vars.iter()
                 .rev()
@@ -263,7 +263,7 @@ impl Settings {
 
     /// The URL the requests go to (before the bucket is added): the
     /// endpoint, or AWS's regional one. Builds a string; resolves nothing.
-    pub fn base_url(&self) -> String {
+    pub(crate) fn base_url(&self) -> String {
         match &self.endpoint {
             Some(endpoint) => endpoint.url.clone(),
             None if self.region.starts_with("cn-") => {
@@ -275,7 +275,7 @@ impl Settings {
 
     /// Whether requests name the bucket in the path (an endpoint) rather
     /// than in the host name (AWS).
-    pub fn path_style(&self) -> bool {
+    pub(crate) fn path_style(&self) -> bool {
         self.endpoint.is_some()
     }
 }

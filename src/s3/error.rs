@@ -12,7 +12,7 @@ use std::fmt;
 
 /// One failed request.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Error {
+pub(crate) enum Error {
     /// The store asks us to slow down (503 `SlowDown`, any 503, or 429):
     /// back off before the next request.
     Throttled,
@@ -53,13 +53,13 @@ pub enum Error {
 
 impl Error {
     /// Whether the next request should wait longer than usual.
-    pub fn is_throttled(&self) -> bool {
+    pub(crate) fn is_throttled(&self) -> bool {
         matches!(self, Error::Throttled)
     }
 
     /// Whether this is the configuration's fault rather than the moment's:
     /// at start, a reason to stop with a message (exit 1).
-    pub fn is_configuration(&self) -> bool {
+    pub(crate) fn is_configuration(&self) -> bool {
         matches!(
             self,
             Error::AccessDenied { .. }

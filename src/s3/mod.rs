@@ -29,7 +29,9 @@ mod config;
 mod error;
 mod reply;
 
-pub use client::{Client, Fetched, Got, Written};
-pub use config::{ConfigError, DEFAULT_REGION, Endpoint, Location, Secret, Settings, VARIABLES};
-pub use error::Error;
-pub use reply::Listed;
+pub(super) use client::{Client, Fetched, Got, Written};
+pub(super) use config::{
+    ConfigError, DEFAULT_REGION, Endpoint, Location, Secret, Settings, VARIABLES,
+};
+pub(super) use error::Error;
+pub(super) use reply::Listed;

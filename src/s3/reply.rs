@@ -12,7 +12,7 @@ use super::error::Error;
 
 /// One object of a listing, under the listed prefix.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Listed {
+pub(crate) struct Listed {
     /// The key without the prefix: a node's name if it is a node's object.
     pub name: String,
     /// The store's entity tag (as the store wrote it, quotes and all): it

@@ -6,7 +6,7 @@ use super::render::time_of_day;
 use crate::json;
 
 /// One frame as one line of JSON (PROTOCOL.md has the schema).
-pub fn render(frame: &Frame) -> String {
+pub(super) fn render(frame: &Frame) -> String {
     let mut out = String::new();
     let mut o = json::Object::new(&mut out);
     let nodes = o.key("nodes");

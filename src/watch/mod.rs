@@ -16,10 +16,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
-pub use model::{Cell, Cluster, Frame};
-pub use parse::parse_line;
-pub use render::{Style, clean};
-pub use tail::Tail;
+pub(crate) use model::Cluster;
+pub(crate) use parse::parse_line;
+pub(crate) use render::Style;
+pub(crate) use tail::Tail;
 
 /// A row older than this many intervals is stale.
 const STALE_INTERVALS: u32 = 3;

@@ -11,16 +11,16 @@ use std::collections::{BTreeMap, VecDeque};
 use super::parse::{Kind, LogLine, What};
 
 /// Most rows kept; lines of further nodes are ignored.
-pub const MAX_ROWS: usize = 1000;
+pub(super) const MAX_ROWS: usize = 1000;
 /// Most bytes of names all rows may hold together (a 150-node cluster needs
 /// under 1 MiB); a line that would pass it is ignored.
-pub const MAX_ROW_BYTES: usize = 16 << 20;
+pub(super) const MAX_ROW_BYTES: usize = 16 << 20;
 /// Most columns shown.
-pub const MAX_COLUMNS: usize = 1000;
+pub(super) const MAX_COLUMNS: usize = 1000;
 /// Most nodes whose last word is kept, for "every node left".
 const MAX_WORDS: usize = MAX_ROWS;
 /// Events kept for the footer.
-pub const MAX_EVENTS: usize = 8;
+pub(super) const MAX_EVENTS: usize = 8;
 /// The same event logged by several observers within this many ms is one.
 const SAME_EVENT_MS: u32 = 5000;
 const DAY_MS: i64 = 24 * 3600 * 1000;
@@ -37,7 +37,7 @@ struct Row {
 
 /// An event for the footer, with how many observers logged it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Seen {
+pub(crate) struct Seen {
     /// Time of day of the first report, ms since midnight.
     pub time_ms: u32,
     /// The node it is about.
@@ -58,7 +58,7 @@ const MAX_SEEN_BY: usize = 8;
 
 /// The state built from the log's lines, in the order they were written.
 #[derive(Default)]
-pub struct Cluster {
+pub(crate) struct Cluster {
     rows: BTreeMap<String, Row>,
     /// The sum of the rows' `bytes`.
     row_bytes: usize,
@@ -77,7 +77,7 @@ pub struct Cluster {
 
 /// One cell of the matrix.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Cell {
+pub(crate) enum Cell {
     /// The row's node listed the column's node as answering.
     Up,
     /// Listed as not answering.
@@ -88,7 +88,7 @@ pub enum Cell {
 
 /// One row of a frame.
 #[derive(Clone, Debug)]
-pub struct FrameRow {
+pub(crate) struct FrameRow {
     /// The observing node.
     pub node: String,
     /// How long ago it logged this line.
@@ -101,7 +101,7 @@ pub struct FrameRow {
 
 /// Everything one screen shows.
 #[derive(Clone, Debug)]
-pub struct Frame {
+pub(crate) struct Frame {
     /// Every node seen, observing or observed, sorted.
     pub columns: Vec<String>,
     /// Nodes past [`MAX_COLUMNS`], not shown.
@@ -123,14 +123,14 @@ pub struct Frame {
 
 impl Frame {
     /// Whether every fresh row sees every node up, and there is a row.
-    pub fn all_up(&self) -> bool {
+    pub(crate) fn all_up(&self) -> bool {
         self.links > 0 && self.links_up == self.links && self.stale_rows == 0
     }
 }
 
 impl Cluster {
     /// Takes in one line, in log order.
-    pub fn add(&mut self, line: LogLine) {
+    pub(crate) fn add(&mut self, line: LogLine) {
         self.newest_ms = Some(line.time_ms);
         match line.kind {
             Kind::Status { node, links } => {
@@ -239,7 +239,7 @@ impl Cluster {
     /// The frame to show, `since_newest_ms` after the newest line was
     /// written. Rows older than `stale_ms` are stale; rows older than
     /// `forget_ms` are dropped for good.
-    pub fn frame(&mut self, since_newest_ms: u64, stale_ms: u64, forget_ms: u64) -> Frame {
+    pub(crate) fn frame(&mut self, since_newest_ms: u64, stale_ms: u64, forget_ms: u64) -> Frame {
         let newest = self.newest_ms.unwrap_or(0);
         let age = |row: &Row| signed_diff(newest, row.time_ms).max(0) as u64 + since_newest_ms;
         let mut forgotten = 0;

@@ -5,15 +5,15 @@
 //! are kept.
 
 /// Most entries one status line may list.
-pub const MAX_LINKS: usize = 4096;
+pub(super) const MAX_LINKS: usize = 4096;
 /// Longest node name kept (Erlang's atom limit).
-pub const MAX_NAME: usize = 255;
+pub(super) const MAX_NAME: usize = 255;
 /// Longest event detail kept.
 const MAX_DETAIL: usize = 200;
 
 /// One line of the log that means something to `watch`.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LogLine {
+pub(crate) struct LogLine {
     /// Time of day, in milliseconds since midnight of the writer's clock.
     pub time_ms: u32,
     /// What it says.
@@ -22,7 +22,7 @@ pub struct LogLine {
 
 /// The two kinds of lines.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     /// `NODE["a@h": true, b@h: false]`: what NODE saw this round.
     Status {
         /// The observing node.
@@ -36,7 +36,7 @@ pub enum Kind {
 
 /// A membership event about one node.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Event {
+pub(crate) struct Event {
     /// The node the event is about.
     pub node: String,
     /// What happened.
@@ -49,7 +49,7 @@ pub struct Event {
 
 /// The events a node logs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum What {
+pub(crate) enum What {
     /// First seen in the registry.
     Joined,
     /// Stopped answering.
@@ -64,7 +64,7 @@ pub enum What {
 
 impl What {
     /// The word used in text and JSON.
-    pub fn word(self) -> &'static str {
+    pub(crate) fn word(self) -> &'static str {
         match self {
             What::Joined => "joined",
             What::Down => "down",
@@ -76,7 +76,7 @@ impl What {
 }
 
 /// Parses one line (without its newline); `None` for anything else.
-pub fn parse_line(line: &str) -> Option<LogLine> {
+pub(crate) fn parse_line(line: &str) -> Option<LogLine> {
     let (time, rest) = line.split_once(' ')?;
     let time_ms = time_of_day(time)?;
     let (level, message) = rest.strip_prefix('[')?.split_once(']')?;

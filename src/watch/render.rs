@@ -13,7 +13,7 @@ use super::parse::What;
 
 /// How the text is drawn.
 #[derive(Clone, Copy, Debug)]
-pub struct Style {
+pub(crate) struct Style {
     /// ANSI colours.
     pub colour: bool,
     /// The terminal's width in columns.
@@ -35,7 +35,7 @@ const BOLD: &str = "\x1b[1m";
 const RESET: &str = "\x1b[0m";
 
 /// Text safe to print: control characters and direction overrides escaped.
-pub fn clean(s: &str) -> String {
+pub(crate) fn clean(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         if c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}') {
@@ -81,7 +81,7 @@ fn wrapped(lead: &str, items: &[String], width: usize) -> String {
 }
 
 /// `HH:MM:SS.mmm` from milliseconds since midnight.
-pub fn time_of_day(ms: u32) -> String {
+pub(super) fn time_of_day(ms: u32) -> String {
     let s = ms / 1000;
     format!(
         "{:02}:{:02}:{:02}.{:03}",
@@ -130,7 +130,7 @@ impl Painter {
 /// `\n`. With `max_lines` (a terminal's height, for a frame redrawn in
 /// place) the matrix is cut short so the events and the summary stay in
 /// view.
-pub fn text(frame: &Frame, title: &str, style: Style, max_lines: Option<usize>) -> String {
+pub(super) fn text(frame: &Frame, title: &str, style: Style, max_lines: Option<usize>) -> String {
     let p = Painter {
         colour: style.colour,
     };

@@ -12,12 +12,12 @@ use std::time::SystemTime;
 
 /// Most bytes read at once: the first frame's window, and the most a frame
 /// catches up on (older bytes are skipped).
-pub const MAX_READ: u64 = 4 << 20;
+pub(super) const MAX_READ: u64 = 4 << 20;
 /// Longest line kept.
-pub const MAX_LINE: usize = 64 << 10;
+pub(super) const MAX_LINE: usize = 64 << 10;
 
 /// A log file followed by offset.
-pub struct Tail {
+pub(crate) struct Tail {
     path: PathBuf,
     file: Option<File>,
     /// Device and inode of the open file, to notice a rotation.
@@ -32,7 +32,7 @@ pub struct Tail {
 
 impl Tail {
     /// Follows `path`; nothing is opened until the first [`Tail::read`].
-    pub fn new(path: impl Into<PathBuf>) -> Tail {
+    pub(crate) fn new(path: impl Into<PathBuf>) -> Tail {
         Tail {
             path: path.into(),
             file: None,
@@ -45,14 +45,14 @@ impl Tail {
     }
 
     /// When the file was last written, as of the last read.
-    pub fn modified(&self) -> Option<SystemTime> {
+    pub(crate) fn modified(&self) -> Option<SystemTime> {
         self.modified
     }
 
     /// The complete lines appended since the last call (on the first call,
     /// those in the file's last [`MAX_READ`] bytes), as text with any
     /// invalid UTF-8 replaced.
-    pub fn read(&mut self) -> io::Result<Vec<String>> {
+    pub(crate) fn read(&mut self) -> io::Result<Vec<String>> {
         let meta = std::fs::metadata(&self.path)?;
         if !meta.is_file() {
             return Err(io::Error::other("not a regular file"));

@@ -18,7 +18,7 @@ const UDP_LIMIT: usize = 512;
 
 /// How the server answers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Mode {
+pub(crate) enum Mode {
     /// The records, truncated over UDP only when over 512 bytes.
     Normal,
     /// At most this many records per answer, a different random subset and
@@ -41,7 +41,7 @@ struct Shared {
 }
 
 /// A running server; stopped on drop.
-pub struct DnsServer {
+pub(crate) struct DnsServer {
     pub addr: SocketAddr,
     shared: Arc<Mutex<Shared>>,
     stop: Arc<AtomicBool>,
@@ -51,7 +51,7 @@ pub struct DnsServer {
 }
 
 impl DnsServer {
-    pub fn start() -> DnsServer {
+    pub(crate) fn start() -> DnsServer {
         // UDP and TCP on the same port: try until both binds succeed.
         let (udp, tcp) = (0..50)
             .find_map(|_| {
@@ -107,12 +107,12 @@ impl DnsServer {
     }
 
     /// Sets the A records of `name`.
-    pub fn set(&self, name: &str, ips: &[Ipv4Addr]) {
+    pub(crate) fn set(&self, name: &str, ips: &[Ipv4Addr]) {
         let mut s = self.shared.lock().expect("lock");
         s.records.insert(name.to_ascii_lowercase(), ips.to_vec());
     }
 
-    pub fn set_mode(&self, mode: Mode) {
+    pub(crate) fn set_mode(&self, mode: Mode) {
         self.shared.lock().expect("lock").mode = mode;
     }
 }

@@ -14,7 +14,7 @@ use super::{Node, TempDir, free_port, run_within, skip, wait_for, write_record};
 /// One installed Erlang/OTP release: its `bin` directory (`None`: the `erl`
 /// on PATH) and its major release, as `erl` itself reports it.
 #[derive(Clone, Debug)]
-pub struct Otp {
+pub(crate) struct Otp {
     bin: Option<PathBuf>,
     pub release: u32,
 }
@@ -23,7 +23,7 @@ impl Otp {
     /// A command running this release's program `name` (`erl`, `epmd`),
     /// with its `bin` first on PATH so that what `erl` starts (EPMD, the
     /// emulator) is of the same release.
-    pub fn command(&self, name: &str) -> Command {
+    pub(crate) fn command(&self, name: &str) -> Command {
         match &self.bin {
             None => Command::new(name),
             Some(bin) => {
@@ -40,12 +40,12 @@ impl Otp {
     }
 
     /// Whether this is the `erl` on PATH.
-    pub fn is_on_path(&self) -> bool {
+    pub(crate) fn is_on_path(&self) -> bool {
         self.bin.is_none()
     }
 
     /// A label for messages: `OTP 25`.
-    pub fn label(&self) -> String {
+    pub(crate) fn label(&self) -> String {
         format!("OTP {}", self.release)
     }
 
@@ -69,7 +69,7 @@ impl Otp {
 /// installation directory, as `scripts/install-deps.sh` makes) or the PATH.
 /// A release that is missing is skipped loudly (a failure under
 /// `PULSE_REQUIRE_EXTERNAL=1`), so `test` runs against those found.
-pub fn otps(test: &str) -> Vec<Otp> {
+pub(crate) fn otps(test: &str) -> Vec<Otp> {
     let (path, otp27) = installed();
     let mut found = Vec::new();
     match path {
@@ -94,7 +94,7 @@ pub fn otps(test: &str) -> Vec<Otp> {
 
 /// The `erl` on PATH, the release the Elixir tests run on (Debian's Elixir
 /// runs on Debian's OTP only); `None` (skipped loudly) when there is none.
-pub fn path_otp(test: &str) -> Option<Otp> {
+pub(crate) fn path_otp(test: &str) -> Option<Otp> {
     let found = installed().0.clone();
     if found.is_none() {
         skip("erl not installed: apt-get install erlang-base", test);
@@ -115,17 +115,17 @@ fn installed() -> &'static (Option<Otp>, Option<Otp>) {
 }
 
 /// A real `erl` node, killed on drop; `.0` has its output for dumps.
-pub struct Erl(pub Node);
+pub(crate) struct Erl(pub Node);
 
 impl Erl {
     /// Starts `erl -name NAME -setcookie COOKIE` of release `otp`, listening
     /// on `port` only, on loopback, with the EPMD on `epmd_port`.
-    pub fn start(otp: &Otp, name: &str, cookie: &str, port: u16, epmd_port: u16) -> Erl {
+    pub(crate) fn start(otp: &Otp, name: &str, cookie: &str, port: u16, epmd_port: u16) -> Erl {
         Erl::start_as(otp, "-name", name, cookie, port, epmd_port)
     }
 
     /// As [`Erl::start`] with `name_flag` `-name` or `-sname`.
-    pub fn start_as(
+    pub(crate) fn start_as(
         otp: &Otp,
         name_flag: &str,
         name: &str,
@@ -139,20 +139,20 @@ impl Erl {
 }
 
 /// An EPMD of the test's own on loopback, killed on drop; `.1` is its port.
-pub struct Epmd(pub Node, pub u16);
+pub(crate) struct Epmd(pub Node, pub u16);
 
 impl Epmd {
-    pub fn start() -> Epmd {
+    pub(crate) fn start() -> Epmd {
         Epmd::start_on(free_port())
     }
 
     /// An EPMD on a given port (one a test keeps, to restart EPMD on it).
-    pub fn start_on(port: u16) -> Epmd {
+    pub(crate) fn start_on(port: u16) -> Epmd {
         Epmd::start_of(Command::new("epmd"), port)
     }
 
     /// The EPMD of release `otp`, on a free port.
-    pub fn start_for(otp: &Otp) -> Epmd {
+    pub(crate) fn start_for(otp: &Otp) -> Epmd {
         Epmd::start_of(otp.command("epmd"), free_port())
     }
 
@@ -170,7 +170,7 @@ impl Epmd {
 
 /// Stops, on drop, the EPMD that an `erl` or `elixir` started by itself on
 /// the test's port (as on a fresh host), once the nodes are gone.
-pub struct StartedEpmd(pub u16);
+pub(crate) struct StartedEpmd(pub u16);
 
 impl Drop for StartedEpmd {
     fn drop(&mut self) {
@@ -184,16 +184,16 @@ impl Drop for StartedEpmd {
 }
 
 /// Keeps a registry record fresh until dropped.
-pub struct Refresher(Arc<AtomicBool>, Option<thread::JoinHandle<()>>);
+pub(crate) struct Refresher(Arc<AtomicBool>, Option<thread::JoinHandle<()>>);
 
 impl Refresher {
-    pub fn start(dir: &TempDir, name: &str, port: u16) -> Refresher {
+    pub(crate) fn start(dir: &TempDir, name: &str, port: u16) -> Refresher {
         Refresher::many(dir, vec![(name.to_string(), port)])
     }
 
     /// Keeps a record fresh for each name, pointing at its port on
     /// 127.0.0.1.
-    pub fn many(dir: &TempDir, entries: Vec<(String, u16)>) -> Refresher {
+    pub(crate) fn many(dir: &TempDir, entries: Vec<(String, u16)>) -> Refresher {
         let sd = dir.sync_dir();
         Refresher::run(move || {
             for (name, port) in &entries {
@@ -204,7 +204,7 @@ impl Refresher {
 
     /// Keeps a bare entry (a file holding only a timestamp, as the recipe's
     /// Elixir nodes write) fresh: its port must be asked of EPMD.
-    pub fn bare(dir: &TempDir, name: &str) -> Refresher {
+    pub(crate) fn bare(dir: &TempDir, name: &str) -> Refresher {
         let sd = dir.sync_dir();
         let name = name.to_string();
         Refresher::run(move || {
@@ -245,7 +245,7 @@ impl Drop for Refresher {
 /// `erl -noshell NAME_FLAG NAME -setcookie COOKIE`, distribution on loopback
 /// only, against the EPMD on `epmd_port`, untouched by the caller's
 /// `ERL_*FLAGS`.
-pub fn erl_command(
+pub(crate) fn erl_command(
     otp: &Otp,
     name_flag: &str,
     name: &str,
@@ -265,7 +265,7 @@ pub fn erl_command(
 }
 
 /// [`erl_command`] listening for distribution on `port` only.
-pub fn erl_on_port(
+pub(crate) fn erl_on_port(
     otp: &Otp,
     name_flag: &str,
     name: &str,
@@ -284,7 +284,7 @@ pub fn erl_on_port(
 /// what it printed. `CODE` must end with `halt()`; an `erl` still running
 /// after `limit` is killed and what it printed so far is returned.
 #[allow(clippy::too_many_arguments)] // each names one thing of the erl run; a struct would only rename them
-pub fn erl_eval(
+pub(crate) fn erl_eval(
     otp: &Otp,
     name_flag: &str,
     name: &str,
@@ -301,7 +301,7 @@ pub fn erl_eval(
 
 /// Runs `cmd` and returns what it printed on stdout; a process still
 /// running after `limit` is killed and what it printed so far is returned.
-pub fn output_within(cmd: Command, limit: Duration) -> String {
+pub(crate) fn output_within(cmd: Command, limit: Duration) -> String {
     let (out, _finished) = run_within(cmd, limit);
     String::from_utf8_lossy(&out.stdout).into_owned()
 }

@@ -14,10 +14,10 @@ use std::time::{Duration, Instant};
 use super::{Node, TempDir, free_port, run_within, skip};
 
 /// The region Garage's S3 API signs for (its `s3_region`).
-pub const REGION: &str = "garage";
+pub(crate) const REGION: &str = "garage";
 
 /// A running Garage server and the bucket and key made on it.
-pub struct Garage {
+pub(crate) struct Garage {
     /// The server process, killed on drop; its output is in dumps.
     pub server: Node,
     /// `http://127.0.0.1:PORT`, the S3 API.
@@ -37,7 +37,7 @@ pub struct Garage {
 /// install-deps' default `/opt/garage/bin/garage`, else `garage` on PATH.
 /// `None` (the test skipped loudly, a failure under
 /// `PULSE_REQUIRE_EXTERNAL=1`) when none runs.
-pub fn find(test: &str) -> Option<PathBuf> {
+pub(crate) fn find(test: &str) -> Option<PathBuf> {
     let root = std::env::var_os("PULSE_GARAGE")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/opt/garage"));
@@ -74,7 +74,7 @@ pub fn find(test: &str) -> Option<PathBuf> {
 impl Garage {
     /// Starts Garage with a layout, a bucket `bucket` and a key allowed on
     /// it; `None` (skipped loudly) when Garage is not installed.
-    pub fn start(test: &str, bucket: &str) -> Option<Garage> {
+    pub(crate) fn start(test: &str, bucket: &str) -> Option<Garage> {
         let bin = find(test)?;
         let dir = TempDir::new("garage");
         let (s3, rpc, admin) = (free_port(), free_port(), free_port());
@@ -145,7 +145,7 @@ api_bind_addr = "127.0.0.1:{admin}"
 
     /// Runs `garage -c CONFIG ARGS…` until it succeeds (the node takes a
     /// moment to start, and the layout to apply) or `deadline`; its stdout.
-    pub fn until(&self, deadline: Instant, args: &[&str]) -> String {
+    pub(crate) fn until(&self, deadline: Instant, args: &[&str]) -> String {
         let last = loop {
             let (out, finished) = run_within(self.cli(args), Duration::from_secs(20));
             if finished && out.status.success() {
@@ -164,7 +164,7 @@ api_bind_addr = "127.0.0.1:{admin}"
     }
 
     /// Kills the server (kill -9); its data stays.
-    pub fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         self.server.signal("KILL");
         assert!(
             self.server.wait_exit(Duration::from_secs(10)).is_some(),
@@ -175,21 +175,21 @@ api_bind_addr = "127.0.0.1:{admin}"
 
     /// Starts the server again on the same ports and data, and waits
     /// until it answers.
-    pub fn restart(&mut self) {
+    pub(crate) fn restart(&mut self) {
         let name = self.server.name.clone();
         self.server = Node::spawn(&name, serve(&self.bin, &self.config));
         self.until(Instant::now() + Duration::from_secs(60), &["status"]);
     }
 
     /// `garage -c CONFIG ARGS…`, not run.
-    pub fn cli(&self, args: &[&str]) -> Command {
+    pub(crate) fn cli(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(&self.bin);
         cmd.arg("-c").arg(&self.config).args(args);
         cmd
     }
 
     /// The AWS variables for this server and key, as a user would set them.
-    pub fn vars(&self) -> Vec<(&'static str, String)> {
+    pub(crate) fn vars(&self) -> Vec<(&'static str, String)> {
         vec![
             ("AWS_ACCESS_KEY_ID", self.key.0.clone()),
             ("AWS_SECRET_ACCESS_KEY", self.key.1.clone()),
@@ -199,7 +199,7 @@ api_bind_addr = "127.0.0.1:{admin}"
     }
 
     /// The server's output, for failure messages.
-    pub fn dump(&self) -> String {
+    pub(crate) fn dump(&self) -> String {
         format!("\n{}", self.server.dump())
     }
 }

@@ -3,7 +3,7 @@
 
 #![allow(dead_code)] // each test module uses a different part of this
 
-pub mod dns_server;
+pub(crate) mod dns_server;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};
@@ -14,16 +14,16 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-pub mod erlang;
-pub mod garage;
+pub(crate) mod erlang;
+pub(crate) mod garage;
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_pulse");
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_pulse");
 
 /// A fresh directory, removed on drop.
-pub struct TempDir(pub PathBuf);
+pub(crate) struct TempDir(pub PathBuf);
 
 impl TempDir {
-    pub fn new(tag: &str) -> TempDir {
+    pub(crate) fn new(tag: &str) -> TempDir {
         static N: AtomicU32 = AtomicU32::new(0);
         let n = N.fetch_add(1, Ordering::SeqCst);
         let path =
@@ -33,15 +33,15 @@ impl TempDir {
         TempDir(path)
     }
 
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.0
     }
 
-    pub fn sync_dir(&self) -> PathBuf {
+    pub(crate) fn sync_dir(&self) -> PathBuf {
         self.0.join("sync_dir")
     }
 
-    pub fn log_file(&self) -> PathBuf {
+    pub(crate) fn log_file(&self) -> PathBuf {
         self.0.join("log").join("cluster.log")
     }
 }
@@ -54,7 +54,7 @@ impl Drop for TempDir {
 
 /// Polls `cond` until it holds or `timeout` passes. Prefer [`wait_for`],
 /// which says what it waited for and what every node printed.
-pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+pub(crate) fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
     loop {
         if cond() {
@@ -69,7 +69,7 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
 
 /// Polls `cond` until it holds or `timeout` passes; on failure panics
 /// naming `what` and dumping every node's output, so no wait fails silently.
-pub fn wait_for(what: &str, timeout: Duration, nodes: &[&Node], cond: impl FnMut() -> bool) {
+pub(crate) fn wait_for(what: &str, timeout: Duration, nodes: &[&Node], cond: impl FnMut() -> bool) {
     if wait_until(timeout, cond) {
         return;
     }
@@ -80,13 +80,13 @@ pub fn wait_for(what: &str, timeout: Duration, nodes: &[&Node], cond: impl FnMut
 }
 
 /// Every node's [`Node::dump`], one after the other.
-pub fn dump_all(nodes: &[&Node]) -> String {
+pub(crate) fn dump_all(nodes: &[&Node]) -> String {
     nodes.iter().map(|n| n.dump()).collect()
 }
 
 /// A base command for the pulse binary with a clean environment: no PULSE_
 /// variables leak in, HOME points into the test's dir.
-pub fn pulse_cmd(dir: &TempDir) -> Command {
+pub(crate) fn pulse_cmd(dir: &TempDir) -> Command {
     let mut cmd = Command::new(BIN);
     cmd.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -101,7 +101,7 @@ pub fn pulse_cmd(dir: &TempDir) -> Command {
 /// The fields of a `/proc/.../stat` line from the third (the state) on:
 /// the line is `PID (COMM) STATE ...`, and COMM may hold spaces and
 /// parentheses.
-pub fn stat_fields(stat: &str) -> Option<Vec<&str>> {
+pub(crate) fn stat_fields(stat: &str) -> Option<Vec<&str>> {
     let (_, rest) = stat.rsplit_once(") ")?;
     Some(rest.split_whitespace().collect())
 }
@@ -109,7 +109,7 @@ pub fn stat_fields(stat: &str) -> Option<Vec<&str>> {
 /// Each thread of process `pid`: its `/proc/PID/task/TID` directory and
 /// stat line. A thread that ends meanwhile is left out; none when the
 /// process is gone.
-pub fn thread_stats(pid: u32) -> Vec<(PathBuf, String)> {
+pub(crate) fn thread_stats(pid: u32) -> Vec<(PathBuf, String)> {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return Vec::new();
     };
@@ -125,7 +125,7 @@ pub fn thread_stats(pid: u32) -> Vec<(PathBuf, String)> {
 /// A child process of a test (pulse, erl, epmd, a recipe node) whose output
 /// is collected for failure messages; killed on drop, so no test leaves a
 /// process behind, whatever fails.
-pub struct Node {
+pub(crate) struct Node {
     pub name: String,
     pub child: Child,
     pub lines: Arc<Mutex<Vec<String>>>,
@@ -141,7 +141,7 @@ pub struct Node {
 impl Node {
     /// Starts `pulse --name NAME --cookie COOKIE` on the dir's registry and
     /// log, with `extra` arguments.
-    pub fn start(dir: &TempDir, name: &str, cookie: &str, extra: &[&str]) -> Node {
+    pub(crate) fn start(dir: &TempDir, name: &str, cookie: &str, extra: &[&str]) -> Node {
         let mut cmd = pulse_cmd(dir);
         cmd.arg("--name").arg(name).arg("--cookie").arg(cookie);
         cmd.arg("--sync-dir").arg(dir.sync_dir());
@@ -151,7 +151,7 @@ impl Node {
     }
 
     /// Runs `cmd`, collecting its stdout and stderr as one list of lines.
-    pub fn spawn(name: &str, cmd: Command) -> Node {
+    pub(crate) fn spawn(name: &str, cmd: Command) -> Node {
         let mut node = Node::spawn_unread(name, cmd);
         if let Some(out) = node.unread_stdout.take() {
             let collector = collect_lines(out, node.lines.clone());
@@ -162,7 +162,7 @@ impl Node {
 
     /// Runs `cmd` with a stdout nobody reads until [`Node::read_stdout`]
     /// (a pipe that fills up); its stderr is collected.
-    pub fn spawn_unread(name: &str, mut cmd: Command) -> Node {
+    pub(crate) fn spawn_unread(name: &str, mut cmd: Command) -> Node {
         let sync_dir = sync_dir_of(&cmd);
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -190,7 +190,7 @@ impl Node {
 
     /// Starts reading a stdout left unread; its lines go to the returned
     /// list (not to [`Node::output`], which keeps stderr's).
-    pub fn read_stdout(&mut self) -> Arc<Mutex<Vec<String>>> {
+    pub(crate) fn read_stdout(&mut self) -> Arc<Mutex<Vec<String>>> {
         let lines = Arc::new(Mutex::new(Vec::new()));
         if let Some(out) = self.unread_stdout.take() {
             self.collectors.push(collect_lines(out, lines.clone()));
@@ -198,13 +198,13 @@ impl Node {
         lines
     }
 
-    pub fn output(&self) -> Vec<String> {
+    pub(crate) fn output(&self) -> Vec<String> {
         self.lines.lock().expect("lines lock").clone()
     }
 
     /// What the process printed, whether it still runs, and the registry
     /// it was pointed at: what a failed test needs to say why.
-    pub fn dump(&self) -> String {
+    pub(crate) fn dump(&self) -> String {
         let registry = match &self.sync_dir {
             Some(dir) => format!(
                 "; registry {}: [{}]",
@@ -223,7 +223,7 @@ impl Node {
 
     /// Whether the process still runs (it has neither exited nor been
     /// reaped).
-    pub fn is_running(&self) -> bool {
+    pub(crate) fn is_running(&self) -> bool {
         self.state() == "running"
     }
 
@@ -244,7 +244,7 @@ impl Node {
     }
 
     /// The last status line this node printed, parsed.
-    pub fn last_status(&self) -> Option<BTreeMap<String, bool>> {
+    pub(crate) fn last_status(&self) -> Option<BTreeMap<String, bool>> {
         self.output()
             .iter()
             .rev()
@@ -252,25 +252,25 @@ impl Node {
     }
 
     /// Whether the last status line shows exactly these nodes, all alive.
-    pub fn sees_all_alive(&self, names: &[&str]) -> bool {
+    pub(crate) fn sees_all_alive(&self, names: &[&str]) -> bool {
         self.last_status().is_some_and(|s| {
             s.len() == names.len() && names.iter().all(|n| s.get(*n) == Some(&true))
         })
     }
 
-    pub fn count_containing(&self, needle: &str) -> usize {
+    pub(crate) fn count_containing(&self, needle: &str) -> usize {
         self.count_containing_since(0, needle)
     }
 
     /// The same, over the lines from `mark` on (a length of `output()`
     /// taken earlier), so what start-up said is left out.
-    pub fn count_containing_since(&self, mark: usize, needle: &str) -> usize {
+    pub(crate) fn count_containing_since(&self, mark: usize, needle: &str) -> usize {
         let lines = self.output();
         let since = lines.get(mark..).unwrap_or_default();
         since.iter().filter(|l| l.contains(needle)).count()
     }
 
-    pub fn signal(&self, sig: &str) {
+    pub(crate) fn signal(&self, sig: &str) {
         let ok = Command::new("kill")
             .arg(format!("-{sig}"))
             .arg(self.child.id().to_string())
@@ -282,7 +282,7 @@ impl Node {
     /// Waits for the process to end, up to `timeout`, and then for its
     /// last lines to be collected (a program that left a child holding
     /// its pipes is not waited for past the timeout).
-    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+    pub(crate) fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + timeout;
         let mut status = None;
         wait_until(timeout, || {
@@ -340,7 +340,7 @@ fn collect_lines(
 /// Runs `cmd` to its end or `limit`, whichever comes first (then it is
 /// killed), and returns what it printed and whether it finished by itself.
 /// Both pipes are read while it runs, so a talkative program never blocks.
-pub fn run_within(mut cmd: Command, limit: Duration) -> (Output, bool) {
+pub(crate) fn run_within(mut cmd: Command, limit: Duration) -> (Output, bool) {
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -385,7 +385,7 @@ pub fn run_within(mut cmd: Command, limit: Duration) -> (Output, bool) {
 }
 
 /// Parses `HH:MM:SS.mmm [info] NAME["a@h": true, b@h: false]` for node `me`.
-pub fn parse_status(line: &str, me: &str) -> Option<BTreeMap<String, bool>> {
+pub(crate) fn parse_status(line: &str, me: &str) -> Option<BTreeMap<String, bool>> {
     let (_, rest) = split_log_line(line)?;
     let list = rest
         .strip_prefix(me)?
@@ -409,7 +409,7 @@ pub fn parse_status(line: &str, me: &str) -> Option<BTreeMap<String, bool>> {
 }
 
 /// Splits `HH:MM:SS.mmm [LEVEL] message` into (level, message).
-pub fn split_log_line(line: &str) -> Option<(&str, &str)> {
+pub(crate) fn split_log_line(line: &str) -> Option<(&str, &str)> {
     let (time, rest) = line.split_once(' ')?;
     let b = time.as_bytes();
     let time_ok = b.len() == 12
@@ -435,7 +435,7 @@ pub fn split_log_line(line: &str) -> Option<(&str, &str)> {
 /// The level of a log line in Elixir's word, however it is spelled: the
 /// status and event lines say `info`/`warning`, the diagnostics on stderr
 /// `INFO`/`WARN` (simplelog's words).
-pub fn level_of(line: &str) -> Option<&'static str> {
+pub(crate) fn level_of(line: &str) -> Option<&'static str> {
     let (level, _) = split_log_line(line)?;
     Some(match level.to_ascii_lowercase().as_str() {
         "error" => "error",
@@ -447,7 +447,7 @@ pub fn level_of(line: &str) -> Option<&'static str> {
 }
 
 /// The registry's file names, sorted.
-pub fn registry_names(dir: &Path) -> Vec<String> {
+pub(crate) fn registry_names(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
         .map(|rd| {
             rd.flatten()
@@ -461,7 +461,7 @@ pub fn registry_names(dir: &Path) -> Vec<String> {
 }
 
 /// The address in a node's registry record.
-pub fn registered_addr(sync_dir: &Path, name: &str) -> String {
+pub(crate) fn registered_addr(sync_dir: &Path, name: &str) -> String {
     let record = std::fs::read_to_string(sync_dir.join(name)).expect("record");
     let addr = record
         .lines()
@@ -473,7 +473,7 @@ pub fn registered_addr(sync_dir: &Path, name: &str) -> String {
 /// Whether an external tool is present. When it is not, the test says so
 /// loudly and is skipped, unless PULSE_REQUIRE_EXTERNAL=1 (as in CI), which
 /// makes a skip a failure.
-pub fn require(tool: &str, test: &str) -> bool {
+pub(crate) fn require(tool: &str, test: &str) -> bool {
     let found = Command::new("sh")
         .arg("-c")
         .arg(format!("command -v {tool}"))
@@ -485,7 +485,7 @@ pub fn require(tool: &str, test: &str) -> bool {
 
 /// Whether the tests run as root (full disks need a mount). When not, the
 /// test is skipped as by [`require`] (CI runs as root).
-pub fn require_root(test: &str) -> bool {
+pub(crate) fn require_root(test: &str) -> bool {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let root = status
         .lines()
@@ -497,7 +497,7 @@ pub fn require_root(test: &str) -> bool {
 
 /// Says loudly that `test` is skipped and why, and returns false; panics
 /// instead when PULSE_REQUIRE_EXTERNAL=1 forbids skips.
-pub fn skip(why: &str, test: &str) -> bool {
+pub(crate) fn skip(why: &str, test: &str) -> bool {
     let msg = format!("SKIPPED ({why}): {test}");
     if std::env::var("PULSE_REQUIRE_EXTERNAL").as_deref() == Ok("1") {
         panic!("{msg} (PULSE_REQUIRE_EXTERNAL=1 forbids skips)");
@@ -507,7 +507,7 @@ pub fn skip(why: &str, test: &str) -> bool {
 }
 
 /// A free TCP port on 127.0.0.1 (bound then released).
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -515,7 +515,7 @@ pub fn free_port() -> u16 {
 }
 
 /// Writes a registry record for a node pulse did not start.
-pub fn write_record(sync_dir: &Path, name: &str, addr: &str) {
+pub(crate) fn write_record(sync_dir: &Path, name: &str, addr: &str) {
     std::fs::create_dir_all(sync_dir).expect("sync dir");
     let ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -23,12 +23,13 @@
 //! as a panic.
 
 mod client;
-pub mod names;
+pub(crate) mod names;
 mod responder;
 #[cfg(test)]
 mod tests;
 
-pub use client::{RegisterError, Registration, port_please, register};
+pub(crate) use client::Registration;
+pub use client::{RegisterError, port_please, register};
 pub use responder::Responder;
 
 use std::io::{self, Read, Write};
@@ -39,7 +40,7 @@ use super::cursor::Cursor;
 use crate::deadline::{self, Deadlined, is_timeout};
 
 /// Default EPMD port.
-pub const DEFAULT_PORT: u16 = 4369;
+pub(crate) const DEFAULT_PORT: u16 = 4369;
 
 /// Longest alive name we accept, in bytes.
 const MAX_ALIVE_LEN: usize = 255;

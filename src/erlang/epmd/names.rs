@@ -21,7 +21,7 @@ const MAX_ALIVE: usize = 255;
 
 /// Asks the EPMD at `epmd` for its names: `(alive, port)` pairs, in its
 /// order. `timeout` bounds the connect and, separately, the exchange.
-pub fn names(epmd: SocketAddr, timeout: Duration) -> io::Result<Vec<(String, u16)>> {
+pub(crate) fn names(epmd: SocketAddr, timeout: Duration) -> io::Result<Vec<(String, u16)>> {
     let stream = connect(epmd, timeout)?;
     let deadline = Instant::now() + timeout;
     // Length 1, tag 'n'.
@@ -37,7 +37,7 @@ pub fn names(epmd: SocketAddr, timeout: Duration) -> io::Result<Vec<(String, u16
 }
 
 /// The `(alive, port)` pairs in the text of a names reply.
-pub fn parse(text: &[u8]) -> Vec<(String, u16)> {
+pub(crate) fn parse(text: &[u8]) -> Vec<(String, u16)> {
     text.split(|&b| b == b'\n')
         .filter_map(|line| {
             let line = std::str::from_utf8(line).ok()?;

@@ -12,7 +12,7 @@ use crate::acceptor::AcceptThread;
 use crate::fds::AcceptBackoff;
 
 /// Most connections served at once.
-pub const MAX_CLIENTS: usize = 32;
+pub(super) const MAX_CLIENTS: usize = 32;
 /// Stack of a request thread: it reads a few hundred bytes.
 const CLIENT_STACK: usize = 64 * 1024;
 
