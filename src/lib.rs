@@ -33,8 +33,6 @@ mod registration;
 mod registry;
 mod report;
 mod rounds;
-// The S3 registry's store client; wired into the rounds later, unused till then.
-#[allow(dead_code, unused_imports)]
 mod s3;
 mod sched;
 mod sources;

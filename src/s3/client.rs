@@ -165,11 +165,6 @@ impl Client {
         })
     }
 
-    /// The prefix every name is put under.
-    pub(crate) fn prefix(&self) -> &str {
-        &self.prefix
-    }
-
     /// Whether the bucket is there and the key may list it: one small
     /// listing. At start, an error here [`Error::is_configuration`] is a
     /// reason to stop.
@@ -451,7 +446,7 @@ mod tests {
         let garage = client(&vars, "s3://pulse");
         let url = garage.bucket.object_url("sync_dir/a@h");
         assert_eq!(url.as_str(), "http://127.0.0.1:3900/pulse/sync_dir/a%40h");
-        assert_eq!(garage.prefix(), "sync_dir/");
+        assert_eq!(garage.prefix, "sync_dir/");
         let shown = format!("{garage:?}");
         assert!(
             !shown.contains("AKIDEXAMPLE") && !shown.contains("wJalr"),

@@ -29,9 +29,7 @@ mod config;
 mod error;
 mod reply;
 
-pub(super) use client::{Client, Fetched, Got, Written};
-pub(super) use config::{
-    ConfigError, DEFAULT_REGION, Endpoint, Location, Secret, Settings, VARIABLES,
-};
+pub(super) use client::{Client, Got};
+pub(super) use config::{Location, Settings};
 pub(super) use error::Error;
 pub(super) use reply::Listed;
