@@ -506,12 +506,29 @@ pub(crate) fn skip(why: &str, test: &str) -> bool {
     false
 }
 
-/// A free TCP port on 127.0.0.1 (bound then released).
+/// A TCP port on 127.0.0.1 that is free now and stays out of the way of
+/// ports the kernel picks by itself.
 pub(crate) fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    // Below the kernel's ephemeral range: a port chosen there is never
+    // handed to a later bind of port 0 (pulse's own listener, say) before
+    // the test starts whatever is meant to listen on it. The counter keeps
+    // the tests of this process apart; the bind checks for other processes.
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const LOW: u32 = 10_000;
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32_768);
+    let span = ephemeral_low.saturating_sub(LOW).max(1);
+    let start = std::process::id() % span;
+    for _ in 0..span {
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let port = u16::try_from(LOW + (start + n) % span).expect("port below 65536");
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port between {LOW} and {ephemeral_low}")
 }
 
 /// Writes a registry record for a node pulse did not start.
