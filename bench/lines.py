@@ -50,8 +50,20 @@ def keyword_key(name):
     return f'"{name}"'
 
 
+# What a status line too long for one log line ends with, after its list:
+# " (+9000 not shown: 0 true, 9000 false)".
+LEFT_OUT_RE = re.compile(r"\] \(\+\d+ not shown: \d+ true, \d+ false\)$")
+
+
+def shown(msg):
+    """The message without the note of entries left out, if it has one."""
+    m = LEFT_OUT_RE.search(msg)
+    return msg[: m.start() + 1] if m else msg
+
+
 def entries(msg):
     """The {key: value} of a status line's message."""
+    msg = shown(msg)
     body = msg[msg.index("[") + 1 : -1]
     if not body:
         return {}
@@ -78,7 +90,7 @@ class Node:
         self.exit_time = None
 
     def is_status(self, msg):
-        return msg.startswith(self.name + "[") and msg.endswith("]")
+        return msg.startswith(self.name + "[") and shown(msg).endswith("]")
 
 
 class Reader:

@@ -1,9 +1,12 @@
 //! The status line, the membership events and the round's warnings, as
 //! the round thread logs them.
 
+use std::fmt::Write;
+
 use crossbeam_channel::Sender;
 use log::{info, warn};
 
+use crate::logging::MAX_MESSAGE;
 use crate::membership::{Event, Outcome};
 use crate::name::NodeName;
 
@@ -18,16 +21,47 @@ pub(crate) struct Report {
     pub warnings: Vec<String>,
 }
 
+/// Longest status line we write: what one log line holds
+/// ([`MAX_MESSAGE`]), less room for our name and the note of what was left
+/// out, so a line never gets cut mid-entry.
+const MAX_STATUS: usize = MAX_MESSAGE - 1024;
+
 /// The recipe's status line: our name, then each member and whether it
 /// answered, sorted by name, written as Elixir inspects a keyword list:
 /// `a1@127.0.0.1["a1@127.0.0.1": true, "a2@127.0.0.1": false]`.
+///
+/// A list too long for one line (thousands of entries, a flooded
+/// registry) keeps every member that answered first, then as many others
+/// as fit, and says what it left out after the list:
+/// `a1@h["a1@h": true, …] (+9000 not shown: 0 true, 9000 false)`.
 pub(crate) fn status_line(me: &NodeName, results: &[(NodeName, Outcome)]) -> String {
     let mut sorted: Vec<_> = results.iter().collect();
     // A round's results come sorted already: then this costs one pass.
     sorted.sort_by(|a, b| a.0.cmp(&b.0));
     // Each entry is its name, two quotes, `: false` and `, `.
-    let names: usize = results.iter().map(|(name, _)| name.as_str().len()).sum();
-    let mut line = String::with_capacity(me.as_str().len() + 2 + names + 11 * results.len());
+    let entry_len = |name: &NodeName| name.as_str().len() + 11;
+    let total: usize = results.iter().map(|(name, _)| entry_len(name)).sum();
+    let mut left_out = (0, 0);
+    if total > MAX_STATUS {
+        // Answering members first, then the rest, each by name.
+        let mut by_worth = sorted.clone();
+        by_worth.sort_by(|a, b| (!a.1.is_alive(), &a.0).cmp(&(!b.1.is_alive(), &b.0)));
+        let mut room = MAX_STATUS;
+        let mut kept = Vec::with_capacity(by_worth.len());
+        for entry in by_worth {
+            if entry_len(&entry.0) <= room {
+                room -= entry_len(&entry.0);
+                kept.push(entry);
+            } else if entry.1.is_alive() {
+                left_out.0 += 1;
+            } else {
+                left_out.1 += 1;
+            }
+        }
+        kept.sort_by(|a, b| a.0.cmp(&b.0));
+        sorted = kept;
+    }
+    let mut line = String::with_capacity(me.as_str().len() + 64 + total.min(MAX_STATUS));
     line.push_str(me.as_str());
     line.push('[');
     for (n, (name, outcome)) in sorted.into_iter().enumerate() {
@@ -42,6 +76,14 @@ pub(crate) fn status_line(me: &NodeName, results: &[(NodeName, Outcome)]) -> Str
         });
     }
     line.push(']');
+    if left_out != (0, 0) {
+        let (alive, down) = left_out;
+        let _ = write!(
+            line,
+            " (+{} not shown: {alive} true, {down} false)",
+            alive + down
+        );
+    }
     line
 }
 
@@ -127,5 +169,43 @@ mod tests {
             "a1@127.0.0.1[\"a1@127.0.0.1\": true, \"b2@127.0.0.1\": false, n1@localhost: true]"
         );
         assert_eq!(status_line(&n("a@h"), &[]), "a@h[]");
+    }
+
+    #[test]
+    fn a_line_too_long_keeps_whole_entries_and_every_answering_member() {
+        let n = |s: String| s.parse::<NodeName>().expect("name");
+        let alive = Outcome::Alive(Duration::from_millis(1));
+        // 10,000 entries that never answered, sorted before the live ones.
+        let mut results: Vec<_> = (0..10_000)
+            .map(|i| {
+                (
+                    n(format!("junk{i:05}@10.0.0.1")),
+                    Outcome::Down(Reason::Refused),
+                )
+            })
+            .collect();
+        results.push((n("zz1@127.0.0.1".into()), alive.clone()));
+        results.push((n("zz2@127.0.0.1".into()), alive));
+        let line = status_line(&n("zz1@127.0.0.1".into()), &results);
+        assert!(line.len() <= MAX_MESSAGE, "{}", line.len());
+        let (list, note) = line.split_once("] (").expect("a note of what was left out");
+        let shown = list.matches(": ").count();
+        assert_eq!(
+            note,
+            format!(
+                "+{} not shown: 0 true, {} false)",
+                10_002 - shown,
+                10_002 - shown
+            )
+        );
+        assert!(
+            list.contains("zz1@127.0.0.1\": true, \"zz2@127.0.0.1\": true"),
+            "{list}"
+        );
+        // Whole entries only, still sorted by name.
+        assert!(list.ends_with("\"zz2@127.0.0.1\": true"));
+        assert!(list.starts_with("zz1@127.0.0.1[\"junk00000@10.0.0.1\": false, "));
+        let logged = crate::logging::format_line(log::Level::Info, &line);
+        assert!(logged.trim_end().ends_with("false)"), "the log line is cut");
     }
 }

@@ -147,7 +147,7 @@ fn parse_event(text: &str) -> Option<Event> {
 
 fn parse_status(message: &str) -> Option<Kind> {
     let (node, list) = message.split_once('[')?;
-    let list = list.strip_suffix(']')?;
+    let list = strip_left_out(list).strip_suffix(']')?;
     if !is_node_name(node) {
         return None;
     }
@@ -155,6 +155,26 @@ fn parse_status(message: &str) -> Option<Kind> {
         node: node.to_string(),
         links: parse_links(list)?,
     })
+}
+
+/// The list without the note a line too long ends with
+/// (` (+9000 not shown: 0 true, 9000 false)`, see `report::status_line`):
+/// the entries shown are read, the rest are unknown.
+fn strip_left_out(list: &str) -> &str {
+    let Some((shown, note)) = list.rsplit_once("] (+") else {
+        return list;
+    };
+    let counts = note
+        .strip_suffix(" false)")
+        .and_then(|n| n.split_once(" not shown: "))
+        .and_then(|(all, rest)| Some((all, rest.split_once(" true, ")?)));
+    let numbers = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    match counts {
+        Some((all, (alive, down))) if numbers(all) && numbers(alive) && numbers(down) => {
+            &list[..shown.len() + 1]
+        }
+        _ => list,
+    }
 }
 
 /// `"a@h": true, b@h: false` (keys as Elixir's `inspect` writes them).
@@ -246,6 +266,21 @@ mod tests {
         let (_, l) = status("23:59:59.999 [info] a@h[a@h: true, n1@localhost: false]");
         assert_eq!(l, links(&[("a@h", true), ("n1@localhost", false)]));
         assert_eq!(status("00:00:00.000 [info] a@h[]").1, vec![]);
+    }
+
+    #[test]
+    fn a_line_that_leaves_entries_out_is_read_for_those_it_shows() {
+        let (node, l) = status(
+            "00:00:00.000 [info] a@h[a@h: true, b@h: false] (+9000 not shown: 1 true, 8999 false)",
+        );
+        assert_eq!(node, "a@h");
+        assert_eq!(l, links(&[("a@h", true), ("b@h", false)]));
+        // A note that is not ours is no status line.
+        assert!(!matches!(
+            parse_line("00:00:00.000 [info] a@h[a@h: true] (+x not shown: 1 true, 0 false)")
+                .map(|l| l.kind),
+            Some(Kind::Status { .. })
+        ));
     }
 
     #[test]

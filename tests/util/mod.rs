@@ -387,10 +387,13 @@ pub(crate) fn run_within(mut cmd: Command, limit: Duration) -> (Output, bool) {
 /// Parses `HH:MM:SS.mmm [info] NAME["a@h": true, b@h: false]` for node `me`.
 pub(crate) fn parse_status(line: &str, me: &str) -> Option<BTreeMap<String, bool>> {
     let (_, rest) = split_log_line(line)?;
-    let list = rest
-        .strip_prefix(me)?
-        .strip_prefix('[')?
-        .strip_suffix(']')?;
+    let list = rest.strip_prefix(me)?.strip_prefix('[')?;
+    // A line too long for the log ends with what it left out:
+    // `] (+9000 not shown: 0 true, 9000 false)`.
+    let list = match list.rsplit_once("] (+") {
+        Some((shown, note)) if note.ends_with(" false)") && note.contains(" not shown: ") => shown,
+        _ => list.strip_suffix(']')?,
+    };
     let mut out = BTreeMap::new();
     if list.is_empty() {
         return Some(out);
