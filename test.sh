@@ -37,6 +37,9 @@ tests/docker/fresh_host_test.sh
 step "kubernetes manifests (offline)"
 scripts/validate-k8s.sh
 
+step "the S3 compose example (offline)"
+scripts/validate-compose-s3.sh
+
 step "docker swarm stack test"
 tests/docker/stack_test.sh
 
