@@ -1,12 +1,14 @@
 //! A real S3 server for tests: Garage (crates.io `garage`, built once by
-//! `scripts/install-deps.sh`), one per test, on 127.0.0.1 free ports, with
-//! its own temp dirs, killed on drop.
+//! `scripts/install-deps.sh`), one per test, on 127.0.0.1 free ports (or,
+//! with [`Garage::start_in`], on an address of a network namespace of the
+//! test's own), with its own temp dirs, killed on drop.
 //!
 //! Each [`Garage`] is a single node (replication factor 1, SQLite
 //! metadata) whose layout, bucket and key are made by Garage's own CLI
 //! (`garage -c CONFIG layout assign|apply`, `bucket create`, `key create`,
 //! `bucket allow`), as its quick start does.
 
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -20,7 +22,7 @@ pub(crate) const REGION: &str = "garage";
 pub(crate) struct Garage {
     /// The server process, killed on drop; its output is in dumps.
     pub server: Node,
-    /// `http://127.0.0.1:PORT`, the S3 API.
+    /// `http://ADDR:PORT`, the S3 API.
     pub endpoint: String,
     /// The bucket made at start.
     pub bucket: String,
@@ -28,6 +30,9 @@ pub(crate) struct Garage {
     pub key: (String, String),
     bin: PathBuf,
     config: PathBuf,
+    /// The network namespace the server and its CLI run in, if not the
+    /// test's own.
+    netns: Option<String>,
     // Last, so the dirs go after the server is killed.
     _dir: TempDir,
 }
@@ -75,38 +80,65 @@ impl Garage {
     /// Starts Garage with a layout, a bucket `bucket` and a key allowed on
     /// it; `None` (skipped loudly) when Garage is not installed.
     pub(crate) fn start(test: &str, bucket: &str) -> Option<Garage> {
+        let ports = (free_port(), free_port(), free_port());
+        Garage::launch(test, bucket, None, IpAddr::V4(Ipv4Addr::LOCALHOST), ports)
+    }
+
+    /// The same, run with `ip netns exec NETNS` and bound to `addr`, an
+    /// address of that namespace, on Garage's usual ports (3900 S3, 3901
+    /// RPC, 3903 admin: the namespace is the test's own, so they are free).
+    /// Its CLI runs there too, as it talks to the server's RPC address.
+    pub(crate) fn start_in(test: &str, bucket: &str, netns: &str, addr: IpAddr) -> Option<Garage> {
+        Garage::launch(test, bucket, Some(netns), addr, (3900, 3901, 3903))
+    }
+
+    fn launch(
+        test: &str,
+        bucket: &str,
+        netns: Option<&str>,
+        ip: IpAddr,
+        (s3, rpc, admin): (u16, u16, u16),
+    ) -> Option<Garage> {
         let bin = find(test)?;
         let dir = TempDir::new("garage");
-        let (s3, rpc, admin) = (free_port(), free_port(), free_port());
+        let netns = netns.map(str::to_string);
+        let host = match ip {
+            IpAddr::V4(v4) => v4.to_string(),
+            IpAddr::V6(v6) => format!("[{v6}]"),
+        };
         let config = dir.path().join("garage.toml");
         let toml = format!(
             r#"metadata_dir = "{dir}/meta"
 data_dir = "{dir}/data"
 db_engine = "sqlite"
 replication_factor = 1
-rpc_bind_addr = "127.0.0.1:{rpc}"
-rpc_public_addr = "127.0.0.1:{rpc}"
+rpc_bind_addr = "{host}:{rpc}"
+rpc_public_addr = "{host}:{rpc}"
 rpc_secret = "{secret}"
 
 [s3_api]
 s3_region = "{REGION}"
-api_bind_addr = "127.0.0.1:{s3}"
+api_bind_addr = "{host}:{s3}"
 
 [admin]
-api_bind_addr = "127.0.0.1:{admin}"
+api_bind_addr = "{host}:{admin}"
 "#,
             dir = dir.path().display(),
             secret = random_hex(32),
         );
         std::fs::write(&config, toml).expect("write garage.toml");
-        let server = Node::spawn(&format!("garage (s3 on port {s3})"), serve(&bin, &config));
+        let server = Node::spawn(
+            &format!("garage (s3 on {host}:{s3})"),
+            serve(&bin, &config, netns.as_deref()),
+        );
         let mut garage = Garage {
             server,
-            endpoint: format!("http://127.0.0.1:{s3}"),
+            endpoint: format!("http://{host}:{s3}"),
             bucket: bucket.to_string(),
             key: (String::new(), String::new()),
             bin,
             config,
+            netns,
             _dir: dir,
         };
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -177,13 +209,13 @@ api_bind_addr = "127.0.0.1:{admin}"
     /// until it answers.
     pub(crate) fn restart(&mut self) {
         let name = self.server.name.clone();
-        self.server = Node::spawn(&name, serve(&self.bin, &self.config));
+        self.server = Node::spawn(&name, serve(&self.bin, &self.config, self.netns.as_deref()));
         self.until(Instant::now() + Duration::from_secs(60), &["status"]);
     }
 
     /// `garage -c CONFIG ARGS…`, not run.
     pub(crate) fn cli(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(&self.bin);
+        let mut cmd = garage(&self.bin, self.netns.as_deref());
         cmd.arg("-c").arg(&self.config).args(args);
         cmd
     }
@@ -204,9 +236,22 @@ api_bind_addr = "127.0.0.1:{admin}"
     }
 }
 
+/// `garage`, or `ip netns exec NETNS garage` (which execs it: the process
+/// is Garage's own, so killing it kills the server).
+fn garage(bin: &Path, netns: Option<&str>) -> Command {
+    match netns {
+        None => Command::new(bin),
+        Some(netns) => {
+            let mut cmd = Command::new("ip");
+            cmd.args(["netns", "exec", netns]).arg(bin);
+            cmd
+        }
+    }
+}
+
 /// `garage -c CONFIG server`, not run.
-fn serve(bin: &Path, config: &Path) -> Command {
-    let mut cmd = Command::new(bin);
+fn serve(bin: &Path, config: &Path, netns: Option<&str>) -> Command {
+    let mut cmd = garage(bin, netns);
     cmd.arg("-c")
         .arg(config)
         .arg("server")
