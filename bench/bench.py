@@ -8,7 +8,8 @@ Run from the repository root:
 
     python3 bench/bench.py                       # N = 2, 11, 50, 100, 150 (+ Elixir at 2, 11)
     python3 bench/bench.py --sizes 2,11 --out /tmp/bench.json
-    python3 bench/bench.py --smoke               # CI: N = 11 only (+ Serf), short windows
+    python3 bench/bench.py --smoke               # CI: N = 11 only (+ Serf), short windows,
+                                                 # and a short S3 check at N = 3
 
 It builds the static musl binary (`cargo build --release --target
 x86_64-unknown-linux-musl`, the one the image ships; the glibc release build
@@ -20,13 +21,15 @@ bench/results.png (a smoke run writes them under target/bench-smoke/; --out
 puts them beside the JSON path given).
 
 Every target is a ratio of a pulse figure to the same figure of the floor,
-of Serf or of the recipe's node measured in the same run.
+of Serf or of the recipe's node measured in the same run. pulse is also
+run with peers from DNS and from S3 (a Garage server on 127.0.0.1, every
+request counted at a proxy in front of it), beside the directory's figures.
 
 Exit status: 0 when every measurement could be taken, whatever the figures;
 1 when the benchmark itself broke (a node never printed a status line, the
-cluster never converged, a node was never detected down, ...; also serf
-missing under PULSE_REQUIRE_EXTERNAL=1); 2 for bad usage. Missed targets
-never change the exit status.
+cluster never converged, a node was never detected down, ...; also serf or
+garage missing under PULSE_REQUIRE_EXTERNAL=1); 2 for bad usage. Missed
+targets never change the exit status.
 
 Only the Python 3 standard library is used for measuring; the plot needs
 matplotlib and is skipped (with a note) without it. All traffic stays on
@@ -46,17 +49,23 @@ import time
 from pathlib import Path
 
 import floor
+import garage
 import plot
 from build import ensure_binary, ensure_floor, raise_limits, sizes
 from common import PROCS, REPO, BenchError, log, shown
 from lines import Reader
 from phases import scenario
 from report import render
-from runtimes import ElixirRuntime, PulseDnsRuntime, PulseRuntime
+from runtimes import ElixirRuntime, PulseDnsRuntime, PulseRuntime, PulseS3Runtime
 from serf import SerfRuntime
 
 # Serf at about 15 MiB an agent: the default sizes up to this one.
 SERF_MAX_DEFAULT = 150
+
+# The smoke run's S3 check: a few nodes, a period of one interval, and only
+# the phases up to the steady window (CI's time is precious).
+SMOKE_S3_SIZE = 3
+SMOKE_S3_PHASES = ("start", "steady", "window")
 
 
 class Opts:
@@ -79,6 +88,13 @@ def parse_args(argv):
     ap.add_argument("--dns-sizes", default="11,50",
                     help="sizes for pulse with peers from DNS (--registry dns:NAME) instead "
                          "of the directory ('' to skip)")
+    ap.add_argument("--s3-sizes", default="11,50",
+                    help="sizes for pulse with peers from S3 (--registry s3://..., a Garage "
+                         "server on 127.0.0.1; '' to skip; skipped when garage is missing) "
+                         f"[{SMOKE_S3_SIZE} with --smoke, up to the steady window only]")
+    ap.add_argument("--s3-periods", default="10000,1000",
+                    help="registry periods (ms) of the S3 runs, each at every --s3-sizes; "
+                         "10000 is pulse's default [the interval with --smoke]")
     ap.add_argument("--interval", type=int, default=1000, dest="interval_ms",
                     help="interval in ms")
     ap.add_argument("--window", type=float, default=None, dest="window_s",
@@ -90,7 +106,7 @@ def parse_args(argv):
                          "[bench/results.json; target/bench-smoke/results.json with --smoke]")
     ap.add_argument("--smoke", action="store_true",
                     help="CI smoke run: N=11 only, Serf when installed, no Elixir, short "
-                         "windows, no musl build")
+                         "windows, no musl build; S3 at N=3 up to the steady window")
     ap.add_argument("--no-floor", action="store_true", help="do not measure the floor")
     ap.add_argument("--binary", help="use this pulse binary instead of building one")
     ap.add_argument("--no-build", action="store_true",
@@ -114,6 +130,16 @@ def parse_args(argv):
     opts.sizes = [11] if a.smoke else sizes_of(a.sizes)
     opts.elixir_sizes = [] if a.smoke else sizes_of(a.elixir_sizes)
     opts.dns_sizes = [] if a.smoke else sizes_of(a.dns_sizes)
+    opts.s3_sizes = [SMOKE_S3_SIZE] if a.smoke else sizes_of(a.s3_sizes)
+    try:
+        periods = [int(x) for x in a.s3_periods.split(",") if x.strip()]
+    except ValueError:
+        ap.error(f"bad period list: {a.s3_periods!r}")
+    opts.s3_periods = [a.interval_ms] if a.smoke else periods
+    if any(p < a.interval_ms for p in opts.s3_periods):
+        ap.error("--s3-periods: a registry period is at least the interval")
+    if opts.s3_sizes and not opts.s3_periods:
+        ap.error("--s3-periods: at least one period")
     if a.smoke:
         opts.serf_sizes = [11]
     elif a.serf_sizes is None:
@@ -145,27 +171,52 @@ def on_signal(signum, _frame):
 
 def all_sizes(opts):
     return sorted(set(opts.sizes) | set(opts.elixir_sizes) | set(opts.dns_sizes)
-                  | set(opts.serf_sizes))
+                  | set(opts.serf_sizes) | set(opts.s3_sizes))
 
 
 def plan_runs(opts, have_floor):
     """(kind, N) in the order they run: for each N pulse, the floor and
     Serf one right after the other so all see the same machine, then pulse
-    with peers from DNS; the Elixir node last."""
+    with peers from DNS and from S3 (each period); the Elixir node last."""
     plan = []
     for n in all_sizes(opts):
         if n in opts.sizes:
             plan.append(("pulse", n))
-        if have_floor:
+        if have_floor and (n in opts.sizes or n in opts.serf_sizes or n in opts.dns_sizes
+                           or n in opts.elixir_sizes):
             plan.append(("floor", n))
         if n in opts.serf_sizes:
             plan.append(("serf", n))
         if n in opts.dns_sizes:
             plan.append(("pulse-dns", n))
+        if n in opts.s3_sizes:
+            plan += [(("pulse-s3", p), n) for p in opts.s3_periods]
     return plan + [("elixir", n) for n in opts.elixir_sizes]
 
 
-def measure_all(opts, binary, floor_bin, serf_bin, reader, base_dir, broken):
+def measure_s3(opts, binary, garage_bin, period, n, reader, base_dir, octet):
+    """pulse with peers from S3 at one period: a fresh Garage for the run,
+    stopped after it, so no store idles beside the other runs."""
+    rt = PulseS3Runtime(binary, opts.interval_ms, period, garage_bin, octet)
+    try:
+        rt.setup(base_dir / f"garage-{rt.label}-{n}")
+    except BenchError as e:
+        log(f"{rt.label} N={n}: garage setup broke: {e}")
+        rt.teardown()
+        return {"runtime": rt.label, "n": n, "interval_ms": opts.interval_ms,
+                "registry_period_ms": period, "errors": [f"garage setup: {e}"]}
+    try:
+        r = scenario(rt, n, opts, reader, base_dir,
+                     only=SMOKE_S3_PHASES if opts.smoke else None)
+    finally:
+        rt.teardown()
+    r["registry_period_ms"] = period
+    r["ttl_ms"] = rt.ttl_s * 1000.0
+    r["window_s"] = rt.window_s(opts)
+    return r
+
+
+def measure_all(opts, binary, floor_bin, serf_bin, garage_bin, reader, base_dir, broken):
     """Every run: the floor's tight loop first, then plan_runs. Returns
     (runs, the tight-loop floor)."""
     results, tight = [], None
@@ -177,7 +228,12 @@ def measure_all(opts, binary, floor_bin, serf_bin, reader, base_dir, broken):
     dns_rt = None
     ex = None
     for kind, n in plan_runs(opts, floor_bin is not None):
-        if kind == "floor":
+        if isinstance(kind, tuple):
+            period = kind[1]
+            # Each period on its own addresses (127.0.5.x, 127.0.6.x, ...).
+            octet = 5 + opts.s3_periods.index(period)
+            r = measure_s3(opts, binary, garage_bin, period, n, reader, base_dir, octet)
+        elif kind == "floor":
             r = floor.measure(floor_bin, n, opts.interval_ms, opts.window_s, base_dir)
         elif kind == "pulse":
             r = scenario(pulse_rt, n, opts, reader, base_dir)
@@ -236,6 +292,7 @@ def main(argv):
         limit_notes = raise_limits(max(all_sizes(opts)))
         elixir_ok = bool(shutil.which("elixir") and shutil.which("mix") and shutil.which("epmd"))
         serf_bin = shutil.which("serf") if opts.serf_sizes else None
+        garage_bin = garage.find() if opts.s3_sizes else None
         header = [
             f"pulse benchmark  {time.strftime('%Y-%m-%d %H:%M:%S')}  host {platform.node()}, "
             f"{os.cpu_count()} cores, kernel {platform.release()}",
@@ -257,11 +314,23 @@ def main(argv):
             if os.environ.get("PULSE_REQUIRE_EXTERNAL") == "1":
                 broken.append("serf is not installed and PULSE_REQUIRE_EXTERNAL=1")
             opts.serf_sizes = []
+        if garage_bin:
+            header.append(
+                f"s3: {garage.version(garage_bin)} ({garage_bin}) on 127.0.0.1, requests counted "
+                f"at a proxy; N = {', '.join(map(str, opts.s3_sizes))}, registry period "
+                f"{', '.join(f'{p} ms' for p in opts.s3_periods)}"
+                + (f", phases {', '.join(SMOKE_S3_PHASES)} only" if opts.smoke else ""))
+        elif opts.s3_sizes:
+            header.append("S3 SKIPPED: garage is not installed (scripts/install-deps.sh builds "
+                          "it into /opt/garage, or set PULSE_GARAGE); no S3 rows")
+            if os.environ.get("PULSE_REQUIRE_EXTERNAL") == "1":
+                broken.append("garage is not installed and PULSE_REQUIRE_EXTERNAL=1")
+            opts.s3_sizes = []
         for line in header:
             log(line)
         reader = Reader()
-        results, tight = measure_all(opts, binary, floor_bin, serf_bin, reader, base_dir,
-                                     broken)
+        results, tight = measure_all(opts, binary, floor_bin, serf_bin, garage_bin, reader,
+                                     base_dir, broken)
     except BenchError as e:
         log(f"BROKE: {e}")
         broken.append(str(e))
@@ -292,6 +361,8 @@ def main(argv):
             "hung_rounds": opts.hung_rounds,
             "smoke": opts.smoke,
             "serf_sizes": opts.serf_sizes,
+            "s3_sizes": opts.s3_sizes,
+            "s3_periods_ms": opts.s3_periods,
             "header": header,
         },
         "targets": target_results,

@@ -48,6 +48,7 @@ def start_nodes(run):
     """One node after the other; startup = from just before exec to the
     node's first status line (as read, and as the node stamped it)."""
     startups, stamped = [], []
+    mark = run.rt.mark()
     for i in range(1, run.n + 1):
         node = run.cl.start(i)
         read, own = run.cl.wait_first_status(node)
@@ -56,6 +57,8 @@ def start_nodes(run):
     run.res["startup_ms"] = {"median": ms(median(startups)), "p95": ms(p95(startups)),
                              "max": ms(max(startups)), "samples": [ms(s) for s in startups]}
     run.res["startup_stamped_ms"] = spread_ms(stamped)
+    if mark is not None:
+        run.res["s3_start"] = run.rt.figures(mark, run.n)
 
 
 def both_gaps(lines):
@@ -81,7 +84,7 @@ def steady(run):
     to gossip, then for as long as those rounds last."""
     cl = run.cl
     worst, _ = cl.wait_all(cl.nodes, run.everyone(), cl.nodes[-1].t_exec,
-                           10 + 10 * run.interval + 0.1 * run.n)
+                           10 + 10 * run.interval + 0.1 * run.n + run.rt.registry_period_s)
     run.res["steady_after_last_start_ms"] = ms(worst)
     if run.rt.periodic:
         cl.wait_lines(cl.nodes, run.opts.settle_rounds, now(),
@@ -107,11 +110,14 @@ def window(run):
     everyone = run.everyone()
     pids = [x.proc.pid for x in run.cl.nodes]
     m0, h0 = machine_ticks(), self_cpu()
+    mark = run.rt.mark()
     before = cpu_reading(trees_of(pids))
-    time.sleep(run.opts.window_s)  # a measurement window, not a wait for a condition
+    time.sleep(run.rt.window_s(run.opts))  # a measurement window, not a wait for a condition
     trees = trees_of(pids)
     after = cpu_reading(trees)
     m1, h1 = machine_ticks(), self_cpu()
+    if mark is not None:
+        run.res["s3_window"] = run.rt.figures(mark, run.n)
     w = after[0] - before[0]
     rss = [sum(status_field(q, "VmRSS") for q in trees[p]) for p in pids]
     threads = [sum(status_field(q, "Threads") for q in trees[p]) for p in pids]
@@ -192,9 +198,14 @@ def convergence(run):
         t_stop = now()
         hung.stop()
         cl.wait_all(cl.nodes, absent(hung.name), t_stop, 30 + 10 * run.interval)
+    mark = run.rt.mark()
     joiner = cl.start(run.n + 1)
     worst, own = cl.wait_all(cl.nodes, lists(joiner.name, "true"), joiner.t_exec,
-                             run.rt.start_timeout + 10 * run.interval)
+                             run.rt.start_timeout + 10 * run.interval
+                             + run.rt.registry_period_s)
+    if mark is not None:
+        # Every request from the joiner's exec until all nodes know it.
+        run.res["s3_join"] = run.rt.figures(mark, run.n + 1)
     run.res["convergence_ms"] = ms(worst)
     run.res["convergence_stamped_ms"] = ms(own)
     if joiner.first_status:
@@ -215,7 +226,8 @@ def kill9(run):
     res["kill9_detect_ms"] = ms(worst)
     res["kill9_detect_stamped_ms"] = ms(own)
     if run.rt.expires:
-        worst, _ = cl.wait_all(others, absent(victim.name), t_kill, 30 * run.interval)
+        worst, _ = cl.wait_all(others, absent(victim.name), t_kill,
+                               run.rt.expire_wait_s(run.interval))
         res["kill9_expire_ms"] = ms(worst)
         return
     res["kill9_expire_ms"] = None
@@ -269,12 +281,17 @@ PHASES = [("start", start_nodes), ("steady", steady), ("window", window),
           ("leave", leave)]
 
 
-def scenario(rt, n, opts, reader, base_dir):
-    """Runs every phase for N nodes of one runtime; returns the figures."""
+def scenario(rt, n, opts, reader, base_dir, only=None):
+    """Runs every phase (or the `only` ones named) for N nodes of one
+    runtime; returns the figures."""
     run = Run(rt, n, opts, reader, base_dir)
+    if only is not None:
+        run.res["phases"] = list(only)
     try:
         for name, phase in PHASES:
             if phase is hung_peer and not rt.has_hung_peer:
+                continue
+            if only is not None and name not in only:
                 continue
             log(f"{rt.label} N={n}: {name}")
             try:

@@ -2,8 +2,9 @@
 """Draws the main figures of a benchmark run against N: CPU per node per
 second and per ping, RSS per node, startup, the cores all nodes use, and the
 time until every node knows of one more node, a kill -9 and a graceful
-leave; pulse, Serf, the recipe's Elixir node and the floor, with each
-target (a ratio to one of them) drawn where it lands for pulse.
+leave; pulse (also with peers from S3), Serf, the recipe's Elixir node and
+the floor, with each target (a ratio to one of them) drawn where it lands
+for pulse.
 
     python3 bench/plot.py bench/results.json     # writes bench/results.png
 
@@ -21,6 +22,7 @@ STYLE = {  # runtime -> (label, colour, marker, line style)
     "serf": ("Serf (lan profile)", "#2ca02c", "D", "-"),
     "elixir": ("recipe's Elixir node", "#d62728", "s", "-"),
     "floor": ("floor (bare ping-pong on K = N links)", "#7f7f7f", "^", "--"),
+    "pulse-s3": ("pulse, peers from S3 (registry period 10 s)", "#9467bd", "v", ":"),
 }
 
 PANELS = [  # (title, y label, the table's row drawn, the row whose targets are drawn)

@@ -1,6 +1,7 @@
 """The targets and the printed tables: pulse with its targets, then pulse
-beside Serf, the recipe's Elixir node, pulse with peers from DNS and the
-floor, each with the ratio pulse / other. Every target is such a ratio, to a
+beside Serf, the recipe's Elixir node, pulse with peers from DNS and from
+S3 (with the S3 requests counted) and the floor, each with the ratio
+pulse / other. Every target is such a ratio, to a
 reference measured in the same run; targets are read, never asserted: a
 missed one is marked MISS and listed, nothing more."""
 
@@ -291,11 +292,12 @@ def link_ratios(results, spec):
     the Elixir node's and pulse-dns's at the same N (pulse / other)."""
     getters = {label: g for label, g, _f in spec}
     by = {(r["runtime"], r["n"]): r for r in results}
+    s3_labels = sorted({r["runtime"] for r in results if is_s3(r["runtime"])})
     for r in results:
         if r["runtime"] != "pulse":
             continue
         ratios = {}
-        for ref in ("floor", "serf", "elixir", "pulse-dns"):
+        for ref in ("floor", "serf", "elixir", "pulse-dns", *s3_labels):
             other = by.get((ref, r["n"]))
             if other is None:
                 continue
@@ -304,6 +306,62 @@ def link_ratios(results, spec):
                    if ref != "floor" or label in FLOOR_ROWS}
             ratios[ref] = {k: v for k, v in got.items() if v is not None}
         r["ratios"] = ratios
+
+
+def is_s3(runtime):
+    return runtime.startswith("pulse-s3")
+
+
+def s3_rows():
+    """(label, getter(run), format) of what only the S3 runs have."""
+    def per_min(kind):
+        return lambda r: get(r, "s3_window", "by_kind_per_node_per_min", kind) or (
+            0.0 if get(r, "s3_window") else None)
+
+    return [
+        ("registry period (ms)", lambda r: get(r, "registry_period_ms"), "{:.0f}"),
+        ("TTL (ms)", lambda r: get(r, "ttl_ms"), "{:.0f}"),
+        ("window (s)", lambda r: get(r, "s3_window", "seconds"), "{:.1f}"),
+        ("S3 requests/node/min, steady", lambda r: get(r, "s3_window", "per_node_per_min"),
+         "{:.1f}"),
+        ("  PUT/node/min", per_min("PUT"), "{:.1f}"),
+        ("  LIST/node/min", per_min("LIST"), "{:.1f}"),
+        ("  GET/node/min", per_min("GET"), "{:.1f}"),
+        ("  DELETE, HEAD, other/node/min",
+         lambda r: None if get(r, "s3_window") is None else sum(
+             v for k, v in r["s3_window"]["by_kind_per_node_per_min"].items()
+             if k not in ("PUT", "LIST", "GET")), "{:.1f}"),
+        ("S3 requests/node, start", lambda r: get(r, "s3_start", "per_node"), "{:.1f}"),
+        ("S3 requests, one more node (all)", lambda r: get(r, "s3_join", "requests"),
+         "{:.0f}"),
+        ("store (Garage) cores, steady", lambda r: get(r, "s3_window", "store_cores"),
+         "{:.3f}"),
+        ("store (Garage) RSS (MiB)", lambda r: kib_mib(get(r, "s3_window", "store_rss_kib")),
+         "{:.1f}"),
+    ]
+
+
+def s3_table(s3):
+    """The S3 runs' own figures, one column per run: the requests counted
+    at the proxy in front of Garage (per node per minute over the steady
+    window, by kind), at start and for one more node, and the store's own
+    costs."""
+    cols = sorted(s3.values(), key=lambda r: (r["n"], r.get("registry_period_ms") or 0))
+    spec = s3_rows()
+    heads = [f"{r['runtime']} N={r['n']}" for r in cols]
+    w0 = max(len(x[0]) for x in spec)
+    cells = [[show(g(r), f) for _l, g, f in spec] for r in cols]
+    widths = [max(len(h), *(len(c) for c in col)) for h, col in zip(heads, cells)]
+    out = ["", "S3 requests, counted at a proxy in front of Garage on 127.0.0.1"]
+    hdr = f"{'metric':<{w0}}" + "".join(f"  {h:>{w}}" for h, w in zip(heads, widths))
+    out += [hdr, "-" * len(hdr)]
+    for i, (label, _g, _f) in enumerate(spec):
+        out.append(f"{label:<{w0}}" + "".join(f"  {col[i]:>{w}}"
+                                              for col, w in zip(cells, widths)))
+    for r in cols:
+        errs = get(r, "s3_window", "proxy_errors") or []
+        out += [f"  proxy {r['runtime']} N={r['n']}: {e}" for e in errs[:3]]
+    return out
 
 
 def tight_line(t):
@@ -376,6 +434,18 @@ def render(results, floor_tight, interval_ms, size_info, header):
                             "(--registry dns:NAME, a test DNS server on 127.0.0.1)", pulse, dns,
                             "dns", [s for s in spec if s[0] not in NOT_VS_DNS])
         out += notes(dns, "pulse-dns")
+    s3_all = {}
+    for label in sorted(k for k in runs if is_s3(k)):
+        s3 = runs[label]
+        period = next((r.get("registry_period_ms") for r in s3.values()), None)
+        out += side_by_side("pulse with peers from the registry directory vs from S3 "
+                            f"({label}: --registry s3://..., Garage on 127.0.0.1, registry "
+                            f"period {period} ms)", pulse, s3, label,
+                            [s for s in spec if s[0] not in NOT_VS_DNS])
+        out += notes(s3, label)
+        s3_all.update({(label, n): r for n, r in s3.items()})
+    if s3_all:
+        out += s3_table(s3_all)
     if floor or floor_tight:
         out += side_by_side(f"pulse vs the floor: K links pinged every {interval_ms} ms "
                             "(K = N)", pulse, floor, "floor",

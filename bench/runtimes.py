@@ -13,6 +13,8 @@ import time
 
 from common import COOKIE, FIXTURE, PROCS, BenchError, log, now
 from dns_server import DnsServer
+from garage import BUCKET, Store
+from procfs import cpu_reading, status_field, trees_of
 
 
 class Runtime:
@@ -29,12 +31,30 @@ class Runtime:
     leave_signal = signal.SIGTERM
     left_text = "node {name} left"  # what a leaving node logs
     asks_again = False  # a node's view can also be read another way (disagreeing)
+    # How long the registry may take to show a change (a listing period;
+    # 0: every round looks), added to the waits for joins and leaves.
+    registry_period_s = 0.0
 
     def wait_s(self, what, interval_s):
         """How long to wait until every node knows of a kill -9 ("detect")
         or a graceful leave ("leave")."""
         rounds = {"detect": 10, "leave": 10 if self.removes_record_on_leave else 5}[what]
-        return rounds * interval_s
+        return rounds * interval_s + (self.registry_period_s if what == "leave" else 0)
+
+    def expire_wait_s(self, interval_s):
+        """How long to wait until a killed node has expired everywhere."""
+        return 30 * interval_s
+
+    def window_s(self, opts):
+        return opts.window_s
+
+    def mark(self):
+        """A reading of what the runtime counts besides its nodes (the S3
+        store's requests and CPU), for figures() later; None: nothing."""
+        return None
+
+    def figures(self, mark, nodes):
+        return None
 
     def setup(self, run_dir):
         pass
@@ -122,6 +142,97 @@ class PulseDnsRuntime(PulseRuntime):
         env = {k: v for k, v in os.environ.items() if not k.startswith("PULSE_")}
         env["ERL_EPMD_PORT"] = str(self.epmd_port)
         return PROCS.spawn(argv, stdout=subprocess.PIPE, stderr=stderr, env=env)
+
+
+class PulseS3Runtime(PulseRuntime):
+    """pulse finding its peers in S3 (--registry s3://BUCKET/PREFIX): a
+    Garage server of the run's own on 127.0.0.1 (bench/garage.py), started
+    fresh for each run, with every request counted at a proxy in front of
+    it. Each node lists and writes its object once a registry period, so a
+    join or a leave is seen within a period."""
+
+    has_hung_peer = False  # the hung peer is a record in the directory
+    DEFAULT_PERIOD_MS = 10000  # pulse's default for S3
+
+    def __init__(self, binary, interval_ms, period_ms, garage_bin, octet):
+        super().__init__(binary, interval_ms)
+        self.period_ms = period_ms
+        self.registry_period_s = period_ms / 1000.0
+        # pulse's TTL for S3: 5 intervals, at least 3 registry periods.
+        self.ttl_s = max(5 * interval_ms, 3 * period_ms) / 1000.0
+        self.garage_bin = garage_bin
+        self.octet = octet
+        self.store = None
+        self.label = self.label_for(period_ms)
+
+    @classmethod
+    def label_for(cls, period_ms):
+        """pulse-s3 at the default period, else pulse-s3-<period>s."""
+        if period_ms == cls.DEFAULT_PERIOD_MS:
+            return "pulse-s3"
+        return f"pulse-s3-{period_ms / 1000:g}s"
+
+    def name(self, i):
+        # Apart from the other runs' addresses, in case one lingers.
+        return f"s3n{i}@127.0.{self.octet}.{i + 1}"
+
+    def setup(self, run_dir):
+        self.store = Store(self.garage_bin, run_dir)
+
+    def teardown(self):
+        if self.store is not None:
+            self.store.stop()
+            self.store = None
+
+    def expire_wait_s(self, interval_s):
+        # Expiry waits out the TTL, then a listing shows the object gone.
+        return self.ttl_s + 2 * self.registry_period_s + 10 * interval_s
+
+    def window_s(self, opts):
+        # A node's S3 work comes once a period: the window holds at least 3.
+        return max(opts.window_s, 3 * self.registry_period_s)
+
+    def spawn(self, name, sync_dir, log_file, stderr):
+        argv = [
+            str(self.binary), "--name", name, "--cookie", COOKIE,
+            "--registry", f"s3://{BUCKET}/sync_dir/",
+            "--registry-period", str(self.period_ms),
+            "--log-file", str(log_file), "--interval", str(self.interval_ms),
+            "--epmd", "off",
+        ]
+        # Only the run's own store and key: no AWS variable of the caller's
+        # (a profile, a real endpoint) reaches a node.
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("PULSE_", "AWS_"))}
+        env.update(self.store.vars())
+        return PROCS.spawn(argv, stdout=subprocess.PIPE, stderr=stderr, env=env)
+
+    def mark(self):
+        pid = self.store.garage.proc.pid
+        return {"t": now(), "requests": self.store.proxy.snapshot(),
+                "cpu": cpu_reading(trees_of([pid]))[1][pid]}
+
+    def figures(self, mark, nodes):
+        """The store's requests since the mark (by kind, per node and per
+        node per minute over `nodes` nodes) and Garage's CPU and RSS."""
+        end = self.mark()
+        secs = end["t"] - mark["t"]
+        kinds = sorted(set(end["requests"]) | set(mark["requests"]))
+        by_kind = {k: end["requests"].get(k, 0) - mark["requests"].get(k, 0) for k in kinds}
+        total = sum(by_kind.values())
+        pid = self.store.garage.proc.pid
+        return {
+            "seconds": secs,
+            "nodes": nodes,
+            "requests": total,
+            "by_kind": by_kind,
+            "per_node": total / nodes,
+            "per_node_per_min": total / nodes / (secs / 60.0),
+            "by_kind_per_node_per_min": {k: v / nodes / (secs / 60.0)
+                                         for k, v in by_kind.items()},
+            "store_cores": (end["cpu"][2] - mark["cpu"][2]) / 1e9 / secs,
+            "store_rss_kib": status_field(pid, "VmRSS"),
+            "proxy_errors": list(self.store.proxy.errors),
+        }
 
 
 class ElixirRuntime(Runtime):
