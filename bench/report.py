@@ -346,7 +346,8 @@ def s3_table(s3):
     at the proxy in front of Garage (per node per minute over the steady
     window, by kind), at start and for one more node, and the store's own
     costs."""
-    cols = sorted(s3.values(), key=lambda r: (r["n"], r.get("registry_period_ms") or 0))
+    # The default period first at each N, then the shorter ones.
+    cols = sorted(s3.values(), key=lambda r: (r["n"], -(r.get("registry_period_ms") or 0)))
     spec = s3_rows()
     heads = [f"{r['runtime']} N={r['n']}" for r in cols]
     w0 = max(len(x[0]) for x in spec)
@@ -438,10 +439,12 @@ def render(results, floor_tight, interval_ms, size_info, header):
     for label in sorted(k for k in runs if is_s3(k)):
         s3 = runs[label]
         period = next((r.get("registry_period_ms") for r in s3.values()), None)
+        # Only the rows an S3 run has (a smoke run stops after the window).
+        measured = [x for x in spec if x[0] not in NOT_VS_DNS
+                    and any(x[1](r) is not None for r in s3.values())]
         out += side_by_side("pulse with peers from the registry directory vs from S3 "
                             f"({label}: --registry s3://..., Garage on 127.0.0.1, registry "
-                            f"period {period} ms)", pulse, s3, label,
-                            [s for s in spec if s[0] not in NOT_VS_DNS])
+                            f"period {period} ms)", pulse, s3, label, measured)
         out += notes(s3, label)
         s3_all.update({(label, n): r for n, r in s3.items()})
     if s3_all:
