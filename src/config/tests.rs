@@ -2,6 +2,8 @@
 
 use super::*;
 use std::collections::HashMap;
+use std::ffi::OsString;
+use std::fs;
 
 fn parse_with(args: &[&str], env: &[(&str, &str)]) -> Result<Args, String> {
     let env: HashMap<String, String> = env

@@ -18,7 +18,8 @@ use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
-use super::{MAX_RECORD, Record, open_untrusted, shared};
+use super::entry::open_untrusted;
+use super::{MAX_RECORD, Record, shared};
 
 /// How long a claim waits for another node's claim in the same directory
 /// (which may be judging a holder by pinging it).

@@ -1,6 +1,9 @@
 //! Tests of the registry scan and of our own entry.
 
 use super::own::{Beat, ClaimError, OwnEntry};
+use std::time::Duration;
+
+use super::entry::mix_version;
 use super::*;
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;

@@ -17,30 +17,29 @@
 //! timeout): a dial still under way then is the member's outcome for the
 //! round, so a hung peer never holds up the status line.
 
+mod dial;
+mod round;
+#[cfg(test)]
+mod tests;
+
 use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::thread;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, select};
 use log::warn;
 
-use crate::erlang::handshake::HandshakeError;
-use crate::erlang::link::{self, DialError, Link};
-use crate::erlang::message::{self, CallTemplate, Incoming};
-use crate::erlang::term::{Pid, Term};
-use crate::erlang::{Identity, Phase, epmd};
+use crate::erlang::link::Link;
+use crate::erlang::message::{self, CallTemplate};
+use crate::erlang::term::Pid;
+use crate::erlang::{Identity, Phase};
 use crate::links::{LinkEvent, Links};
 use crate::membership::{Outcome, Reason};
 use crate::name::NodeName;
 use crate::registry::Target;
-
-/// Most dials under way at once; beyond it a member waits for the next round.
-const MAX_DIALS: usize = 256;
-
-/// Stack of a dial thread: a handshake and an EPMD lookup need little.
-const DIAL_STACK: usize = 128 * 1024;
+use dial::{Backoff, DialDone, FIRST_BACKOFF};
+pub(crate) use dial::{MAX_BACKOFF, open};
+use round::Round;
 
 /// Pings in a row a link may leave unanswered before it is closed (and the
 /// next round dials afresh), if the peer has also sent nothing at all for
@@ -48,40 +47,6 @@ const DIAL_STACK: usize = 128 * 1024;
 const MAX_MISSED_REPLIES: u32 = 3;
 /// See [`MAX_MISSED_REPLIES`].
 const SILENT_FOR: Duration = Duration::from_secs(1);
-
-/// The least time a dial is given, whatever the round's timeout: a dial may
-/// finish after the round that started it, and its link then serves the
-/// next round (at a 10 ms interval a handshake under load can take longer
-/// than the 5 ms a round waits).
-const MIN_DIAL_TIME: Duration = Duration::from_secs(1);
-
-/// The first wait before a member whose dial timed out is dialled again.
-const FIRST_BACKOFF: Duration = Duration::from_secs(1);
-/// The longest such wait.
-pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(16);
-
-struct DialDone {
-    target: Target,
-    result: Result<Arc<Link>, Reason>,
-    /// It failed at its deadline: whatever the phase (the EPMD lookup
-    /// too), the peer hangs, and is backed off.
-    ran_out: bool,
-}
-
-/// A member whose dial timed out, and when it may be dialled again.
-struct Backoff {
-    target: Target,
-    until: Instant,
-    wait: Duration,
-    reason: Reason,
-}
-
-/// A ping written and not yet answered.
-struct Waiting {
-    link: Arc<Link>,
-    reference: u64,
-    sent: Instant,
-}
 
 /// What the prober keeps of one member from round to round.
 struct Member {
@@ -146,52 +111,6 @@ pub(crate) enum LinkNews {
     /// A peer opened a link to us and passed the handshake: if it is not a
     /// member yet, it has just started.
     Up(NodeName),
-}
-
-/// One round's progress, by the target's position in the round's targets.
-struct Round {
-    outcomes: Vec<Option<Outcome>>,
-    waiting: Vec<Option<Waiting>>,
-    /// How many entries of `waiting` are set.
-    unanswered: usize,
-    /// Which targets this round started a dial for: only those dials are
-    /// waited for, and briefly.
-    dialed: Vec<bool>,
-}
-
-impl Round {
-    fn new(targets: usize) -> Round {
-        Round {
-            outcomes: (0..targets).map(|_| None).collect(),
-            waiting: (0..targets).map(|_| None).collect(),
-            unanswered: 0,
-            dialed: vec![false; targets],
-        }
-    }
-
-    fn settle(&mut self, i: usize, outcome: Outcome) {
-        self.outcomes[i] = Some(outcome);
-    }
-
-    fn wait(&mut self, i: usize, waiting: Waiting) {
-        if self.waiting[i].replace(waiting).is_none() {
-            self.unanswered += 1;
-        }
-    }
-
-    fn take_waiting(&mut self, i: usize) -> Option<Waiting> {
-        let waiting = self.waiting[i].take();
-        if waiting.is_some() {
-            self.unanswered -= 1;
-        }
-        waiting
-    }
-}
-
-/// Where the member `name` is among `targets`. Used only for what the
-/// round hears by name (a dial's end, a link's event), which is rare.
-fn position(targets: &[Target], name: &str) -> Option<usize> {
-    targets.iter().position(|t| t.name.as_str() == name)
 }
 
 impl Prober {
@@ -495,310 +414,9 @@ impl Prober {
         self.links_version = Some(version);
     }
 
-    /// Writes the round's ping to target `i`, `t`, on `link`; a link that
-    /// fails the write is dropped and the member dialled again.
-    fn ping(
-        &mut self,
-        i: usize,
-        t: &Target,
-        link: &Arc<Link>,
-        round: &mut Round,
-        timeout: Duration,
-    ) {
-        self.next_ref += 1;
-        let reference = self.next_ref;
-        let template = &mut self.members[i].template;
-        template.call(reference);
-        self.links.await_reply();
-        link.expect(template.yes_reply(), self.reply_round);
-        let sent = Instant::now();
-        match link.send(template.frame()) {
-            Ok(()) => {
-                let waiting = Waiting {
-                    link: link.clone(),
-                    reference,
-                    sent,
-                };
-                round.wait(i, waiting);
-            }
-            Err(_) => {
-                link.forget_reply();
-                self.links.reply_came(self.reply_round);
-                self.links.drop_link(t.name.as_str(), link.id);
-                self.dial(i, t, timeout, round);
-            }
-        }
-    }
-
-    /// Takes the replies the links' readers have noted.
-    fn collect(&mut self, round: &mut Round) {
-        if round.unanswered == 0 {
-            return;
-        }
-        for i in 0..round.waiting.len() {
-            let Some(at) = round.waiting[i].as_ref().and_then(|w| w.link.answered()) else {
-                continue;
-            };
-            if let Some(waiting) = round.take_waiting(i) {
-                self.members[i].missed = None;
-                let rtt = at.saturating_duration_since(waiting.sent);
-                round.settle(i, Outcome::Alive(rtt));
-            }
-        }
-    }
-
-    /// Starts a dial thread for target `i`, `t`, unless one is on it
-    /// already or its backoff runs; in that case the last dial's failure is
-    /// its outcome.
-    fn dial(&mut self, i: usize, t: &Target, timeout: Duration, round: &mut Round) {
-        if self.dialing.contains(&t.name) {
-            return;
-        }
-        if let Some(b) = self.backoff.get(&t.name) {
-            if Instant::now() < b.until {
-                round.settle(i, Outcome::Down(b.reason.clone()));
-                return;
-            }
-        }
-        if self.dialing.len() >= MAX_DIALS {
-            round.settle(i, Outcome::Down(Reason::Timeout(Phase::Connect)));
-            return;
-        }
-        let (links, done, target) = (self.links.clone(), self.done_tx.clone(), t.clone());
-        let epmd_port = self.epmd_port;
-        let deadline = Instant::now() + timeout.max(MIN_DIAL_TIME);
-        let spawned = thread::Builder::new()
-            .name("pulse-dial".into())
-            .stack_size(DIAL_STACK)
-            .spawn(move || {
-                let result = open_link(&links, epmd_port, &target, deadline);
-                let ran_out = result.is_err() && Instant::now() >= deadline;
-                let _ = done.send(DialDone {
-                    target,
-                    result,
-                    ran_out,
-                });
-            });
-        match spawned {
-            // Detached: it ends by its deadline and reports on `done`.
-            Ok(_) => {
-                self.dialing.insert(t.name.clone());
-                round.dialed[i] = true;
-            }
-            Err(e) => {
-                let why = Reason::Failed(format!("cannot start a dial thread: {e}"));
-                round.settle(i, Outcome::Down(why));
-            }
-        }
-    }
-
-    /// Keeps a finished dial's failure, and its member's backoff.
-    fn note_dial(&mut self, done: &DialDone) {
-        if let Some(m) = self.members.iter_mut().find(|m| m.name == done.target.name) {
-            m.dial_failed = done.result.as_ref().err().cloned();
-        }
-        match &done.result {
-            Err(reason) if done.ran_out || matches!(reason, Reason::Timeout(_)) => {
-                let wait = self
-                    .backoff
-                    .get(&done.target.name)
-                    .filter(|b| b.target == done.target)
-                    .map_or(FIRST_BACKOFF, |b| (b.wait * 2).min(MAX_BACKOFF));
-                let backoff = Backoff {
-                    target: done.target.clone(),
-                    until: Instant::now() + wait,
-                    wait,
-                    reason: reason.clone(),
-                };
-                self.backoff.insert(done.target.name.clone(), backoff);
-            }
-            _ => {
-                self.backoff.remove(&done.target.name);
-            }
-        }
-    }
-
-    /// A dial finished during the round: its link gets the ping at once.
-    fn take_dial(
-        &mut self,
-        done: DialDone,
-        targets: &[Target],
-        round: &mut Round,
-        timeout: Duration,
-        deadline: Instant,
-    ) {
-        self.dialing.remove(&done.target.name);
-        self.note_dial(&done);
-        let Some(i) = position(targets, done.target.name.as_str()) else {
-            return;
-        };
-        let t = &targets[i];
-        let settled = round.outcomes[i].is_some() || round.waiting[i].is_some();
-        if *t != done.target || settled {
-            return;
-        }
-        match done.result {
-            Ok(link) if Instant::now() < deadline => self.ping(i, t, &link, round, timeout),
-            Ok(_) => {}
-            Err(reason) => round.settle(i, Outcome::Down(reason)),
-        }
-    }
-
-    /// A reply, a link's end, or a new link, during the round.
-    fn take_event(
-        &mut self,
-        event: LinkEvent,
-        targets: &[Target],
-        round: &mut Round,
-        timeout: Duration,
-    ) {
-        match event {
-            // News for the round thread once the round is over.
-            LinkEvent::Up { peer } => {
-                if let Ok(name) = peer.parse() {
-                    self.meanwhile.push(LinkNews::Up(name));
-                }
-            }
-            // The usual reply is taken by the link's reader; this is any
-            // other form of it, decoded.
-            LinkEvent::Frame { peer, frame, .. } => {
-                let Some(i) = position(targets, &peer) else {
-                    return;
-                };
-                let Some(waiting) = &round.waiting[i] else {
-                    return;
-                };
-                if let Some(answer) = self.decode_reply(&frame, waiting.reference) {
-                    if let Some(waiting) = round.take_waiting(i) {
-                        waiting.link.forget_reply();
-                        self.links.reply_came(self.reply_round);
-                        self.members[i].missed = None;
-                        let outcome = match answer {
-                            Ok(()) => Outcome::Alive(waiting.sent.elapsed()),
-                            Err(reason) => Outcome::Down(reason),
-                        };
-                        round.settle(i, outcome);
-                    }
-                }
-            }
-            // A link that broke under a ping (its node restarted, or died)
-            // is opened again in the same round: the dial's outcome is the
-            // round's, so a restarted node stays true and a dead one shows
-            // why (refused, say).
-            LinkEvent::Closed { peer, link, why } => {
-                let ours = position(targets, &peer).filter(|&i| {
-                    round.waiting[i]
-                        .as_ref()
-                        .is_some_and(|waiting| waiting.link.id == link)
-                });
-                let Some(i) = ours else {
-                    // Not under a ping of this round: news for the round
-                    // thread once the round is over.
-                    if let Ok(name) = peer.parse() {
-                        self.meanwhile.push(LinkNews::Closed(name, why));
-                    }
-                    return;
-                };
-                if let Some(waiting) = round.take_waiting(i) {
-                    waiting.link.forget_reply();
-                    self.links.reply_came(self.reply_round);
-                    self.dial(i, &targets[i], timeout, round);
-                }
-            }
-        }
-    }
-
-    /// A reply to call `reference` in any form, decoded; `None` for
-    /// anything else (a late reply to an earlier round, a message we
-    /// ignore).
-    fn decode_reply(&self, frame: &[u8], reference: u64) -> Option<Result<(), Reason>> {
-        let Incoming::Reply {
-            reference: r,
-            value,
-        } = message::parse(frame)
-        else {
-            return None;
-        };
-        if r != message::our_ref(&self.me.name, self.me.creation, reference) {
-            return None;
-        }
-        Some(if value == Term::atom("yes") {
-            Ok(())
-        } else {
-            Err(Reason::Failed(format!("answered {value:?}")))
-        })
-    }
-
     /// Closes every link in the table (the listener's too). Dials under way
     /// are not waited for.
     pub(crate) fn close(self) {
         self.links.close_all();
     }
 }
-
-/// Opens a link to a target through the table, asking EPMD for the port
-/// when the record has none.
-fn open_link(
-    links: &Arc<Links>,
-    epmd_port: u16,
-    target: &Target,
-    deadline: Instant,
-) -> Result<Arc<Link>, Reason> {
-    let addr = address(target, epmd_port, deadline)?;
-    links
-        .dial(addr, target.name.as_str(), deadline)
-        .map_err(dial_reason)
-}
-
-/// Where a target listens: its record's address, or EPMD's answer.
-fn address(target: &Target, epmd_port: u16, deadline: Instant) -> Result<SocketAddr, Reason> {
-    match target.addr {
-        Some(addr) => Ok(addr),
-        None => epmd_lookup(&target.name, epmd_port, deadline),
-    }
-}
-
-fn dial_reason(e: DialError) -> Reason {
-    match e {
-        DialError::Refused => Reason::Refused,
-        DialError::Timeout(phase) => Reason::Timeout(phase),
-        DialError::Handshake(HandshakeError::BadCookie(_)) => Reason::BadCookie,
-        DialError::Handshake(HandshakeError::NameMismatch { got }) => Reason::NameMismatch(got),
-        DialError::Handshake(other) => Reason::Failed(other.to_string()),
-        DialError::Io(e) => Reason::Failed(e.to_string()),
-    }
-}
-
-/// Opens a link to a target outside any table (to see whether a node
-/// answers under a name), asking EPMD for the port when the record has none.
-pub(crate) fn open(
-    me: &Identity,
-    epmd_port: u16,
-    target: &Target,
-    deadline: Instant,
-) -> Result<Link, Reason> {
-    let addr = address(target, epmd_port, deadline)?;
-    link::dial(addr, me, target.name.as_str(), deadline, || true).map_err(dial_reason)
-}
-
-fn epmd_lookup(name: &NodeName, epmd_port: u16, deadline: Instant) -> Result<SocketAddr, Reason> {
-    let left = || {
-        deadline
-            .saturating_duration_since(Instant::now())
-            .max(Duration::from_millis(1))
-    };
-    let ip = crate::name::resolve_host(name.host(), left())
-        .map_err(|e| Reason::NoAddress(format!("no port in its record and {e}")))?;
-    let left = left();
-    match epmd::port_please(SocketAddr::new(ip, epmd_port), name.alive(), left) {
-        Ok(Some(port)) => Ok(SocketAddr::new(ip, port)),
-        Ok(None) => Err(Reason::NoAddress("not registered in EPMD".into())),
-        Err(e) => Err(Reason::NoAddress(format!(
-            "no port in its record and no EPMD: {e}"
-        ))),
-    }
-}
-
-#[cfg(test)]
-#[path = "probe_tests.rs"]
-mod tests;
