@@ -18,7 +18,9 @@ mod config;
 mod deadline;
 mod decimal;
 mod discovery;
+mod dns;
 mod erlang;
+mod error;
 mod fds;
 mod json;
 mod limiter;
@@ -40,11 +42,12 @@ mod status;
 mod watch;
 
 // The embedding API.
-pub use config::{Config, ConfigError, EpmdMode};
-pub use discovery::DnsName;
+pub use config::{Config, ConfigError, DnsName, EpmdMode};
+pub use error::Error;
 pub use membership::{Event, Reason};
 pub use name::NodeName;
-pub use node::{Error, Member, Node};
+pub use node::Node;
+pub use rounds::Member;
 
 /// For the `pulse` binary and the integration tests, not a stable API: what
 /// they need of the crate's insides, in one place.
@@ -53,7 +56,7 @@ pub mod internals {
     // main.rs: the command line, its help text and the default log file.
     pub use crate::config::{Args, Command, DEFAULT_LOG_FILE, USAGE, parse};
     // tests/dns.rs: the resolver against real name servers.
-    pub use crate::discovery::dns::{LookupError, lookup};
+    pub use crate::dns::{LookupError, lookup};
     // tests/embed.rs and tests/epmd.rs: EPMD's client and responder.
     pub use crate::erlang::epmd::{RegisterError, Responder, port_please, register};
     // main.rs (`raise_for`) and tests/halfopen.rs (`raise_limit`).

@@ -13,8 +13,6 @@
 //! the first failure, so whatever was started is dropped, and stops, with
 //! no rollback written by hand.
 
-use std::fmt;
-use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
@@ -26,63 +24,19 @@ use log::info;
 use crate::config::{Config, EpmdMode};
 use crate::discovery;
 use crate::erlang::{Identity, epmd};
+use crate::error::Error;
 use crate::links::Links;
 use crate::listener::Listener;
 use crate::membership::{Event, Membership};
-use crate::name::NodeName;
 use crate::probe::Prober;
 use crate::registration::Registrar;
 use crate::report::Reporter;
-use crate::rounds::{Members, Rounds};
+use crate::rounds::{Member, Members, Rounds};
 use crate::sources;
-
-/// Why a node could not start.
-#[derive(Debug)]
-pub enum Error {
-    /// The distribution port could not be bound.
-    Bind(SocketAddr, io::Error),
-    /// A live node holds our name (why we think so).
-    Taken(NodeName, String),
-    /// Our entry could not be written.
-    Registry(io::Error),
-    /// A thread could not be started.
-    Thread(io::Error),
-    /// EPMD already knows our name, or cannot be served.
-    Epmd(String),
-    /// No name server to ask.
-    Dns(String),
-    /// The S3 registry cannot be used as configured (what to fix).
-    S3(String),
-}
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Error::Bind(addr, e) => write!(f, "cannot listen on {addr}: {e}"),
-            Error::Taken(name, why) => write!(f, "the name {name} is taken: {why}"),
-            Error::Registry(e) => write!(f, "cannot write to the registry: {e}"),
-            Error::Thread(e) => write!(f, "cannot start a thread: {e}"),
-            Error::Epmd(why) => write!(f, "epmd: {why}"),
-            Error::Dns(why) => write!(f, "dns: {why}"),
-            Error::S3(why) => write!(f, "{why}"),
-        }
-    }
-}
-
-impl std::error::Error for Error {}
 
 /// How many membership events wait for an embedder that is not reading
 /// them; past that, new ones are dropped for it (the log keeps them all).
 const EVENTS_KEPT: usize = 1024;
-
-/// One member as the latest round saw it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Member {
-    /// Its node name.
-    pub name: NodeName,
-    /// Whether it answered the latest round's ping.
-    pub alive: bool,
-}
 
 /// A running node. Dropping it stops it as [`Node::shutdown`] does, but
 /// without the DNS mode's linger.

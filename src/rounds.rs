@@ -14,11 +14,19 @@ use crossbeam_channel::{Receiver, select};
 use crate::config::Config;
 use crate::membership::{Event, Membership, Outcome, Reason};
 use crate::name::NodeName;
-use crate::node::Member;
 use crate::probe::{LinkNews, Prober};
 use crate::registry::{Record, Target};
 use crate::report::{self, Report, Reporter};
 use crate::sources::{Entry, PeerSource};
+
+/// One member as the latest round saw it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Member {
+    /// Its node name.
+    pub name: NodeName,
+    /// Whether it answered the latest round's ping.
+    pub alive: bool,
+}
 
 /// The round thread's state.
 pub(crate) struct Rounds {

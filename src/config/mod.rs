@@ -15,7 +15,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::discovery::DnsName;
 use crate::name::NodeName;
 use crate::s3;
 
@@ -56,6 +55,50 @@ impl std::str::FromStr for EpmdMode {
             "off" => Ok(EpmdMode::Off),
             _ => Err(format!("expected auto, serve or off, got '{s}'")),
         }
+    }
+}
+
+/// The `dns:NAME[:PORT]` form of `--registry`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DnsName {
+    /// The name whose A/AAAA records are the candidates.
+    pub name: String,
+    /// The distribution port every node listens on, when fixed.
+    pub port: Option<u16>,
+}
+
+impl std::fmt::Display for DnsName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.port {
+            Some(port) => write!(f, "dns:{}:{port}", self.name),
+            None => write!(f, "dns:{}", self.name),
+        }
+    }
+}
+
+impl std::str::FromStr for DnsName {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (name, port) = match s.rsplit_once(':') {
+            Some((name, port)) => {
+                let port: u16 = port
+                    .parse()
+                    .ok()
+                    .filter(|p| *p != 0)
+                    .ok_or_else(|| format!("bad port '{port}' in 'dns:{s}'"))?;
+                (name, Some(port))
+            }
+            None => (s, None),
+        };
+        let plain = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.';
+        if name.is_empty() || name.len() > 253 || !name.chars().all(plain) {
+            return Err(format!("'dns:{s}': expected dns:NAME or dns:NAME:PORT"));
+        }
+        Ok(DnsName {
+            name: name.to_string(),
+            port,
+        })
     }
 }
 

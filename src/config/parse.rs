@@ -6,8 +6,9 @@ use std::ffi::OsString;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
-use super::{DEFAULT_S3_PERIOD_MS, DEFAULT_S3_PREFIX, EpmdMode, MAX_INTERVAL_MS, MIN_INTERVAL_MS};
-use crate::discovery::DnsName;
+use super::{
+    DEFAULT_S3_PERIOD_MS, DEFAULT_S3_PREFIX, DnsName, EpmdMode, MAX_INTERVAL_MS, MIN_INTERVAL_MS,
+};
 use crate::s3;
 /// The usage text for `--help`.
 pub const USAGE: &str = "\

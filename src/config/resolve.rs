@@ -27,7 +27,7 @@ impl Args {
         };
         let ip = match (self.ip, &host) {
             (Some(ip), _) => ip,
-            (None, Some(h)) => match name::resolve_host(h, RESOLVE_TIMEOUT) {
+            (None, Some(h)) => match crate::dns::resolve_host(h, RESOLVE_TIMEOUT) {
                 Ok(ip) => ip,
                 Err(e) if self.sname.is_some() => {
                     return Err(format!("--sname: {e}; give --ip or --name"));

@@ -316,3 +316,17 @@ fn an_s3_registry_has_its_own_period() {
         assert!(err.contains(want), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn dns_names_with_and_without_a_port() {
+    let n: DnsName = "tasks.pulse".parse().expect("valid");
+    assert_eq!((n.name.as_str(), n.port), ("tasks.pulse", None));
+    let n: DnsName = "pulse.default.svc.cluster.local:9100"
+        .parse()
+        .expect("valid");
+    assert_eq!(n.port, Some(9100));
+    assert_eq!(n.to_string(), "dns:pulse.default.svc.cluster.local:9100");
+    for bad in ["", "a b", "x:0", "x:port", "x:70000", "a/b"] {
+        assert!(bad.parse::<DnsName>().is_err(), "{bad}");
+    }
+}

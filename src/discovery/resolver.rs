@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use log::{debug, info, warn};
 
-use super::dns::{self, LookupError, ResolvConf};
+use crate::dns::{self, ResolvConf};
 use crate::erlang::Identity;
 use crate::erlang::epmd::names as epmd_names;
 use crate::erlang::handshake::HandshakeError;
@@ -177,7 +177,7 @@ impl State {
     /// interval (the rest wait for the next lookup) and never past a stop.
     fn lookup(&mut self) {
         let deadline = Instant::now() + self.settings.timeout;
-        let ips = match resolve(&self.settings.resolv, &self.settings.name, deadline) {
+        let ips = match dns::resolve(&self.settings.resolv, &self.settings.name, deadline) {
             Ok(ips) => ips,
             Err(e) => {
                 if !self.failing {
@@ -296,34 +296,6 @@ impl Settings {
     fn ttl_hint(&self) -> Duration {
         self.interval * 10
     }
-}
-
-/// Looks `name` up on each server for each search-domain form, until one
-/// gives addresses.
-pub(crate) fn resolve(
-    resolv: &ResolvConf,
-    name: &str,
-    deadline: Instant,
-) -> Result<Vec<IpAddr>, LookupError> {
-    let mut last = LookupError::Server("no name server".into());
-    for candidate in resolv.candidates(name) {
-        for server in &resolv.servers {
-            match dns::lookup(*server, &candidate, deadline) {
-                Ok(ips) if !ips.is_empty() => return Ok(ips),
-                Ok(_) => last = LookupError::NotFound,
-                Err(LookupError::NotFound) => {
-                    last = LookupError::NotFound;
-                    // Every server knows the same names: try the next form.
-                    break;
-                }
-                Err(e) => last = e,
-            }
-            if Instant::now() >= deadline {
-                return Err(last);
-            }
-        }
-    }
-    Err(last)
 }
 
 /// The nodes at `ip`: from its EPMD, or with a fixed `port` from a handshake

@@ -200,7 +200,7 @@ fn epmd_lookup(name: &NodeName, epmd_port: u16, deadline: Instant) -> Result<Soc
             .saturating_duration_since(Instant::now())
             .max(Duration::from_millis(1))
     };
-    let ip = crate::name::resolve_host(name.host(), left())
+    let ip = crate::dns::resolve_host(name.host(), left())
         .map_err(|e| Reason::NoAddress(format!("no port in its record and {e}")))?;
     let left = left();
     match epmd::port_please(SocketAddr::new(ip, epmd_port), name.alive(), left) {

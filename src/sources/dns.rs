@@ -17,13 +17,13 @@ use std::time::SystemTime;
 use log::warn;
 
 use super::{Candidates, Entry, PeerSource};
-use crate::config::{Config, EpmdMode};
+use crate::config::{Config, DnsName, EpmdMode};
 use crate::discovery::resolver::{self, Found, Resolver};
-use crate::discovery::{DnsName, unpinged};
+use crate::discovery::unpinged;
 use crate::erlang::Identity;
+use crate::error::Error;
 use crate::membership::Outcome;
 use crate::name::NodeName;
-use crate::node::Error;
 use crate::registry::{self, Record};
 
 /// The members found through DNS, with the thread that finds them.

@@ -26,9 +26,9 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use crate::erlang::Identity;
+use crate::error::Error;
 use crate::membership::Outcome;
 use crate::name::NodeName;
-use crate::node::Error;
 use crate::registry::Record;
 
 /// What a round asks of wherever its peers come from.

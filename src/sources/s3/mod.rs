@@ -28,9 +28,9 @@ use crossbeam_channel::Sender;
 use super::{Candidates, Entry, PeerSource};
 use crate::config::Config;
 use crate::decimal::Fixed;
+use crate::error::Error;
 use crate::membership::Outcome;
 use crate::name::NodeName;
-use crate::node::Error;
 use crate::registry::{self, Record};
 use crate::s3::{Client, Got, Location, Settings};
 

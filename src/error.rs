@@ -1,0 +1,44 @@
+//! Why a node could not start: one type for every part [`crate::Node::start`]
+//! starts (the listener, EPMD, the peer source, the round thread), so that
+//! each part returns it without knowing the node that wires them.
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+
+use crate::name::NodeName;
+
+/// Why a node could not start.
+#[derive(Debug)]
+pub enum Error {
+    /// The distribution port could not be bound.
+    Bind(SocketAddr, io::Error),
+    /// A live node holds our name (why we think so).
+    Taken(NodeName, String),
+    /// Our entry could not be written.
+    Registry(io::Error),
+    /// A thread could not be started.
+    Thread(io::Error),
+    /// EPMD already knows our name, or cannot be served.
+    Epmd(String),
+    /// No name server to ask.
+    Dns(String),
+    /// The S3 registry cannot be used as configured (what to fix).
+    S3(String),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Bind(addr, e) => write!(f, "cannot listen on {addr}: {e}"),
+            Error::Taken(name, why) => write!(f, "the name {name} is taken: {why}"),
+            Error::Registry(e) => write!(f, "cannot write to the registry: {e}"),
+            Error::Thread(e) => write!(f, "cannot start a thread: {e}"),
+            Error::Epmd(why) => write!(f, "epmd: {why}"),
+            Error::Dns(why) => write!(f, "dns: {why}"),
+            Error::S3(why) => write!(f, "{why}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
