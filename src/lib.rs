@@ -13,33 +13,22 @@
 // Every module is private to the crate: the public surface is the embedding
 // API re-exported below, and the hidden `internals` for the binary and the
 // integration tests. `unreachable_pub` (Cargo.toml) keeps it that way.
-mod acceptor;
+mod cli;
 mod config;
-mod deadline;
 mod decimal;
 mod discovery;
 mod dns;
 mod erlang;
 mod error;
-mod fds;
-mod json;
-mod limiter;
-mod links;
-mod listener;
 mod logging;
 mod membership;
 mod name;
 mod node;
-mod probe;
-mod registration;
+mod peers;
 mod registry;
-mod report;
-mod rounds;
 mod s3;
-mod sched;
 mod sources;
-mod status;
-mod watch;
+mod sys;
 
 // The embedding API.
 pub use config::{Config, ConfigError, DnsName, EpmdMode};
@@ -47,7 +36,7 @@ pub use error::Error;
 pub use membership::{Event, Reason};
 pub use name::NodeName;
 pub use node::Node;
-pub use rounds::Member;
+pub use node::rounds::Member;
 
 /// For the `pulse` binary and the integration tests, not a stable API: what
 /// they need of the crate's insides, in one place.
@@ -60,17 +49,17 @@ pub mod internals {
     // tests/embed.rs and tests/epmd.rs: EPMD's client and responder.
     pub use crate::erlang::epmd::{RegisterError, Responder, port_please, register};
     // main.rs (`raise_for`) and tests/halfopen.rs (`raise_limit`).
-    pub use crate::fds::{raise_for, raise_limit};
+    pub use crate::sys::fds::{raise_for, raise_limit};
     // tests/watch.rs: the JSON string escaping.
-    pub use crate::json::string as json_string;
+    pub use crate::cli::json::string as json_string;
     // main.rs: how many inbound links the descriptor limit must allow.
-    pub use crate::listener::MAX_INBOUND;
+    pub use crate::peers::listener::MAX_INBOUND;
     // main.rs: the log backend, started and drained.
     pub use crate::logging::{LogError, finish as finish_logging, init as init_logging};
     // main.rs: SCHED_BATCH for the node's threads.
-    pub use crate::sched::batch;
+    pub use crate::sys::sched::batch;
     // main.rs: `pulse status` and `pulse health`.
-    pub use crate::status::{health, status};
+    pub use crate::cli::status::{health, status};
     // main.rs: `pulse watch`.
-    pub use crate::watch::{Options as WatchOptions, watch};
+    pub use crate::cli::watch::{Options as WatchOptions, watch};
 }

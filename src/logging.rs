@@ -36,9 +36,9 @@ use file::{LogFile, Note};
 /// bytes each), so this allows some two thousand nodes.
 pub(crate) const MAX_MESSAGE: usize = 64 * 1024;
 
-/// The target of the reporter's records (`src/report.rs`): the status and
+/// The target of the reporter's records (`node::report`): the status and
 /// event lines, which go to stdout. Every other record is a diagnostic.
-pub(crate) const REPORTER: &str = "pulse::report";
+pub(crate) const REPORTER: &str = "pulse::node::report";
 
 /// The local time zone, found once while the process has one thread (the
 /// only time it can be known safely); UTC when it cannot.

@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use simple_dns::{RCODE, TYPE};
 
-use crate::deadline::{self, Deadlined, is_timeout};
+use crate::sys::deadline::{self, Deadlined, is_timeout};
 
 use super::message;
 

@@ -13,12 +13,12 @@ use std::time::{Duration, Instant, SystemTime};
 use super::{Candidates, Entry, PeerSource};
 use crate::config::Config;
 use crate::decimal::Fixed;
+use crate::erlang::epmd::registration::EPMD_TIMEOUT;
 use crate::erlang::{Identity, epmd};
 use crate::error::Error;
 use crate::membership::{Outcome, Reason};
 use crate::name::NodeName;
-use crate::probe;
-use crate::registration::EPMD_TIMEOUT;
+use crate::peers::probe;
 use crate::registry::own::{Beat, ClaimError, Holder, OwnEntry};
 use crate::registry::{Record, Registry};
 

@@ -18,12 +18,13 @@
 //! Requests and replies alike are read by one function, `read_message`: the
 //! bytes that have come are parsed with the wire's one byte cursor until the
 //! message is whole, never assuming that one `read` returns one message.
-//! Every socket operation has a deadline (`crate::deadline`), and malformed
+//! Every socket operation has a deadline (`crate::sys::deadline`), and malformed
 //! or truncated replies are reported as [`io::ErrorKind::InvalidData`], never
 //! as a panic.
 
 mod client;
 pub(crate) mod names;
+pub(crate) mod registration;
 mod responder;
 #[cfg(test)]
 mod tests;
@@ -37,7 +38,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use super::cursor::Cursor;
-use crate::deadline::{self, Deadlined, is_timeout};
+use crate::sys::deadline::{self, Deadlined, is_timeout};
 
 /// Default EPMD port.
 pub(crate) const DEFAULT_PORT: u16 = 4369;

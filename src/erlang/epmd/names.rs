@@ -12,7 +12,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use super::{NAMES_REQ, connect, send};
-use crate::deadline::{Deadlined, is_timeout};
+use crate::sys::deadline::{Deadlined, is_timeout};
 
 /// Largest reply read; a line is about 40 bytes.
 const MAX_REPLY: usize = 64 * 1024;

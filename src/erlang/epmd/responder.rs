@@ -8,8 +8,8 @@ use std::thread::{self, JoinHandle};
 use std::time::Instant;
 
 use super::*;
-use crate::acceptor::AcceptThread;
-use crate::fds::AcceptBackoff;
+use crate::sys::acceptor::AcceptThread;
+use crate::sys::fds::AcceptBackoff;
 
 /// Most connections served at once.
 pub(super) const MAX_CLIENTS: usize = 32;

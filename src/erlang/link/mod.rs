@@ -25,7 +25,7 @@ use super::frame::{FrameReader, Next, TICK};
 use super::handshake::{self, Admit, HandshakeError, Peer};
 use super::message;
 use super::{Identity, Phase};
-use crate::deadline::{self, Deadlined, is_timeout};
+use crate::sys::deadline::{self, Deadlined, is_timeout};
 
 /// How long one write may block. A healthy peer always has room in its
 /// receive buffer for a ping; one that stops reading loses its link.
@@ -94,7 +94,7 @@ pub(crate) struct Link {
 struct Awaited {
     /// The message term of the reply (see [`message::is_yes_reply`]).
     reply: Vec<u8>,
-    /// The round it belongs to (see [`crate::links::Links::reply_came`]).
+    /// The round it belongs to (see [`crate::peers::links::Links::reply_came`]).
     round: u32,
     active: bool,
     answered: Option<Instant>,

@@ -13,9 +13,9 @@ use super::{Prober, Target};
 use crate::erlang::handshake::HandshakeError;
 use crate::erlang::link::{self, DialError, Link};
 use crate::erlang::{Identity, Phase, epmd};
-use crate::links::Links;
 use crate::membership::{Outcome, Reason};
 use crate::name::NodeName;
+use crate::peers::links::Links;
 
 /// Most dials under way at once; beyond it a member waits for the next round.
 const MAX_DIALS: usize = 256;

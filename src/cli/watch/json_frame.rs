@@ -3,7 +3,7 @@
 
 use super::model::{Cell, Frame};
 use super::render::time_of_day;
-use crate::json;
+use crate::cli::json;
 
 /// One frame as one line of JSON (PROTOCOL.md has the schema).
 pub(super) fn render(frame: &Frame) -> String {

@@ -13,6 +13,9 @@
 //! the first failure, so whatever was started is dropped, and stops, with
 //! no rollback written by hand.
 
+pub(crate) mod report;
+pub(crate) mod rounds;
+
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
@@ -23,15 +26,15 @@ use log::info;
 
 use crate::config::{Config, EpmdMode};
 use crate::discovery;
+use crate::erlang::epmd::registration::Registrar;
 use crate::erlang::{Identity, epmd};
 use crate::error::Error;
-use crate::links::Links;
-use crate::listener::Listener;
 use crate::membership::{Event, Membership};
-use crate::probe::Prober;
-use crate::registration::Registrar;
-use crate::report::Reporter;
-use crate::rounds::{Member, Members, Rounds};
+use crate::node::report::Reporter;
+use crate::node::rounds::{Member, Members, Rounds};
+use crate::peers::links::Links;
+use crate::peers::listener::Listener;
+use crate::peers::probe::Prober;
 use crate::sources;
 
 /// How many membership events wait for an embedder that is not reading

@@ -10,8 +10,8 @@ use super::{Prober, Target};
 use crate::erlang::link::Link;
 use crate::erlang::message::{self, Incoming};
 use crate::erlang::term::Term;
-use crate::links::LinkEvent;
 use crate::membership::{Outcome, Reason};
+use crate::peers::links::LinkEvent;
 
 /// A ping written and not yet answered.
 pub(super) struct Waiting {

@@ -24,11 +24,11 @@ use std::time::{Duration, Instant};
 
 use log::{debug, warn};
 
-use crate::acceptor::AcceptThread;
 use crate::erlang::handshake::HandshakeError;
-use crate::fds;
-use crate::limiter::{self, Limiter};
-use crate::links::{Links, READER_STACK};
+use crate::peers::limiter::{self, Limiter};
+use crate::peers::links::{Links, READER_STACK};
+use crate::sys::acceptor::AcceptThread;
+use crate::sys::fds;
 
 /// How long a connecting node may take over its handshake, from the
 /// moment it is accepted (Erlang's own `net_setuptime` is 7 s).

@@ -146,7 +146,7 @@ impl Reporter {
         }
         // A minute of rejected handshakes that ended quietly is summed up
         // here rather than at the next rejection, which may never come.
-        crate::limiter::wrong_cookies().log_due();
+        crate::peers::limiter::wrong_cookies().log_due();
     }
 }
 
@@ -207,5 +207,15 @@ mod tests {
         assert!(list.starts_with("zz1@127.0.0.1[\"junk00000@10.0.0.1\": false, "));
         let logged = crate::logging::format_line(log::Level::Info, &line);
         assert!(logged.trim_end().ends_with("false)"), "the log line is cut");
+    }
+
+    #[test]
+    fn the_reporters_records_carry_the_target_the_logger_sends_to_stdout() {
+        // The log target is this module's path: moving the module must move
+        // the logger's constant with it, or the status lines go to stderr.
+        assert_eq!(
+            module_path!().strip_suffix("::tests"),
+            Some(crate::logging::REPORTER)
+        );
     }
 }

@@ -14,9 +14,9 @@ use crossbeam_channel::{Receiver, select};
 use crate::config::Config;
 use crate::membership::{Event, Membership, Outcome, Reason};
 use crate::name::NodeName;
-use crate::probe::{LinkNews, Prober};
+use crate::node::report::{self, Report, Reporter};
+use crate::peers::probe::{LinkNews, Prober};
 use crate::registry::{Record, Target};
-use crate::report::{self, Report, Reporter};
 use crate::sources::{Entry, PeerSource};
 
 /// One member as the latest round saw it.

@@ -5,14 +5,14 @@ use std::io::{self, Write};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use crate::cli::json;
 use crate::config::Config;
 use crate::decimal::Fixed;
 use crate::discovery;
 use crate::erlang::Identity;
-use crate::json;
-use crate::links::Links;
 use crate::membership::{Outcome, Reason};
-use crate::probe::Prober;
+use crate::peers::links::Links;
+use crate::peers::probe::Prober;
 use crate::registry::{self, Record, Registry, Target};
 
 /// The name a one-shot check speaks as: unique per process, on our address.

@@ -15,9 +15,9 @@ use crate::erlang::frame::{frame, read_handshake, write_handshake};
 use crate::erlang::handshake::{self, Admit, Local};
 use crate::erlang::message;
 use crate::erlang::{Identity, Phase};
-use crate::links::{LinkEvent, Links};
-use crate::listener::Listener;
 use crate::membership::{Outcome, Reason};
+use crate::peers::links::{LinkEvent, Links};
+use crate::peers::listener::Listener;
 
 /// A named test thread.
 fn spawn<T: Send + 'static>(
