@@ -1,4 +1,5 @@
-//! EPMD: the client ([`client`]) and a tiny stand-in ([`responder`]).
+//! EPMD: the client ([`client`]), a tiny stand-in ([`responder`]), and our
+//! registration kept alive on a thread of its own ([`registration`]).
 //!
 //! An Erlang node finds another node's distribution port by asking the Erlang
 //! Port Mapper Daemon (EPMD) on the peer's host, and makes itself findable by
