@@ -20,9 +20,9 @@ pub enum Error {
     /// A thread could not be started.
     Thread(io::Error),
     /// EPMD already knows our name, or cannot be served.
-    Epmd(String),
+    Epmd(EpmdError),
     /// No name server to ask.
-    Dns(String),
+    Dns(DnsError),
     /// The S3 registry cannot be used as configured (what to fix).
     S3(String),
 }
@@ -42,3 +42,55 @@ impl fmt::Display for Error {
 }
 
 impl std::error::Error for Error {}
+
+/// Why EPMD could not be used, as configured by `--epmd`.
+#[derive(Debug)]
+pub enum EpmdError {
+    /// `serve`: EPMD's port could not be taken (where, and why).
+    Serve(SocketAddr, io::Error),
+    /// `auto`: EPMD kept refusing our name, which another node holds there
+    /// (what was refused, where, and how often).
+    NameTaken(String),
+}
+
+impl fmt::Display for EpmdError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EpmdError::Serve(at, e) => write!(f, "cannot serve on {at}: {e}"),
+            EpmdError::NameTaken(why) => f.write_str(why),
+        }
+    }
+}
+
+impl std::error::Error for EpmdError {}
+
+/// Why DNS mode has no name server to ask.
+#[derive(Debug)]
+pub enum DnsError {
+    /// `--dns-server`: nothing can answer at that address (a wildcard or
+    /// broadcast address, say).
+    Unreachable(SocketAddr),
+    /// `/etc/resolv.conf` could not be read.
+    ResolvConf(io::Error),
+    /// `/etc/resolv.conf` lists no name server.
+    NoNameServer,
+}
+
+impl fmt::Display for DnsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DnsError::Unreachable(server) => write!(
+                f,
+                "--dns-server {server}: no name server can answer at that address"
+            ),
+            DnsError::ResolvConf(e) => {
+                write!(f, "cannot read /etc/resolv.conf: {e} (give --dns-server)")
+            }
+            DnsError::NoNameServer => {
+                f.write_str("no nameserver in /etc/resolv.conf (give --dns-server)")
+            }
+        }
+    }
+}
+
+impl std::error::Error for DnsError {}

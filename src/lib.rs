@@ -32,7 +32,7 @@ mod sys;
 
 // The embedding API.
 pub use config::{Config, ConfigError, DnsName, EpmdMode};
-pub use error::Error;
+pub use error::{DnsError, EpmdError, Error};
 pub use membership::{Event, Reason};
 pub use name::NodeName;
 pub use node::Node;

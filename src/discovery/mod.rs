@@ -33,7 +33,7 @@ pub(crate) fn registered(
     source: &DnsName,
     me: &Identity,
 ) -> Result<Vec<Record>, String> {
-    let settings = resolver::settings(config, source)?;
+    let settings = resolver::settings(config, source).map_err(|e| e.to_string())?;
     let deadline = Instant::now() + settings.timeout;
     let ips = crate::dns::resolve(&settings.resolv, &source.name, deadline)
         .map_err(|e| format!("DNS lookup of {}: {e}", source.name))?;

@@ -25,6 +25,7 @@ use crate::erlang::Identity;
 use crate::erlang::epmd::names as epmd_names;
 use crate::erlang::handshake::HandshakeError;
 use crate::erlang::link::{self, DialError};
+use crate::error::DnsError;
 use crate::name::NodeName;
 
 /// Most addresses taken from one answer: far more nodes than one node can
@@ -339,13 +340,11 @@ pub(crate) fn names_at(
 pub(crate) fn settings(
     config: &crate::config::Config,
     source: &super::DnsName,
-) -> Result<Settings, String> {
+) -> Result<Settings, DnsError> {
     let resolv = match config.dns_server {
         // Every query to it would fail: better said once, at start.
         Some(server) if !can_answer(server) => {
-            return Err(format!(
-                "--dns-server {server}: no name server can answer at that address"
-            ));
+            return Err(DnsError::Unreachable(server));
         }
         Some(server) => ResolvConf {
             servers: vec![server],
@@ -353,11 +352,10 @@ pub(crate) fn settings(
             ndots: 1,
         },
         None => {
-            let text = std::fs::read_to_string("/etc/resolv.conf")
-                .map_err(|e| format!("cannot read /etc/resolv.conf: {e} (give --dns-server)"))?;
+            let text = std::fs::read_to_string("/etc/resolv.conf").map_err(DnsError::ResolvConf)?;
             let conf = ResolvConf::parse(&text);
             if conf.servers.is_empty() {
-                return Err("no nameserver in /etc/resolv.conf (give --dns-server)".into());
+                return Err(DnsError::NoNameServer);
             }
             conf
         }
@@ -401,7 +399,11 @@ mod tests {
         ] {
             config.dns_server = Some(bad.parse().expect("an address"));
             let why = settings(&config, &source).expect_err(bad);
-            assert!(why.contains(&format!("--dns-server {bad}")), "{why}");
+            assert!(matches!(why, DnsError::Unreachable(_)), "{why}");
+            assert!(
+                why.to_string().contains(&format!("--dns-server {bad}")),
+                "{why}"
+            );
         }
         config.dns_server = Some("127.0.0.1:5353".parse().expect("an address"));
         let ok = settings(&config, &source).expect("a usable server");

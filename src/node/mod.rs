@@ -28,7 +28,7 @@ use crate::config::{Config, EpmdMode};
 use crate::discovery;
 use crate::erlang::epmd::registration::Registrar;
 use crate::erlang::{Identity, epmd};
-use crate::error::Error;
+use crate::error::{EpmdError, Error};
 use crate::membership::{Event, Membership};
 use crate::node::report::Reporter;
 use crate::node::rounds::{Member, Members, Rounds};
@@ -209,14 +209,16 @@ fn join_epmd(config: &Config, port: u16) -> Result<Option<EpmdPresence>, Error> 
         EpmdMode::Off => Ok(None),
         EpmdMode::Serve => {
             let responder = epmd::Responder::start(at, alive, port)
-                .map_err(|e| Error::Epmd(format!("cannot serve on {at}: {e}")))?;
+                .map_err(|e| Error::Epmd(EpmdError::Serve(at, e)))?;
             info!("answering EPMD requests for {alive} on {at}");
             Ok(Some(EpmdPresence::Serving(responder)))
         }
         EpmdMode::Auto => {
             match Registrar::start(at, alive, port, config.interval, meanwhile(config)) {
                 Ok(registrar) => Ok(Some(EpmdPresence::Registered(registrar))),
-                Err(e @ epmd::RegisterError::NameTaken(_)) => Err(Error::Epmd(e.to_string())),
+                Err(epmd::RegisterError::NameTaken(why)) => {
+                    Err(Error::Epmd(EpmdError::NameTaken(why)))
+                }
                 Err(epmd::RegisterError::Io(e)) => Err(Error::Thread(e)),
             }
         }
