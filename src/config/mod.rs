@@ -1,4 +1,4 @@
-//! Configuration in two stages: [`parse`] turns exactly what the user typed
+//! Configuration in two stages: [`parse()`] turns exactly what the user typed
 //! and set in the environment into [`Args`] (no system calls, so it is tested
 //! from lists of strings), and [`Args::resolve`] does the side effects (the
 //! host's address, its name, the cookie file) to make a [`Config`].

@@ -10,8 +10,9 @@
 //!
 //! A scan costs one `lstat` per node entry: a file's heartbeat is the file
 //! changing (inode, modification time or size), and its text is read again
-//! only when its inode or size changed, every [`REREAD_AFTER`], or when told
-//! to [`Registry::forget`] it. Our own entry is written by [`own`].
+//! only when its inode or size changed, every
+//! [`REREAD_AFTER`](entry::REREAD_AFTER), or when told to
+//! [`Registry::forget`] it. Our own entry is written by [`own`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
