@@ -10,6 +10,7 @@ use super::{
     DEFAULT_S3_PERIOD_MS, DEFAULT_S3_PREFIX, DnsName, EpmdMode, MAX_INTERVAL_MS, MIN_INTERVAL_MS,
 };
 use crate::s3;
+
 /// The usage text for `--help`.
 pub const USAGE: &str = "\
 Usage: pulse [run] [OPTIONS]      run a node (the default)

@@ -9,6 +9,7 @@ use std::time::Duration;
 use super::{Args, Command, Config, DEFAULT_LOG_FILE, DEFAULT_SYNC_DIR};
 use crate::name::{self, NodeName};
 use crate::s3;
+
 /// How long a node may wait at startup for its name's host to resolve.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
 

@@ -12,6 +12,7 @@ use log::debug;
 
 use super::{MAX_RECORD, Record, Skip};
 use crate::name::NodeName;
+
 /// How long an entry's text is trusted while only its heartbeat moves.
 ///
 /// A live pulse node touches its record every interval without rewriting

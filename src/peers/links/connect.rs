@@ -4,10 +4,9 @@
 
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
-use std::time::Instant;
-
 use std::sync::PoisonError;
 use std::thread;
+use std::time::Instant;
 
 use super::{Failed, LinkEvent, Links, MAX_FAILED_NOTES, Pending, READER_STACK, Waited, closed};
 use crate::erlang::Phase;

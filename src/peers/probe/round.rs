@@ -1,12 +1,10 @@
-//! One round's bookkeeping: the pings in flight, and the replies, link
-//! events and ends of dials that settle each member's outcome before the
-//! round's deadline.
+//! One round's bookkeeping: the pings in flight, and the replies and link
+//! events that settle each member's outcome before the round's deadline.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::LinkNews;
-use super::{Prober, Target};
+use super::{LinkNews, Prober, Target};
 use crate::erlang::link::Link;
 use crate::erlang::message::{self, Incoming};
 use crate::erlang::term::Term;
