@@ -130,7 +130,7 @@ pub(crate) fn is_auth_reply(to: &Pid, tag: &Term) -> Vec<u8> {
     message(&control, &payload)
 }
 
-/// A ping call to one target, encoded once and reused every round: only
+/// A ping call to one target, encoded once and reused for every ping: only
 /// the reference's words change, patched in place. It also knows the bytes
 /// of the answer `yes`, so a reply is recognised without decoding it.
 pub(crate) struct CallTemplate {

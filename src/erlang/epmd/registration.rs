@@ -1,5 +1,5 @@
 //! Keeps our name registered with the host's EPMD (`--epmd auto`), so
-//! Erlang nodes can find this node, on a thread of its own so the rounds
+//! Erlang nodes can find this node, on a thread of its own so the pings
 //! never wait for it. While nothing listens on EPMD's port it looks again
 //! every [`LOOK_EVERY`] (on a fresh host the first `elixir --name` starts
 //! EPMD, maybe after us, and may ping us at once) and registers as soon as

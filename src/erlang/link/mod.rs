@@ -1,6 +1,6 @@
 //! One established distribution connection, and how to open one.
 //!
-//! A [`Link`] is shared: the round thread writes pings on it, its reader
+//! A [`Link`] is shared: our pings are written on it, its reader
 //! thread writes answers, each frame whole under the link's write lock. The
 //! reader ([`LinkReader`]) is the one reading path of a link: its `recv`
 //! answers the peer's ticks and `is_auth` calls itself, sends our own ticks,
@@ -43,7 +43,7 @@ pub(crate) struct Pace {
     /// Erlang peer at `net_ticktime` T ticks at least every T/4 (its first
     /// tick may come T/2 after the last traffic), so at T = 300 s it is
     /// never silent for more than 150 s; dead peers are found sooner by the
-    /// rounds' pings.
+    /// pings.
     pub silence_limit: Duration,
 }
 
@@ -74,7 +74,7 @@ pub(crate) struct Link {
     /// Whether the peer opened it.
     pub inbound: bool,
     stream: TcpStream,
-    /// Whole frames only: the round thread and the reader both write.
+    /// Whole frames only: the pinger and the reader both write.
     write_lock: Mutex<()>,
     born: Instant,
     /// Milliseconds after `born` of our last write.
@@ -83,8 +83,8 @@ pub(crate) struct Link {
     last_read_ms: AtomicU64,
     /// Set when we close the link ourselves, so its end is not news.
     closing: AtomicBool,
-    /// The reply the round waits for on this link, matched by the reader
-    /// itself, so the round thread is woken once for all its replies
+    /// The reply awaited on this link, matched by the reader itself, so
+    /// whoever waits for many links' replies is woken once for all of them
     /// rather than once per reply.
     awaited: Mutex<Awaited>,
 }
@@ -94,8 +94,9 @@ pub(crate) struct Link {
 struct Awaited {
     /// The message term of the reply (see [`message::is_yes_reply`]).
     reply: Vec<u8>,
-    /// The round it belongs to (see [`crate::peers::links::Links::reply_came`]).
-    round: u32,
+    /// The caller's mark for this wait, handed back with the reply, so a
+    /// late reply to an earlier wait is told apart from the current one.
+    ticket: u32,
     active: bool,
     answered: Option<Instant>,
 }
@@ -130,12 +131,12 @@ impl Link {
     }
 
     /// Makes the reader watch for `reply` (the message term answering our
-    /// ping of round `round`); set before the ping is written.
-    pub(crate) fn expect(&self, reply: &[u8], round: u32) {
+    /// ping), marked `ticket`; set before the ping is written.
+    pub(crate) fn expect(&self, reply: &[u8], ticket: u32) {
         let mut awaited = self.awaited();
         awaited.reply.clear();
         awaited.reply.extend_from_slice(reply);
-        awaited.round = round;
+        awaited.ticket = ticket;
         awaited.active = true;
         awaited.answered = None;
     }
@@ -145,15 +146,15 @@ impl Link {
         self.awaited().answered.take()
     }
 
-    /// Stops watching for a reply (the round is over).
+    /// Stops watching for a reply (its wait is over).
     pub(crate) fn forget_reply(&self) {
         let mut awaited = self.awaited();
         awaited.active = false;
         awaited.answered = None;
     }
 
-    /// The round whose expected reply `frame` is, if it is; it is noted
-    /// as answered.
+    /// The ticket of the expected reply, if `frame` is that reply; it is
+    /// noted as answered.
     pub(crate) fn take_reply(&self, frame: &[u8]) -> Option<u32> {
         let mut awaited = self.awaited();
         if !awaited.active || !message::is_yes_reply(frame, &awaited.reply) {
@@ -161,7 +162,7 @@ impl Link {
         }
         awaited.active = false;
         awaited.answered = Some(Instant::now());
-        Some(awaited.round)
+        Some(awaited.ticket)
     }
 
     /// Writes a whole frame within [`WRITE_TIMEOUT`]. A partial write leaves
@@ -241,7 +242,7 @@ impl Link {
 /// What [`LinkReader::recv`] brings.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Received {
-    /// The reply the round expects, of that round; noted on the link.
+    /// The expected reply, with its wait's ticket; noted on the link.
     Reply(u32),
     /// Any other frame that needs no answer: maybe a reply in another form.
     Other(Vec<u8>),
@@ -261,15 +262,15 @@ impl LinkReader {
     /// it takes. On the way it answers ticks and calls on `link` (whatever
     /// [`message::answer`] owes), sends a tick after [`Pace::tick_every`] of
     /// our silence, and fails after [`Pace::silence_limit`] of the peer's.
-    /// The reply the round expects ([`Link::expect`]) is noted on the link
+    /// The expected reply ([`Link::expect`]) is noted on the link
     /// and told apart by its bytes, before anything is decoded. A partial
     /// frame is kept across read timeouts. Any error means the link is gone.
     pub(crate) fn recv(&mut self, link: &Link) -> io::Result<Received> {
         loop {
             match self.frames.next_frame()? {
                 Next::Frame(frame) => {
-                    if let Some(round) = link.take_reply(frame) {
-                        return Ok(Received::Reply(round));
+                    if let Some(ticket) = link.take_reply(frame) {
+                        return Ok(Received::Reply(ticket));
                     }
                     if !message::answer(frame, &mut self.answer) {
                         return Ok(Received::Other(frame.to_vec()));
