@@ -310,8 +310,7 @@ fn nodes_on_hosts_that_share_nothing_meet_through_s3() {
                 .all(|n| sees(n, &cut, &rest))
         },
     );
-    // A first missed ping is only `late`; still unanswered the next round,
-    // it is down.
+    // Not one missed ping but an outage: down, on every other host.
     wait_for(
         "every other host's node to say host 3's nodes are down",
         Duration::from_secs(20),
