@@ -302,7 +302,9 @@ fn a_hostile_store_gives_errors_within_the_deadline() {
 
 // ---- pulse nodes with `--registry s3://…` --------------------------------
 
-use crate::util::{Node, TempDir, dump_all, parse_status, pulse_cmd, run_within, wait_for};
+use crate::util::{
+    Node, TempDir, dump_all, parse_status, pulse_cmd, run_within, wait_for, wait_until,
+};
 
 /// Nodes on one Garage: a short registry period and interval, so a test
 /// sees many periods in a few seconds.
@@ -621,5 +623,563 @@ fn a_store_outage_loses_no_member() {
     for n in &all {
         assert_eq!(n.count_containing("expired"), 0, "{}", c.dump(&all));
         assert_eq!(n.count_containing(" left"), 0, "{}", c.dump(&all));
+    }
+}
+
+/// A status or log line's time of day in milliseconds.
+fn ms_of_day(line: &str) -> Option<u64> {
+    let t = line.get(..12)?;
+    let n = |v: Option<&str>| v?.parse::<u64>().ok();
+    let (h, m, s, ms) = (
+        n(t.get(..2)),
+        n(t.get(3..5)),
+        n(t.get(6..8)),
+        n(t.get(9..12)),
+    );
+    Some(((h? * 60 + m?) * 60 + s?) * 1000 + ms?)
+}
+
+/// The gaps between `node`'s consecutive status lines from line `mark` on,
+/// in milliseconds (across midnight too).
+fn status_gaps(node: &Node, mark: usize) -> Vec<u64> {
+    const DAY: u64 = 24 * 3600 * 1000;
+    let times: Vec<u64> = node.output()[mark..]
+        .iter()
+        .filter(|l| parse_status(l, &node.name).is_some())
+        .filter_map(|l| ms_of_day(l))
+        .collect();
+    times
+        .windows(2)
+        .map(|w| (w[1] + DAY - w[0]) % DAY)
+        .collect()
+}
+
+#[test]
+fn thousands_of_objects_with_junk_hide_no_live_node() {
+    let Some(c) = S3Cluster::new("s3::thousands_of_objects_with_junk_hide_no_live_node") else {
+        return;
+    };
+    let store = client(&c.garage.vars(), "s3://pulse/sync_dir/");
+    // 2,500 objects, three listing pages: records of nodes that do not
+    // exist (nothing listens on port 1), keys that are not node names,
+    // bodies that are not records, bodies larger than a record.
+    const N: usize = 2500;
+    const DEAD: usize = 150;
+    let object = |i: usize| -> (String, Vec<u8>) {
+        if i < DEAD {
+            let name = format!("d{i:04}@127.0.0.1");
+            let body = format!("pulse 1\nname {name}\naddr 127.0.0.1:1\nheartbeat 1795474399123\n");
+            (name, body.into_bytes())
+        } else if i.is_multiple_of(2) {
+            (
+                format!("junk key {i:04}.txt"),
+                record("x@127.0.0.1", 1).into_bytes(),
+            )
+        } else if i.is_multiple_of(3) {
+            (format!("big{i:04}@127.0.0.1"), vec![b'x'; 2000])
+        } else {
+            (
+                format!("j{i:04}@127.0.0.1"),
+                format!("not a record {i}").into_bytes(),
+            )
+        }
+    };
+    let t0 = Instant::now();
+    thread::scope(|s| {
+        for part in 0..4 {
+            let (store, object) = (&store, &object);
+            s.spawn(move || {
+                for i in (part..N).step_by(4) {
+                    let (name, body) = object(i);
+                    store
+                        .put(&name, &body, soon())
+                        .unwrap_or_else(|e| panic!("put {name}: {e}"));
+                }
+            });
+        }
+    });
+    eprintln!("put {N} objects in {:?}", t0.elapsed());
+    let junk: Vec<String> = (DEAD..N).map(|i| object(i).0).collect();
+    let dead: Vec<String> = (0..DEAD).map(|i| object(i).0).collect();
+
+    let t1 = Instant::now();
+    let nodes: Vec<Node> = (1..=2).map(|i| c.start(i)).collect();
+    let all: Vec<&Node> = nodes.iter().collect();
+    let names: Vec<String> = (1..=2).map(S3Cluster::name).collect();
+    // Thousands of warnings: a failure shows each node's last lines only.
+    let dump = || {
+        let mut text = format!("\nobjects: {}", c.objects().len());
+        for n in &all {
+            let out = n.output();
+            let running = n.is_running();
+            text.push_str(&format!(
+                "\n--- {} (running: {running}, {} lines), the last 40:\n",
+                n.name,
+                out.len()
+            ));
+            for l in &out[out.len().saturating_sub(40)..] {
+                text.push_str(l);
+                text.push('\n');
+            }
+        }
+        text
+    };
+    let both_true = |n: &Node| {
+        n.last_status()
+            .is_some_and(|s| names.iter().all(|m| s.get(m) == Some(&true)))
+    };
+    assert!(
+        wait_until(CONVERGE, || all.iter().all(|n| both_true(n))),
+        "the two live nodes did not see each other{}",
+        dump()
+    );
+    eprintln!("two nodes saw each other in {:?}", t1.elapsed());
+    // The dead go: false while listed, then expired (TTL 3 s) and their
+    // objects deleted.
+    let gone = wait_until(Duration::from_secs(40), || {
+        all.iter()
+            .all(|n| n.last_status().is_some_and(|s| s.len() == 2))
+            && !c.objects().iter().any(|o| o.starts_with('d'))
+    });
+    assert!(gone, "the dead records did not expire{}", dump());
+    eprintln!("the dead expired in {:?}", t1.elapsed());
+    // Every junk object warned about once by each node, and never again
+    // over many periods.
+    let skipped = |n: &Node| n.count_containing("skipped the object");
+    let warned = wait_until(CONVERGE, || all.iter().all(|n| skipped(n) >= junk.len()));
+    assert!(warned, "not every junk object warned about{}", dump());
+    let marks: Vec<usize> = nodes.iter().map(|n| n.output().len()).collect();
+    let more = wait_until(Duration::from_secs(10), || {
+        nodes
+            .iter()
+            .zip(&marks)
+            .all(|(n, m)| statuses_since(n, *m).len() >= 10)
+    });
+    assert!(more, "no ten more periods{}", dump());
+    for (n, m) in nodes.iter().zip(&marks) {
+        assert!(n.is_running(), "{} crashed\n{}", n.name, dump());
+        let out = n.output();
+        assert!(!out.iter().any(|l| l.contains("panicked")), "{}", dump());
+        let mut seen = std::collections::BTreeMap::<String, usize>::new();
+        for l in out.iter().filter(|l| l.contains("skipped the object ")) {
+            let (_, rest) = l.split_once("skipped the object ").unwrap_or_default();
+            let (object, _) = rest.split_once(": ").unwrap_or((rest, ""));
+            *seen.entry(object.to_string()).or_default() += 1;
+        }
+        let twice: Vec<_> = seen.iter().filter(|(_, k)| **k > 1).collect();
+        assert!(twice.is_empty(), "{}: warned twice: {twice:?}", n.name);
+        let unwarned: Vec<_> = junk.iter().filter(|j| !seen.contains_key(*j)).collect();
+        assert!(
+            unwarned.is_empty(),
+            "{}: never warned: {unwarned:?}",
+            n.name
+        );
+        assert_eq!(skipped(n), junk.len(), "{}: {seen:?}", n.name);
+        // No dead record was ever true; each was seen false before it went.
+        let lines: Vec<_> = out
+            .iter()
+            .filter_map(|l| parse_status(l, &n.name))
+            .collect();
+        for d in &dead {
+            assert!(
+                !lines.iter().any(|s| s.get(d) == Some(&true)),
+                "{d} true\n{}",
+                dump()
+            );
+            assert!(
+                lines.iter().any(|s| s.get(d) == Some(&false)),
+                "{d} never listed\n{}",
+                dump()
+            );
+        }
+        // The live pair stayed true all along, and nothing else is listed.
+        for s in statuses_since(n, *m) {
+            assert!(s.len() == 2 && s.values().all(|v| *v), "{s:?}\n{}", dump());
+        }
+    }
+    eprintln!("done in {:?}", t0.elapsed());
+}
+
+/// A TCP proxy on 127.0.0.1 in front of the store that can be switched to
+/// accept and never answer: while hung, a new connection is held open and
+/// never forwarded, and a connection that sends or receives anything is cut
+/// from the store for good (its bytes dropped, the socket held until the
+/// client closes it).
+struct Proxy {
+    endpoint: String,
+    hung: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    port: u16,
+}
+
+impl Proxy {
+    fn start(upstream: &str) -> Proxy {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let upstream = upstream
+            .strip_prefix("http://")
+            .expect("an http endpoint")
+            .to_string();
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let hung = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (h, st) = (hung.clone(), stop.clone());
+        let pump = |mut from: std::net::TcpStream,
+                    mut to: std::net::TcpStream,
+                    hung: Arc<AtomicBool>,
+                    cut: Arc<AtomicBool>| {
+            move || {
+                let mut buf = [0u8; 16384];
+                loop {
+                    let n = match from.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    if hung.load(Ordering::SeqCst) {
+                        cut.store(true, Ordering::SeqCst);
+                    }
+                    if cut.load(Ordering::SeqCst) {
+                        continue;
+                    }
+                    if to.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+                let _ = to.shutdown(std::net::Shutdown::Write);
+            }
+        };
+        thread::Builder::new()
+            .name("s3-proxy".into())
+            .spawn(move || {
+                for stream in listener.incoming() {
+                    if st.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let Ok(client) = stream else { continue };
+                    let cut = Arc::new(AtomicBool::new(h.load(Ordering::SeqCst)));
+                    let store = if cut.load(Ordering::SeqCst) {
+                        None
+                    } else {
+                        std::net::TcpStream::connect(&upstream).ok()
+                    };
+                    let Some(store) = store else {
+                        // Held: read and dropped until the client closes.
+                        let mut client = client;
+                        thread::spawn(move || {
+                            let mut buf = [0u8; 16384];
+                            while client.read(&mut buf).is_ok_and(|n| n > 0) {}
+                        });
+                        continue;
+                    };
+                    let (Ok(c2), Ok(s2)) = (client.try_clone(), store.try_clone()) else {
+                        continue;
+                    };
+                    thread::spawn(pump(client, store, h.clone(), cut.clone()));
+                    thread::spawn(pump(s2, c2, h.clone(), cut));
+                }
+            })
+            .expect("spawn proxy");
+        Proxy {
+            endpoint: format!("http://127.0.0.1:{port}"),
+            hung,
+            stop,
+            port,
+        }
+    }
+
+    fn hang(&self, hung: bool) {
+        self.hung.store(hung, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = std::net::TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+#[test]
+fn a_store_that_never_answers_delays_no_line_and_loses_no_member() {
+    let Some(c) =
+        S3Cluster::new("s3::a_store_that_never_answers_delays_no_line_and_loses_no_member")
+    else {
+        return;
+    };
+    let proxy = Proxy::start(&c.garage.endpoint);
+    // Interval 300 ms, timeout 150 ms: a round is bounded by the timeout
+    // (docs/ARCHITECTURE.md), and every peer answers, so no line comes
+    // more than interval + timeout after the one before.
+    const INTERVAL: u64 = 300;
+    const TIMEOUT: u64 = 150;
+    let names: Vec<String> = (1..=3).map(S3Cluster::name).collect();
+    let nodes: Vec<Node> = names
+        .iter()
+        .map(|name| {
+            let mut cmd = c.cmd(name, &["--timeout", &TIMEOUT.to_string()]);
+            cmd.env("AWS_ENDPOINT_URL_S3", &proxy.endpoint);
+            Node::spawn(name, cmd)
+        })
+        .collect();
+    let all: Vec<&Node> = nodes.iter().collect();
+    wait_for("three nodes to see each other", CONVERGE, &all, || {
+        all_alive(&all, &names)
+    });
+    let marks: Vec<usize> = nodes.iter().map(|n| n.output().len()).collect();
+    proxy.hang(true);
+    let hung_at = Instant::now();
+    wait_for("the hung store to be noticed", CONVERGE, &all, || {
+        nodes.iter().zip(&marks).all(|(n, m)| {
+            n.count_containing_since(*m, "cannot list") > 0
+                && n.count_containing_since(*m, "cannot write our heartbeat") > 0
+        })
+    });
+    eprintln!("the hung store noticed in {:?}", hung_at.elapsed());
+    // Twice the TTL (3 s) of lines while it hangs.
+    wait_for("6 s of lines while the store hangs", CONVERGE, &all, || {
+        nodes
+            .iter()
+            .zip(&marks)
+            .all(|(n, m)| statuses_since(n, *m).len() >= 20)
+    });
+    for (n, m) in nodes.iter().zip(&marks) {
+        for s in statuses_since(n, *m) {
+            assert!(
+                s.len() == 3 && s.values().all(|v| *v),
+                "{s:?}{}",
+                dump_all(&all)
+            );
+        }
+        let gaps = status_gaps(n, *m);
+        let max = gaps.iter().copied().max().unwrap_or(u64::MAX);
+        assert!(
+            max <= INTERVAL + TIMEOUT,
+            "{}: a line came late while the store hung: gaps {gaps:?}{}",
+            n.name,
+            dump_all(&all)
+        );
+        eprintln!("{}: longest gap {max} ms", n.name);
+        for said in ["cannot list", "cannot write our heartbeat"] {
+            assert_eq!(
+                n.count_containing_since(*m, said),
+                1,
+                "{said}{}",
+                dump_all(&all)
+            );
+        }
+        let line = n.output()[*m..]
+            .iter()
+            .find(|l| l.contains("cannot list"))
+            .cloned()
+            .unwrap_or_default();
+        assert!(line.contains("timeout"), "{line}");
+    }
+    let back = Instant::now();
+    proxy.hang(false);
+    wait_for("the store to be back", CONVERGE, &all, || {
+        nodes.iter().zip(&marks).all(|(n, m)| {
+            n.count_containing_since(*m, "can be listed again") == 1
+                && n.count_containing_since(*m, "our heartbeat is written again") == 1
+        })
+    });
+    eprintln!("the store back in {:?}", back.elapsed());
+    let later: Vec<usize> = nodes.iter().map(|n| n.output().len()).collect();
+    wait_for("more periods", CONVERGE, &all, || {
+        nodes
+            .iter()
+            .zip(&later)
+            .all(|(n, m)| statuses_since(n, *m).len() >= 5)
+    });
+    for (n, m) in nodes.iter().zip(&marks) {
+        assert!(n.sees_all_alive(&["s1@127.0.0.1", "s2@127.0.0.1", "s3@127.0.0.1"]));
+        for said in [
+            "expired",
+            " left",
+            " is down",
+            "cannot list",
+            "cannot write",
+        ] {
+            assert_eq!(
+                n.count_containing_since(*m, said),
+                usize::from(said.starts_with("cannot")),
+                "{said}{}",
+                c.dump(&all)
+            );
+        }
+    }
+    let mut objects = c.objects();
+    objects.sort();
+    assert_eq!(objects, names);
+}
+
+#[test]
+fn a_key_revoked_at_run_time_is_said_once_and_loses_no_member() {
+    let Some(c) = S3Cluster::new("s3::a_key_revoked_at_run_time_is_said_once_and_loses_no_member")
+    else {
+        return;
+    };
+    let nodes: Vec<Node> = (1..=3).map(|i| c.start(i)).collect();
+    let names: Vec<String> = (1..=3).map(S3Cluster::name).collect();
+    let all: Vec<&Node> = nodes.iter().collect();
+    wait_for("three nodes to see each other", CONVERGE, &all, || {
+        all_alive(&all, &names)
+    });
+    let marks: Vec<usize> = nodes.iter().map(|n| n.output().len()).collect();
+    let key = c.garage.key.0.clone();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let rights = ["--read", "--write", "--owner", "pulse", "--key", &key];
+    c.garage
+        .until(deadline, &[&["bucket", "deny"][..], &rights].concat());
+    let revoked = Instant::now();
+    wait_for("the refused key to be said", CONVERGE, &all, || {
+        nodes.iter().zip(&marks).all(|(n, m)| {
+            n.count_containing_since(*m, "cannot list: access denied") > 0
+                && n.count_containing_since(*m, "cannot write our heartbeat: access denied") > 0
+        })
+    });
+    eprintln!("the revoked key said in {:?}", revoked.elapsed());
+    // Twice the TTL (3 s) of lines without the store.
+    wait_for("6 s of lines without the store", CONVERGE, &all, || {
+        nodes
+            .iter()
+            .zip(&marks)
+            .all(|(n, m)| statuses_since(n, *m).len() >= 20)
+    });
+    for (n, m) in nodes.iter().zip(&marks) {
+        for s in statuses_since(n, *m) {
+            assert!(
+                s.len() == 3 && s.values().all(|v| *v),
+                "{s:?}{}",
+                dump_all(&all)
+            );
+        }
+        // Said once, naming what to fix; nothing else said meanwhile.
+        let said: Vec<String> = n.output()[*m..]
+            .iter()
+            .filter(|l| parse_status(l, &n.name).is_none())
+            .cloned()
+            .collect();
+        assert_eq!(said.len(), 2, "{said:#?}");
+        for l in &said {
+            assert!(
+                l.contains("access denied") && l.contains("AWS_SECRET_ACCESS_KEY"),
+                "{l}"
+            );
+            assert!(l.contains("key's rights on the bucket"), "{l}");
+        }
+    }
+    let back = Instant::now();
+    c.garage
+        .until(deadline, &[&["bucket", "allow"][..], &rights].concat());
+    wait_for("the store to be back", CONVERGE, &all, || {
+        nodes.iter().zip(&marks).all(|(n, m)| {
+            n.count_containing_since(*m, "can be listed again") == 1
+                && n.count_containing_since(*m, "our heartbeat is written again") == 1
+        })
+    });
+    eprintln!("the store back in {:?}", back.elapsed());
+    wait_for("three nodes still", CONVERGE, &all, || {
+        all_alive(&all, &names)
+    });
+    for n in &nodes {
+        assert_eq!(n.count_containing("expired"), 0, "{}", c.dump(&all));
+        assert_eq!(n.count_containing(" left"), 0, "{}", c.dump(&all));
+        for l in n.output() {
+            assert!(
+                !l.contains(&c.garage.key.1) && !l.contains(&c.garage.key.0),
+                "a credential printed: {l}"
+            );
+        }
+    }
+    let mut objects = c.objects();
+    objects.sort();
+    assert_eq!(objects, names);
+}
+
+#[test]
+fn two_nodes_started_under_one_name_at_once_one_runs() {
+    let Some(c) = S3Cluster::new("s3::two_nodes_started_under_one_name_at_once_one_runs") else {
+        return;
+    };
+    let name = S3Cluster::name(1);
+    let store = client(&c.garage.vars(), "s3://pulse/sync_dir/");
+    // Five times on a free name, then on a name a stale object holds (a
+    // node that stopped without leaving, more than the TTL ago).
+    for attempt in 0..6 {
+        let stale = attempt == 5;
+        if stale {
+            store
+                .put(&name, record(&name, 1).as_bytes(), soon())
+                .expect("put");
+            wait_for(
+                "the object to go stale",
+                Duration::from_secs(10),
+                &[],
+                || {
+                    store.list(soon()).is_ok_and(|l| {
+                        l.iter()
+                            .any(|o| o.age.is_some_and(|a| a >= Duration::from_secs(3)))
+                    })
+                },
+            );
+        }
+        let ports = [crate::util::free_port(), crate::util::free_port()];
+        let mut pair: Vec<Node> = ports
+            .iter()
+            .map(|p| Node::spawn(&name, c.cmd(&name, &["--port", &p.to_string()])))
+            .collect();
+        let both: Vec<&Node> = pair.iter().collect();
+        let what = format!("attempt {attempt}: one of the two to stop");
+        wait_for(&what, Duration::from_secs(20), &both, || {
+            both.iter().any(|n| !n.is_running())
+        });
+        let lost = usize::from(pair[0].is_running());
+        let won = 1 - lost;
+        let status = pair[lost].wait_exit(Duration::from_secs(5));
+        let both: Vec<&Node> = pair.iter().collect();
+        assert_eq!(
+            status.and_then(|s| s.code()),
+            Some(1),
+            "{}",
+            dump_all(&both)
+        );
+        let said = pair[lost].output().join("\n");
+        assert!(
+            said.contains(&format!("the name {name} is taken")),
+            "{}",
+            dump_all(&both)
+        );
+        // The other runs on: several periods later its object is its own,
+        // and nobody else's body ever stood under its name.
+        let mark = pair[won].output().len();
+        wait_for("five periods", Duration::from_secs(10), &both, || {
+            statuses_since(&pair[won], mark).len() >= 5
+        });
+        assert!(pair[won].is_running(), "{}", dump_all(&both));
+        assert_eq!(
+            pair[won].count_containing("another body than ours"),
+            0,
+            "attempt {attempt}{}",
+            dump_all(&both)
+        );
+        assert_eq!(
+            c.objects(),
+            std::slice::from_ref(&name),
+            "{}",
+            dump_all(&both)
+        );
+        let Ok(Got::Body(held)) = store.get(&name, None, soon()) else {
+            panic!("get {name}");
+        };
+        let body = String::from_utf8_lossy(&held.bytes).into_owned();
+        let addr = format!("addr 127.0.0.1:{}\n", ports[won]);
+        assert!(body.contains(&addr), "{body}{}", dump_all(&both));
+        // A graceful stop gives the name back for the next attempt.
+        pair[won].signal("TERM");
+        let status = pair[won].wait_exit(Duration::from_secs(10));
+        let both: Vec<&Node> = pair.iter().collect();
+        assert!(status.is_some_and(|s| s.success()), "{}", dump_all(&both));
+        assert!(c.objects().is_empty(), "{}", c.dump(&both));
     }
 }

@@ -27,13 +27,13 @@ use crossbeam_channel::Sender;
 
 use super::{Candidates, Entry, PeerSource};
 use crate::config::Config;
-use crate::decimal::Fixed;
 use crate::error::Error;
 use crate::membership::Outcome;
 use crate::name::NodeName;
 use crate::registry::{self, Record};
 use crate::s3::{Client, Got, Location, Settings};
 
+mod claim;
 mod worker;
 
 use worker::Worker;
@@ -41,7 +41,7 @@ use worker::Worker;
 /// Largest object read as a record (a record is under 100 bytes).
 pub(super) const MAX_RECORD: u64 = 1024;
 /// Deadline of the requests at start and of the delete at the leave.
-const START_DEADLINE: Duration = Duration::from_secs(10);
+pub(super) const START_DEADLINE: Duration = Duration::from_secs(10);
 pub(super) const LEAVE_DEADLINE: Duration = Duration::from_secs(3);
 
 /// The S3 registry, and the thread that talks to it.
@@ -102,31 +102,8 @@ impl S3Source {
         })?;
         let own = Record::new(config.name.clone(), addr, SystemTime::now());
         let body = own.to_text().into_bytes();
-        let name = config.name.as_str();
-        let failed = |e: crate::s3::Error| Error::S3(format!("{at}: cannot take our name: {e}"));
-        let written = match client.get(name, None, deadline()).map_err(failed)? {
-            Got::Body(held) if held.age.is_none_or(|age| age < config.ttl) => {
-                let age = match held.age {
-                    Some(age) => format!("{} s ago", Fixed::seconds(age.as_millis())),
-                    None => "at a time the store does not say".into(),
-                };
-                return Err(Error::Taken(
-                    config.name.clone(),
-                    format!("its object in {at} was written {age}, less than the TTL"),
-                ));
-            }
-            // Stale: a node that stopped without leaving.
-            Got::Body(_) | Got::NotModified => client.put(name, &body, deadline()),
-            Got::Missing => client.create(name, &body, deadline()),
-        };
-        let written = written.map_err(|e| match e {
-            crate::s3::Error::PreconditionFailed => Error::Taken(
-                config.name.clone(),
-                format!("another node took it in {at} at the same moment"),
-            ),
-            e => failed(e),
-        })?;
-        let mut worker = Worker::new(client, at, config, body, written.etag);
+        let own_etag = claim::claim(&client, config, &at, &body)?;
+        let mut worker = Worker::new(client, at, config, body, own_etag);
         // The first listing before the first round: the join at once.
         worker.list();
         let shared = worker.shared.clone();

@@ -1,0 +1,67 @@
+//! Taking our name at start: the object under it must be missing or
+//! stale, and hold our record once we wrote it.
+//!
+//! A store that honours `If-None-Match: *` refuses a second creator, but
+//! one that ignores it (Garage) lets two nodes that found the name free
+//! at the same moment both write, and so does the overwrite of a stale
+//! object on any store. So the claim reads the object back [`SETTLE`]
+//! after writing it: a node that found the name free when we did has
+//! written by then, and whoever's body is not there has lost (the last
+//! writer wins; the others exit, deleting nothing). Two nodes both win
+//! only if one of them took longer than [`SETTLE`] between finding the
+//! name free and writing.
+
+use std::thread;
+use std::time::{Duration, Instant};
+
+use super::START_DEADLINE;
+use crate::config::Config;
+use crate::decimal::Fixed;
+use crate::error::Error;
+use crate::s3::{self, Client, Got};
+
+/// How long after writing our object it is read back.
+const SETTLE: Duration = Duration::from_secs(1);
+
+/// Writes `body` under our name unless a fresh object holds it, and
+/// returns its entity tag; `at` names the registry in messages.
+pub(super) fn claim(
+    client: &Client,
+    config: &Config,
+    at: &str,
+    body: &[u8],
+) -> Result<String, Error> {
+    let name = config.name.as_str();
+    let deadline = || Instant::now() + START_DEADLINE;
+    let failed = |e: s3::Error| Error::S3(format!("{at}: cannot take our name: {e}"));
+    let taken = || {
+        Error::Taken(
+            config.name.clone(),
+            format!("another node took it in {at} at the same moment"),
+        )
+    };
+    let written = match client.get(name, None, deadline()).map_err(failed)? {
+        Got::Body(held) if held.age.is_none_or(|age| age < config.ttl) => {
+            let age = match held.age {
+                Some(age) => format!("{} s ago", Fixed::seconds(age.as_millis())),
+                None => "at a time the store does not say".into(),
+            };
+            return Err(Error::Taken(
+                config.name.clone(),
+                format!("its object in {at} was written {age}, less than the TTL"),
+            ));
+        }
+        // Stale: a node that stopped without leaving.
+        Got::Body(_) | Got::NotModified => client.put(name, body, deadline()),
+        Got::Missing => client.create(name, body, deadline()),
+    };
+    let written = written.map_err(|e| match e {
+        s3::Error::PreconditionFailed => taken(),
+        e => failed(e),
+    })?;
+    thread::sleep(SETTLE);
+    match client.get(name, None, deadline()).map_err(failed)? {
+        Got::Body(read) if read.bytes == body => Ok(written.etag),
+        Got::Body(_) | Got::NotModified | Got::Missing => Err(taken()),
+    }
+}
