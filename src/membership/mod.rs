@@ -87,9 +87,13 @@ pub enum Event {
     /// First seen in the registry, or first heard from (its link came up)
     /// with an entry there.
     Joined(NodeName),
+    /// Missed one ping's timeout. A node slow to be served (its host
+    /// overloaded) and a stopped one look alike for one round: the status
+    /// line says `false`, and a second timeout in a row is [`Event::Down`].
+    Late(NodeName, Reason),
     /// Stopped answering (or never did).
     Down(NodeName, Reason),
-    /// Answers again.
+    /// Answers again, after it was down or late.
     Back(NodeName),
     /// Unregistered itself while its heartbeat was fresh: a graceful leave.
     Left(NodeName),
@@ -105,6 +109,7 @@ impl fmt::Display for Event {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Event::Joined(n) => write!(f, "node {n} joined"),
+            Event::Late(n, why) => write!(f, "node {n} is late: {why}"),
             Event::Down(n, why) => write!(f, "node {n} is down: {why}"),
             Event::Back(n) => write!(f, "node {n} is back"),
             Event::Left(n) => write!(f, "node {n} left"),
@@ -122,6 +127,8 @@ impl fmt::Display for Event {
 enum Health {
     Unknown,
     Up,
+    /// One timeout, not yet a second.
+    Late,
     Down,
 }
 
@@ -334,15 +341,25 @@ impl Membership {
             match outcome {
                 Outcome::Alive(_) => {
                     m.answered_at = now;
-                    if m.health == Health::Down {
+                    if matches!(m.health, Health::Down | Health::Late) {
                         events.push(Event::Back(name.clone()));
                     }
                     m.health = Health::Up;
                     m.reason = None;
                 }
+                // A first timeout is late, not dead: overload delays a
+                // reply, a stopped node never sends one.
+                Outcome::Down(why @ Reason::Timeout(_))
+                    if matches!(m.health, Health::Unknown | Health::Up) =>
+                {
+                    events.push(Event::Late(name.clone(), why.clone()));
+                    m.health = Health::Late;
+                    m.reason = Some(why.clone());
+                }
                 Outcome::Down(why) => {
                     let new_kind = m.reason.as_ref().is_none_or(|r| !r.same_kind(why));
                     if m.health != Health::Down || new_kind {
+                        // After a late round, any failure is down.
                         events.push(Event::Down(name.clone(), why.clone()));
                     }
                     m.health = Health::Down;

@@ -57,6 +57,47 @@ fn join_down_back() {
 }
 
 #[test]
+fn one_timeout_is_late_and_a_second_in_a_row_is_down() {
+    let t0 = Instant::now();
+    let mut m = membership();
+    m.observe(vec![rec("me@h", 1), rec("b@h", 1)], false, t0);
+    let b = name("b@h");
+    let alive = || vec![(name("b@h"), Outcome::Alive(SEC))];
+    let timeout = |phase| vec![(name("b@h"), Outcome::Down(Reason::Timeout(phase)))];
+    assert!(m.apply(&alive(), t0).is_empty());
+    // Slow to be served: late, then back, never down.
+    let late = Event::Late(b.clone(), Reason::Timeout(Phase::Reply));
+    assert_eq!(m.apply(&timeout(Phase::Reply), t0), vec![late.clone()]);
+    assert_eq!(m.apply(&alive(), t0), vec![Event::Back(b.clone())]);
+    // Stopped: late, then down, then nothing new while it stays so.
+    assert_eq!(m.apply(&timeout(Phase::Reply), t0), vec![late]);
+    assert_eq!(
+        m.apply(&timeout(Phase::Reply), t0),
+        vec![Event::Down(b.clone(), Reason::Timeout(Phase::Reply))]
+    );
+    assert!(m.apply(&timeout(Phase::Reply), t0).is_empty());
+    assert_eq!(m.apply(&alive(), t0), vec![Event::Back(b.clone())]);
+    // A refusal is no delay: down at once, and after a late round too.
+    let refused = vec![(b.clone(), Outcome::Down(Reason::Refused))];
+    assert_eq!(
+        m.apply(&refused, t0),
+        vec![Event::Down(b.clone(), Reason::Refused)]
+    );
+    assert_eq!(m.apply(&alive(), t0), vec![Event::Back(b.clone())]);
+    assert_eq!(m.apply(&timeout(Phase::Connect), t0).len(), 1);
+    assert_eq!(m.apply(&refused, t0), vec![Event::Down(b, Reason::Refused)]);
+    // A member never heard from yet is late first as well.
+    m.observe(
+        vec![rec("me@h", 2), rec("b@h", 2), rec("c@h", 1)],
+        false,
+        t0,
+    );
+    let c = vec![(name("c@h"), Outcome::Down(Reason::Timeout(Phase::Connect)))];
+    assert!(matches!(m.apply(&c, t0)[..], [Event::Late(..)]));
+    assert!(matches!(m.apply(&c, t0)[..], [Event::Down(..)]));
+}
+
+#[test]
 fn a_silent_unanswering_entry_expires_after_the_ttl_but_never_our_own() {
     let t0 = Instant::now();
     let mut m = membership();

@@ -136,7 +136,9 @@ impl Reporter {
             // node's view, not the cluster's.
             let me = &self.me;
             match event {
-                Event::Down(..) | Event::Expired(..) | Event::Gone(..) => warn!("{me}: {event}"),
+                Event::Late(..) | Event::Down(..) | Event::Expired(..) | Event::Gone(..) => {
+                    warn!("{me}: {event}")
+                }
                 _ => info!("{me}: {event}"),
             }
             let _ = self.events.try_send(event);

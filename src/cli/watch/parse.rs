@@ -52,6 +52,8 @@ pub(crate) struct Event {
 pub(crate) enum What {
     /// First seen in the registry.
     Joined,
+    /// Missed one ping's timeout.
+    Late,
     /// Stopped answering.
     Down,
     /// Answers again.
@@ -67,6 +69,7 @@ impl What {
     pub(crate) fn word(self) -> &'static str {
         match self {
             What::Joined => "joined",
+            What::Late => "late",
             What::Down => "down",
             What::Back => "back",
             What::Left => "left",
@@ -128,6 +131,8 @@ fn parse_event(text: &str) -> Option<Event> {
         (What::Joined, "")
     } else if rest == "is back" {
         (What::Back, "")
+    } else if let Some(why) = rest.strip_prefix("is late: ") {
+        (What::Late, why)
     } else if let Some(why) = rest.strip_prefix("is down: ") {
         (What::Down, why)
     } else if rest == "left" || rest.starts_with("left: ") {
@@ -290,6 +295,20 @@ mod tests {
         assert_eq!(node, "7c57022cc5@172.19.0.6");
         assert_eq!(l.len(), 3);
         assert!(l.iter().all(|(_, alive)| *alive));
+    }
+
+    #[test]
+    fn a_late_node_is_an_event_of_its_own() {
+        let line = "05:01:13.001 [warning] p1@h: node w3@h is late: timeout (reply)";
+        let Some(LogLine {
+            kind: Kind::Event(e),
+            ..
+        }) = parse_line(line)
+        else {
+            panic!("not an event: {line}");
+        };
+        assert_eq!((e.what, e.detail.as_str()), (What::Late, "timeout (reply)"));
+        assert_eq!(e.what.word(), "late");
     }
 
     #[test]

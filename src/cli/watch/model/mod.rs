@@ -165,7 +165,7 @@ impl Cluster {
                         self.last_left_ms = Some(line.time_ms);
                     }
                     // The ping that fails as a node leaves says nothing new.
-                    What::Down if self.left.get(&e.node) == Some(&true) => {}
+                    What::Late | What::Down if self.left.get(&e.node) == Some(&true) => {}
                     _ => self.last_word(&e.node, false),
                 }
                 // A node that left or expired after its last line has no row.

@@ -198,13 +198,14 @@ fn event_line(out: &mut String, e: &Seen, p: &Painter, width: usize) {
     let colour = match e.what {
         What::Joined | What::Back => GREEN,
         What::Down => RED,
-        What::Left | What::Expired => YELLOW,
+        What::Late | What::Left | What::Expired => YELLOW,
     };
     let _ = write!(out, "  {}  ", time_of_day(e.time_ms));
     let text = match e.what {
         What::Joined => format!("node {} joined", e.node),
         What::Back => format!("node {} is back", e.node),
         What::Left => format!("node {} left", e.node),
+        What::Late => format!("node {} is late: {}", e.node, e.detail),
         What::Down => format!("node {} is down: {}", e.node, e.detail),
         What::Expired => format!("node {} expired: {}", e.node, e.detail),
     };
