@@ -1,7 +1,9 @@
 //! Overload degrades and never lies: a registry flooded with entries named
 //! like nodes keeps every status line whole and parsable, lists every
 //! live member, says how many entries a line leaves out, and lets the
-//! junk go by the TTL.
+//! junk go by the TTL; on a machine a CPU hog saturates, a live node is
+//! never reported down, a killed one never shown true again once false,
+//! and a new one is listed by all.
 
 use std::time::Duration;
 
@@ -86,4 +88,137 @@ fn a_flooded_registry_keeps_lines_whole_and_the_junk_goes_by_the_ttl() {
             );
         }
     }
+}
+
+/// Processes that keep every core busy while they live.
+struct CpuHog(Vec<std::process::Child>);
+
+impl CpuHog {
+    fn start(count: usize) -> CpuHog {
+        let spin = || {
+            std::process::Command::new("sh")
+                .args(["-c", "while :; do :; done"])
+                .spawn()
+                .expect("start a busy loop")
+        };
+        CpuHog((0..count).map(|_| spin()).collect())
+    }
+}
+
+impl Drop for CpuHog {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Many nodes on a machine a CPU hog saturates: a live node may be late,
+/// never reported down; a node killed is shown false and never true
+/// again; a node started meanwhile is listed by every node.
+#[test]
+fn a_saturated_machine_makes_lines_late_never_wrong() {
+    const N: usize = 32;
+    let dir = TempDir::new("saturated");
+    let names: Vec<String> = (1..=N).map(|i| format!("s{i}@127.0.3.{i}")).collect();
+    let args = ["--interval", "1000", "--epmd", "off"];
+    let mut nodes: Vec<Node> = names
+        .iter()
+        .map(|n| Node::start(&dir, n, "c", &args))
+        .collect();
+    let everyone =
+        |nodes: &[Node]| -> Vec<String> { nodes.iter().map(|n| n.name.clone()).collect() };
+    {
+        let all: Vec<&Node> = nodes.iter().collect();
+        let want = everyone(&nodes);
+        wait_for("all to list all", Duration::from_secs(60), &all, || {
+            nodes.iter().all(|n| {
+                n.last_status()
+                    .is_some_and(|s| want.iter().all(|m| s.get(m) == Some(&true)))
+            })
+        });
+    }
+    // From here on the machine is saturated.
+    let marks: std::collections::HashMap<String, usize> = nodes
+        .iter()
+        .map(|n| (n.name.clone(), n.output().len()))
+        .collect();
+    let _hog = CpuHog::start(4);
+    // A node started under load is listed by every node.
+    let late_comer = "s99@127.0.3.99";
+    nodes.push(Node::start(&dir, late_comer, "c", &args));
+    {
+        let all: Vec<&Node> = nodes.iter().collect();
+        wait_for(
+            "the new node listed true by all",
+            Duration::from_secs(60),
+            &all,
+            || {
+                nodes.iter().all(|n| {
+                    n.last_status()
+                        .is_some_and(|s| s.get(late_comer) == Some(&true))
+                })
+            },
+        );
+    }
+    // A node killed is false on every line from then on, once false.
+    let victim = nodes.remove(0);
+    let victim_name = victim.name.clone();
+    drop(victim); // kill -9
+    {
+        let all: Vec<&Node> = nodes.iter().collect();
+        wait_for(
+            "the killed node false on every node",
+            Duration::from_secs(30),
+            &all,
+            || {
+                nodes.iter().all(|n| {
+                    n.last_status()
+                        .is_some_and(|s| s.get(&victim_name) != Some(&true))
+                })
+            },
+        );
+        let seen: Vec<usize> = nodes.iter().map(|n| n.output().len()).collect();
+        wait_for(
+            "three more lines each",
+            Duration::from_secs(30),
+            &all,
+            || {
+                nodes
+                    .iter()
+                    .zip(&seen)
+                    .all(|(n, s)| n.output().len() > s + 3)
+            },
+        );
+    }
+    let mut late = 0;
+    for node in &nodes {
+        let lines = node.output();
+        let mark = marks.get(&node.name).copied().unwrap_or(0);
+        let since = lines.get(mark..).unwrap_or_default();
+        late += since.iter().filter(|l| l.contains(" is late: ")).count();
+        // Late is honest under load; down is only for the killed node.
+        let wrong: Vec<&String> = since
+            .iter()
+            .filter(|l| l.contains(" is down") && !l.contains(&format!("node {victim_name} ")))
+            .collect();
+        assert!(
+            wrong.is_empty(),
+            "a live node reported down: {wrong:?}\n{}",
+            node.dump()
+        );
+        let verdicts: Vec<bool> = since
+            .iter()
+            .filter_map(|l| parse_status(l, &node.name))
+            .filter_map(|s| s.get(&victim_name).copied())
+            .collect();
+        let first_false = verdicts.iter().position(|alive| !alive);
+        assert!(
+            first_false.is_some_and(|i| verdicts[i..].iter().all(|alive| !alive)),
+            "{victim_name} true again after false: {verdicts:?}\n{}",
+            node.dump()
+        );
+    }
+    eprintln!("under the hog: {late} late lines, no live node down");
 }
