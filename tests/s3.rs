@@ -814,6 +814,15 @@ fn thousands_of_objects_with_junk_hide_no_live_node() {
             n.name
         );
         assert_eq!(skipped(i), junk.len(), "{}: {seen:?}", n.name);
+        // Each dead node joined once and expired once: an expired node's
+        // object still listed (before its deletion shows) proposes no one.
+        for (event, want) in [("joined", dead.len()), ("expired", dead.len()), ("left", 0)] {
+            let count = out
+                .iter()
+                .filter(|l| l.contains(": node d") && l.contains(&format!(" {event}")))
+                .count();
+            assert_eq!(count, want, "{}: {event}{}", n.name, dump());
+        }
         // No dead record was ever true; each was seen false before it went.
         let lines = statuses(i, &out);
         for d in &dead {

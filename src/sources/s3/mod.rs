@@ -54,6 +54,9 @@ pub(crate) struct S3Source {
     /// a period after the delete) and two intervals, at most half the TTL
     /// (an expiry waits the TTL without an answer).
     leave_window: Duration,
+    /// Expired nodes, with the version they expired with, until a
+    /// listing no longer has their object at that version.
+    expiring: BTreeMap<NodeName, u64>,
     shared: Arc<Mutex<Shared>>,
     /// Dropped (with the thread joined) at the leave, or when dropped.
     worker: Option<(Sender<Command>, JoinHandle<()>)>,
@@ -115,6 +118,7 @@ impl S3Source {
         Ok(S3Source {
             own,
             answered: BTreeMap::new(),
+            expiring: BTreeMap::new(),
             leave_window: (config.registry_period + config.interval * 2).min(config.ttl / 2),
             shared,
             worker: Some((tx, handle)),
@@ -146,12 +150,22 @@ impl PeerSource for S3Source {
     fn candidates(&mut self, warnings: &mut Vec<String>) -> Candidates {
         let mut shared = self.shared();
         warnings.append(&mut shared.warnings);
-        let records = shared.records.clone().map(|mut records| {
+        let listed = shared.records.clone();
+        let vanished = std::mem::take(&mut shared.vanished);
+        drop(shared);
+        let records = listed.map(|mut records| {
+            // An expired node's object is listed until a listing after its
+            // deletion: at the version it expired with, it proposes no one
+            // (it would join again); a newer one is its node back.
+            self.expiring.retain(|name, version| {
+                records
+                    .iter()
+                    .any(|r| r.name == *name && r.version == *version)
+            });
+            records.retain(|r| self.expiring.get(&r.name) != Some(&r.version));
             records.push(self.own.clone());
             records
         });
-        let vanished = std::mem::take(&mut shared.vanished);
-        drop(shared);
         let now = Instant::now();
         let left = vanished
             .into_iter()
@@ -171,6 +185,7 @@ impl PeerSource for S3Source {
     fn expired(&mut self, expired: &[Record], _warnings: &mut Vec<String>) {
         for record in expired {
             self.answered.remove(&record.name);
+            self.expiring.insert(record.name.clone(), record.version);
         }
         if let Some((tx, _)) = &self.worker {
             let names = expired.iter().map(|r| r.name.clone()).collect();
@@ -252,6 +267,7 @@ mod tests {
             own,
             answered: BTreeMap::new(),
             leave_window: Duration::from_millis(500),
+            expiring: BTreeMap::new(),
             shared: Arc::new(Mutex::new(Shared::default())),
             worker: None,
         };
@@ -281,5 +297,43 @@ mod tests {
         assert_eq!(names, [name(0)]);
         assert!(found.left.is_empty());
         assert_eq!(source.entry(&name(1)), Entry::Unknown);
+    }
+
+    #[test]
+    fn an_expired_node_proposes_no_one_until_its_object_changes() {
+        let at = |i: u8, version: u64| {
+            let addr = SocketAddr::from(([127, 0, 0, 1], 1));
+            let mut record = Record::new(name(i), addr, SystemTime::now());
+            record.version = version;
+            record
+        };
+        let mut source = S3Source {
+            own: at(0, 0),
+            answered: BTreeMap::new(),
+            leave_window: Duration::from_millis(500),
+            expiring: BTreeMap::new(),
+            shared: Arc::new(Mutex::new(Shared::default())),
+            worker: None,
+        };
+        let mut warnings = Vec::new();
+        let mut listed = |source: &mut S3Source, records: Vec<Record>| {
+            source.shared().records = Some(records);
+            let found = source.candidates(&mut warnings).records;
+            let found = found.unwrap_or_default().into_iter();
+            found.map(|r| r.name).collect::<Vec<NodeName>>()
+        };
+        source.expired(&[at(1, 5)], &mut Vec::new());
+        // A listing from before its deletion, round after round.
+        for _ in 0..3 {
+            let names = listed(&mut source, vec![at(1, 5), at(2, 5)]);
+            assert_eq!(names, [name(2), name(0)]);
+        }
+        // Written again: its node is back.
+        assert_eq!(listed(&mut source, vec![at(1, 6)]), [name(1), name(0)]);
+        assert!(source.expiring.is_empty());
+        // Deleted, then made again with the same version: a new object.
+        source.expired(&[at(1, 6)], &mut Vec::new());
+        assert_eq!(listed(&mut source, vec![]), [name(0)]);
+        assert_eq!(listed(&mut source, vec![at(1, 6)]), [name(1), name(0)]);
     }
 }
