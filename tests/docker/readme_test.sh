@@ -10,10 +10,13 @@
 #   two-terminals  two pulse nodes by hand, then Ctrl-C
 #   iex            pulse started before any EPMD, then Node.ping from iex
 #   mixed          two of the recipe's Elixir nodes and two pulse nodes
+#   s3             a local S3 server (scripts/local-s3.sh), its variables
+#                  sourced, two pulse nodes meeting through it alone
 #
 # How a block's lines are run: a line starting a node (target/release/pulse,
 # the recipe node's run.sh) or ending in `&` runs in the background, as in
-# its own terminal; `iex ...` is fed the `iex> ` lines after it, and the line
+# its own terminal; a line sourcing a file (`. FILE`) is run before every
+# later line of the block, as in a terminal that sourced it; `iex ...` is fed the `iex> ` lines after it, and the line
 # after each of those is the output it must print; `tail -f` is read by the
 # test instead; everything else runs in the foreground and must exit 0.
 #
@@ -34,6 +37,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 for tool in elixir iex mix epmd; do
     command -v "$tool" >/dev/null || skip "no $tool"
 done
+[[ -x ${PULSE_GARAGE:-/opt/garage}/bin/garage ]] || command -v garage >/dev/null ||
+    skip "no garage (scripts/install-deps.sh builds it)"
 need_docker
 
 readme=$root/README.md
@@ -50,6 +55,8 @@ outs=()
 # user (see as_plain_user) from a copy of the binary it can reach.
 runner=()
 workdir=$root
+# What the block's lines so far sourced (`. FILE`), run before each line.
+prelude=:
 
 diagnose() {
     echo "--- block '$block' of $readme"
@@ -69,7 +76,7 @@ diagnose() {
 
 # --- a fresh host, and the old one put back ------------------------------------
 
-for p in /tmp/sync_dir /tmp/log; do
+for p in /tmp/sync_dir /tmp/log /tmp/pulse-s3; do
     if [[ -e $p || -L $p ]]; then
         mkdir -p "$tmp/saved"
         mv "$p" "$tmp/saved/"
@@ -97,7 +104,9 @@ fresh_host() {
     stop_nodes
     outs=()
     epmd -kill >/dev/null 2>&1 || true
-    rm -rf /tmp/sync_dir /tmp/log
+    if [[ -d /tmp/pulse-s3 ]]; then "$root/scripts/local-s3.sh" stop >/dev/null 2>&1 || true; fi
+    rm -rf /tmp/sync_dir /tmp/log /tmp/pulse-s3
+    prelude=:
 }
 
 teardown() {
@@ -106,7 +115,7 @@ teardown() {
     fresh_host
     remove_project
     local p
-    for p in sync_dir log; do
+    for p in sync_dir log pulse-s3; do
         if [[ -e $tmp/saved/$p || -L $tmp/saved/$p ]]; then mv "$tmp/saved/$p" /tmp/; fi
     done
     rm -rf "$tmp" "${plain:-}"
@@ -132,7 +141,7 @@ block_lines() {
 background() {
     local line=${1%&} n=${#outs[@]}
     line=${line%% }
-    (cd "$workdir" && exec setsid "${runner[@]}" bash -c "exec $line") >"$tmp/out.$n" 2>&1 &
+    (cd "$workdir" && exec setsid "${runner[@]}" bash -c "$prelude; exec $line") >"$tmp/out.$n" 2>&1 &
     pids+=("$!")
     outs+=("$tmp/out.$n|$line")
 }
@@ -154,7 +163,7 @@ in_foreground() {
     if [[ $line == docker-compose* && ${compose_cmd[*]} != docker-compose ]]; then
         line="${compose_cmd[*]}${line#docker-compose}"
     fi
-    (cd "$root" && timeout 900 bash -c "$line") >"$tmp/fg.out" 2>&1 ||
+    (cd "$root" && timeout 900 bash -c "$prelude; $line") >"$tmp/fg.out" 2>&1 ||
         fail "'$line' exited with $? in block '$block': $(tail -n 20 "$tmp/fg.out")"
 }
 
@@ -207,6 +216,7 @@ run_block() {
             ;;
         "iex "*) iex_cmd=$line ;;
         "tail -f "*) ;;
+        ". "*) prelude+="; ${line%% #*}" ;;
         target/release/pulse* | *recipe_node/run.sh* | *"&") background "$line" ;;
         *) in_foreground "$line" ;;
         esac
@@ -324,7 +334,16 @@ check_mixed() {
     pass "mixed: ${all[*]}: every node's latest line lists all four true ($waited ms)"
 }
 
-for b in compose two-terminals iex mixed; do
+check_s3() {
+    local all
+    mapfile -t all < <(names_in_block)
+    ((${#all[@]} == 2)) || fail "the s3 block starts ${#all[@]} nodes: ${all[*]}"
+    wait_for 30000 "both nodes' latest lines list both true" all_list_all "${all[@]}"
+    [[ ! -e /tmp/sync_dir ]] || fail "the s3 block made /tmp/sync_dir: $(ls /tmp/sync_dir)"
+    pass "s3: ${all[*]} list each other true through the local S3 alone ($waited ms)"
+}
+
+for b in compose two-terminals iex mixed s3; do
     if [[ -z ${README_TEST_ONLY:-} || ${README_TEST_ONLY} == "$b" ]]; then run_block "$b"; fi
 done
 printf '%d passed, 0 failed\n' "$passed"
