@@ -1106,6 +1106,9 @@ fn a_key_revoked_at_run_time_is_said_once_and_loses_no_member() {
             .cloned()
             .collect();
         assert_eq!(said.len(), 2, "{said:#?}");
+        if n.name == names[0] {
+            eprintln!("{} said:\n{}", n.name, said.join("\n"));
+        }
         for l in &said {
             assert!(
                 l.contains("access denied") && l.contains("AWS_SECRET_ACCESS_KEY"),

@@ -83,7 +83,8 @@ pub(super) enum Command {
 
 impl S3Source {
     /// Checks the bucket and the key, takes our name (refused while a
-    /// fresh object holds it), lists once, and starts the thread.
+    /// fresh object holds it, or when another node took it at the same
+    /// moment: [`claim`]), lists once, and starts the thread.
     pub(crate) fn start(
         config: &Config,
         location: &Location,
