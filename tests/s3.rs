@@ -6,8 +6,11 @@
 //! The client is private to the crate, so it is compiled here from its
 //! source, as it is. The second half runs `pulse` nodes with
 //! `--registry s3://…` on the same Garage: they converge, join, leave and
-//! expire; wrong credentials stop them at start; junk objects and a store
-//! outage remove nobody.
+//! expire; wrong credentials stop them at start; junk objects (also among
+//! 2,500 objects, three listing pages), a store outage, a store that
+//! accepts and never answers (behind a switchable proxy) and a key revoked
+//! at run time remove nobody and delay no status line; of two nodes started
+//! under one name at once, one runs.
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
