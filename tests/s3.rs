@@ -433,6 +433,24 @@ fn nodes_converge_through_s3_then_leave_or_expire() {
     let table = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(finished && out.status.success(), "{out:?}");
     assert!(names.iter().all(|n| table.contains(n.as_str())), "{table}");
+    // So does `pulse health`, for the node it names.
+    let health = |name: &str| {
+        let mut cmd = pulse_cmd(&c.dir);
+        cmd.envs(c.garage.vars()).args([
+            "health",
+            "--name",
+            name,
+            "--cookie",
+            "s3cookie",
+            "--registry",
+            "s3://pulse/sync_dir/",
+        ]);
+        let (out, finished) = run_within(cmd, Duration::from_secs(20));
+        assert!(finished, "health {name} still runs: {out:?}");
+        out
+    };
+    let out = health(&names[0]);
+    assert!(out.status.success(), "health of a live node: {out:?}");
 
     // kill -9 s4: false on the others' next line, then expired and its
     // object deleted after the TTL.
@@ -440,6 +458,12 @@ fn nodes_converge_through_s3_then_leave_or_expire() {
     let s4 = S3Cluster::name(4);
     nodes[3].signal("KILL");
     nodes[3].wait_exit(Duration::from_secs(5));
+    let out = health(&S3Cluster::name(4));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "health of a killed node: {out:?}"
+    );
     // Its name is still taken while its object is fresh.
     let (out, finished) = run_within(c.cmd(&s4, &[]), Duration::from_secs(20));
     let text = String::from_utf8_lossy(&out.stderr).into_owned();

@@ -11,6 +11,7 @@ use crate::decimal::Fixed;
 use crate::discovery;
 use crate::erlang::Identity;
 use crate::membership::{Outcome, Reason};
+use crate::name::NodeName;
 use crate::peers::links::Links;
 use crate::peers::probe::Prober;
 use crate::registry::{self, Record, Registry, Target};
@@ -43,7 +44,15 @@ fn registered(config: &Config, me: &Identity, own_host: bool) -> io::Result<Vec<
         return found.map_err(io::Error::other);
     }
     if let Some((location, settings)) = &config.s3 {
-        return crate::sources::s3::registered(location, settings).map_err(io::Error::other);
+        // Our own node is named after this host, as a rule: only its
+        // object is read, when there is one.
+        let ours = |name: &NodeName| *name == config.name || name.host() == config.ip.to_string();
+        let found = if own_host {
+            crate::sources::s3::registered_among(location, settings, ours)
+        } else {
+            crate::sources::s3::registered(location, settings)
+        };
+        return found.map_err(io::Error::other);
     }
     match Registry::new(&config.sync_dir).scan() {
         Ok(scan) => Ok(scan.records),

@@ -226,14 +226,30 @@ impl Drop for S3Source {
 /// (`pulse status`, `pulse health`): one listing and one get per node;
 /// objects that are not records are left out.
 pub(crate) fn registered(location: &Location, settings: &Settings) -> Result<Vec<Record>, String> {
+    registered_among(location, settings, |_| true)
+}
+
+/// The same for the objects whose names `wanted` picks, or all of them
+/// when it picks none: a health check looking for its own node reads one
+/// object, not every node's (each GET is billed).
+pub(crate) fn registered_among(
+    location: &Location,
+    settings: &Settings,
+    wanted: impl Fn(&NodeName) -> bool,
+) -> Result<Vec<Record>, String> {
     let client = Client::new(location, settings).map_err(|e| e.to_string())?;
     let deadline = Instant::now() + START_DEADLINE;
     let mut records = Vec::new();
-    for object in client.list(deadline).map_err(|e| e.to_string())? {
-        let Ok(name) = object.name.parse::<NodeName>() else {
-            continue;
-        };
-        if object.size > MAX_RECORD {
+    let listed: Vec<_> = client
+        .list(deadline)
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .filter_map(|object| Some((object.name.parse::<NodeName>().ok()?, object)))
+        .filter(|(_, object)| object.size <= MAX_RECORD)
+        .collect();
+    let any_wanted = listed.iter().any(|(name, _)| wanted(name));
+    for (name, object) in listed {
+        if any_wanted && !wanted(&name) {
             continue;
         }
         if let Got::Body(got) = client
