@@ -31,9 +31,14 @@ mod sources;
 mod sys;
 
 // The embedding API.
+/// What [`ConfigError::Cookie`] carries.
+pub use config::CookieError;
 pub use config::{Config, ConfigError, DnsName, EpmdMode};
 pub use error::{DnsError, EpmdError, Error};
 pub use membership::{Event, Reason};
+/// What [`ConfigError::Name`] carries, and the error of parsing a
+/// [`NodeName`].
+pub use name::NameError;
 pub use name::NodeName;
 pub use node::Node;
 pub use node::rounds::Member;

@@ -45,34 +45,64 @@ impl fmt::Display for NodeName {
 }
 
 impl FromStr for NodeName {
-    type Err = String;
+    type Err = NameError;
 
-    fn from_str(s: &str) -> Result<Self, String> {
+    fn from_str(s: &str) -> Result<Self, NameError> {
         if s.len() > MAX_LEN {
-            return Err(format!("node name longer than {MAX_LEN} bytes"));
+            return Err(NameError::TooLong);
         }
-        let (alive, host) = s
-            .split_once('@')
-            .ok_or_else(|| format!("'{s}' is not a node name (expected name@host)"))?;
+        let Some((alive, host)) = s.split_once('@') else {
+            return Err(NameError::NoHost(s.to_string()));
+        };
         let alive_ok = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
         let host_ok = |c: char| c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-';
         if alive.is_empty() || !alive.chars().all(alive_ok) {
-            return Err(format!(
-                "'{s}': the part before '@' must be letters, digits, '_' or '-'"
-            ));
+            return Err(NameError::BadAlive(s.to_string()));
         }
         if host.is_empty()
             || !host.chars().all(host_ok)
             || host.starts_with('.')
             || host.contains("..")
         {
-            return Err(format!(
-                "'{s}': the host after '@' must be letters, digits, '.', '_' or '-'"
-            ));
+            return Err(NameError::BadHost(s.to_string()));
         }
         Ok(NodeName(Arc::from(s)))
     }
 }
+
+/// Why a text is not a node name (each variant but the first holds the
+/// text refused).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NameError {
+    /// It is longer than 255 bytes, Erlang's atom limit.
+    TooLong,
+    /// It has no `@`: not `name@host`.
+    NoHost(String),
+    /// The part before the `@` is empty or not letters, digits, `_` or `-`.
+    BadAlive(String),
+    /// The host after the `@` is empty, starts with `.`, holds `..`, or is
+    /// not letters, digits, `.`, `_` or `-`.
+    BadHost(String),
+}
+
+impl fmt::Display for NameError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NameError::TooLong => write!(f, "node name longer than {MAX_LEN} bytes"),
+            NameError::NoHost(s) => write!(f, "'{s}' is not a node name (expected name@host)"),
+            NameError::BadAlive(s) => write!(
+                f,
+                "'{s}': the part before '@' must be letters, digits, '_' or '-'"
+            ),
+            NameError::BadHost(s) => write!(
+                f,
+                "'{s}': the host after '@' must be letters, digits, '.', '_' or '-'"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for NameError {}
 
 /// The recipe's name: the first 10 hex digits of the md5 of the current time
 /// exactly as `date -Ins` prints it, newline included.
@@ -152,6 +182,29 @@ mod tests {
         ] {
             assert!(bad.parse::<NodeName>().is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn name_errors_say_why_in_the_same_words() {
+        let why = |s: &str| s.parse::<NodeName>().expect_err(s);
+        let long = format!("a@{}", "h".repeat(300));
+        assert_eq!(why(&long), NameError::TooLong);
+        assert_eq!(why(&long).to_string(), "node name longer than 255 bytes");
+        assert_eq!(why("a1"), NameError::NoHost("a1".into()));
+        assert_eq!(
+            why("a1").to_string(),
+            "'a1' is not a node name (expected name@host)"
+        );
+        assert_eq!(why("a/b@h"), NameError::BadAlive("a/b@h".into()));
+        assert_eq!(
+            why("a/b@h").to_string(),
+            "'a/b@h': the part before '@' must be letters, digits, '_' or '-'"
+        );
+        assert_eq!(why("a@h..x"), NameError::BadHost("a@h..x".into()));
+        assert_eq!(
+            why("a@h..x").to_string(),
+            "'a@h..x': the host after '@' must be letters, digits, '.', '_' or '-'"
+        );
     }
 
     #[test]

@@ -15,7 +15,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::name::NodeName;
+use crate::name::{NameError, NodeName};
 use crate::s3;
 
 /// Default registry directory, as in the recipe.
@@ -151,11 +151,13 @@ impl Config {
         if let Err(why) = name.parse::<NodeName>() {
             return Err(ConfigError::Name(name.to_string(), why));
         }
-        // The name is good, so what is left to refuse is the cookie.
+        check_cookie(cookie).map_err(ConfigError::Cookie)?;
+        // A good name and cookie leave the command nothing to refuse: the
+        // host falls back to the first address when it does not resolve.
         let args = ["--name", name, "--cookie", cookie].map(OsString::from);
-        parse(args, |_| None)
+        Ok(parse(args, |_| None)
             .and_then(|args| args.resolve())
-            .map_err(ConfigError::Cookie)
+            .expect("a valid name and cookie make a configuration"))
     }
 }
 
@@ -163,9 +165,9 @@ impl Config {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConfigError {
     /// The node name is not an Erlang `alive@host` name (the name, and why).
-    Name(String, String),
+    Name(String, NameError),
     /// The cookie cannot be used: empty, too long or not printable (why).
-    Cookie(String),
+    Cookie(CookieError),
 }
 
 impl std::fmt::Display for ConfigError {
@@ -178,3 +180,48 @@ impl std::fmt::Display for ConfigError {
 }
 
 impl std::error::Error for ConfigError {}
+
+/// Why a cookie cannot be used: it must be 1 to 255 printable characters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CookieError {
+    /// It is empty.
+    Empty,
+    /// It is longer than 255 bytes (how many it has).
+    TooLong(usize),
+    /// It holds a control character (a newline, say).
+    ControlCharacter,
+}
+
+impl CookieError {
+    /// The message for the cookie called `cookie` ("the cookie", or "the
+    /// cookie in FILE").
+    pub(crate) fn said_of(&self, cookie: &str) -> String {
+        let problem = match self {
+            CookieError::Empty => "it is empty".to_string(),
+            CookieError::TooLong(bytes) => format!("it has {bytes} bytes"),
+            CookieError::ControlCharacter => "it holds a control character".to_string(),
+        };
+        format!("{cookie} must be 1 to 255 printable characters, but {problem}")
+    }
+}
+
+impl std::fmt::Display for CookieError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.said_of("the cookie"))
+    }
+}
+
+impl std::error::Error for CookieError {}
+
+/// Whether a cookie can be used: 1 to 255 bytes, no control character.
+pub(crate) fn check_cookie(cookie: &str) -> Result<(), CookieError> {
+    if cookie.is_empty() {
+        Err(CookieError::Empty)
+    } else if cookie.len() > 255 {
+        Err(CookieError::TooLong(cookie.len()))
+    } else if cookie.chars().any(char::is_control) {
+        Err(CookieError::ControlCharacter)
+    } else {
+        Ok(())
+    }
+}

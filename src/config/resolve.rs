@@ -42,7 +42,7 @@ impl Args {
             (None, Some(s), Some(h)) => format!("{s}@{h}"),
             _ => format!("{}@{ip}", name::recipe_alive()),
         };
-        let name: NodeName = name_text.parse()?;
+        let name = name_text.parse::<NodeName>().map_err(|e| e.to_string())?;
         let interval = Duration::from_millis(self.interval_ms());
         let (cookie, cookie_file) = self.cookie()?;
         // The AWS variables are read only for an S3 registry.
@@ -103,23 +103,11 @@ impl Args {
         } else {
             return Err("no cookie: give --cookie or --cookie-file, or set HOME so $HOME/.erlang.cookie can be used".into());
         };
-        let problem = if cookie.is_empty() {
-            Some("it is empty".to_string())
-        } else if cookie.len() > 255 {
-            Some(format!("it has {} bytes", cookie.len()))
-        } else if cookie.chars().any(char::is_control) {
-            Some("it holds a control character".to_string())
-        } else {
-            None
-        };
-        if let Some(problem) = problem {
-            let from = match &file {
-                Some(path) => format!("the cookie in {}", path.display()),
-                None => "the cookie".to_string(),
-            };
-            return Err(format!(
-                "{from} must be 1 to 255 printable characters, but {problem}"
-            ));
+        if let Err(why) = super::check_cookie(&cookie) {
+            return Err(match &file {
+                Some(path) => why.said_of(&format!("the cookie in {}", path.display())),
+                None => why.to_string(),
+            });
         }
         Ok((cookie, file))
     }

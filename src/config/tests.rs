@@ -330,3 +330,57 @@ fn dns_names_with_and_without_a_port() {
         assert!(bad.parse::<DnsName>().is_err(), "{bad}");
     }
 }
+
+#[test]
+fn config_errors_say_why_in_the_same_words() {
+    let why = |name: &str, cookie: &str| Config::for_node(name, cookie).expect_err(name);
+    assert_eq!(why("a@h", ""), ConfigError::Cookie(CookieError::Empty),);
+    assert_eq!(
+        why("a@h", "").to_string(),
+        "bad cookie: the cookie must be 1 to 255 printable characters, but it is empty"
+    );
+    let long = "c".repeat(256);
+    assert_eq!(
+        why("a@h", &long),
+        ConfigError::Cookie(CookieError::TooLong(256))
+    );
+    assert_eq!(
+        CookieError::TooLong(256).to_string(),
+        "the cookie must be 1 to 255 printable characters, but it has 256 bytes"
+    );
+    assert_eq!(
+        why("a@h", "c\n"),
+        ConfigError::Cookie(CookieError::ControlCharacter)
+    );
+    assert_eq!(
+        CookieError::ControlCharacter.to_string(),
+        "the cookie must be 1 to 255 printable characters, but it holds a control character"
+    );
+    // The name is judged first, and keeps what was given.
+    let bad = why("bad", "");
+    assert_eq!(
+        bad,
+        ConfigError::Name("bad".into(), NameError::NoHost("bad".into()))
+    );
+    assert_eq!(
+        bad.to_string(),
+        "bad node name \"bad\": 'bad' is not a node name (expected name@host)"
+    );
+    // A cookie file's cookie is named with its file.
+    let dir = std::env::temp_dir().join(format!("pulse-cookie-empty-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).expect("dir");
+    let file = dir.join("cookie");
+    fs::write(&file, "\n").expect("write");
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&file, fs::Permissions::from_mode(0o400)).expect("chmod");
+    let path = file.display().to_string();
+    let err = parse_with(&["--name", "a@127.0.0.1", "--cookie-file", &path], &[])
+        .and_then(|a| a.resolve())
+        .expect_err("empty");
+    assert_eq!(
+        err,
+        format!("the cookie in {path} must be 1 to 255 printable characters, but it is empty")
+    );
+    fs::remove_dir_all(&dir).expect("cleanup");
+}

@@ -319,7 +319,7 @@ pub(crate) fn names_at(
         let addr = SocketAddr::new(ip, port);
         return match link::dial(addr, me, "", Instant::now() + timeout, || true) {
             Err(DialError::Handshake(HandshakeError::NameMismatch { got })) => {
-                let name: NodeName = got.parse()?;
+                let name = got.parse::<NodeName>().map_err(|e| e.to_string())?;
                 Ok(vec![Candidate { name, addr }])
             }
             Err(e) => Err(e.to_string()),
