@@ -5,7 +5,9 @@
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
+use std::time::Duration;
 
+use crate::decimal::Fixed;
 use crate::name::NodeName;
 
 /// Why a node could not start.
@@ -14,7 +16,7 @@ pub enum Error {
     /// The distribution port could not be bound.
     Bind(SocketAddr, io::Error),
     /// A live node holds our name (why we think so).
-    Taken(NodeName, String),
+    Taken(NodeName, Taken),
     /// Our entry could not be written.
     Registry(io::Error),
     /// A thread could not be started.
@@ -42,6 +44,82 @@ impl fmt::Display for Error {
 }
 
 impl std::error::Error for Error {}
+
+/// Why we think a live node holds our name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Taken {
+    /// A running (maybe frozen) pulse node holds the lock of its registry
+    /// entry.
+    Locked,
+    /// A node answers under the name at the address its entry gives.
+    Answers(SocketAddr),
+    /// A node that is not pulse wrote its entry less than the TTL ago (how
+    /// long ago).
+    ForeignEntry(Duration),
+    /// EPMD on the name's host knows the name.
+    EpmdKnows {
+        /// Where that EPMD listens.
+        at: SocketAddr,
+        /// The port it gives for the name.
+        port: u16,
+    },
+    /// A node that takes no lock (the recipe's) wrote its entry while we
+    /// were taking the name.
+    WrittenMeanwhile,
+    /// The name's object in the S3 registry was written less than the TTL
+    /// ago.
+    FreshObject {
+        /// The registry, `s3://BUCKET/PREFIX`.
+        registry: String,
+        /// How long ago, by the store's clock; `None` when it does not say.
+        age: Option<Duration>,
+    },
+    /// Another node took the name in the S3 registry at the same moment as
+    /// we did, and its object is the one left.
+    SameMoment {
+        /// The registry, `s3://BUCKET/PREFIX`.
+        registry: String,
+    },
+}
+
+impl fmt::Display for Taken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let seconds = |age: &Duration| Fixed::seconds(age.as_millis());
+        match self {
+            Taken::Locked => f.write_str("a running pulse node holds its registry entry"),
+            Taken::Answers(addr) => write!(f, "a live node answers under it at {addr}"),
+            Taken::ForeignEntry(age) => write!(
+                f,
+                "its registry entry was written {} s ago by a node that is not pulse",
+                seconds(age)
+            ),
+            Taken::EpmdKnows { at, port } => write!(f, "EPMD at {at} knows it (port {port})"),
+            Taken::WrittenMeanwhile => f.write_str("another node wrote its entry meanwhile"),
+            Taken::FreshObject {
+                registry,
+                age: Some(age),
+            } => write!(
+                f,
+                "its object in S3 registry {registry} was written {} s ago, less than the TTL",
+                seconds(age)
+            ),
+            Taken::FreshObject {
+                registry,
+                age: None,
+            } => write!(
+                f,
+                "its object in S3 registry {registry} was written at a time the store does \
+                 not say, less than the TTL"
+            ),
+            Taken::SameMoment { registry } => write!(
+                f,
+                "another node took it in S3 registry {registry} at the same moment"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for Taken {}
 
 /// Why EPMD could not be used, as configured by `--epmd`.
 #[derive(Debug)]
@@ -94,3 +172,62 @@ impl fmt::Display for DnsError {
 }
 
 impl std::error::Error for DnsError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn taken_says_why_in_the_same_words() {
+        let name: NodeName = "t1@127.0.0.1".parse().expect("name");
+        let at = SocketAddr::from(([127, 0, 0, 1], 4369));
+        let registry = "s3://b/sync_dir/".to_string();
+        for (why, said) in [
+            (
+                Taken::Locked,
+                "a running pulse node holds its registry entry",
+            ),
+            (
+                Taken::Answers(SocketAddr::from(([127, 0, 0, 1], 4001))),
+                "a live node answers under it at 127.0.0.1:4001",
+            ),
+            (
+                Taken::ForeignEntry(Duration::from_millis(2_345)),
+                "its registry entry was written 2.3 s ago by a node that is not pulse",
+            ),
+            (
+                Taken::EpmdKnows { at, port: 4001 },
+                "EPMD at 127.0.0.1:4369 knows it (port 4001)",
+            ),
+            (
+                Taken::WrittenMeanwhile,
+                "another node wrote its entry meanwhile",
+            ),
+            (
+                Taken::FreshObject {
+                    registry: registry.clone(),
+                    age: Some(Duration::from_millis(1_250)),
+                },
+                "its object in S3 registry s3://b/sync_dir/ was written 1.3 s ago, less than the TTL",
+            ),
+            (
+                Taken::FreshObject {
+                    registry: registry.clone(),
+                    age: None,
+                },
+                "its object in S3 registry s3://b/sync_dir/ was written at a time the store \
+                 does not say, less than the TTL",
+            ),
+            (
+                Taken::SameMoment { registry },
+                "another node took it in S3 registry s3://b/sync_dir/ at the same moment",
+            ),
+        ] {
+            assert_eq!(why.to_string(), said);
+            assert_eq!(
+                Error::Taken(name.clone(), why).to_string(),
+                format!("the name t1@127.0.0.1 is taken: {said}")
+            );
+        }
+    }
+}

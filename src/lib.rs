@@ -34,6 +34,8 @@ mod sys;
 /// What [`ConfigError::Cookie`] carries.
 pub use config::CookieError;
 pub use config::{Config, ConfigError, DnsName, EpmdMode};
+/// What [`Error::Taken`] carries.
+pub use error::Taken;
 pub use error::{DnsError, EpmdError, Error};
 pub use membership::{Event, Reason};
 /// What [`ConfigError::Name`] carries, and the error of parsing a

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::entry::open_untrusted;
 use super::{MAX_RECORD, Record, shared};
+use crate::error::Taken;
 
 /// How long a claim waits for another node's claim in the same directory
 /// (which may be judging a holder by pinging it).
@@ -39,7 +40,7 @@ pub(crate) struct Holder {
 #[derive(Debug)]
 pub(crate) enum ClaimError {
     /// The name is held by a live node (why we think so).
-    Taken(String),
+    Taken(Taken),
     /// The registry cannot be used.
     Io(io::Error),
 }
@@ -80,7 +81,7 @@ impl OwnEntry {
     pub(crate) fn claim(
         dir: &Path,
         record: &Record,
-        judge: impl FnOnce(&Holder) -> Option<String>,
+        judge: impl FnOnce(&Holder) -> Option<Taken>,
     ) -> Result<OwnEntry, ClaimError> {
         OwnEntry::claim_in(dir, record, judge).map_err(|e| match e {
             ClaimError::Io(e) => ClaimError::Io(io::Error::new(
@@ -94,7 +95,7 @@ impl OwnEntry {
     fn claim_in(
         dir: &Path,
         record: &Record,
-        judge: impl FnOnce(&Holder) -> Option<String>,
+        judge: impl FnOnce(&Holder) -> Option<Taken>,
     ) -> Result<OwnEntry, ClaimError> {
         shared::create_dir(dir)?;
         check_dir_is_safe(dir)?;
@@ -132,9 +133,7 @@ impl OwnEntry {
         let file = match create(&path, &record.to_text()) {
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                 // A writer that takes no lock (the recipe's nodes) got there first.
-                return Err(ClaimError::Taken(
-                    "another node wrote its entry meanwhile".into(),
-                ));
+                return Err(ClaimError::Taken(Taken::WrittenMeanwhile));
             }
             other => other?,
         };
@@ -157,14 +156,21 @@ impl OwnEntry {
             }
             Ok(_) => Ok(Beat::Replaced),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                let again =
-                    OwnEntry::claim(&self.dir, &self.record, |_| Some("made meanwhile".into()))
-                        .map_err(|e| match e {
-                            ClaimError::Io(e) => e,
-                            ClaimError::Taken(why) => {
-                                io::Error::new(io::ErrorKind::AlreadyExists, why)
-                            }
-                        })?;
+                // Any file found under our name was made meanwhile.
+                let mut judged = false;
+                let again = OwnEntry::claim(&self.dir, &self.record, |_| {
+                    judged = true;
+                    Some(Taken::WrittenMeanwhile)
+                })
+                .map_err(|e| match e {
+                    ClaimError::Io(e) => e,
+                    ClaimError::Taken(_) if judged => {
+                        io::Error::new(io::ErrorKind::AlreadyExists, "made meanwhile")
+                    }
+                    ClaimError::Taken(why) => {
+                        io::Error::new(io::ErrorKind::AlreadyExists, why.to_string())
+                    }
+                })?;
                 *self = again;
                 Ok(Beat::Recreated)
             }

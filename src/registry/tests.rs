@@ -1,6 +1,7 @@
 //! Tests of the registry scan and of our own entry.
 
 use super::own::{Beat, ClaimError, OwnEntry};
+use crate::error::Taken;
 use std::time::Duration;
 
 use super::entry::mix_version;
@@ -123,9 +124,9 @@ fn a_held_name_is_taken_and_two_claims_at_once_never_both_win() {
     let held = claim(&dir, "a@127.0.0.1", 1);
     // A judge that would let anything go still sees the lock.
     let second = OwnEntry::claim(&dir, &record("a@127.0.0.1", 2), |h| {
-        h.locked.then(|| "locked".to_string())
+        h.locked.then_some(Taken::Locked)
     });
-    assert!(matches!(second, Err(ClaimError::Taken(ref why)) if why == "locked"));
+    assert!(matches!(second, Err(ClaimError::Taken(Taken::Locked))));
     drop(held);
     for round in 0..20 {
         let n = format!("r{round}@127.0.0.1");
@@ -136,7 +137,7 @@ fn a_held_name_is_taken_and_two_claims_at_once_never_both_win() {
                 std::thread::spawn(move || {
                     barrier.wait();
                     OwnEntry::claim(&dir, &record(&n, 10 + i), |h| {
-                        h.locked.then(|| "locked".to_string())
+                        h.locked.then_some(Taken::Locked)
                     })
                     .ok()
                 })

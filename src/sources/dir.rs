@@ -12,10 +12,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::{Candidates, Entry, PeerSource};
 use crate::config::Config;
-use crate::decimal::Fixed;
 use crate::erlang::epmd::registration::EPMD_TIMEOUT;
 use crate::erlang::{Identity, epmd};
-use crate::error::Error;
+use crate::error::{Error, Taken};
 use crate::membership::{Outcome, Reason};
 use crate::name::NodeName;
 use crate::peers::probe;
@@ -190,17 +189,15 @@ impl Drop for DirSource {
 /// one that answers at its recorded address is alive even without the lock
 /// (a wrong cookie still proves it is there). A foreign node is alive while
 /// its file is fresh, or while EPMD on its host knows the name.
-fn still_held(holder: &Holder, config: &Config, me: &Identity) -> Option<String> {
+fn still_held(holder: &Holder, config: &Config, me: &Identity) -> Option<Taken> {
     if holder.locked {
-        return Some("a running pulse node holds its registry entry".into());
+        return Some(Taken::Locked);
     }
     if let Some(record) = &holder.record {
         let addr = record.addr?;
         let deadline = Instant::now() + config.timeout;
         return match probe::open(me, config.epmd_port, &record.target(), deadline) {
-            Ok(_) | Err(Reason::BadCookie) => {
-                Some(format!("a live node answers under it at {addr}"))
-            }
+            Ok(_) | Err(Reason::BadCookie) => Some(Taken::Answers(addr)),
             Err(_) => None,
         };
     }
@@ -208,10 +205,7 @@ fn still_held(holder: &Holder, config: &Config, me: &Identity) -> Option<String>
         .duration_since(holder.modified)
         .unwrap_or(Duration::ZERO);
     if age < config.ttl {
-        return Some(format!(
-            "its registry entry was written {} s ago by a node that is not pulse",
-            Fixed::seconds(age.as_millis())
-        ));
+        return Some(Taken::ForeignEntry(age));
     }
     let host: IpAddr = match config.name.host() {
         "localhost" => IpAddr::from([127, 0, 0, 1]),
@@ -219,7 +213,7 @@ fn still_held(holder: &Holder, config: &Config, me: &Identity) -> Option<String>
     };
     let at = SocketAddr::new(host, config.epmd_port);
     match epmd::port_please(at, config.name.alive(), EPMD_TIMEOUT) {
-        Ok(Some(port)) => Some(format!("EPMD at {at} knows it (port {port})")),
+        Ok(Some(port)) => Some(Taken::EpmdKnows { at, port }),
         _ => None,
     }
 }

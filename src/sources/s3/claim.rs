@@ -16,52 +16,49 @@ use std::time::{Duration, Instant};
 
 use super::START_DEADLINE;
 use crate::config::Config;
-use crate::decimal::Fixed;
-use crate::error::Error;
+use crate::error::{Error, Taken};
 use crate::s3::{self, Client, Got};
 
 /// How long after writing our object it is read back.
 const SETTLE: Duration = Duration::from_secs(1);
 
 /// Writes `body` under our name unless a fresh object holds it, and
-/// returns its entity tag; `at` names the registry in messages.
+/// returns its entity tag; `registry` (`s3://BUCKET/PREFIX`) names the
+/// registry in messages.
 pub(super) fn claim(
     client: &Client,
     config: &Config,
-    at: &str,
+    registry: &str,
     body: &[u8],
 ) -> Result<String, Error> {
     let name = config.name.as_str();
     let deadline = || Instant::now() + START_DEADLINE;
-    let failed = |e: s3::Error| Error::S3(format!("{at}: cannot take our name: {e}"));
-    let taken = || {
-        Error::Taken(
-            config.name.clone(),
-            format!("another node took it in {at} at the same moment"),
-        )
+    let failed =
+        |e: s3::Error| Error::S3(format!("S3 registry {registry}: cannot take our name: {e}"));
+    let taken = |why: Taken| Error::Taken(config.name.clone(), why);
+    let same_moment = || {
+        taken(Taken::SameMoment {
+            registry: registry.to_string(),
+        })
     };
     let written = match client.get(name, None, deadline()).map_err(failed)? {
         Got::Body(held) if held.age.is_none_or(|age| age < config.ttl) => {
-            let age = match held.age {
-                Some(age) => format!("{} s ago", Fixed::seconds(age.as_millis())),
-                None => "at a time the store does not say".into(),
-            };
-            return Err(Error::Taken(
-                config.name.clone(),
-                format!("its object in {at} was written {age}, less than the TTL"),
-            ));
+            return Err(taken(Taken::FreshObject {
+                registry: registry.to_string(),
+                age: held.age,
+            }));
         }
         // Stale: a node that stopped without leaving.
         Got::Body(_) | Got::NotModified => client.put(name, body, deadline()),
         Got::Missing => client.create(name, body, deadline()),
     };
     let written = written.map_err(|e| match e {
-        s3::Error::PreconditionFailed => taken(),
+        s3::Error::PreconditionFailed => same_moment(),
         e => failed(e),
     })?;
     thread::sleep(SETTLE);
     match client.get(name, None, deadline()).map_err(failed)? {
         Got::Body(read) if read.bytes == body => Ok(written.etag),
-        Got::Body(_) | Got::NotModified | Got::Missing => Err(taken()),
+        Got::Body(_) | Got::NotModified | Got::Missing => Err(same_moment()),
     }
 }

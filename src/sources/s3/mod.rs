@@ -91,7 +91,8 @@ impl S3Source {
         settings: &Settings,
         addr: SocketAddr,
     ) -> Result<S3Source, Error> {
-        let at = format!("S3 registry s3://{}/{}", location.bucket, location.prefix);
+        let registry = format!("s3://{}/{}", location.bucket, location.prefix);
+        let at = format!("S3 registry {registry}");
         let client =
             Client::new(location, settings).map_err(|e| Error::S3(format!("{at}: {e}")))?;
         let deadline = || Instant::now() + START_DEADLINE;
@@ -106,7 +107,7 @@ impl S3Source {
         })?;
         let own = Record::new(config.name.clone(), addr, SystemTime::now());
         let body = own.to_text().into_bytes();
-        let own_etag = claim::claim(&client, config, &at, &body)?;
+        let own_etag = claim::claim(&client, config, &registry, &body)?;
         let mut worker = Worker::new(client, at, config, body, own_etag);
         // The first listing before the first round: the join at once.
         worker.list();
