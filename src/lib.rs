@@ -31,19 +31,27 @@ mod sources;
 mod sys;
 
 // The embedding API.
-/// What [`ConfigError::Cookie`] carries.
-pub use config::CookieError;
 pub use config::{Config, ConfigError, DnsName, EpmdMode};
-/// What [`Error::Taken`] carries.
-pub use error::Taken;
 pub use error::{DnsError, EpmdError, Error};
 pub use membership::{Event, Reason};
-/// What [`ConfigError::Name`] carries, and the error of parsing a
-/// [`NodeName`].
-pub use name::NameError;
 pub use name::NodeName;
 pub use node::Node;
 pub use node::rounds::Member;
+
+// The typed reasons its errors carry, with `EpmdError` and `DnsError`.
+/// What [`ConfigError::Cookie`] carries.
+pub use config::CookieError;
+/// What an [`S3Error`] says went wrong.
+pub use error::S3Cause;
+/// What [`Error::S3`] carries.
+pub use error::S3Error;
+/// What an [`S3Error`] says was being done.
+pub use error::S3Step;
+/// What [`Error::Taken`] carries.
+pub use error::Taken;
+/// What [`ConfigError::Name`] carries, and the error of parsing a
+/// [`NodeName`].
+pub use name::NameError;
 
 /// For the `pulse` binary and the integration tests, not a stable API: what
 /// they need of the crate's insides, in one place.

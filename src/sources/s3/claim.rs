@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use super::START_DEADLINE;
 use crate::config::Config;
-use crate::error::{Error, Taken};
+use crate::error::{Error, S3Error, S3Step, Taken};
 use crate::s3::{self, Client, Got};
 
 /// How long after writing our object it is read back.
@@ -33,8 +33,13 @@ pub(super) fn claim(
 ) -> Result<String, Error> {
     let name = config.name.as_str();
     let deadline = || Instant::now() + START_DEADLINE;
-    let failed =
-        |e: s3::Error| Error::S3(format!("S3 registry {registry}: cannot take our name: {e}"));
+    let failed = |e: s3::Error| {
+        Error::S3(S3Error {
+            registry: registry.to_string(),
+            step: S3Step::TakeName,
+            cause: e.into(),
+        })
+    };
     let taken = |why: Taken| Error::Taken(config.name.clone(), why);
     let same_moment = || {
         taken(Taken::SameMoment {

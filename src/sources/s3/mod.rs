@@ -27,7 +27,7 @@ use crossbeam_channel::Sender;
 
 use super::{Candidates, Entry, PeerSource};
 use crate::config::Config;
-use crate::error::Error;
+use crate::error::{Error, S3Cause, S3Error, S3Step};
 use crate::membership::Outcome;
 use crate::name::NodeName;
 use crate::registry::{self, Record};
@@ -92,22 +92,23 @@ impl S3Source {
         addr: SocketAddr,
     ) -> Result<S3Source, Error> {
         let registry = format!("s3://{}/{}", location.bucket, location.prefix);
-        let at = format!("S3 registry {registry}");
-        let client =
-            Client::new(location, settings).map_err(|e| Error::S3(format!("{at}: {e}")))?;
+        let failed = |step, cause| {
+            Error::S3(S3Error {
+                registry: registry.clone(),
+                step,
+                cause,
+            })
+        };
+        let client = Client::new(location, settings)
+            .map_err(|e| failed(S3Step::Client, S3Cause::Settings(e.0)))?;
         let deadline = || Instant::now() + START_DEADLINE;
-        client.check(deadline()).map_err(|e| {
-            if e.is_configuration() {
-                Error::S3(format!("{at}: {e}"))
-            } else {
-                Error::S3(format!(
-                    "{at}: cannot reach the store: {e}; check AWS_ENDPOINT_URL_S3 or the network"
-                ))
-            }
-        })?;
+        client
+            .check(deadline())
+            .map_err(|e| failed(S3Step::CheckBucket, e.into()))?;
         let own = Record::new(config.name.clone(), addr, SystemTime::now());
         let body = own.to_text().into_bytes();
         let own_etag = claim::claim(&client, config, &registry, &body)?;
+        let at = format!("S3 registry {registry}");
         let mut worker = Worker::new(client, at, config, body, own_etag);
         // The first listing before the first round: the join at once.
         worker.list();
