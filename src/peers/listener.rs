@@ -34,7 +34,7 @@ use crate::sys::fds;
 /// moment it is accepted (Erlang's own `net_setuptime` is 7 s).
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(7);
 /// Most inbound links at once; beyond it new connections are closed at
-/// once. Lower when the descriptor limit is ([`fds::link_cap`]).
+/// once. Lower when the descriptor limit is (`fds::link_cap`).
 pub const MAX_INBOUND: usize = 2048;
 /// Most inbound connections in their handshake at once, however high the
 /// cap: a cluster that restarts as one still has far fewer under way.

@@ -22,7 +22,7 @@ const CLIENT_STACK: usize = 64 * 1024;
 /// found" for any other), answers `NAMES_REQ`, and closes anything else. The
 /// thread "pulse-epmd" accepts; each connection is served on a thread of its
 /// own ("pulse-epmd-req") within a short deadline and a length cap, so a
-/// client that says nothing delays nobody else. At most [`MAX_CLIENTS`] are
+/// client that says nothing delays nobody else. At most `MAX_CLIENTS` are
 /// served at once; one more closes the connection open longest.
 #[derive(Debug)]
 pub struct Responder {
