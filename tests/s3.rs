@@ -872,6 +872,27 @@ fn thousands_of_objects_with_junk_hide_no_live_node() {
     eprintln!("done in {:?}", t0.elapsed());
 }
 
+/// Waits for twice the TTL (3 s) of status lines since `marks`, 20 each,
+/// and checks that every one lists the three nodes, all true: a store
+/// that cannot serve removes nobody.
+fn all_true_for_twice_the_ttl(nodes: &[&Node], marks: &[usize], while_: &str) {
+    wait_for(&format!("6 s of lines {while_}"), CONVERGE, nodes, || {
+        nodes
+            .iter()
+            .zip(marks)
+            .all(|(n, m)| statuses_since(n, *m).len() >= 20)
+    });
+    for (n, m) in nodes.iter().zip(marks) {
+        for s in statuses_since(n, *m) {
+            assert!(
+                s.len() == 3 && s.values().all(|v| *v),
+                "{while_}: {s:?}{}",
+                dump_all(nodes)
+            );
+        }
+    }
+}
+
 /// A TCP proxy on 127.0.0.1 in front of the store that can be switched to
 /// accept and never answer: while hung, a new connection is held open and
 /// never forwarded, and a connection that sends or receives anything is cut
@@ -1008,21 +1029,8 @@ fn a_store_that_never_answers_delays_no_line_and_loses_no_member() {
         })
     });
     eprintln!("the hung store noticed in {:?}", hung_at.elapsed());
-    // Twice the TTL (3 s) of lines while it hangs.
-    wait_for("6 s of lines while the store hangs", CONVERGE, &all, || {
-        nodes
-            .iter()
-            .zip(&marks)
-            .all(|(n, m)| statuses_since(n, *m).len() >= 20)
-    });
+    all_true_for_twice_the_ttl(&all, &marks, "while the store hangs");
     for (n, m) in nodes.iter().zip(&marks) {
-        for s in statuses_since(n, *m) {
-            assert!(
-                s.len() == 3 && s.values().all(|v| *v),
-                "{s:?}{}",
-                dump_all(&all)
-            );
-        }
         let gaps = status_gaps(n, *m);
         let max = gaps.iter().copied().max().unwrap_or(u64::MAX);
         assert!(
@@ -1111,21 +1119,8 @@ fn a_key_revoked_at_run_time_is_said_once_and_loses_no_member() {
         })
     });
     eprintln!("the revoked key said in {:?}", revoked.elapsed());
-    // Twice the TTL (3 s) of lines without the store.
-    wait_for("6 s of lines without the store", CONVERGE, &all, || {
-        nodes
-            .iter()
-            .zip(&marks)
-            .all(|(n, m)| statuses_since(n, *m).len() >= 20)
-    });
+    all_true_for_twice_the_ttl(&all, &marks, "without the store");
     for (n, m) in nodes.iter().zip(&marks) {
-        for s in statuses_since(n, *m) {
-            assert!(
-                s.len() == 3 && s.values().all(|v| *v),
-                "{s:?}{}",
-                dump_all(&all)
-            );
-        }
         // Said once, naming what to fix; nothing else said meanwhile.
         let said: Vec<String> = n.output()[*m..]
             .iter()

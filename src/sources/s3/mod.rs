@@ -275,6 +275,19 @@ mod tests {
         format!("n{i}@127.0.0.1").parse().expect("name")
     }
 
+    /// A source for node `own` whose thread never ran: the tests hand it
+    /// what a listing would have found.
+    fn without_a_worker(own: Record) -> S3Source {
+        S3Source {
+            own,
+            answered: BTreeMap::new(),
+            leave_window: Duration::from_millis(500),
+            expiring: BTreeMap::new(),
+            shared: Arc::new(Mutex::new(Shared::default())),
+            worker: None,
+        }
+    }
+
     #[test]
     fn a_vanished_object_is_a_leave_only_if_its_node_answered_lately() {
         let own = Record::new(
@@ -282,14 +295,7 @@ mod tests {
             SocketAddr::from(([127, 0, 0, 1], 1)),
             SystemTime::now(),
         );
-        let mut source = S3Source {
-            own,
-            answered: BTreeMap::new(),
-            leave_window: Duration::from_millis(500),
-            expiring: BTreeMap::new(),
-            shared: Arc::new(Mutex::new(Shared::default())),
-            worker: None,
-        };
+        let mut source = without_a_worker(own);
         let mut warnings = Vec::new();
         let alive = Outcome::Alive(Duration::from_millis(1));
         source.pinged(&[(name(1), alive.clone()), (name(2), alive)]);
@@ -326,14 +332,7 @@ mod tests {
             record.version = version;
             record
         };
-        let mut source = S3Source {
-            own: at(0, 0),
-            answered: BTreeMap::new(),
-            leave_window: Duration::from_millis(500),
-            expiring: BTreeMap::new(),
-            shared: Arc::new(Mutex::new(Shared::default())),
-            worker: None,
-        };
+        let mut source = without_a_worker(at(0, 0));
         let mut warnings = Vec::new();
         let mut listed = |source: &mut S3Source, records: Vec<Record>| {
             source.shared().records = Some(records);
