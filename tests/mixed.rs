@@ -300,17 +300,7 @@ fn pulse_registers_again_when_epmd_restarts() {
         elixir_eval("x1@127.0.0.1", "cookie", port, "", ping),
         ":pong"
     );
-    drop(epmd);
-    wait_for("p1 to see EPMD go", Duration::from_secs(9), &[&p1], || {
-        p1.count_containing("closed our registration") == 1
-    });
-    let _epmd = Epmd::start_on(port);
-    wait_for(
-        "p1 registered again",
-        Duration::from_secs(9),
-        &[&p1],
-        || p1.count_containing("registered p1 with EPMD") == 2,
-    );
+    let _epmd = epmd.restart_under(&p1, "p1");
     assert_eq!(
         elixir_eval("x2@127.0.0.1", "cookie", port, "", ping),
         ":pong"

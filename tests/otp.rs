@@ -87,17 +87,7 @@ fn pulse_registers_again_when_epmd_restarts_for_erl() {
             p1.count_containing("registered p1 with EPMD") == 1
         });
         assert_eq!(ping_from_erl(&otp, "x1@127.0.0.1", port), "pong\n");
-        drop(epmd);
-        wait_for("p1 to see EPMD go", Duration::from_secs(9), &[&p1], || {
-            p1.count_containing("closed our registration") == 1
-        });
-        let _epmd = Epmd::start_on(port);
-        wait_for(
-            "p1 registered again",
-            Duration::from_secs(9),
-            &[&p1],
-            || p1.count_containing("registered p1 with EPMD") == 2,
-        );
+        let _epmd = epmd.restart_under(&p1, "p1");
         assert_eq!(
             ping_from_erl(&otp, "x2@127.0.0.1", port),
             "pong\n",

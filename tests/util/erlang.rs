@@ -151,6 +151,29 @@ impl Epmd {
         Epmd::start_of(Command::new("epmd"), port)
     }
 
+    /// Stops this EPMD under `node`, registered in it as `alive`; waits
+    /// until the node sees it go, starts a new one on the same port and
+    /// waits until the node registered again. The new EPMD is returned.
+    pub(crate) fn restart_under(self, node: &Node, alive: &str) -> Epmd {
+        let port = self.1;
+        let registered = format!("registered {alive} with EPMD");
+        drop(self);
+        wait_for(
+            "the node to see EPMD go",
+            Duration::from_secs(9),
+            &[node],
+            || node.count_containing("closed our registration") == 1,
+        );
+        let epmd = Epmd::start_on(port);
+        wait_for(
+            "the node registered again",
+            Duration::from_secs(9),
+            &[node],
+            || node.count_containing(&registered) == 2,
+        );
+        epmd
+    }
+
     /// The EPMD of release `otp`, on a free port.
     pub(crate) fn start_for(otp: &Otp) -> Epmd {
         Epmd::start_of(otp.command("epmd"), free_port())
