@@ -6,6 +6,13 @@
 //! lines. A full disk could still cut a line short (a short write), so a
 //! line is written only when the file system has room for all of it, and a
 //! line that does not fit is dropped, counted and said on stderr once.
+//!
+//! So each line costs a `stat` of the path (a rotation) and an `fstatvfs`
+//! (the room) besides its `write`: about 3.5 µs of system time, a status
+//! line a round, under 0.3% of a node's CPU per round at 11 nodes (1.2 ms).
+//! Without them a round's instructions and wake-ups were the same within
+//! the noise (callgrind: within 1%, 11 and 50 nodes at 1 s), so they are
+//! not worth saving.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
