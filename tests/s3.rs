@@ -345,6 +345,17 @@ impl S3Cluster {
         Node::spawn(&name, self.cmd(&name, &[]))
     }
 
+    /// Nodes 1 to 3, once each lists all three true; and their names.
+    fn three_converged(&self) -> (Vec<Node>, Vec<String>) {
+        let nodes: Vec<Node> = (1..=3).map(|i| self.start(i)).collect();
+        let names: Vec<String> = (1..=3).map(S3Cluster::name).collect();
+        let all: Vec<&Node> = nodes.iter().collect();
+        wait_for("three nodes to see each other", CONVERGE, &all, || {
+            all_alive(&all, &names)
+        });
+        (nodes, names)
+    }
+
     /// The object names under the prefix, as the store lists them.
     fn objects(&self) -> Vec<String> {
         let c = client(&self.garage.vars(), "s3://pulse/sync_dir/");
@@ -383,14 +394,7 @@ fn nodes_converge_through_s3_then_leave_or_expire() {
         return;
     };
     let t0 = Instant::now();
-    let mut nodes: Vec<Node> = (1..=3).map(|i| c.start(i)).collect();
-    let names: Vec<String> = (1..=3).map(S3Cluster::name).collect();
-    {
-        let all: Vec<&Node> = nodes.iter().collect();
-        wait_for("three nodes to see each other", CONVERGE, &all, || {
-            all_alive(&all, &names)
-        });
-    }
+    let (mut nodes, _) = c.three_converged();
     eprintln!("three converged in {:?}", t0.elapsed());
     // Every status line from here on lists all three, all true.
     let marks: Vec<usize> = nodes.iter().map(|n| n.output().len()).collect();
@@ -610,14 +614,7 @@ fn a_store_outage_loses_no_member() {
     let Some(mut c) = S3Cluster::new("s3::a_store_outage_loses_no_member") else {
         return;
     };
-    let nodes: Vec<Node> = (1..=3).map(|i| c.start(i)).collect();
-    let names: Vec<String> = (1..=3).map(S3Cluster::name).collect();
-    {
-        let all: Vec<&Node> = nodes.iter().collect();
-        wait_for("three nodes to see each other", CONVERGE, &all, || {
-            all_alive(&all, &names)
-        });
-    }
+    let (nodes, names) = c.three_converged();
     let marks: Vec<usize> = nodes.iter().map(|n| n.output().len()).collect();
     c.garage.kill();
     // Longer than the TTL (3 s): pings decide, and everyone answers.
@@ -1097,12 +1094,8 @@ fn a_key_revoked_at_run_time_is_said_once_and_loses_no_member() {
     else {
         return;
     };
-    let nodes: Vec<Node> = (1..=3).map(|i| c.start(i)).collect();
-    let names: Vec<String> = (1..=3).map(S3Cluster::name).collect();
+    let (nodes, names) = c.three_converged();
     let all: Vec<&Node> = nodes.iter().collect();
-    wait_for("three nodes to see each other", CONVERGE, &all, || {
-        all_alive(&all, &names)
-    });
     let marks: Vec<usize> = nodes.iter().map(|n| n.output().len()).collect();
     let key = c.garage.key.0.clone();
     let deadline = Instant::now() + Duration::from_secs(30);

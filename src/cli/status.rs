@@ -46,7 +46,8 @@ fn registered(config: &Config, me: &Identity, own_host: bool) -> io::Result<Vec<
     if let Some((location, settings)) = &config.s3 {
         // Our own node is named after this host, as a rule: only its
         // object is read, when there is one.
-        let ours = |name: &NodeName| *name == config.name || name.host() == config.ip.to_string();
+        let host = config.ip.to_string();
+        let ours = |name: &NodeName| *name == config.name || name.host() == host;
         let found = if own_host {
             crate::sources::s3::registered_among(location, settings, ours)
         } else {
