@@ -22,6 +22,9 @@ from common import now
 # "23:50:09.641 [INFO] message" / "08:27:40.557 [info] message".
 LINE_RE = re.compile(r"^(\d\d:\d\d:\d\d\.\d{3}) \[\w+\] (.*)$")
 
+# A membership event line: "p1@127.0.0.2: node p51@127.0.0.52 joined".
+JOINED_RE = re.compile(r"^(?:\S+: )?node (\S+) joined$")
+
 # A stamp further than this from the line's arrival is not trusted (the
 # node and the harness disagree on the time zone, or the clock jumped).
 STAMP_TRUST_S = 60.0
@@ -84,6 +87,7 @@ class Node:
         self.history = deque(maxlen=200)  # (t, message, stamp) of status lines
         self.status_at = []  # (t, stamp or None) of every status line
         self.other = deque(maxlen=200)  # (t, message) of other lines
+        self.joined = {}  # name: (t, stamp or None) of the first "node NAME joined"
         self.seq = 0
         self.buf = b""
         self.eof = None
@@ -163,6 +167,10 @@ class Reader:
                 msg = m.group(2)
                 if not node.is_status(msg):
                     node.other.append((t, msg))
+                    j = JOINED_RE.match(msg)
+                    if j and j.group(1) not in node.joined:
+                        node.joined[j.group(1)] = (t, stamped_at(m.group(1), t, wall))
+                        got = True
                     continue
                 stamp = stamped_at(m.group(1), t, wall)
             node.history.append((t, msg, stamp))

@@ -208,8 +208,32 @@ def convergence(run):
         run.res["s3_join"] = run.rt.figures(mark, run.n + 1)
     run.res["convergence_ms"] = ms(worst)
     run.res["convergence_stamped_ms"] = ms(own)
+    join_logged(run, joiner)
     if joiner.first_status:
         run.res["joiner_startup_ms"] = ms(joiner.first_status - joiner.t_exec)
+
+
+def join_logged(run, joiner):
+    """When every other node logged `node NAME joined` for the joiner (a
+    runtime that logs no such line has none), and how many listed it on
+    their next status line after that."""
+    seen = [(x, x.joined.get(joiner.name)) for x in run.cl.nodes if x is not joiner]
+    if not seen or any(j is None for _, j in seen):
+        missing = [x.name for x, j in seen if j is None]
+        if len(missing) < len(seen):
+            run.res["errors"].append(f"convergence: {len(missing)} nodes never logged that "
+                                     f"{joiner.name} joined, e.g. {missing[0]}")
+        return
+    run.res["join_logged_ms"] = ms(max(t for _, (t, _) in seen) - joiner.t_exec)
+    stamps = [s for _, (_, s) in seen]
+    run.res["join_logged_stamped_ms"] = (None if None in stamps
+                                         else ms(max(stamps) - joiner.t_exec))
+    has = present(joiner.name)
+    next_lists = 0
+    for x, (t, _) in seen:
+        after = [msg for tl, msg, _ in x.history if tl >= t]
+        next_lists += bool(after) and has.fn(after[0])
+    run.res["join_next_line_lists"] = {"nodes": len(seen), "listing": next_lists}
 
 
 def kill9(run):
